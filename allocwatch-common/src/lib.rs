@@ -1,0 +1,153 @@
+//! The kernel <-> userspace ABI of allocwatch.
+//!
+//! Everything here is shared by the eBPF programs (`allocwatch-ebpf`) and the
+//! userspace loader (`allocwatch::probe`). Only fixed-width integers, explicit
+//! padding, alignment ≤ 8 (ring buffer records), and compile-time size checks.
+#![no_std]
+
+/// Most user-stack frames carried by one event.
+///
+/// 32 frames reach past the runtime's own frames into several levels of user
+/// code, which is what call-site attribution and short exported stacks need.
+pub const MAX_FRAMES: usize = 32;
+
+/// Ring buffer size in bytes (a power of two multiple of the page size).
+pub const RINGBUF_BYTES: u32 = 32 << 20;
+
+/// Most address ranges the nested-call check looks at (all `runtime.mallocgc*`
+/// functions of a binary: 6 to 70 on Go 1.21–1.27).
+pub const MAX_RANGES: u32 = 128;
+
+/// Names of the maps and programs, so both sides agree.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const MALLOC_RANGES: &str = "MALLOC_RANGES";
+    pub const LOG_ONCE: &str = "LOG_ONCE";
+    pub const PROG_ALLOC: &str = "alloc_entry";
+    pub const PROG_POOL: &str = "pool_probe";
+    pub const TARGET_TGID: &str = "TARGET_TGID";
+}
+
+/// What a probe's cookie asks the program to do (upper 32 bits of the cookie;
+/// the lower 32 bits are the probe's index in the plan).
+pub mod cookie {
+    /// An allocation entry point that every allocation passes (`runtime.mallocgc`).
+    pub const ALLOC_ENTRY: u32 = 1;
+    /// A size-specialized entry that `runtime.mallocgc` itself may call: skip
+    /// the hit when the return address lies inside a `runtime.mallocgc*` function.
+    pub const ALLOC_SPECIALIZED: u32 = 2;
+    /// `sync.(*Pool).Get` at its frame setup: p in RAX.
+    pub const POOL_GET: u32 = 3;
+    /// The indirect `CALL reg` in `Get` that calls `p.New()`: p in RCX, funcval in RDX.
+    pub const POOL_NEW: u32 = 4;
+    /// The path in `Get` that returns nil because `p.New` is nil: p in RCX.
+    pub const POOL_NIL: u32 = 5;
+    /// `sync.(*Pool).Put` at its frame setup: p in RAX, x in (RBX, RCX).
+    pub const POOL_PUT: u32 = 6;
+
+    #[must_use]
+    pub const fn make(kind: u32, index: u32) -> u64 {
+        ((kind as u64) << 32) | index as u64
+    }
+    #[must_use]
+    pub const fn kind(cookie: u64) -> u32 {
+        (cookie >> 32) as u32
+    }
+    #[must_use]
+    pub const fn index(cookie: u64) -> u32 {
+        cookie as u32
+    }
+}
+
+/// Indexes into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Probe hits (every time a program ran for the target).
+    pub const HITS: u32 = 0;
+    /// Hits skipped as nested (already counted at `runtime.mallocgc`).
+    pub const NESTED: u32 = 1;
+    /// Events that did not fit in the ring buffer.
+    pub const LOST: u32 = 2;
+    /// `bpf_get_stack` failures (event still sent, without frames).
+    pub const STACK_ERRORS: u32 = 3;
+    /// Hits from another process (filtered out).
+    pub const OTHER_PROCESS: u32 = 4;
+    pub const COUNT: u32 = 8;
+}
+
+/// Event kinds (the first field of every ring buffer record).
+pub mod kind {
+    pub const ALLOC: u32 = 1;
+    pub const POOL: u32 = 2;
+}
+
+/// One allocation seen at an allocation entry point.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AllocEvent {
+    /// [`kind::ALLOC`].
+    pub kind: u32,
+    /// Thread group id (process id) of the allocating process.
+    pub tgid: u32,
+    /// The attach point's cookie.
+    pub cookie: u64,
+    /// Requested size in bytes (RAX).
+    pub size: u64,
+    /// `*_type` of the allocation (RBX), 0 when the runtime passed nil.
+    pub typ: u64,
+    /// Number of valid entries in `frames`.
+    pub nframes: u32,
+    pub _pad: u32,
+    /// User stack, innermost first: `frames[0]` is the probed instruction,
+    /// `frames[1]` the return address into the immediate caller.
+    pub frames: [u64; MAX_FRAMES],
+}
+
+const _: () = assert!(core::mem::size_of::<AllocEvent>() == 40 + 8 * MAX_FRAMES);
+
+/// One `sync.Pool` operation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PoolEvent {
+    /// [`kind::POOL`].
+    pub kind: u32,
+    pub tgid: u32,
+    pub cookie: u64,
+    /// The `*sync.Pool`.
+    pub pool: u64,
+    /// For `POOL_NEW`: code pointer of `p.New`; for `POOL_PUT`: the data word of `x`.
+    pub arg: u64,
+    /// Return address into the caller of `Get`/`Put` (`[RSP]` at the probe),
+    /// or, for the miss probes inside `Get`, the address of `Get`'s caller
+    /// taken from the frame chain.
+    pub caller: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<PoolEvent>() == 40);
+
+/// The `[start, end)` runtime addresses of every `runtime.mallocgc*` function,
+/// merged where adjacent and sorted. A size-specialized entry whose return
+/// address falls in one of them was called by `runtime.mallocgc` and is not
+/// counted again. Set as a global before the programs load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MallocRanges {
+    pub count: u64,
+    pub ranges: [[u64; 2]; MAX_RANGES as usize],
+}
+
+const _: () = assert!(core::mem::size_of::<MallocRanges>() == 8 + 16 * MAX_RANGES as usize);
+
+impl MallocRanges {
+    pub const EMPTY: MallocRanges = MallocRanges { count: 0, ranges: [[0; 2]; MAX_RANGES as usize] };
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain old data, every bit pattern is valid, no padding left implicit.
+    unsafe impl aya::Pod for super::AllocEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PoolEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MallocRanges {}
+}

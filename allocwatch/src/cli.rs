@@ -1,0 +1,145 @@
+//! The command line (clap definitions only).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "allocwatch",
+    version,
+    about = "Live heap-allocation and sync.Pool tracing for running Go programs",
+    long_about = "allocwatch attaches eBPF uprobes to a running Go program (no code change, no restart) and \
+                  shows where it allocates heap memory — per call site and Go type — and how well its \
+                  sync.Pools work.\n\nExit codes: 0 success, 1 other error, 2 usage error, 3 target problem \
+                  (no such process, not a Go program, unsupported Go), 4 environment problem (privileges, kernel)."
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Live dashboard of a running Go program.
+    Top(TopArgs),
+    /// Trace headless and write CSV files.
+    Record(RecordArgs),
+    /// Print what allocwatch would probe in a Go executable (no root needed).
+    Inspect(InspectArgs),
+}
+
+/// The traced program: a PID, or a command after `--`.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// PID of the Go process to trace.
+    #[arg(short, long, conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// Do not trace sync.Pool (Get, Put and misses).
+    #[arg(long)]
+    pub no_pools: bool,
+    /// A program to launch and trace from its first instruction.
+    #[arg(last = true, value_name = "PROGRAM ARGS")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Screen refresh interval (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub refresh: Duration,
+    /// Window over which rates are computed.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub rate_window: Duration,
+    /// Where `e` writes CSV files.
+    #[arg(long, default_value = ".")]
+    pub export_dir: PathBuf,
+    /// allocwatch's log file while the dashboard owns the terminal.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Stop after this long (e.g. 10s, 2m); otherwise at Ctrl-C, SIGTERM or when the target exits.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Write per-site totals to this CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Write per-pool totals to this CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub pools_csv: Option<PathBuf>,
+    /// Print the N hottest sites on stderr at the end.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A Go executable.
+    #[arg(required_unless_present = "pid", conflicts_with = "pid")]
+    pub binary: Option<PathBuf>,
+    /// Inspect the executable of this running process.
+    #[arg(short, long)]
+    pub pid: Option<u32>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Plan without sync.Pool probes.
+    #[arg(long)]
+    pub no_pools: bool,
+}
+
+/// Parses `1.5s`, `500ms`, `2m`, `1h`, `10` (seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (examples: 10s, 500ms, 2m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown unit `{other}` in `{s}` (use ms, s, m or h)")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!("`{s}` is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "abc", "10x", "-1s", "0", "1e400", "s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

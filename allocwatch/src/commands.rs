@@ -1,0 +1,340 @@
+//! The commands: `inspect`, `record` and `top`, on top of [`Session`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::{InspectArgs, RecordArgs, TargetArgs, TopArgs};
+use crate::error::{AppError, Result};
+use crate::export::csv::{PoolsCsv, SitesCsv};
+use crate::export::{AtomicFile, check_writable};
+use crate::plan::{self, PlanOptions, ProbePlan};
+use crate::session::{self, Options, Session, TargetSpec};
+use crate::stats::Snapshot;
+use crate::target::Gone;
+
+/// Measured cost of one uprobe hit at a `PUSHQ BP` on the reference machine
+/// (see docs/benchmarks.md); used for the overhead estimate.
+pub const COST_PER_HIT_NS: f64 = 750.0;
+
+fn init_stderr_log(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format(|buf, r| writeln!(buf, "allocwatch: {}: {}", r.level().as_str().to_lowercase(), r.args()))
+        .parse_env("ALLOCWATCH_LOG")
+        .try_init();
+}
+
+fn target_spec(t: &TargetArgs) -> Result<TargetSpec> {
+    match (t.pid, t.command.is_empty()) {
+        (Some(pid), true) => Ok(TargetSpec::Pid(pid)),
+        (None, false) => Ok(TargetSpec::Launch(t.command.clone())),
+        (Some(_), false) => Err(AppError::usage("give either --pid PID or -- PROGRAM ARGS…, not both")),
+        (None, true) => Err(AppError::usage("nothing to trace: give --pid PID or -- PROGRAM ARGS…")
+            .hint("example: allocwatch record --pid 1234 --duration 10s --csv sites.csv")),
+    }
+}
+
+/// `allocwatch inspect`.
+pub fn inspect(a: &InspectArgs, verbose: u8) -> Result<()> {
+    init_stderr_log(verbose);
+    let (path, what) = match (&a.binary, a.pid) {
+        (_, Some(pid)) => {
+            let t = crate::target::Target::from_pid(pid)?;
+            (t.exe.clone(), format!("PID {pid} ({})", t.exe_display))
+        }
+        (Some(p), None) => (p.clone(), p.display().to_string()),
+        (None, None) => return Err(AppError::usage("give a Go executable or --pid PID")),
+    };
+    let bin = session::open_binary(&path, &what)?;
+    let plan = plan::plan(&bin, PlanOptions { pools: !a.no_pools })
+        .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    let res = if a.json {
+        serde_json::to_writer_pretty(&mut out, &plan).map_err(std::io::Error::other).and_then(|()| writeln!(out))
+    } else {
+        print_plan(&mut out, &what, &plan)
+    };
+    match res {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::other(format!("cannot write: {e}"))),
+        _ => Ok(()),
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn print_plan(out: &mut impl Write, what: &str, p: &ProbePlan) -> std::io::Result<()> {
+    writeln!(out, "target:        {what}")?;
+    writeln!(out, "go version:    {}", p.go_version)?;
+    writeln!(
+        out,
+        "stripped: {}   PIE: {}   external linking: {}   PGO: {}",
+        yes(p.stripped),
+        yes(p.pie),
+        yes(p.external_link),
+        yes(p.pgo)
+    )?;
+    let n_spec = p.probes.iter().filter(|x| x.role.starts_with("alloc (")).count();
+    writeln!(
+        out,
+        "size-specialized malloc: {}",
+        if p.size_specialized_malloc { format!("yes ({n_spec} entries)") } else { "no".into() }
+    )?;
+    match &p.pools {
+        crate::plan::PoolTracing::Enabled => writeln!(out, "sync.Pool tracing: enabled")?,
+        crate::plan::PoolTracing::Disabled(r) => writeln!(out, "sync.Pool tracing: disabled ({r})")?,
+    }
+    writeln!(out, "probes ({}):", p.probes.len())?;
+    writeln!(out, "  {:<40} {:>7} {:>12}  {:<36} ROLE", "FUNCTION", "OFFSET", "FILE OFFSET", "PLACEMENT")?;
+    for pr in &p.probes {
+        writeln!(
+            out,
+            "  {:<40} {:>7} {:>12}  {:<36} {}",
+            pr.function,
+            format!("+{:#x}", pr.offset),
+            format!("{:#x}", pr.file_offset),
+            pr.placement,
+            pr.role
+        )?;
+    }
+    for w in &p.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    Ok(())
+}
+
+fn create_output(path: &Path, flag: &str) -> Result<AtomicFile> {
+    check_writable(path).map_err(|e| {
+        AppError::usage(format!("cannot write {flag} {}: {e}", path.display()))
+            .hint("the directory must exist and be writable")
+    })?;
+    AtomicFile::create(path).map_err(|e| AppError::usage(format!("cannot write {flag} {}: {e}", path.display())))
+}
+
+/// Why a trace stopped.
+#[derive(Debug)]
+enum Stop {
+    Duration,
+    Signal(&'static str),
+    Target(Gone),
+}
+
+/// Runs the event loop until `duration`, a signal, or the target going away;
+/// calls `tick` with a snapshot about every `refresh`.
+async fn trace_loop(
+    s: &mut Session,
+    duration: Option<Duration>,
+    refresh: Duration,
+    mut tick: impl FnMut(&Snapshot),
+) -> Result<Stop> {
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| AppError::other(format!("signal: {e}")))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| AppError::other(format!("signal: {e}")))?;
+    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    let mut ticker = tokio::time::interval(refresh.min(Duration::from_millis(250)));
+    let mut last_tick = tokio::time::Instant::now();
+    let stop = loop {
+        tokio::select! {
+            () = s.events_ready() => { s.pump(); }
+            _ = ticker.tick() => {
+                s.pump();
+                if let Some(g) = s.check_target() {
+                    break Stop::Target(g);
+                }
+                if last_tick.elapsed() >= refresh {
+                    last_tick = tokio::time::Instant::now();
+                    tick(&s.snapshot());
+                }
+            }
+            () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                break Stop::Duration;
+            }
+            _ = sigint.recv() => break Stop::Signal("SIGINT"),
+            _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
+        }
+    };
+    // Whatever the target did before the stop is still in the ring buffer.
+    s.pump();
+    s.flush_logs();
+    Ok(stop)
+}
+
+fn human_bytes(b: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display")]
+    let v = b as f64;
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..1_048_576 => format!("{:.1} KiB", v / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", v / 1_048_576.0),
+        _ => format!("{:.2} GiB", v / 1_073_741_824.0),
+    }
+}
+
+/// `allocwatch record`.
+pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
+    init_stderr_log(verbose);
+    let spec = target_spec(&a.target)?;
+    // Output paths are checked before anything is attached.
+    let mut csv_file = a.csv.as_deref().map(|p| create_output(p, "--csv")).transpose()?;
+    let mut pools_file = a.pools_csv.as_deref().map(|p| create_output(p, "--pools-csv")).transpose()?;
+    let mut s = Session::start(&spec, Options { pools: !a.target.no_pools })?;
+    let stop = trace_loop(&mut s, a.duration, Duration::from_secs(1), |_| {}).await?;
+    let snap = s.snapshot();
+    let mut written: Vec<PathBuf> = Vec::new();
+    if let Some(f) = csv_file.take() {
+        written.push(write_sites(f, &snap)?);
+    }
+    if let Some(f) = pools_file.take() {
+        written.push(write_pools(f, &snap)?);
+    }
+    if s.target.launched() && matches!(stop, Stop::Signal(_) | Stop::Duration) {
+        // A program allocwatch started does not outlive the recording.
+        s.target.kill_launched();
+    }
+    summary(&s, &snap, &stop, &written, a.top);
+    Ok(())
+}
+
+fn write_sites(mut f: AtomicFile, snap: &Snapshot) -> Result<PathBuf> {
+    let dest = f.dest().to_path_buf();
+    let err = |e: &dyn std::fmt::Display| AppError::other(format!("cannot write {}: {e}", dest.display()));
+    let mut w = SitesCsv::new(f.writer()).map_err(|e| err(&e))?;
+    w.write_window(Duration::ZERO, snap).map_err(|e| err(&e))?;
+    w.flush().map_err(|e| err(&e))?;
+    drop(w);
+    f.commit().map_err(|e| err(&e))
+}
+
+fn write_pools(mut f: AtomicFile, snap: &Snapshot) -> Result<PathBuf> {
+    let dest = f.dest().to_path_buf();
+    let err = |e: &dyn std::fmt::Display| AppError::other(format!("cannot write {}: {e}", dest.display()));
+    let mut w = PoolsCsv::new(f.writer()).map_err(|e| err(&e))?;
+    w.write_window(Duration::ZERO, snap).map_err(|e| err(&e))?;
+    w.flush().map_err(|e| err(&e))?;
+    drop(w);
+    f.commit().map_err(|e| err(&e))
+}
+
+fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: usize) {
+    let mut e = std::io::stderr().lock();
+    let why = match stop {
+        Stop::Duration => "duration reached".to_string(),
+        Stop::Signal(sig) => format!("{sig} received"),
+        Stop::Target(Gone::Exited(m) | Gone::Replaced(m)) => format!("target {m}"),
+    };
+    let secs = snap.elapsed.as_secs_f64();
+    let _ = writeln!(
+        e,
+        "allocwatch: PID {} ({}), {}, exact mode: {:.2}s ({why}): {} allocations, {} ({} bytes); events lost: {}",
+        s.target.pid,
+        s.target.exe_display,
+        s.plan.go_version,
+        secs,
+        snap.total_allocs,
+        human_bytes(snap.total_bytes),
+        snap.total_bytes,
+        snap.counters.lost
+    );
+    if snap.counters.lost > 0 {
+        let _ = writeln!(e, "allocwatch: warning: {} events did not fit in the ring buffer: counts are low", snap.counters.lost);
+    }
+    for (i, site) in snap.sites_by_bytes().iter().take(top).enumerate() {
+        let _ = writeln!(
+            e,
+            "  {:>2}. {:>10} allocs {:>12}  {} {}:{}  {}",
+            i + 1,
+            site.allocs,
+            human_bytes(site.bytes),
+            site.key.function,
+            short_file(&site.key.file),
+            site.key.line,
+            site.key.type_name
+        );
+    }
+    for p in &snap.pools {
+        let _ = writeln!(
+            e,
+            "  pool {} (New: {}): {} gets, hit ratio {}, {} misses, {} puts",
+            p.name,
+            p.new_func.as_deref().unwrap_or("?"),
+            p.stats.gets,
+            p.stats.hit_ratio().map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
+            p.stats.misses + p.stats.nil_returns,
+            p.stats.puts
+        );
+    }
+    for path in written {
+        let _ = writeln!(e, "allocwatch: wrote {}", path.display());
+    }
+}
+
+fn short_file(f: &str) -> &str {
+    f.rsplit('/').next().unwrap_or(f)
+}
+
+/// `allocwatch top`.
+pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
+    let spec = target_spec(&a.target)?;
+    let log_path = a.log_file.clone().unwrap_or_else(|| std::env::temp_dir().join("allocwatch.log"));
+    init_file_log(&log_path)?;
+    let mut s = Session::start(&spec, Options { pools: !a.target.no_pools })?;
+    let info = crate::tui::TargetInfo {
+        pid: s.target.pid,
+        command: s.target.command.clone(),
+        go_version: s.plan.go_version.clone(),
+        stripped: s.plan.stripped,
+        pie: s.plan.pie,
+        mode: "exact".into(),
+        cost_per_hit_ns: COST_PER_HIT_NS,
+        log_path: log_path.display().to_string(),
+        warnings: s.plan.warnings.clone(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let opts = crate::tui::TuiOptions { refresh: a.refresh, export_dir: a.export_dir.clone(), rate_window: a.rate_window };
+    let ui = crate::tui::run(info, rx, opts);
+    tokio::pin!(ui);
+    let tx2 = tx.clone();
+    let feeder = async move {
+        let stop = trace_loop(&mut s, None, a.refresh, |snap| {
+            let _ = tx.try_send(crate::tui::Feed::Snapshot(Box::new(snap.clone())));
+        })
+        .await;
+        let snap = s.snapshot();
+        let _ = tx2.send(crate::tui::Feed::Snapshot(Box::new(snap))).await;
+        let msg = match &stop {
+            Ok(Stop::Target(Gone::Exited(m) | Gone::Replaced(m))) => format!("target {m}"),
+            Ok(Stop::Signal(sig)) => format!("{sig} received"),
+            Ok(Stop::Duration) => "stopped".into(),
+            Err(e) => e.message.clone(),
+        };
+        let _ = tx2.send(crate::tui::Feed::TargetExited(msg)).await;
+        drop(s);
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        r = &mut ui => r.map_err(|e| AppError::other(format!("{e:#}"))),
+        () = feeder => Ok(()),
+    }
+}
+
+fn init_file_log(path: &Path) -> Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| AppError::usage(format!("cannot open the log file {}: {e}", path.display())))?;
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Info)
+        .parse_env("ALLOCWATCH_LOG")
+        .target(env_logger::Target::Pipe(Box::new(f)))
+        .try_init();
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Checks, before anything is loaded, that this machine and this user can
+//! trace: privileges and the kernel features allocwatch relies on. Each
+//! failure says exactly what is missing.
+
+use std::path::Path;
+
+use crate::error::{AppError, Result};
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The effective capability set of this process.
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Names of the capabilities needed and missing (empty when all are there).
+#[must_use]
+pub fn missing_capabilities() -> Vec<&'static str> {
+    let caps = effective_caps();
+    [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_SYS_PTRACE, "CAP_SYS_PTRACE")]
+        .into_iter()
+        .filter(|(bit, _)| caps & (1u64 << bit) == 0)
+        .map(|(_, n)| n)
+        .collect()
+}
+
+/// A kernel feature allocwatch needs.
+struct Feature {
+    name: &'static str,
+    present: fn() -> bool,
+    hint: &'static str,
+}
+
+fn kernel_version() -> Option<(u32, u32)> {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut it = r.trim().split(['.', '-']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+const FEATURES: [Feature; 4] = [
+    Feature {
+        name: "uprobes",
+        present: || Path::new("/sys/bus/event_source/devices/uprobe/type").exists(),
+        hint: "the kernel needs CONFIG_UPROBES and CONFIG_UPROBE_EVENTS",
+    },
+    Feature {
+        name: "btf",
+        present: || Path::new("/sys/kernel/btf/vmlinux").exists(),
+        hint: "the kernel needs CONFIG_DEBUG_INFO_BTF",
+    },
+    Feature {
+        name: "ringbuf",
+        present: || kernel_version().is_some_and(|v| v >= (5, 8)),
+        hint: "BPF ring buffers need Linux ≥ 5.8",
+    },
+    Feature {
+        name: "cookies",
+        present: || kernel_version().is_some_and(|v| v >= (5, 15)),
+        hint: "BPF attach cookies need Linux ≥ 5.15",
+    },
+];
+
+/// `ALLOCWATCH_FAIL_FEATURE=NAME` makes the check of feature NAME fail, so the
+/// error path can be tested on a kernel that has everything.
+fn forced_missing(name: &str) -> bool {
+    std::env::var("ALLOCWATCH_FAIL_FEATURE").is_ok_and(|v| v.split(',').any(|f| f == name))
+}
+
+/// The kernel features that are missing, with what to do.
+#[must_use]
+pub fn missing_features() -> Vec<(&'static str, &'static str)> {
+    FEATURES
+        .iter()
+        .filter(|f| forced_missing(f.name) || !(f.present)())
+        .map(|f| (f.name, f.hint))
+        .collect()
+}
+
+/// Fails with an environment error (exit code 4) when tracing cannot work here.
+pub fn check() -> Result<()> {
+    let missing = missing_capabilities();
+    if !missing.is_empty() {
+        return Err(AppError::env(format!("insufficient privileges: missing {}", missing.join(", "))).hint(
+            "run as root (sudo allocwatch …), or grant the binary CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE: \
+             sudo setcap cap_bpf,cap_perfmon,cap_sys_admin,cap_sys_ptrace+ep $(which allocwatch)",
+        ));
+    }
+    let missing = missing_features();
+    if let Some((name, hint)) = missing.first() {
+        let names: Vec<_> = missing.iter().map(|(n, _)| *n).collect();
+        return Err(AppError::env(format!("this kernel lacks what allocwatch needs: {}", names.join(", ")))
+            .hint(format!("{name}: {hint}")));
+    }
+    Ok(())
+}

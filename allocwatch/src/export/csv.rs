@@ -1,0 +1,167 @@
+//! The CSV schemas of `record` (and of the dashboard's `e` export).
+//!
+//! Sites: `window_start_s,window_end_s,function,file,line,type,allocs,bytes,allocs_per_s,bytes_per_s`,
+//! one row per (function, file, line, type) and window, sorted by bytes descending.
+//! Pools: `window_start_s,window_end_s,pool,new_func,gets,hits,misses,nil_returns,puts,hit_ratio`.
+
+use std::io::Write;
+
+use crate::stats::Snapshot;
+
+pub const SITES_HEADER: [&str; 10] = [
+    "window_start_s",
+    "window_end_s",
+    "function",
+    "file",
+    "line",
+    "type",
+    "allocs",
+    "bytes",
+    "allocs_per_s",
+    "bytes_per_s",
+];
+
+pub const POOLS_HEADER: [&str; 10] = [
+    "window_start_s",
+    "window_end_s",
+    "pool",
+    "new_func",
+    "gets",
+    "hits",
+    "misses",
+    "nil_returns",
+    "puts",
+    "hit_ratio",
+];
+
+fn secs(d: std::time::Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+#[expect(clippy::cast_precision_loss, reason = "rates for display")]
+fn rate(n: u64, window: f64) -> String {
+    if window > 0.0 { format!("{:.1}", n as f64 / window) } else { String::new() }
+}
+
+/// A CSV writer for site rows; `header` writes the header once.
+pub struct SitesCsv<W: Write> {
+    w: csv::Writer<W>,
+}
+
+impl<W: Write> SitesCsv<W> {
+    pub fn new(out: W) -> csv::Result<Self> {
+        let mut w = csv::Writer::from_writer(out);
+        w.write_record(SITES_HEADER)?;
+        Ok(SitesCsv { w })
+    }
+
+    /// Writes one row per site of `window` (a difference of two snapshots,
+    /// or a whole run), `start` being the window's start since recording began.
+    pub fn write_window(&mut self, start: std::time::Duration, window: &Snapshot) -> csv::Result<()> {
+        let end = start + window.elapsed;
+        let secs_f = window.elapsed.as_secs_f64();
+        let (s, e) = (secs(start), secs(end));
+        for site in window.sites_by_bytes() {
+            let k = &site.key;
+            self.w.write_record([
+                s.as_str(),
+                e.as_str(),
+                &k.function,
+                &k.file,
+                &k.line.to_string(),
+                &k.type_name,
+                &site.allocs.to_string(),
+                &site.bytes.to_string(),
+                &rate(site.allocs, secs_f),
+                &rate(site.bytes, secs_f),
+            ])?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+
+    pub fn into_inner(self) -> Result<W, csv::IntoInnerError<csv::Writer<W>>> {
+        self.w.into_inner()
+    }
+}
+
+/// A CSV writer for pool rows.
+pub struct PoolsCsv<W: Write> {
+    w: csv::Writer<W>,
+}
+
+impl<W: Write> PoolsCsv<W> {
+    pub fn new(out: W) -> csv::Result<Self> {
+        let mut w = csv::Writer::from_writer(out);
+        w.write_record(POOLS_HEADER)?;
+        Ok(PoolsCsv { w })
+    }
+
+    pub fn write_window(&mut self, start: std::time::Duration, window: &Snapshot) -> csv::Result<()> {
+        let end = start + window.elapsed;
+        let (s, e) = (secs(start), secs(end));
+        for p in &window.pools {
+            let st = &p.stats;
+            self.w.write_record([
+                s.as_str(),
+                e.as_str(),
+                &p.name,
+                p.new_func.as_deref().unwrap_or(""),
+                &st.gets.to_string(),
+                &st.hits().to_string(),
+                &st.misses.to_string(),
+                &st.nil_returns.to_string(),
+                &st.puts.to_string(),
+                &st.hit_ratio().map(|r| format!("{r:.4}")).unwrap_or_default(),
+            ])?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+
+    pub fn into_inner(self) -> Result<W, csv::IntoInnerError<csv::Writer<W>>> {
+        self.w.into_inner()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{Counters, Frame, SiteKey, SiteStats, SIZE_BUCKETS};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn header_and_rows() {
+        let key = SiteKey { function: Arc::from("main.f"), file: Arc::from("/x/main.go"), line: 3, type_name: Arc::from("main.T") };
+        let snap = Snapshot {
+            elapsed: Duration::from_secs(2),
+            sites: vec![SiteStats {
+                key,
+                allocs: 10,
+                bytes: 240,
+                size_hist: [0; SIZE_BUCKETS],
+                stack: Arc::from(Vec::<Frame>::new()),
+                pool_new_func: None,
+            }],
+            pools: vec![],
+            counters: Counters::default(),
+            total_allocs: 10,
+            total_bytes: 240,
+        };
+        let mut w = SitesCsv::new(Vec::new()).unwrap();
+        w.write_window(Duration::ZERO, &snap).unwrap();
+        let out = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "window_start_s,window_end_s,function,file,line,type,allocs,bytes,allocs_per_s,bytes_per_s\n\
+             0.000,2.000,main.f,/x/main.go,3,main.T,10,240,5.0,120.0\n"
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! allocwatch: live heap-allocation and `sync.Pool` tracing for running Go
+//! programs, with eBPF uprobes.
+//!
+//! Data flows one way: Go binary ([`gobin`]) → probe plan ([`plan`]) →
+//! probes and ring buffer ([`probe`]) → aggregation ([`stats`], symbolized
+//! by [`symbolize`]) → the dashboard ([`tui`]) and files ([`export`]).
+//! [`session`] runs that chain for `record` and `top`.
+
+pub mod cli;
+pub mod commands;
+pub mod envcheck;
+pub mod error;
+pub mod export;
+pub mod gobin;
+pub mod plan;
+pub mod probe;
+pub mod session;
+pub mod stats;
+pub mod symbolize;
+pub mod target;
+pub mod tui;

@@ -1,0 +1,274 @@
+//! Which functions to probe, at which instruction, with which cookie.
+//!
+//! Pure: computed from a [`GoBinary`] alone, so `allocwatch inspect` prints it
+//! without root and tests check it without a kernel.
+//!
+//! - Allocation entries: `runtime.mallocgc` and, where the linker kept them,
+//!   the size-specialized entries Go 1.27 (and 1.26 with
+//!   `GOEXPERIMENT=sizespecializedmalloc`) calls directly from user code. The
+//!   specialized ones are also called by `mallocgc` itself: their probes skip
+//!   hits whose return address lies in a `runtime.mallocgc*` function.
+//! - Every probe sits on the `PUSHQ BP` after the stack check (decoded, never
+//!   assumed): cheaper, fires once per call even after `morestack`, and keeps
+//!   the immediate caller in kernel stack walks.
+//! - `sync.Pool`: `Get` and `Put` at their frame setup, and the two miss paths
+//!   inside `Get` (the indirect call of `p.New()` and the nil return).
+
+use serde::Serialize;
+
+use allocwatch_common::cookie;
+
+use crate::gobin::{GoBinary, prologue};
+
+/// Which eBPF program serves a probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Program {
+    Alloc,
+    Pool,
+}
+
+/// One uprobe.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedProbe {
+    pub function: String,
+    /// The function's entry (file vaddr).
+    pub func_vaddr: u64,
+    /// Probe offset from the entry.
+    pub offset: u64,
+    /// `func_vaddr + offset`.
+    pub vaddr: u64,
+    /// Where `vaddr` is in the executable file (what the kernel attaches to).
+    pub file_offset: u64,
+    /// Why this instruction.
+    pub placement: String,
+    pub program: Program,
+    /// What the probe does (`allocwatch_common::cookie` kind).
+    pub role: &'static str,
+    pub cookie: u64,
+}
+
+/// Whether `sync.Pool` is traced, and why not.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "status", content = "reason")]
+pub enum PoolTracing {
+    Enabled,
+    Disabled(String),
+}
+
+/// Everything `inspect` prints and `attach` needs.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbePlan {
+    pub go_version: String,
+    pub stripped: bool,
+    pub pie: bool,
+    pub external_link: bool,
+    pub pgo: bool,
+    pub size_specialized_malloc: bool,
+    pub probes: Vec<PlannedProbe>,
+    /// `[start, end)` vaddrs of every `runtime.mallocgc*` function.
+    pub malloc_ranges: Vec<(u64, u64)>,
+    pub pools: PoolTracing,
+    pub warnings: Vec<String>,
+}
+
+/// Options that change the plan.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanOptions {
+    pub pools: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { pools: true }
+    }
+}
+
+const SPECIALIZED_PREFIXES: [&str; 4] = [
+    "runtime.mallocgcSmallNoScanSC",
+    "runtime.mallocgcSmallScanNoHeaderSC",
+    "runtime.mallocgcTinySC",
+    "runtime.mallocgcTinySize",
+];
+
+/// True for the size-specialized allocation entries (`runtime.mallocgcTinySC2`, …).
+#[must_use]
+pub fn is_specialized_entry(name: &str) -> bool {
+    SPECIALIZED_PREFIXES.iter().any(|p| {
+        name.strip_prefix(p).is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+fn role_name(kind: u32) -> &'static str {
+    match kind {
+        cookie::ALLOC_ENTRY => "alloc",
+        cookie::ALLOC_SPECIALIZED => "alloc (skip if called by mallocgc)",
+        cookie::POOL_GET => "pool get",
+        cookie::POOL_NEW => "pool miss (New called)",
+        cookie::POOL_NIL => "pool miss (nil returned)",
+        cookie::POOL_PUT => "pool put",
+        _ => "?",
+    }
+}
+
+struct Builder<'a> {
+    bin: &'a GoBinary,
+    probes: Vec<PlannedProbe>,
+    warnings: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, function: &str, func_vaddr: u64, offset: u64, placement: String, kind: u32) -> Result<(), String> {
+        let vaddr = func_vaddr + offset;
+        let file_offset = self
+            .bin
+            .file_offset(vaddr)
+            .ok_or_else(|| format!("{function}+{offset:#x} is not in a loadable segment of the file"))?;
+        let index = u32::try_from(self.probes.len()).unwrap_or(u32::MAX);
+        self.probes.push(PlannedProbe {
+            function: function.to_string(),
+            func_vaddr,
+            offset,
+            vaddr,
+            file_offset,
+            placement,
+            program: if kind >= cookie::POOL_GET { Program::Pool } else { Program::Alloc },
+            role: role_name(kind),
+            cookie: cookie::make(kind, index),
+        });
+        Ok(())
+    }
+
+    /// A probe at the function's frame setup.
+    fn entry(&mut self, name: &str, kind: u32) -> Result<(), String> {
+        let f = self.bin.func_by_name(name).ok_or_else(|| format!("{name} not found"))?;
+        let code = self.bin.code(&f).ok_or_else(|| format!("code of {name} not in the file"))?;
+        let po = prologue::probe_offset(code, f.entry);
+        let placement = match &po.kind {
+            prologue::ProbeSite::PushBp => "PUSHQ BP after the stack check".to_string(),
+            prologue::ProbeSite::Entry { reason } => {
+                self.warnings.push(format!(
+                    "{name}: probing its first instruction ({reason}); a stack growth may count a call twice"
+                ));
+                format!("entry: {reason}")
+            }
+        };
+        self.push(name, f.entry, po.offset, placement, kind)
+    }
+}
+
+/// Computes the probe plan of a Go executable.
+pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
+    let info = bin.build_info();
+    let mut b = Builder { bin, probes: Vec::new(), warnings: Vec::new() };
+    if let Some((1, minor, _)) = info.version() {
+        if minor > 27 {
+            b.warnings.push(format!(
+                "{} is newer than the newest Go allocwatch was tested with (1.27): counts may be incomplete",
+                info.go_version
+            ));
+        }
+    }
+
+    b.entry("runtime.mallocgc", cookie::ALLOC_ENTRY)?;
+    let mut specialized: Vec<_> = bin.functions().filter(|f| is_specialized_entry(&f.name)).collect();
+    specialized.sort_by_key(|f| f.entry);
+    for f in &specialized {
+        b.entry(&f.name, cookie::ALLOC_SPECIALIZED)?;
+    }
+    let malloc_ranges: Vec<(u64, u64)> = {
+        let mut r: Vec<_> =
+            bin.functions().filter(|f| f.name.starts_with("runtime.mallocgc")).map(|f| (f.entry, f.end)).collect();
+        r.sort_unstable();
+        r
+    };
+
+    let pools = if !opts.pools {
+        PoolTracing::Disabled("turned off (--no-pools)".into())
+    } else {
+        match plan_pools(&mut b) {
+            Ok(()) => PoolTracing::Enabled,
+            Err(reason) => {
+                b.probes.retain(|p| p.program != Program::Pool);
+                b.warnings.push(format!("sync.Pool tracing disabled: {reason}; allocation tracing carries on"));
+                PoolTracing::Disabled(reason)
+            }
+        }
+    };
+    if info.pgo() && pools == PoolTracing::Enabled {
+        b.warnings.push(
+            "built with PGO: sync.Pool Get/Put may be inlined into hot callers; pool counts are incomplete for this binary"
+                .into(),
+        );
+    }
+
+    Ok(ProbePlan {
+        go_version: info.go_version.clone(),
+        stripped: bin.is_stripped(),
+        pie: bin.is_pie(),
+        external_link: bin.externally_linked(),
+        pgo: info.pgo(),
+        size_specialized_malloc: !specialized.is_empty(),
+        probes: b.probes,
+        malloc_ranges,
+        pools,
+        warnings: b.warnings,
+    })
+}
+
+fn plan_pools(b: &mut Builder<'_>) -> Result<(), String> {
+    const GET: &str = "sync.(*Pool).Get";
+    const PUT: &str = "sync.(*Pool).Put";
+    let Some(get) = b.bin.func_by_name(GET) else {
+        return Err("the program does not use sync.Pool".into());
+    };
+    b.entry(GET, cookie::POOL_GET)?;
+    let code = b.bin.code(&get).ok_or_else(|| format!("code of {GET} not in the file"))?;
+    let sites = prologue::pool_get_miss_sites(code, get.entry)
+        .map_err(|e| format!("{GET} does not have the expected shape ({e})"))?;
+    b.push(GET, get.entry, sites.new_call, "indirect CALL of p.New()".into(), cookie::POOL_NEW)?;
+    b.push(GET, get.entry, sites.nil_return, "nil return when p.New is nil".into(), cookie::POOL_NIL)?;
+    if b.bin.func_by_name(PUT).is_some() {
+        b.entry(PUT, cookie::POOL_PUT)?;
+    }
+    Ok(())
+}
+
+impl ProbePlan {
+    /// The `runtime.mallocgc*` ranges, adjacent ones merged.
+    #[must_use]
+    pub fn merged_malloc_ranges(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for &(s, e) in &self.malloc_ranges {
+            match out.last_mut() {
+                Some(last) if last.1 >= s => last.1 = last.1.max(e),
+                _ => out.push((s, e)),
+            }
+        }
+        out
+    }
+
+    /// True when pool probes are part of the plan.
+    #[must_use]
+    pub fn pools_enabled(&self) -> bool {
+        self.pools == PoolTracing::Enabled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specialized_names() {
+        assert!(is_specialized_entry("runtime.mallocgcSmallNoScanSC2"));
+        assert!(is_specialized_entry("runtime.mallocgcSmallScanNoHeaderSC26"));
+        assert!(is_specialized_entry("runtime.mallocgcTinySC2"));
+        assert!(is_specialized_entry("runtime.mallocgcTinySize15"));
+        assert!(!is_specialized_entry("runtime.mallocgc"));
+        assert!(!is_specialized_entry("runtime.mallocgcTiny"));
+        assert!(!is_specialized_entry("runtime.mallocgcSmallNoscan"));
+        assert!(!is_specialized_entry("runtime.mallocgcSmallNoScanSC"));
+        assert!(!is_specialized_entry("runtime.mallocgcSmallNoScanSC2x"));
+    }
+}

@@ -1,0 +1,207 @@
+//! The only module that talks to the kernel: loads the eBPF object, attaches
+//! the plan's uprobes, reads the ring buffer and the counters.
+
+use std::num::NonZeroU32;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use allocwatch_common::{AllocEvent, MAX_FRAMES, MAX_RANGES, MallocRanges, PoolEvent, counter, kind, names};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::UProbe;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::{Ebpf, EbpfLoader};
+use aya_log::EbpfLogger;
+use tokio::io::unix::AsyncFd;
+
+use crate::error::{AppError, Result};
+use crate::plan::{ProbePlan, Program};
+use crate::stats::Counters;
+
+/// The eBPF object built by `build.rs`.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allocwatch.bpf.o"));
+
+/// One event from the ring buffer.
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    Alloc { cookie: u64, size: u64, typ: u64, frames: &'a [u64] },
+    Pool { cookie: u64, pool: u64, arg: u64, caller: u64 },
+}
+
+/// Loaded programs with their probes attached. Dropping it detaches every probe.
+pub struct Tracer {
+    ring: AsyncFd<RingBuf<MapData>>,
+    logger: Option<AsyncFd<EbpfLogger<&'static dyn log::Log>>>,
+    counters: PerCpuArray<MapData, u64>,
+    attached: usize,
+    // Last: the programs and their links go when the rest is done.
+    _ebpf: Ebpf,
+}
+
+fn load_error(e: &dyn std::fmt::Display) -> AppError {
+    AppError::env(format!("cannot load the eBPF programs: {e}"))
+        .hint("allocwatch needs root, or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, and a kernel ≥ 5.15 with BTF")
+}
+
+/// The decoded bytes of one ring buffer record.
+fn decode(buf: &[u8]) -> Option<Event<'_>> {
+    let k = u32::from_ne_bytes(buf.get(0..4)?.try_into().ok()?);
+    match k {
+        kind::ALLOC if buf.len() >= size_of::<AllocEvent>() => {
+            // SAFETY: the ring buffer holds a whole AllocEvent written by the
+            // eBPF program; records are 8-byte aligned.
+            let ev = unsafe { &*buf.as_ptr().cast::<AllocEvent>() };
+            let n = (ev.nframes as usize).min(MAX_FRAMES);
+            Some(Event::Alloc { cookie: ev.cookie, size: ev.size, typ: ev.typ, frames: &ev.frames[..n] })
+        }
+        kind::POOL if buf.len() >= size_of::<PoolEvent>() => {
+            // SAFETY: as above, for PoolEvent.
+            let ev = unsafe { &*buf.as_ptr().cast::<PoolEvent>() };
+            Some(Event::Pool { cookie: ev.cookie, pool: ev.pool, arg: ev.arg, caller: ev.caller })
+        }
+        _ => None,
+    }
+}
+
+impl Tracer {
+    /// Loads the programs for process `tgid`, with the runtime addresses of
+    /// the `runtime.mallocgc*` functions, and attaches every probe of `plan`
+    /// (vaddrs already in the plan; `bias` is the target's load bias) to
+    /// `exe` for that process only.
+    pub fn attach(plan: &ProbePlan, exe: &Path, tgid: u32, bias: u64) -> Result<Tracer> {
+        let mut ranges = MallocRanges::EMPTY;
+        let merged = plan.merged_malloc_ranges();
+        if merged.len() > MAX_RANGES as usize {
+            return Err(AppError::target(format!(
+                "the binary has {} separate runtime.mallocgc* ranges, more than the {MAX_RANGES} supported",
+                merged.len()
+            )));
+        }
+        for (i, (s, e)) in merged.iter().enumerate() {
+            ranges.ranges[i] = [s + bias, e + bias];
+        }
+        ranges.count = merged.len() as u64;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::TARGET_TGID, &tgid, true)
+            .override_global(names::MALLOC_RANGES, &ranges, true)
+            .load(BPF_OBJECT)
+            .map_err(|e| load_error(&e))?;
+        let logger = match EbpfLogger::init(&mut ebpf) {
+            // SAFETY: the logger owns its ring buffer map's fd for its whole life.
+            Ok(l) => unsafe { AsyncFd::register(l) }.ok(),
+            Err(e) => {
+                log::debug!("eBPF logs unavailable: {e}");
+                None
+            }
+        };
+        let Some(pid) = NonZeroU32::new(tgid) else {
+            return Err(AppError::target("PID 0 cannot be traced"));
+        };
+        let mut attached = 0;
+        for prog_kind in [Program::Alloc, Program::Pool] {
+            let probes: Vec<_> = plan.probes.iter().filter(|p| p.program == prog_kind).collect();
+            if probes.is_empty() {
+                continue;
+            }
+            let name = match prog_kind {
+                Program::Alloc => names::PROG_ALLOC,
+                Program::Pool => names::PROG_POOL,
+            };
+            let prog: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| AppError::other(format!("program {name} missing from the eBPF object")))?
+                .try_into()
+                .map_err(|e| load_error(&e))?;
+            prog.load().map_err(|e| load_error(&e))?;
+            for p in probes {
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
+                    cookie: Some(p.cookie),
+                };
+                prog.attach(point, exe, UProbeScope::OneProcess(pid)).map_err(|e| {
+                    AppError::env(format!("cannot attach a uprobe to {}+{:#x}: {e}", p.function, p.offset))
+                        .hint("the kernel needs uprobes (CONFIG_UPROBE_EVENTS) and BPF cookies (≥ 5.15)")
+                })?;
+                attached += 1;
+            }
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map(names::EVENTS)
+                .ok_or_else(|| AppError::other("ring buffer map missing from the eBPF object"))?,
+        )
+        .map_err(|e| load_error(&e))?;
+        // SAFETY: RingBuf owns its map fd until it is dropped with the AsyncFd.
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| AppError::other(format!("cannot poll the ring buffer: {e}")))?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map(names::COUNTERS)
+                .ok_or_else(|| AppError::other("counters map missing from the eBPF object"))?,
+        )
+        .map_err(|e| load_error(&e))?;
+        Ok(Tracer { ring, logger, counters, attached, _ebpf: ebpf })
+    }
+
+    /// Number of uprobes attached.
+    #[must_use]
+    pub fn attached(&self) -> usize {
+        self.attached
+    }
+
+    /// Hands every event now in the ring buffer to `f`; returns how many.
+    pub fn drain(&mut self, mut f: impl FnMut(Event<'_>)) -> usize {
+        let mut n = 0;
+        let rb = self.ring.get_mut();
+        while let Some(item) = rb.next() {
+            if let Some(ev) = decode(&item) {
+                f(ev);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Waits until the ring buffer has data (or the logger has records, which are flushed).
+    pub async fn readable(&mut self) {
+        if let Some(logger) = &mut self.logger {
+            tokio::select! {
+                g = self.ring.readable_mut() => {
+                    if let Ok(mut g) = g {
+                        g.clear_ready();
+                    }
+                }
+                g = logger.readable_mut() => {
+                    if let Ok(mut g) = g {
+                        g.get_inner_mut().flush();
+                        g.clear_ready();
+                    }
+                }
+            }
+        } else if let Ok(mut g) = self.ring.readable_mut().await {
+            g.clear_ready();
+        }
+    }
+
+    /// Flushes eBPF-side log records to the `log` crate.
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = &mut self.logger {
+            l.get_mut().flush();
+        }
+    }
+
+    /// The kernel-side counters, summed over CPUs.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        let sum = |i: u32| self.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+        Counters {
+            hits: sum(counter::HITS),
+            nested: sum(counter::NESTED),
+            lost: sum(counter::LOST),
+            stack_errors: sum(counter::STACK_ERRORS),
+        }
+    }
+
+    /// The ring buffer's file descriptor (for diagnostics).
+    #[must_use]
+    pub fn ring_fd(&self) -> i32 {
+        self.ring.get_ref().as_raw_fd()
+    }
+}

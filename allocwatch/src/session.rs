@@ -1,0 +1,157 @@
+//! A tracing session: from a PID or a command line to attached probes and a
+//! stream of aggregated snapshots. Shared by `record` and `top`.
+//!
+//! Go binary → [`plan`](crate::plan) → [`probe::Tracer`] → events →
+//! [`stats::Aggregator`] → snapshots for the dashboard and the exporters.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allocwatch_common::cookie;
+
+use crate::error::{AppError, Result};
+use crate::gobin::GoBinary;
+use crate::plan::{self, PlanOptions, ProbePlan};
+use crate::probe::{Event, Tracer};
+use crate::stats::{Aggregator, PoolOp, Snapshot};
+use crate::symbolize::GoResolver;
+use crate::target::{Gone, Target};
+
+/// What to trace.
+#[derive(Clone, Debug)]
+pub enum TargetSpec {
+    Pid(u32),
+    /// Launch this command and trace it from its first instruction.
+    Launch(Vec<OsString>),
+}
+
+/// Session options.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub pools: bool,
+}
+
+/// Opens and parses a Go executable, mapping failures to target errors.
+pub fn open_binary(path: &Path, what: &str) -> Result<GoBinary> {
+    GoBinary::open(path).map_err(|e| {
+        let err = AppError::target(format!("{what}: {e}"));
+        match e {
+            crate::gobin::GoBinError::GoTooOld { .. } => {
+                err.hint("allocwatch supports Go ≥ 1.17 (register ABI); rebuild the program with a newer Go")
+            }
+            crate::gobin::GoBinError::NotGo | crate::gobin::GoBinError::NotElf => {
+                err.hint("allocwatch traces programs built by the Go toolchain (Linux amd64 executables)")
+            }
+            _ => err,
+        }
+    })
+}
+
+/// An attached, running trace.
+pub struct Session {
+    pub target: Target,
+    pub bin: Arc<GoBinary>,
+    pub plan: ProbePlan,
+    tracer: Tracer,
+    agg: Aggregator<GoResolver>,
+    started: Instant,
+    /// How long loading and attaching took.
+    pub attach_time: Duration,
+    /// Cookie kind of each probe, by plan index.
+    kinds: Vec<u32>,
+}
+
+impl Session {
+    /// Finds or launches the target, plans and attaches the probes. A
+    /// launched target starts running only once everything is attached.
+    pub fn start(spec: &TargetSpec, opts: Options) -> Result<Session> {
+        let t0 = Instant::now();
+        let mut target = match spec {
+            TargetSpec::Pid(pid) => {
+                let t = Target::from_pid(*pid)?;
+                crate::envcheck::check()?;
+                t
+            }
+            TargetSpec::Launch(argv) => {
+                crate::envcheck::check()?;
+                Target::launch(argv)?
+            }
+        };
+        let (bin, plan, tracer, bias) = match Self::prepare(&target, opts) {
+            Ok(parts) => parts,
+            Err(e) => {
+                target.kill_launched();
+                return Err(e);
+            }
+        };
+        let kinds = plan.probes.iter().map(|p| cookie::kind(p.cookie)).collect();
+        let agg = Aggregator::new(GoResolver::new(bin.clone(), bias));
+        let attach_time = t0.elapsed();
+        log::info!("attached {} probes to PID {} in {attach_time:?}", tracer.attached(), target.pid);
+        if let Err(e) = target.resume() {
+            target.kill_launched();
+            return Err(e);
+        }
+        Ok(Session { target, bin, plan, tracer, agg, started: Instant::now(), attach_time, kinds })
+    }
+
+    fn prepare(target: &Target, opts: Options) -> Result<(Arc<GoBinary>, ProbePlan, Tracer, u64)> {
+        let what = format!("PID {} ({})", target.pid, target.exe_display);
+        let bin = Arc::new(open_binary(&target.exe, &what)?);
+        let plan = plan::plan(&bin, PlanOptions { pools: opts.pools })
+            .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
+        for w in &plan.warnings {
+            log::warn!("{w}");
+        }
+        let bias = if bin.is_pie() { target.load_bias(bin.first_load_vaddr())? } else { 0 };
+        let tracer = Tracer::attach(&plan, &target.exe, target.pid, bias)?;
+        Ok((bin, plan, tracer, bias))
+    }
+
+    /// Moves every event in the ring buffer into the aggregator.
+    pub fn pump(&mut self) -> usize {
+        let Session { tracer, agg, kinds, .. } = self;
+        tracer.drain(|ev| match ev {
+            Event::Alloc { size, typ, frames, .. } => agg.add_alloc(typ, size, frames),
+            Event::Pool { cookie: ck, pool, arg, caller } => {
+                let op = match kinds.get(cookie::index(ck) as usize).copied().unwrap_or(0) {
+                    cookie::POOL_GET => PoolOp::Get,
+                    cookie::POOL_NEW => PoolOp::New,
+                    cookie::POOL_NIL => PoolOp::Nil,
+                    cookie::POOL_PUT => PoolOp::Put,
+                    _ => return,
+                };
+                agg.add_pool(op, pool, arg, caller);
+            }
+        })
+    }
+
+    /// Waits until events are ready.
+    pub async fn events_ready(&mut self) {
+        self.tracer.readable().await;
+    }
+
+    /// Cumulative totals since the start.
+    #[must_use]
+    pub fn snapshot(&self) -> Snapshot {
+        self.agg.snapshot(self.started.elapsed(), self.tracer.counters())
+    }
+
+    /// Time since the probes were attached.
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Checks whether the target is still there and still the same program.
+    pub fn check_target(&mut self) -> Option<Gone> {
+        self.target.check()
+    }
+
+    /// Flushes eBPF-side logs.
+    pub fn flush_logs(&mut self) {
+        self.tracer.flush_logs();
+    }
+}

@@ -1,0 +1,98 @@
+use super::*;
+
+/// Resolves each stack to a site named after its second frame.
+struct Fake;
+
+fn frame(name: &str) -> Frame {
+    Frame { function: Arc::from(name), file: Arc::from("main.go"), line: 7 }
+}
+
+impl Resolver for Fake {
+    fn resolve_alloc(&mut self, typ: u64, frames: &[u64]) -> Resolved {
+        let f = frame(&format!("main.f{:x}", frames.get(1).copied().unwrap_or(0)));
+        Resolved {
+            site: SiteKey { function: f.function.clone(), file: f.file.clone(), line: f.line, type_name: Arc::from(format!("T{typ}")) },
+            stack: Arc::from(vec![f]),
+            pool_new_func: None,
+        }
+    }
+    fn caller(&mut self, ret: u64) -> Frame {
+        frame(&format!("main.c{ret:x}"))
+    }
+    fn pool_name(&mut self, pool: u64) -> Arc<str> {
+        Arc::from(format!("pool{pool}"))
+    }
+    fn function_name(&mut self, code: u64) -> Arc<str> {
+        Arc::from(format!("new{code}"))
+    }
+}
+
+#[test]
+fn same_site_from_different_stacks_is_one_site() {
+    let mut a = Aggregator::new(Fake);
+    a.add_alloc(1, 24, &[0, 0x10, 0x20]);
+    a.add_alloc(1, 24, &[0, 0x10, 0x30]);
+    a.add_alloc(1, 24, &[0, 0x10, 0x20]);
+    a.add_alloc(2, 100, &[0, 0x10, 0x20]);
+    let s = a.snapshot(Duration::from_secs(1), Counters::default());
+    assert_eq!(a.distinct_stacks(), 3);
+    assert_eq!(s.sites.len(), 2);
+    assert_eq!(s.total_allocs, 4);
+    assert_eq!(s.total_bytes, 172);
+    let top = s.sites_by_bytes();
+    assert_eq!(&*top[0].key.type_name, "T2");
+    assert_eq!(top[1].allocs, 3);
+    assert_eq!(top[1].bytes, 72);
+}
+
+#[test]
+fn since_gives_the_window() {
+    let mut a = Aggregator::new(Fake);
+    a.add_alloc(1, 8, &[0, 1]);
+    let s1 = a.snapshot(Duration::from_secs(1), Counters { hits: 1, ..Counters::default() });
+    a.add_alloc(1, 8, &[0, 1]);
+    a.add_alloc(1, 8, &[0, 2]);
+    let s2 = a.snapshot(Duration::from_secs(3), Counters { hits: 3, ..Counters::default() });
+    let d = s2.since(&s1);
+    assert_eq!(d.elapsed, Duration::from_secs(2));
+    assert_eq!(d.total_allocs, 2);
+    assert_eq!(d.counters.hits, 2);
+    assert_eq!(d.sites.len(), 2);
+    assert!(d.sites.iter().all(|s| s.allocs == 1));
+}
+
+#[test]
+fn size_buckets() {
+    assert_eq!(size_bucket(0), 0);
+    assert_eq!(size_bucket(1), 0);
+    assert_eq!(size_bucket(2), 1);
+    assert_eq!(size_bucket(3), 2);
+    assert_eq!(size_bucket(4), 2);
+    assert_eq!(size_bucket(5), 3);
+    assert_eq!(size_bucket(u64::MAX), SIZE_BUCKETS - 1);
+}
+
+#[test]
+fn pool_counts_and_ratio() {
+    let mut a = Aggregator::new(Fake);
+    for i in 0..10 {
+        a.add_pool(PoolOp::Get, 7, 0, 0x100);
+        if i == 0 {
+            a.add_pool(PoolOp::New, 7, 0x999, 0x100);
+        }
+        a.add_pool(PoolOp::Put, 7, 0, 0x200);
+    }
+    a.add_pool(PoolOp::Get, 8, 0, 0x300);
+    a.add_pool(PoolOp::Nil, 8, 0, 0x300);
+    let s = a.snapshot(Duration::from_secs(1), Counters::default());
+    assert_eq!(s.pools.len(), 2);
+    let p = &s.pools[0];
+    assert_eq!(&*p.name, "pool7");
+    assert_eq!(p.new_func.as_deref(), Some("new2457"));
+    assert_eq!(p.stats, PoolStats { gets: 10, misses: 1, nil_returns: 0, puts: 10 });
+    assert_eq!(p.stats.hit_ratio(), Some(0.9));
+    assert_eq!(p.callers.len(), 2);
+    let q = &s.pools[1];
+    assert_eq!(q.stats.hits(), 0);
+    assert_eq!(q.stats.gets_without_puts(), 1);
+}

@@ -1,0 +1,180 @@
+//! From raw addresses to what a Go engineer reads: call sites (the first frame
+//! outside the runtime, inline-aware), Go type names, pool names.
+//!
+//! [`GoResolver`] implements [`stats::Resolver`](crate::stats::Resolver) over
+//! a parsed [`GoBinary`]; every distinct stack is resolved once and cached by
+//! the aggregator, every address here once and cached by the resolver.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::gobin::{GoBinary, TypeName};
+use crate::stats::{Frame, Resolved, Resolver, SiteKey};
+
+/// True for frames that belong to the Go runtime's allocation machinery: the
+/// site is the first frame after them.
+#[must_use]
+pub fn is_runtime_frame(function: &str) -> bool {
+    function.starts_with("runtime.")
+        || function.starts_with("internal/runtime/")
+        || function.starts_with("reflect.unsafe_New")
+        || function.starts_with("internal/reflectlite.unsafe_New")
+}
+
+/// Runtime functions whose `typ` argument is the element type of a slice.
+const SLICE_MAKERS: [&str; 4] = ["runtime.makeslice", "runtime.makeslicecopy", "runtime.growslice", "runtime.newarray"];
+/// Runtime functions that allocate string bytes with a nil type.
+const STRING_MAKERS: [&str; 7] = [
+    "runtime.rawstring",
+    "runtime.rawstringtmp",
+    "runtime.concatstrings",
+    "runtime.slicebytetostring",
+    "runtime.intstring",
+    "runtime.slicerunetostring",
+    "runtime.concatstring2",
+];
+const BYTES_MAKERS: [&str; 3] = ["runtime.rawbyteslice", "runtime.stringtoslicebyte", "runtime.gobytes"];
+const RUNES_MAKERS: [&str; 2] = ["runtime.rawruneslice", "runtime.stringtoslicerune"];
+
+const POOL_GET: &str = "sync.(*Pool).Get";
+
+/// Resolves addresses of one traced process through its executable.
+pub struct GoResolver {
+    bin: Arc<GoBinary>,
+    /// Runtime address − file vaddr.
+    bias: u64,
+    pcs: HashMap<u64, Arc<[Frame]>>,
+    types: HashMap<u64, Arc<str>>,
+    strings: HashMap<String, Arc<str>>,
+}
+
+impl GoResolver {
+    #[must_use]
+    pub fn new(bin: Arc<GoBinary>, bias: u64) -> Self {
+        GoResolver { bin, bias, pcs: HashMap::new(), types: HashMap::new(), strings: HashMap::new() }
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strings.insert(s.to_string(), a.clone());
+        a
+    }
+
+    /// Frames of a return address (innermost first), inline-aware.
+    fn frames_of_return(&mut self, ret: u64) -> Arc<[Frame]> {
+        if let Some(f) = self.pcs.get(&ret) {
+            return f.clone();
+        }
+        let pc = ret.wrapping_sub(self.bias).wrapping_sub(1);
+        let raw = self.bin.symbolize(pc);
+        let frames: Vec<Frame> = if raw.is_empty() {
+            vec![Frame { function: self.intern(&format!("{ret:#x}")), file: self.intern(""), line: 0 }]
+        } else {
+            raw.iter()
+                .map(|f| Frame { function: self.intern(&f.function), file: self.intern(&f.file), line: f.line })
+                .collect()
+        };
+        let frames: Arc<[Frame]> = Arc::from(frames);
+        self.pcs.insert(ret, frames.clone());
+        frames
+    }
+
+    fn type_name(&mut self, typ: u64) -> Arc<str> {
+        if let Some(t) = self.types.get(&typ) {
+            return t.clone();
+        }
+        let name = match self.bin.type_name(typ.wrapping_sub(self.bias)) {
+            TypeName::Named(n) => n,
+            TypeName::Dynamic => "<dynamic type>".to_string(),
+            TypeName::Nil => "<untyped>".to_string(),
+        };
+        let a = self.intern(&name);
+        self.types.insert(typ, a.clone());
+        a
+    }
+}
+
+impl Resolver for GoResolver {
+    fn resolve_alloc(&mut self, typ: u64, frames: &[u64]) -> Resolved {
+        // frames[0] is the probed instruction inside the allocation entry.
+        let mut runtime: Vec<Arc<str>> = Vec::new();
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut pool_new_func = None;
+        let mut prev_user: Option<Arc<str>> = None;
+        for &ret in frames.iter().skip(1) {
+            for f in self.frames_of_return(ret).iter() {
+                if stack.is_empty() && is_runtime_frame(&f.function) {
+                    runtime.push(f.function.clone());
+                    continue;
+                }
+                if pool_new_func.is_none() && &*f.function == POOL_GET {
+                    pool_new_func = prev_user.clone();
+                }
+                prev_user = Some(f.function.clone());
+                stack.push(f.clone());
+            }
+        }
+        let type_name = if typ == 0 {
+            let made_by = |set: &[&str]| runtime.iter().any(|r| set.contains(&&**r));
+            if made_by(&STRING_MAKERS) {
+                self.intern("string")
+            } else if made_by(&BYTES_MAKERS) {
+                self.intern("[]uint8")
+            } else if made_by(&RUNES_MAKERS) {
+                self.intern("[]int32")
+            } else {
+                self.intern("<untyped>")
+            }
+        } else {
+            let elem = self.type_name(typ);
+            // The innermost runtime frames decide: a slice maker passes the element type.
+            let slice = runtime.iter().take(2).any(|r| SLICE_MAKERS.contains(&&**r));
+            if slice { self.intern(&format!("[]{elem}")) } else { elem }
+        };
+        let site_frame = stack.first().cloned().unwrap_or_else(|| {
+            // Only runtime frames: the allocation comes from the runtime itself.
+            let f = runtime.last().cloned().unwrap_or_else(|| self.intern("<unknown>"));
+            Frame { function: f, file: self.intern(""), line: 0 }
+        });
+        if stack.is_empty() {
+            stack.push(site_frame.clone());
+        }
+        Resolved {
+            site: SiteKey {
+                function: site_frame.function.clone(),
+                file: site_frame.file.clone(),
+                line: site_frame.line,
+                type_name,
+            },
+            stack: Arc::from(stack),
+            pool_new_func,
+        }
+    }
+
+    fn caller(&mut self, ret_addr: u64) -> Frame {
+        self.frames_of_return(ret_addr).first().cloned().unwrap_or_else(|| Frame {
+            function: Arc::from("<unknown>"),
+            file: Arc::from(""),
+            line: 0,
+        })
+    }
+
+    fn pool_name(&mut self, pool: u64) -> Arc<str> {
+        let va = pool.wrapping_sub(self.bias);
+        match self.bin.data_symbol_at(va) {
+            Some((name, start)) if start == va => self.intern(&name),
+            Some((name, start)) => self.intern(&format!("{name}+{:#x}", va - start)),
+            None => self.intern(&format!("{pool:#x}")),
+        }
+    }
+
+    fn function_name(&mut self, code: u64) -> Arc<str> {
+        match self.bin.func_at(code.wrapping_sub(self.bias)) {
+            Some(f) => self.intern(&f.name),
+            None => self.intern(&format!("{code:#x}")),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The traced process: finding it by PID or launching it stopped at its first
+//! instruction, its executable, its load bias, and noticing when it is gone,
+//! replaced by `exec`, or its PID reused.
+
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+use crate::error::{AppError, Result};
+
+/// Identity of a process at one moment: start time and executable inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    start_time: u64,
+    exe_dev: u64,
+    exe_ino: u64,
+}
+
+/// A process being traced.
+pub struct Target {
+    pub pid: u32,
+    /// A path through which this process's executable can be opened and
+    /// probed from allocwatch's mount namespace (`/proc/PID/exe`).
+    pub exe: PathBuf,
+    /// The executable's path as the target sees it (for display).
+    pub exe_display: String,
+    /// The command line, for display.
+    pub command: String,
+    identity: Identity,
+    /// Set when allocwatch launched the process.
+    child: Option<Child>,
+}
+
+/// Why tracing ended from the target's side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gone {
+    Exited(String),
+    Replaced(String),
+}
+
+fn proc_path(pid: u32, what: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{what}"))
+}
+
+fn read_identity(pid: u32) -> Option<Identity> {
+    let stat = std::fs::read_to_string(proc_path(pid, "stat")).ok()?;
+    // Field 22 (starttime); the command (field 2) may contain spaces and ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let start_time = rest.split(' ').nth(19)?.parse().ok()?;
+    let meta = std::fs::metadata(proc_path(pid, "exe")).ok()?;
+    Some(Identity { start_time, exe_dev: meta.dev(), exe_ino: meta.ino() })
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(proc_path(pid, "stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(true)
+}
+
+impl Target {
+    /// A running process.
+    pub fn from_pid(pid: u32) -> Result<Target> {
+        if pid == 0 || !proc_path(pid, "stat").exists() {
+            return Err(AppError::target(format!("no process with PID {pid}"))
+                .hint("check the PID with `pgrep -a NAME` or `ps -e`"));
+        }
+        let exe = proc_path(pid, "exe");
+        let exe_display = match std::fs::read_link(&exe) {
+            Ok(p) => p.to_string_lossy().into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(AppError::env(format!("cannot read the executable of PID {pid}: permission denied"))
+                    .hint("run allocwatch as root, or with CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE"));
+            }
+            Err(_) => {
+                return Err(AppError::target(format!(
+                    "PID {pid} has no executable to read (a kernel thread, or it just exited)"
+                )));
+            }
+        };
+        let identity = read_identity(pid)
+            .ok_or_else(|| AppError::target(format!("PID {pid} exited while allocwatch was looking at it")))?;
+        let command = std::fs::read(proc_path(pid, "cmdline"))
+            .map(|b| {
+                b.split(|&c| c == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        Ok(Target { pid, exe, exe_display, command, identity, child: None })
+    }
+
+    /// Launches `argv`, stopped right after `execve` (before its first
+    /// instruction) so that probes can be attached first. Call
+    /// [`Target::resume`] once they are.
+    pub fn launch(argv: &[OsString]) -> Result<Target> {
+        let Some(program) = argv.first() else {
+            return Err(AppError::usage("no program given after `--`"));
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(&argv[1..]);
+        // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe; after execve
+        // the kernel stops the child with SIGTRAP until the parent detaches.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| {
+            AppError::target(format!("cannot start {}: {e}", program.to_string_lossy()))
+        })?;
+        let pid = child.id();
+        let mut status = 0;
+        // SAFETY: waitpid on our own child.
+        let r = unsafe { libc::waitpid(pid as i32, &raw mut status, 0) };
+        if r != pid as i32 || !libc::WIFSTOPPED(status) {
+            return Err(AppError::target(format!(
+                "{} did not start (it exited before its first instruction)",
+                program.to_string_lossy()
+            )));
+        }
+        let mut t = Target::from_pid(pid)?;
+        t.child = Some(child);
+        Ok(t)
+    }
+
+    /// Lets a launched target run (a no-op for targets found by PID).
+    pub fn resume(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            // SAFETY: detaching from our own stopped tracee; it continues with no signal.
+            let r = unsafe { libc::ptrace(libc::PTRACE_DETACH, self.pid as i32, 0, 0) };
+            if r == -1 {
+                return Err(AppError::other(format!(
+                    "cannot resume the launched program: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills a launched target that never ran (setup failed).
+    pub fn kill_launched(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// True when allocwatch launched the target.
+    #[must_use]
+    pub fn launched(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Checks that the process is still the one being traced.
+    pub fn check(&mut self) -> Option<Gone> {
+        if let Some(child) = &mut self.child {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(Gone::Exited(describe_status(status))),
+                Ok(None) => {}
+                Err(e) => return Some(Gone::Exited(format!("cannot wait for it: {e}"))),
+            }
+        }
+        match read_identity(self.pid) {
+            None => Some(Gone::Exited("exited".into())),
+            Some(_) if self.child.is_none() && is_zombie(self.pid) => Some(Gone::Exited("exited".into())),
+            Some(id) if id.start_time != self.identity.start_time => {
+                Some(Gone::Exited(format!("exited, and PID {} now belongs to another process", self.pid)))
+            }
+            Some(id) if id != self.identity => Some(Gone::Replaced("replaced itself with another program (exec)".into())),
+            Some(_) => None,
+        }
+    }
+
+    /// Waits for a launched target and returns its exit status code.
+    pub fn wait_launched(&mut self) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        child.wait().ok().map(|s| {
+            use std::os::unix::process::ExitStatusExt;
+            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+        })
+    }
+
+    /// The load bias of the executable: runtime address − file vaddr, from
+    /// `/proc/PID/maps` (0 for non-PIE executables).
+    pub fn load_bias(&self, first_load_vaddr: u64) -> Result<u64> {
+        let maps = std::fs::read_to_string(proc_path(self.pid, "maps"))
+            .map_err(|e| AppError::target(format!("cannot read the memory map of PID {}: {e}", self.pid)))?;
+        for line in maps.lines() {
+            let mut it = line.split_whitespace();
+            let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(inode)) =
+                (it.next(), it.next(), it.next(), it.next(), it.next())
+            else {
+                continue;
+            };
+            if inode.parse::<u64>().ok() != Some(self.identity.exe_ino) || u64::from_str_radix(offset, 16).ok() != Some(0) {
+                continue;
+            }
+            let start = range.split('-').next().and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0);
+            return Ok(start.wrapping_sub(first_load_vaddr & !0xfff));
+        }
+        Err(AppError::target(format!("the executable of PID {} is not mapped in its memory", self.pid)))
+    }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "exited".into(),
+    }
+}

@@ -1,0 +1,34 @@
+//! What the dashboard is fed by the tracing session.
+
+use crate::stats::Snapshot;
+
+/// Facts about the traced process shown in the header.
+#[derive(Clone, Debug, Default)]
+pub struct TargetInfo {
+    pub pid: u32,
+    /// The command line (or executable name) of the target.
+    pub command: String,
+    /// e.g. "go1.27.3"
+    pub go_version: String,
+    pub stripped: bool,
+    pub pie: bool,
+    /// "exact" or "sampled"
+    pub mode: String,
+    /// Measured cost of one probe hit to the target, in nanoseconds.
+    pub cost_per_hit_ns: f64,
+    /// Where allocwatch's log goes while the dashboard owns the terminal.
+    pub log_path: String,
+    /// Warnings to show once (e.g. "pool counts incomplete: PGO build").
+    pub warnings: Vec<String>,
+}
+
+/// Messages from the session to the dashboard.
+#[derive(Clone, Debug)]
+pub enum Feed {
+    /// Cumulative totals since tracing started (sent about once per refresh).
+    Snapshot(Box<Snapshot>),
+    /// The target exited (or was replaced): freeze and say so.
+    TargetExited(String),
+    /// A message for the status line.
+    Notice(String),
+}

@@ -1,0 +1,971 @@
+//! Drawing: a pure function of [`App`] onto a ratatui [`Frame`].
+//!
+//! No I/O, no locks, no sorting: the app has already ordered the rows, and
+//! only the rows that fit on screen are formatted. [`page_rows`] tells the app
+//! how many list rows the current layout has, so paging keys match the screen.
+
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Cell, Paragraph, Row, Sparkline, Table};
+
+use super::app::{App, Column, Detail, PoolColumn, SiteColumn, Sort, Tab, avg_size, share};
+use super::format;
+use super::keymap::{self, Context, KEYMAP};
+
+/// Below this size only a short message is drawn.
+const MIN_WIDTH: u16 = 30;
+const MIN_HEIGHT: u16 = 8;
+/// Terminals at least this wide get every column and longer file names.
+const WIDE: u16 = 100;
+
+const BOLD: Style = Style::new().add_modifier(Modifier::BOLD);
+const DIM: Style = Style::new().add_modifier(Modifier::DIM);
+const SELECTED: Style = Style::new().add_modifier(Modifier::REVERSED);
+const SORTED: Style = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
+
+struct Areas {
+    header: Rect,
+    tabs: Rect,
+    banner: Rect,
+    body: Rect,
+    status: Rect,
+    footer: Rect,
+}
+
+fn areas(area: Rect, app: &App) -> Areas {
+    let banner = u16::from(app.exited.is_some());
+    let [header, tabs, banner, body, status, footer] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Length(1),
+        Constraint::Length(banner),
+        Constraint::Min(0),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    Areas {
+        header,
+        tabs,
+        banner,
+        body,
+        status,
+        footer,
+    }
+}
+
+fn too_small(area: Rect) -> bool {
+    area.width < MIN_WIDTH || area.height < MIN_HEIGHT
+}
+
+/// Rows of the list or scrollable pane of the current screen, for paging.
+#[must_use]
+pub fn page_rows(area: Rect, app: &App) -> usize {
+    if too_small(area) {
+        return 1;
+    }
+    let body = areas(area, app).body;
+    let rows = if app.help {
+        help_areas(body).1.height.saturating_sub(1)
+    } else {
+        match &app.detail {
+            Some(Detail::Site(_)) => site_detail_areas(body, app).stack.height.saturating_sub(1),
+            Some(Detail::Pool(_)) => pool_detail_areas(body).1.height.saturating_sub(1),
+            None => body.height.saturating_sub(1),
+        }
+    };
+    usize::from(rows.max(1))
+}
+
+/// Draws the whole dashboard.
+pub fn render(f: &mut Frame, app: &App) {
+    let area = f.area();
+    if too_small(area) {
+        let msg = Paragraph::new(format!(
+            "allocwatch: terminal too small ({}x{}); q quits",
+            area.width, area.height
+        ))
+        .wrap(ratatui::widgets::Wrap { trim: true });
+        f.render_widget(msg, area);
+        return;
+    }
+    let a = areas(area, app);
+    header(f, a.header, app);
+    tabs(f, a.tabs, app);
+    if let Some(why) = &app.exited {
+        let text = format!(" target exited: {why} — press q to quit");
+        let style = Style::new()
+            .fg(Color::White)
+            .bg(Color::Red)
+            .add_modifier(Modifier::BOLD);
+        f.render_widget(Paragraph::new(text).style(style), a.banner);
+    }
+    if app.help {
+        help(f, a.body, app);
+    } else {
+        match &app.detail {
+            Some(Detail::Site(_)) => site_detail(f, a.body, app),
+            Some(Detail::Pool(key)) => pool_detail(f, a.body, app, *key),
+            None => match app.tab {
+                Tab::Sites => sites(f, a.body, app),
+                Tab::Pools => pools(f, a.body, app),
+            },
+        }
+    }
+    status(f, a.status, app);
+    footer(f, a.footer, app);
+}
+
+fn header(f: &mut Frame, area: Rect, app: &App) {
+    let s = &app.shown;
+    let info = &app.info;
+    let [top, rates, totals] = Layout::vertical([Constraint::Length(1); 3]).areas(area);
+
+    let elapsed = format!(" {}", format::elapsed(s.now));
+    let [title, clock] = Layout::horizontal([
+        Constraint::Min(0),
+        Constraint::Length(u16::try_from(elapsed.len()).unwrap_or(9)),
+    ])
+    .areas(top);
+    let mut spans = vec![
+        Span::styled("allocwatch ", BOLD),
+        Span::raw(format!("pid {}", info.pid)),
+    ];
+    if !info.go_version.is_empty() {
+        spans.push(Span::raw(format!(" · {}", info.go_version)));
+    }
+    spans.push(Span::raw(format!(
+        " · {}, {}",
+        if info.pie { "PIE" } else { "non-PIE" },
+        if info.stripped {
+            "stripped"
+        } else {
+            "not stripped"
+        }
+    )));
+    if !info.mode.is_empty() {
+        spans.push(Span::raw(format!(" · {}", info.mode)));
+    }
+    spans.push(Span::styled(format!(" · {}", info.command), DIM));
+    f.render_widget(Paragraph::new(Line::from(spans)), title);
+    f.render_widget(Paragraph::new(elapsed).style(BOLD), clock);
+
+    let [l1, s1, _, l2, s2] = Layout::horizontal([
+        Constraint::Length(19),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+        Constraint::Length(20),
+        Constraint::Fill(1),
+    ])
+    .areas(rates);
+    let (ar, br) = if s.rates_known {
+        (
+            format::rate(s.allocs_rate),
+            format::bytes_rate(s.bytes_rate),
+        )
+    } else {
+        ("-".to_owned(), "-".to_owned())
+    };
+    f.render_widget(Paragraph::new(format!("allocs/s {ar:>9} ")), l1);
+    f.render_widget(Paragraph::new(format!("bytes/s {br:>11} ")), l2);
+    sparkline(f, s1, &s.spark_allocs, Color::Cyan);
+    sparkline(f, s2, &s.spark_bytes, Color::Magenta);
+
+    let t = &s.totals;
+    let since = if s.start.is_zero() {
+        "total"
+    } else {
+        "since reset"
+    };
+    let mut spans = vec![Span::raw(format!(
+        "{since} {} allocs, {}",
+        format::count(t.total_allocs),
+        format::bytes(t.total_bytes)
+    ))];
+    let lost = t.counters.lost;
+    spans.push(Span::raw(" · "));
+    spans.push(if lost > 0 {
+        Span::styled(
+            format!("lost {}", format::count(lost)),
+            Style::new().fg(Color::White).bg(Color::Red).bold(),
+        )
+    } else {
+        Span::raw("lost 0")
+    });
+    if t.counters.stack_errors > 0 {
+        spans.push(Span::raw(" · "));
+        spans.push(Span::styled(
+            format!("stack errors {}", format::count(t.counters.stack_errors)),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    spans.push(Span::raw(" · "));
+    if info.cost_per_hit_ns > 0.0 && s.rates_known {
+        let cpu = s.hits_rate * info.cost_per_hit_ns / 1e9;
+        spans.push(Span::raw(format!(
+            "cost ≈{} CPU ({} hits/s × {:.0}ns)",
+            format::percent(cpu),
+            format::rate(s.hits_rate),
+            info.cost_per_hit_ns
+        )));
+    } else {
+        spans.push(Span::styled("cost -", DIM));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), totals);
+}
+
+fn sparkline(f: &mut Frame, area: Rect, data: &[u64], color: Color) {
+    let n = usize::from(area.width);
+    let data = &data[data.len().saturating_sub(n)..];
+    f.render_widget(
+        Sparkline::default()
+            .data(data)
+            .style(Style::new().fg(color)),
+        area,
+    );
+}
+
+fn tabs(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.shown.totals;
+    let tab = |name: &str, shown: usize, total: usize, active: bool| {
+        let text = if shown == total {
+            format!(" {name} {total} ")
+        } else {
+            format!(" {name} {shown}/{total} ")
+        };
+        Span::styled(
+            text,
+            if active {
+                SELECTED.bold()
+            } else {
+                Style::new()
+            },
+        )
+    };
+    let mut spans = vec![
+        tab(
+            "Sites",
+            app.site_order.len(),
+            t.sites.len(),
+            app.tab == Tab::Sites,
+        ),
+        Span::raw("│"),
+        tab(
+            "Pools",
+            app.pool_order.len(),
+            t.pools.len(),
+            app.tab == Tab::Pools,
+        ),
+        Span::raw("  sort "),
+    ];
+    let (title, glyph) = match app.tab {
+        Tab::Sites => (app.site_sort.column.title(), app.site_sort.glyph()),
+        Tab::Pools => (app.pool_sort.column.title(), app.pool_sort.glyph()),
+    };
+    spans.push(Span::styled(format!("{title}{glyph}"), SORTED));
+    if !app.filter.is_empty() {
+        spans.push(Span::raw("  filter "));
+        spans.push(Span::styled(format!("\"{}\"", app.filter), BOLD));
+    }
+    if app.paused {
+        spans.push(Span::raw("  "));
+        spans.push(Span::styled(
+            " PAUSED ",
+            Style::new().fg(Color::Black).bg(Color::Yellow).bold(),
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn status(f: &mut Frame, area: Rect, app: &App) {
+    if let Some(s) = &app.status {
+        let style = if s.error {
+            Style::new().fg(Color::Red).bold()
+        } else {
+            Style::new().fg(Color::Green)
+        };
+        f.render_widget(Paragraph::new(s.text.as_str()).style(style), area);
+    }
+}
+
+fn footer(f: &mut Frame, area: Rect, app: &App) {
+    let ctx = app.context();
+    let mut spans = Vec::new();
+    let mut used = 0usize;
+    if let Some(input) = &app.filter_input {
+        let prompt = format!("/{input}");
+        used += prompt.chars().count() + 3;
+        spans.push(Span::styled(prompt, BOLD));
+        spans.push(Span::styled(" ", SELECTED));
+        spans.push(Span::raw("  "));
+    }
+    for (key, hint) in keymap::hints(ctx) {
+        // "key hint " — the key is drawn reversed, so one space separates items.
+        let w = key.chars().count() + 1 + hint.chars().count();
+        if used + w > usize::from(area.width) {
+            break;
+        }
+        used += w + 1;
+        spans.push(Span::styled(key, SELECTED));
+        spans.push(Span::raw(format!(" {hint} ")));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn right(s: String) -> Cell<'static> {
+    Cell::from(Line::from(s).alignment(Alignment::Right))
+}
+
+fn header_cell<C: Column>(c: C, sort: Sort<C>, numeric: bool) -> Cell<'static> {
+    let sorted = c == sort.column;
+    let text = if sorted {
+        format!("{}{}", c.title(), sort.glyph())
+    } else {
+        c.title().to_owned()
+    };
+    let line = Line::from(text).style(if sorted { SORTED } else { BOLD });
+    Cell::from(if numeric {
+        line.alignment(Alignment::Right)
+    } else {
+        line
+    })
+}
+
+fn placeholder(f: &mut Frame, area: Rect, text: &str) {
+    if area.height > 1 {
+        let area = Rect {
+            y: area.y + 1,
+            height: area.height - 1,
+            ..area
+        };
+        f.render_widget(
+            Paragraph::new(text).style(DIM).alignment(Alignment::Center),
+            area,
+        );
+    }
+}
+
+const SITE_NARROW: &[SiteColumn] = &[
+    SiteColumn::Function,
+    SiteColumn::Location,
+    SiteColumn::Type,
+    SiteColumn::AllocsRate,
+    SiteColumn::BytesRate,
+    SiteColumn::Share,
+];
+
+fn site_width(c: SiteColumn, location: u16) -> Constraint {
+    match c {
+        SiteColumn::Function => Constraint::Fill(3),
+        SiteColumn::Location => Constraint::Length(location),
+        SiteColumn::Type => Constraint::Fill(2),
+        SiteColumn::AllocsRate => Constraint::Length(9),
+        SiteColumn::BytesRate | SiteColumn::Bytes => Constraint::Length(8),
+        SiteColumn::Allocs | SiteColumn::AvgSize => Constraint::Length(7),
+        SiteColumn::Share => Constraint::Length(6),
+    }
+}
+
+/// Width of a column of short strings: the longest, within `min..=max`.
+fn fit_width<'a>(items: impl Iterator<Item = &'a str>, min: usize, max: usize) -> u16 {
+    let w = items
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(min, max);
+    u16::try_from(w).unwrap_or(u16::MAX)
+}
+
+fn sites(f: &mut Frame, area: Rect, app: &App) {
+    let s = &app.shown;
+    let t = &s.totals;
+    let wide = area.width >= WIDE;
+    let cols = if wide { SiteColumn::ALL } else { SITE_NARROW };
+    let file_parts = if area.width >= 140 {
+        3
+    } else if wide {
+        2
+    } else {
+        1
+    };
+    let rows_fit = usize::from(area.height.saturating_sub(1));
+    let len = app.site_order.len();
+    let off = app.sites_pos.visible_offset(len, rows_fit);
+    let sel = app.sites_pos.selected.min(len.saturating_sub(1));
+    let visible = app.site_order.get(off..).unwrap_or_default();
+    let visible = &visible[..visible.len().min(rows_fit)];
+    let locations: Vec<String> = visible
+        .iter()
+        .map(|&i| {
+            format!(
+                "{}:{}",
+                format::short_file(&t.sites[i].key.file, file_parts),
+                t.sites[i].key.line
+            )
+        })
+        .collect();
+    let location_width = fit_width(
+        locations.iter().map(String::as_str),
+        10,
+        if wide { 40 } else { 18 },
+    );
+
+    let rows = visible
+        .iter()
+        .zip(locations)
+        .enumerate()
+        .map(|(n, (&i, location))| {
+            let site = &t.sites[i];
+            let rate = s.site_rates.get(i).copied().unwrap_or_default();
+            let mut location = Some(location);
+            let cells = cols.iter().map(|&c| match c {
+                SiteColumn::Function => {
+                    Cell::from(format::short_name(&site.key.function).into_owned())
+                }
+                SiteColumn::Location => Cell::from(location.take().unwrap_or_default()),
+                SiteColumn::Type => {
+                    Cell::from(format::short_name(&site.key.type_name).into_owned())
+                }
+                SiteColumn::AllocsRate => right(if s.rates_known {
+                    format::rate(rate.allocs)
+                } else {
+                    "-".into()
+                }),
+                SiteColumn::BytesRate => right(if s.rates_known {
+                    format::bytes_rate(rate.bytes)
+                } else {
+                    "-".into()
+                }),
+                SiteColumn::Allocs => right(format::count(site.allocs)),
+                SiteColumn::Bytes => right(format::bytes(site.bytes)),
+                SiteColumn::AvgSize => right(format::bytes_rate(avg_size(site))),
+                SiteColumn::Share => right(format::percent(share(site.bytes, t.total_bytes))),
+            });
+            let row = Row::new(cells.collect::<Vec<_>>());
+            if off + n == sel {
+                row.style(SELECTED)
+            } else {
+                row
+            }
+        });
+    let numeric = |c: SiteColumn| c.descending_by_default();
+    let head = Row::new(
+        cols.iter()
+            .map(|&c| header_cell(c, app.site_sort, numeric(c))),
+    );
+    let widths = cols.iter().map(|&c| site_width(c, location_width));
+    let table = Table::new(rows, widths).header(head).column_spacing(1);
+    f.render_widget(table, area);
+
+    if len == 0 {
+        let msg = if !s.has_data {
+            "waiting for allocations…".to_owned()
+        } else if !app.filter.is_empty() && !t.sites.is_empty() {
+            format!("no call site matches \"{}\" (Esc clears)", app.filter)
+        } else if s.start.is_zero() {
+            "no allocations yet".to_owned()
+        } else {
+            "no allocations since the reset".to_owned()
+        };
+        placeholder(f, area, &msg);
+    }
+}
+
+const POOL_NARROW: &[PoolColumn] = &[
+    PoolColumn::Pool,
+    PoolColumn::GetsRate,
+    PoolColumn::HitRatio,
+    PoolColumn::MissesRate,
+    PoolColumn::PutsRate,
+    PoolColumn::NotPut,
+    PoolColumn::MissAllocs,
+    PoolColumn::Callers,
+];
+
+fn pool_width(c: PoolColumn) -> Constraint {
+    match c {
+        PoolColumn::Pool => Constraint::Fill(3),
+        PoolColumn::NewFunc => Constraint::Fill(2),
+        PoolColumn::GetsRate | PoolColumn::MissesRate | PoolColumn::PutsRate => {
+            Constraint::Length(7)
+        }
+        PoolColumn::HitRatio => Constraint::Length(4),
+        PoolColumn::NotPut | PoolColumn::Callers => Constraint::Length(8),
+        PoolColumn::MissAllocs => Constraint::Length(12),
+    }
+}
+
+/// Green from 0.9, yellow from 0.5, red below.
+fn hit_style(r: Option<f64>) -> Style {
+    match r {
+        Some(r) if r >= 0.9 => Style::new().fg(Color::Green),
+        Some(r) if r >= 0.5 => Style::new().fg(Color::Yellow),
+        Some(_) => Style::new().fg(Color::Red),
+        None => Style::new(),
+    }
+}
+
+fn hit_cell(r: Option<f64>) -> Cell<'static> {
+    Cell::from(Line::from(format::ratio(r)).alignment(Alignment::Right)).style(hit_style(r))
+}
+
+fn pools(f: &mut Frame, area: Rect, app: &App) {
+    let s = &app.shown;
+    let t = &s.totals;
+    let cols = if area.width >= WIDE {
+        PoolColumn::ALL
+    } else {
+        POOL_NARROW
+    };
+    let rows_fit = usize::from(area.height.saturating_sub(1));
+    let len = app.pool_order.len();
+    let off = app.pools_pos.visible_offset(len, rows_fit);
+    let sel = app.pools_pos.selected.min(len.saturating_sub(1));
+    let known = |r: f64| {
+        if s.rates_known {
+            format::rate(r)
+        } else {
+            "-".to_owned()
+        }
+    };
+
+    let rows = app
+        .pool_order
+        .iter()
+        .enumerate()
+        .skip(off)
+        .take(rows_fit)
+        .map(|(pos, &i)| {
+            let p = &t.pools[i];
+            let rate = s.pool_rates.get(i).copied().unwrap_or_default();
+            let cells = cols.iter().map(|&c| match c {
+                PoolColumn::Pool => Cell::from(format::short_name(&p.name).into_owned()),
+                PoolColumn::NewFunc => Cell::from(p.new_func.as_deref().map_or_else(
+                    || Span::styled("-", DIM),
+                    |n| Span::raw(format::short_name(n).into_owned()),
+                )),
+                PoolColumn::GetsRate => right(known(rate.gets)),
+                PoolColumn::HitRatio => hit_cell(p.stats.hit_ratio()),
+                PoolColumn::MissesRate => right(known(rate.misses)),
+                PoolColumn::PutsRate => right(known(rate.puts)),
+                PoolColumn::NotPut => right(format::count(p.stats.gets_without_puts())),
+                PoolColumn::MissAllocs => right(format::count(
+                    s.pool_miss_allocs.get(i).copied().unwrap_or(0),
+                )),
+                PoolColumn::Callers => right(p.callers.len().to_string()),
+            });
+            let row = Row::new(cells);
+            if pos == sel { row.style(SELECTED) } else { row }
+        });
+    let head = Row::new(
+        cols.iter()
+            .map(|&c| header_cell(c, app.pool_sort, c.descending_by_default())),
+    );
+    let table = Table::new(rows, cols.iter().map(|&c| pool_width(c)))
+        .header(head)
+        .column_spacing(1);
+    f.render_widget(table, area);
+
+    if len == 0 {
+        let msg = if !s.has_data {
+            "waiting for data…".to_owned()
+        } else if !app.filter.is_empty() && !t.pools.is_empty() {
+            format!("no pool matches \"{}\" (Esc clears)", app.filter)
+        } else {
+            "no sync.Pool activity seen".to_owned()
+        };
+        placeholder(f, area, &msg);
+    }
+}
+
+struct SiteDetailAreas {
+    info: Rect,
+    spark: Rect,
+    left: Rect,
+    stack: Rect,
+}
+
+fn site_detail_areas(body: Rect, app: &App) -> SiteDetailAreas {
+    let pool_line = app
+        .site_detail
+        .as_ref()
+        .is_some_and(|d| d.pool_new_func.is_some());
+    let [info, spark, _, rest] = Layout::vertical([
+        Constraint::Length(3 + u16::from(pool_line)),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(body);
+    let [left, _, stack] = Layout::horizontal([
+        Constraint::Percentage(42),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(rest);
+    SiteDetailAreas {
+        info,
+        spark,
+        left,
+        stack,
+    }
+}
+
+fn site_detail(f: &mut Frame, body: Rect, app: &App) {
+    let Some(d) = &app.site_detail else {
+        placeholder(f, body, "no site selected");
+        return;
+    };
+    let a = site_detail_areas(body, app);
+    let rates = app.shown.rates_known;
+    let mut info = vec![
+        Line::from(vec![
+            Span::styled(d.key.function.to_string(), BOLD),
+            Span::raw(format!("  {}:{}", d.key.file, d.key.line)),
+        ]),
+        Line::from(format!(
+            "type {} · avg {} · {} of all bytes",
+            d.key.type_name,
+            format::bytes(d.bytes.checked_div(d.allocs).unwrap_or(0)),
+            format::percent(d.share),
+        )),
+        Line::from(format!(
+            "{} allocs ({}/s) · {} ({}/s)",
+            format::count(d.allocs),
+            if rates {
+                format::rate(d.rate.allocs)
+            } else {
+                "-".into()
+            },
+            format::bytes(d.bytes),
+            if rates {
+                format::bytes_rate(d.rate.bytes)
+            } else {
+                "-".into()
+            },
+        )),
+    ];
+    if let Some(new) = &d.pool_new_func {
+        let pool = d.pool_name.as_deref().unwrap_or("with New");
+        info.push(Line::styled(
+            format!("allocated by the New of pool {pool} (pool misses): {new}"),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    f.render_widget(Paragraph::new(info), a.info);
+
+    let [label, spark] =
+        Layout::horizontal([Constraint::Length(24), Constraint::Min(0)]).areas(a.spark);
+    f.render_widget(Paragraph::new("allocs/s, last minute:").style(DIM), label);
+    sparkline(f, spark, &d.series, Color::Cyan);
+
+    // Left: the types at this function:line, then their size distribution.
+    let width = usize::from(a.left.width);
+    let mut lines = vec![Line::styled("Types at this line", BOLD)];
+    for t in &d.types {
+        let nums = format!(
+            " {:>6} {:>7}",
+            format::count(t.allocs),
+            format::bytes(t.bytes)
+        );
+        let name = format::short_name(&t.type_name);
+        let name = format::fit(&name, width.saturating_sub(nums.len()));
+        let style = if t.type_name == d.key.type_name {
+            BOLD
+        } else {
+            Style::new()
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{name:<w$}", w = width.saturating_sub(nums.len())),
+                style,
+            ),
+            Span::raw(nums),
+        ]));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled("Sizes (all types at this line)", BOLD));
+    let max = d.size_hist.iter().copied().max().unwrap_or(0);
+    let total: u64 = d.size_hist.iter().sum();
+    let bar_w = width.saturating_sub(8 + 7 + 7);
+    for (i, &n) in d.size_hist.iter().enumerate().filter(|(_, n)| **n > 0) {
+        let bar = usize::try_from(u128::from(n) * bar_w as u128 / u128::from(max.max(1)))
+            .unwrap_or(bar_w);
+        lines.push(Line::from(vec![
+            Span::raw(format!("{:>7} ", format::bucket_label(i))),
+            Span::styled(
+                format!("{:<bar_w$}", "█".repeat(bar.max(1))),
+                Style::new().fg(Color::Cyan),
+            ),
+            Span::raw(format!(" {:>6}", format::percent(share(n, total)))),
+        ]));
+    }
+    if total == 0 {
+        lines.push(Line::styled("no allocations since the reset", DIM));
+    }
+    f.render_widget(Paragraph::new(lines), a.left);
+
+    // Right: the stack, scrollable.
+    let rows_fit = usize::from(a.stack.height.saturating_sub(1));
+    let off = app.scroll.min(d.stack.len().saturating_sub(1));
+    let frames: Vec<(String, String)> = d
+        .stack
+        .iter()
+        .skip(off)
+        .take(rows_fit)
+        .map(|fr| {
+            (
+                format::short_name(&fr.function).into_owned(),
+                format!("{}:{}", format::short_file(&fr.file, 1), fr.line),
+            )
+        })
+        .collect();
+    let location_width = fit_width(
+        frames.iter().map(|f| f.1.as_str()),
+        0,
+        usize::from(a.stack.width / 2),
+    );
+    let rows = frames.into_iter().map(|(function, location)| {
+        Row::new([Cell::from(function), Cell::from(location).style(DIM)])
+    });
+    let title = if d.stack.len() > rows_fit {
+        format!(
+            "Stack {}-{} of {} (↑↓)",
+            off + 1,
+            (off + rows_fit).min(d.stack.len()),
+            d.stack.len()
+        )
+    } else {
+        "Stack".to_owned()
+    };
+    let table = Table::new(
+        rows,
+        [Constraint::Fill(1), Constraint::Length(location_width)],
+    )
+    .header(Row::new([Cell::from(title).style(BOLD)]))
+    .column_spacing(1);
+    f.render_widget(table, a.stack);
+}
+
+fn pool_detail_areas(body: Rect) -> (Rect, Rect) {
+    let [info, _, callers] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(body);
+    (info, callers)
+}
+
+fn pool_detail(f: &mut Frame, body: Rect, app: &App, key: crate::stats::PoolKey) {
+    let Some((pool, idx)) = app.pool(key) else {
+        placeholder(f, body, "this pool is gone");
+        return;
+    };
+    let (info_area, callers_area) = pool_detail_areas(body);
+    let shown = &app.shown;
+    let rate = shown.pool_rates.get(idx).copied().unwrap_or_default();
+    let known = |r: f64| {
+        if shown.rates_known {
+            format::rate(r)
+        } else {
+            "-".to_owned()
+        }
+    };
+    let st = &pool.stats;
+    let ratio = st.hit_ratio();
+    let info = vec![
+        Line::from(vec![
+            Span::styled(format!("pool {}", pool.name), BOLD),
+            Span::raw(format!(
+                "  at {:#x}  New {}",
+                pool.pool,
+                pool.new_func.as_deref().unwrap_or("(not seen yet)")
+            )),
+        ]),
+        Line::from(vec![
+            Span::raw(format!(
+                "gets {} ({}/s) · hits {} · misses {} ({}/s) · nil {} · hit ratio ",
+                format::count(st.gets),
+                known(rate.gets),
+                format::count(st.hits()),
+                format::count(st.misses),
+                known(rate.misses),
+                format::count(st.nil_returns),
+            )),
+            Span::styled(format::ratio(ratio), hit_style(ratio)),
+        ]),
+        Line::from(format!(
+            "puts {} ({}/s) · gets without puts {} · allocations by misses {}",
+            format::count(st.puts),
+            known(rate.puts),
+            format::count(st.gets_without_puts()),
+            format::count(shown.pool_miss_allocs.get(idx).copied().unwrap_or(0)),
+        )),
+    ];
+    f.render_widget(Paragraph::new(info), info_area);
+
+    let mut order: Vec<usize> = (0..pool.callers.len()).collect();
+    order.sort_by(|&x, &y| {
+        pool.callers[y]
+            .stats
+            .gets
+            .cmp(&pool.callers[x].stats.gets)
+            .then(x.cmp(&y))
+    });
+    let rows_fit = usize::from(callers_area.height.saturating_sub(1));
+    let off = app.scroll.min(order.len().saturating_sub(1));
+    let rows = order.iter().skip(off).take(rows_fit).map(|&n| {
+        let c = &pool.callers[n];
+        Row::new([
+            Cell::from(format::short_name(&c.caller.function).into_owned()),
+            Cell::from(format!(
+                "{}:{}",
+                format::short_file(&c.caller.file, 1),
+                c.caller.line
+            )),
+            right(format::count(c.stats.gets)),
+            right(format::count(c.stats.hits())),
+            right(format::count(c.stats.misses)),
+            right(format::count(c.stats.puts)),
+            hit_cell(c.stats.hit_ratio()),
+        ])
+    });
+    let head = Row::new(
+        [
+            format!("Callers ({})", pool.callers.len()),
+            "File:Line".into(),
+            "Gets".into(),
+            "Hits".into(),
+            "Misses".into(),
+            "Puts".into(),
+            "Hit".into(),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(col, title)| {
+            let line = Line::from(title).style(BOLD);
+            Cell::from(if col >= 2 {
+                line.alignment(Alignment::Right)
+            } else {
+                line
+            })
+        }),
+    );
+    let widths = [
+        Constraint::Fill(3),
+        Constraint::Fill(2),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(5),
+    ];
+    f.render_widget(
+        Table::new(rows, widths).header(head).column_spacing(1),
+        callers_area,
+    );
+}
+
+fn help_areas(body: Rect) -> (Rect, Rect) {
+    let [intro, keys] = Layout::vertical([Constraint::Length(4), Constraint::Min(0)]).areas(body);
+    (intro, keys)
+}
+
+fn contexts_label(ctxs: &[Context]) -> String {
+    let has = |c: &Context| ctxs.contains(c);
+    let mut parts = Vec::new();
+    let all_views = [
+        Context::Sites,
+        Context::Pools,
+        Context::SiteDetail,
+        Context::PoolDetail,
+        Context::Help,
+    ];
+    if all_views.iter().all(has) {
+        return if has(&Context::Filter) {
+            "everywhere"
+        } else {
+            "all views"
+        }
+        .to_owned();
+    }
+    {
+        if has(&Context::Sites) && has(&Context::Pools) {
+            parts.push("lists");
+        } else {
+            parts.extend(
+                [Context::Sites, Context::Pools]
+                    .iter()
+                    .filter(|c| has(c))
+                    .map(|c| c.name()),
+            );
+        }
+        if has(&Context::SiteDetail) && has(&Context::PoolDetail) {
+            parts.push("details");
+        } else {
+            parts.extend(
+                [Context::SiteDetail, Context::PoolDetail]
+                    .iter()
+                    .filter(|c| has(c))
+                    .map(|c| c.name()),
+            );
+        }
+        if has(&Context::Help) {
+            parts.push("help");
+        }
+    }
+    if has(&Context::Filter) {
+        parts.push(Context::Filter.name());
+    }
+    parts.join(", ")
+}
+
+fn help(f: &mut Frame, body: Rect, app: &App) {
+    let (intro, keys) = help_areas(body);
+    let rows_fit = usize::from(keys.height.saturating_sub(1));
+    let off = app.scroll.min(KEYMAP.len().saturating_sub(1));
+    let log = if app.info.log_path.is_empty() {
+        "(none)"
+    } else {
+        app.info.log_path.as_str()
+    };
+    let range = if KEYMAP.len() > rows_fit {
+        format!(
+            " · keys {}-{} of {}, ↑↓ scroll",
+            off + 1,
+            (off + rows_fit).min(KEYMAP.len()),
+            KEYMAP.len()
+        )
+    } else {
+        String::new()
+    };
+    let text = Text::from(vec![
+        Line::styled(format!("Help — ? or Esc closes it{range}"), BOLD),
+        Line::from(format!("log file: {log}")),
+        Line::from(format!(
+            "rates over the last {}s · totals since start or the last reset · KiB = 1024 B",
+            app.opts.rate_window.as_secs_f64()
+        )),
+    ]);
+    f.render_widget(Paragraph::new(text), intro);
+
+    let rows = KEYMAP.iter().skip(off).take(rows_fit).map(|b| {
+        Row::new([
+            Cell::from(b.label).style(BOLD),
+            Cell::from(b.description),
+            Cell::from(contexts_label(b.contexts)).style(DIM),
+        ])
+    });
+    let head = Row::new(["Key", "Action", "Where"]).style(BOLD);
+    let widths = [
+        Constraint::Length(9),
+        Constraint::Fill(1),
+        Constraint::Length(14),
+    ];
+    f.render_widget(
+        Table::new(rows, widths).header(head).column_spacing(1),
+        keys,
+    );
+}

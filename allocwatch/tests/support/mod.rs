@@ -1,0 +1,197 @@
+//! Test support shared by the integration tests: the Go toolchains that
+//! `cargo xtask setup` installs under `target/toolchains/`, and Go fixture
+//! programs from `testdata/` built once per toolchain and variant and cached
+//! under `target/fixtures/`.
+#![allow(dead_code)]
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Go versions the project supports and tests, oldest first.
+pub const GO_VERSIONS: &[&str] = &[
+    "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
+];
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate has a parent directory")
+        .to_path_buf()
+}
+
+/// The project's `target/`, where `cargo xtask setup` puts Go toolchains and
+/// where fixtures are cached (independent of `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    workspace_root().join("target")
+}
+
+#[derive(Clone, Debug)]
+pub struct GoToolchain {
+    /// e.g. "1.27.3"
+    pub version: String,
+    /// GOROOT
+    pub goroot: PathBuf,
+}
+
+impl GoToolchain {
+    pub fn go(&self) -> PathBuf {
+        self.goroot.join("bin/go")
+    }
+    /// (major, minor) e.g. (1, 27)
+    pub fn minor(&self) -> u32 {
+        self.version.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(0)
+    }
+}
+
+/// The toolchain for `version` ("1.27.3"), panicking with the fix when missing.
+pub fn toolchain(version: &str) -> GoToolchain {
+    let goroot = target_dir().join("toolchains").join(format!("go{version}")).join("go");
+    assert!(
+        goroot.join("bin/go").exists(),
+        "Go {version} is not installed under {}: run `cargo xtask setup`",
+        goroot.display()
+    );
+    GoToolchain { version: version.to_string(), goroot }
+}
+
+/// Every supported toolchain.
+pub fn toolchains() -> Vec<GoToolchain> {
+    GO_VERSIONS.iter().map(|v| toolchain(v)).collect()
+}
+
+/// How a fixture is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// `go build`
+    Default,
+    /// `-ldflags=-s -w`: no `.symtab`, no DWARF
+    Stripped,
+    /// `-buildmode=pie`
+    Pie,
+    /// `-buildmode=pie -ldflags=-s -w`
+    PieStripped,
+    /// cgo with `-ldflags=-linkmode=external` (needs gcc)
+    External,
+    /// `GOEXPERIMENT=sizespecializedmalloc` (meaningful on Go 1.26)
+    SizeSpecialized,
+}
+
+impl Variant {
+    pub const ALL_PORTABLE: [Variant; 4] =
+        [Variant::Default, Variant::Stripped, Variant::Pie, Variant::PieStripped];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Default => "default",
+            Variant::Stripped => "stripped",
+            Variant::Pie => "pie",
+            Variant::PieStripped => "pie-stripped",
+            Variant::External => "external",
+            Variant::SizeSpecialized => "sizespecialized",
+        }
+    }
+
+    fn args(self) -> Vec<&'static str> {
+        match self {
+            Variant::Default | Variant::SizeSpecialized => vec![],
+            Variant::Stripped => vec!["-ldflags=-s -w"],
+            Variant::Pie => vec!["-buildmode=pie"],
+            Variant::PieStripped => vec!["-buildmode=pie", "-ldflags=-s -w"],
+            Variant::External => vec!["-ldflags=-linkmode=external"],
+        }
+    }
+}
+
+/// True when gcc is available for the `External` variant.
+pub fn have_gcc() -> bool {
+    Command::new("gcc").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+fn hash_dir(dir: &Path, h: &mut DefaultHasher) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            hash_dir(&p, h);
+        } else {
+            p.file_name().hash(h);
+            std::fs::read(&p).expect("read source").hash(h);
+        }
+    }
+}
+
+/// Builds `testdata/<package>` (e.g. "fixtures/allocs" or "demo") with `tc`
+/// in `variant`, once: the result is cached under `target/fixtures/` keyed by
+/// the sources, the toolchain and the variant. Returns the executable's path.
+pub fn build_go(tc: &GoToolchain, package: &str, variant: Variant) -> PathBuf {
+    let testdata = workspace_root().join("testdata");
+    let src = testdata.join(package);
+    let mut h = DefaultHasher::new();
+    hash_dir(&src, &mut h);
+    std::fs::read(testdata.join("go.mod")).expect("testdata/go.mod").hash(&mut h);
+    variant.hash(&mut h);
+    tc.version.hash(&mut h);
+    let name = package.replace('/', "-");
+    let out_dir = target_dir()
+        .join("fixtures")
+        .join(format!("go{}", tc.version))
+        .join(variant.name());
+    let out = out_dir.join(format!("{name}-{:016x}", h.finish()));
+    if out.exists() {
+        return out;
+    }
+    std::fs::create_dir_all(&out_dir).expect("create fixture dir");
+    let tmp = out_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let cache = target_dir().join("gocache").join(&tc.version);
+    let mut cmd = Command::new(tc.go());
+    cmd.current_dir(&testdata)
+        .arg("build")
+        .arg("-o")
+        .arg(&tmp)
+        .args(variant.args())
+        .arg(format!("./{package}"))
+        .env("GOROOT", &tc.goroot)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", &cache)
+        .env("GOPATH", target_dir().join("gopath"))
+        .env("GOAMD64", "v1")
+        .env("CGO_ENABLED", if variant == Variant::External { "1" } else { "0" });
+    if variant == Variant::SizeSpecialized {
+        cmd.env("GOEXPERIMENT", "sizespecializedmalloc");
+    } else {
+        cmd.env_remove("GOEXPERIMENT");
+    }
+    let output = cmd.output().expect("run go build");
+    assert!(
+        output.status.success(),
+        "go {} build {package} ({}) failed:\n{}",
+        tc.version,
+        variant.name(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&tmp, &out).expect("rename fixture into place");
+    out
+}
+
+/// Builds `testdata/fixtures/<name>`.
+pub fn fixture(tc: &GoToolchain, name: &str, variant: Variant) -> PathBuf {
+    build_go(tc, &format!("fixtures/{name}"), variant)
+}
+
+/// True when running as root (privileged kernel tests need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

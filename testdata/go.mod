@@ -1,0 +1,3 @@
+module allocwatch.test
+
+go 1.21

@@ -1,0 +1,14 @@
+//! `cargo xtask bench`: the benchmarks of docs/benchmarks.md.
+
+use anyhow::Result;
+
+use crate::util;
+
+pub fn bench(seconds: u32) -> Result<()> {
+    util::step("benchmarks");
+    util::run(
+        util::cargo()
+            .args(["test", "--release", "-p", "allocwatch", "--test", "bench", "--", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("ALLOCWATCH_BENCH_SECONDS", seconds.to_string()),
+    )
+}

@@ -1,0 +1,120 @@
+//! Project tasks: `cargo xtask setup | test | demo | bench | lint`.
+//!
+//! `setup` installs everything the project needs on a Debian-like machine and
+//! is idempotent: it prints each step and skips what is already there.
+
+mod bench;
+mod setup;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the BPF toolchain, test tools and Go toolchains; check the kernel.
+    Setup,
+    /// Setup, lint, then every test (unit and privileged integration tests).
+    Test {
+        /// Arguments passed to the integration test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Setup, build, start the demo Go service and open `allocwatch top` on it.
+    Demo,
+    /// Setup and run the benchmarks; prints results for docs/benchmarks.md.
+    Bench {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+    },
+    /// rustfmt and clippy on the workspace and on the eBPF crate.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::Test { args } => {
+            setup::setup()?;
+            lint()?;
+            test(&args)
+        }
+        Cmd::Demo => {
+            setup::setup()?;
+            demo()
+        }
+        Cmd::Bench { seconds } => {
+            setup::setup()?;
+            bench::bench(seconds)
+        }
+        Cmd::Lint => lint(),
+    }
+}
+
+fn lint() -> Result<()> {
+    util::step("rustfmt --check");
+    util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
+    util::step("clippy (workspace)");
+    util::run(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    util::step("clippy (eBPF crate, Debian's clippy for the BPF target)");
+    let root = util::root();
+    util::run(
+        util::ebpf_cargo()
+            .current_dir(root.join("allocwatch-ebpf"))
+            .args(["check", "--release", "--target", "bpfel-unknown-none", "--target-dir"])
+            .arg(root.join("target/bpf-clippy"))
+            .env("RUSTC_WORKSPACE_WRAPPER", "/usr/bin/clippy-driver")
+            .env("RUSTFLAGS", "-D warnings"),
+    )?;
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    util::step("unit tests");
+    util::run(util::cargo().args(["test", "--workspace", "--lib", "--bins"]))?;
+    util::step("integration tests (real kernel, real Go toolchains; one at a time)");
+    let mut cmd = util::cargo();
+    cmd.args(["test", "-p", "allocwatch", "--tests", "--", "--test-threads=1"]).args(args);
+    util::run(&mut cmd)
+}
+
+fn demo() -> Result<()> {
+    let root = util::root();
+    util::step("building allocwatch (release)");
+    util::run(util::cargo().args(["build", "--release", "-p", "allocwatch"]))?;
+    util::step("building the demo service with Go 1.27");
+    let go = util::go_root("1.27.3");
+    let out = root.join("target/demo/demo");
+    util::run(
+        util::go_cmd(&go)
+            .current_dir(root.join("testdata"))
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg("./demo"),
+    )?;
+    let log = root.join("target/demo/demo.log");
+    let mut demo = std::process::Command::new(&out)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(root.join("target/demo/demo.err"))?)
+        .spawn()?;
+    println!("xtask: demo service running as PID {} (log: {})", demo.id(), log.display());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = std::process::Command::new(root.join("target/release/allocwatch"))
+        .args(["top", "--pid", &demo.id().to_string()])
+        .status();
+    let _ = demo.kill();
+    let _ = demo.wait();
+    println!("xtask: demo service stopped");
+    let status = status?;
+    anyhow::ensure!(status.success(), "allocwatch top exited with {status}");
+    Ok(())
+}
