@@ -260,16 +260,33 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
         );
     }
     for p in &snap.pools {
+        let st = &p.stats;
         let _ = writeln!(
             e,
-            "  pool {} (New: {}): {} gets, hit ratio {}, {} misses, {} puts",
+            "  pool {} (New: {}): gets={} hits={} misses={} nil_returns={} puts={} hit_ratio={}",
             p.name,
-            p.new_func.as_deref().unwrap_or("?"),
-            p.stats.gets,
-            p.stats.hit_ratio().map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
-            p.stats.misses + p.stats.nil_returns,
-            p.stats.puts
+            p.new_func.as_deref().unwrap_or(if st.nil_returns > 0 { "nil" } else { "?" }),
+            st.gets,
+            st.hits(),
+            st.misses,
+            st.nil_returns,
+            st.puts,
+            st.hit_ratio().map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
         );
+        for c in &p.callers {
+            let cs = &c.stats;
+            let _ = writeln!(
+                e,
+                "    caller {} ({}:{}): gets={} misses={} nil_returns={} puts={}",
+                c.caller.function,
+                short_file(&c.caller.file),
+                c.caller.line,
+                cs.gets,
+                cs.misses,
+                cs.nil_returns,
+                cs.puts
+            );
+        }
     }
     for path in written {
         let _ = writeln!(e, "allocwatch: wrote {}", path.display());

@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+
 use crate::gobin::{GoBinary, TypeName};
 use crate::stats::{Frame, Resolved, Resolver, SiteKey};
 
@@ -37,6 +39,46 @@ const BYTES_MAKERS: [&str; 3] = ["runtime.rawbyteslice", "runtime.stringtosliceb
 const RUNES_MAKERS: [&str; 2] = ["runtime.rawruneslice", "runtime.stringtoslicerune"];
 
 const POOL_GET: &str = "sync.(*Pool).Get";
+
+/// Runtime functions that allocate pointer-free slices with a nil type, and
+/// the register in which their caller passes the element type.
+const NIL_TYPED_SLICE_MAKERS: [(&str, Register); 2] =
+    [("runtime.growslice", Register::RSI), ("runtime.makeslicecopy", Register::RAX)];
+
+/// True when `r` is `full` or one of its lower parts (RSI, ESI, SI, SIL).
+fn same_gpr(r: Register, full: Register) -> bool {
+    let parts: &[Register] = match full {
+        Register::RSI => &[Register::RSI, Register::ESI, Register::SI, Register::SIL],
+        Register::RAX => &[Register::RAX, Register::EAX, Register::AX, Register::AL],
+        _ => &[],
+    };
+    parts.contains(&r)
+}
+
+/// The element type a caller loaded into `reg` for the call that returns to
+/// `ret_va`: the last `LEAQ type:T(SB), reg` before that call in the caller's
+/// code (the Go compiler materializes the type right before the call).
+fn elem_type_at_call(bin: &GoBinary, ret_va: u64, reg: Register) -> Option<u64> {
+    let f = bin.func_at(ret_va.checked_sub(1)?)?;
+    let code = bin.code(&f)?;
+    let mut dec = Decoder::with_ip(64, code, f.entry, DecoderOptions::NONE);
+    let mut candidate = None;
+    let mut ins = Instruction::default();
+    while dec.can_decode() {
+        dec.decode_out(&mut ins);
+        if ins.next_ip() > ret_va {
+            return None;
+        }
+        if ins.op_count() > 0 && ins.op0_kind() == OpKind::Register && same_gpr(ins.op0_register(), reg) {
+            candidate = (ins.mnemonic() == Mnemonic::Lea && ins.is_ip_rel_memory_operand())
+                .then(|| ins.ip_rel_memory_address());
+        }
+        if ins.next_ip() == ret_va {
+            return if ins.mnemonic() == Mnemonic::Call { candidate } else { None };
+        }
+    }
+    None
+}
 
 /// Resolves addresses of one traced process through its executable.
 pub struct GoResolver {
@@ -83,16 +125,21 @@ impl GoResolver {
     }
 
     fn type_name(&mut self, typ: u64) -> Arc<str> {
-        if let Some(t) = self.types.get(&typ) {
+        self.type_name_va(typ.wrapping_sub(self.bias))
+    }
+
+    /// Type name of a type descriptor at a file vaddr.
+    fn type_name_va(&mut self, va: u64) -> Arc<str> {
+        if let Some(t) = self.types.get(&va) {
             return t.clone();
         }
-        let name = match self.bin.type_name(typ.wrapping_sub(self.bias)) {
+        let name = match self.bin.type_name(va) {
             TypeName::Named(n) => n,
             TypeName::Dynamic => "<dynamic type>".to_string(),
             TypeName::Nil => "<untyped>".to_string(),
         };
         let a = self.intern(&name);
-        self.types.insert(typ, a.clone());
+        self.types.insert(va, a.clone());
         a
     }
 }
@@ -104,11 +151,18 @@ impl Resolver for GoResolver {
         let mut stack: Vec<Frame> = Vec::new();
         let mut pool_new_func = None;
         let mut prev_user: Option<Arc<str>> = None;
+        let mut last_runtime: Option<Frame> = None;
+        // The return address into the site's function (from the runtime).
+        let mut site_ret = None;
         for &ret in frames.iter().skip(1) {
             for f in self.frames_of_return(ret).iter() {
                 if stack.is_empty() && is_runtime_frame(&f.function) {
                     runtime.push(f.function.clone());
+                    last_runtime = Some(f.clone());
                     continue;
+                }
+                if stack.is_empty() {
+                    site_ret = Some(ret);
                 }
                 if pool_new_func.is_none() && &*f.function == POOL_GET {
                     pool_new_func = prev_user.clone();
@@ -126,7 +180,18 @@ impl Resolver for GoResolver {
             } else if made_by(&RUNES_MAKERS) {
                 self.intern("[]int32")
             } else {
-                self.intern("<untyped>")
+                // A pointer-free slice grown or copied: the caller passed the element type.
+                let maker = runtime.last().and_then(|r| NIL_TYPED_SLICE_MAKERS.iter().find(|(n, _)| **n == **r));
+                let elem = maker
+                    .zip(site_ret)
+                    .and_then(|((_, reg), ret)| elem_type_at_call(&self.bin, ret.wrapping_sub(self.bias), *reg));
+                match elem {
+                    Some(va) => {
+                        let e = self.type_name_va(va);
+                        self.intern(&format!("[]{e}"))
+                    }
+                    None => self.intern("<untyped>"),
+                }
             }
         } else {
             let elem = self.type_name(typ);
@@ -134,10 +199,9 @@ impl Resolver for GoResolver {
             let slice = runtime.iter().take(2).any(|r| SLICE_MAKERS.contains(&&**r));
             if slice { self.intern(&format!("[]{elem}")) } else { elem }
         };
-        let site_frame = stack.first().cloned().unwrap_or_else(|| {
-            // Only runtime frames: the allocation comes from the runtime itself.
-            let f = runtime.last().cloned().unwrap_or_else(|| self.intern("<unknown>"));
-            Frame { function: f, file: self.intern(""), line: 0 }
+        let site_frame = stack.first().cloned().or(last_runtime).unwrap_or_else(|| {
+            // No frame at all could be read.
+            Frame { function: self.intern("<unknown>"), file: self.intern(""), line: 0 }
         });
         if stack.is_empty() {
             stack.push(site_frame.clone());

@@ -27,12 +27,21 @@ const FIXTURE_SOURCE: &str = "fixtures/gobin/main.go";
 // ---------------------------------------------------------------------------
 // The build matrix
 
+fn have_gcc() -> bool {
+    static GCC: OnceLock<bool> = OnceLock::new();
+    *GCC.get_or_init(|| {
+        let found = support::have_gcc();
+        if !found {
+            eprintln!("gcc not found: skipping the external-linking variant");
+        }
+        found
+    })
+}
+
 fn variants(tc: &GoToolchain) -> Vec<Variant> {
     let mut v = Variant::ALL_PORTABLE.to_vec();
-    if support::have_gcc() {
+    if have_gcc() {
         v.push(Variant::External);
-    } else {
-        eprintln!("gcc not found: skipping the external-linking variant");
     }
     if tc.minor() == 26 {
         v.push(Variant::SizeSpecialized);
@@ -325,7 +334,10 @@ fn functions_and_ranges_match_go_tool_nm() {
         let (text, etext) = c.bin.text_range();
         assert_eq!(funcs[0].entry, text, "{l}: first function");
         let last_end = funcs[funcs.len() - 1].end;
-        assert!(last_end <= etext && etext - last_end < 32, "{l}: {last_end:#x} {etext:#x}");
+        assert!(
+            last_end <= etext && etext - last_end < 32,
+            "{l}: {last_end:#x} {etext:#x}"
+        );
 
         if let Some(base) = c.unstripped() {
             // Same source and toolchain: the code layout is identical.
@@ -877,7 +889,7 @@ fn refuses_unknown_pclntab_magic() {
 /// Runs every query on a parsed (possibly corrupt) binary: none may panic.
 fn exercise(bin: &GoBinary, rng: &mut u64) {
     let _ = bin.build_info().pgo();
-    let n = bin.functions().take(100_000).count();
+    let _ = bin.functions().take(100_000).count();
     let _ = bin.func_by_name("runtime.mallocgc");
     let (text, etext) = bin.text_range();
     let (types, etypes) = bin.types_range();
@@ -899,7 +911,6 @@ fn exercise(bin: &GoBinary, rng: &mut u64) {
         );
         let _ = bin.file_offset(pc);
     }
-    let _ = n;
 }
 
 fn next(state: &mut u64) -> u64 {
@@ -920,11 +931,17 @@ fn truncated_files_are_errors() {
     ] {
         let data = std::fs::read(fixture(&support::toolchain(version), variant)).expect("read");
         for len in 0..4 {
-            assert!(matches!(GoBinary::parse(data[..len].to_vec()), Err(GoBinError::NotElf)));
+            assert!(matches!(
+                GoBinary::parse(data[..len].to_vec()),
+                Err(GoBinError::NotElf)
+            ));
         }
         for len in 4..64 {
             assert!(
-                matches!(GoBinary::parse(data[..len].to_vec()), Err(GoBinError::Truncated { .. })),
+                matches!(
+                    GoBinary::parse(data[..len].to_vec()),
+                    Err(GoBinError::Truncated { .. })
+                ),
                 "{len}"
             );
         }

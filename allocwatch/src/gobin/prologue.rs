@@ -350,9 +350,10 @@ pub fn pool_get_miss_sites(code: &[u8], entry_vaddr: u64) -> Result<PoolGetSites
         // p must survive from the load to the JCC, and along the call path.
         let jcc_idx = test_idx + 1;
         let call_path_idx = all.iter().position(|x| off(x) == call_path_start)?;
-        let clobbered = all[n + 1..=jcc_idx]
+        let clobbered = all
+            .get(n + 1..=jcc_idx)?
             .iter()
-            .chain(&all[call_path_idx..call_idx])
+            .chain(all.get(call_path_idx..call_idx)?)
             .any(|x| may_write(x, base));
         (!clobbered).then_some(base)
     });

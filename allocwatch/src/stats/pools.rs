@@ -117,12 +117,13 @@ impl Pools {
         }
         e.stats.add(op);
         let frame = self.callers.entry(caller).or_insert_with(|| r.caller(caller));
-        // Call sites are keyed by function and line, not by address, so that
-        // the miss probes (which see Get's return address) and Get agree.
+        // Call sites are keyed by function, not by address: the miss probes
+        // (which see Get's return address) and Get agree, and a function's
+        // Get and Put (on different lines) count together.
         let idx = match e.callers.get(&caller) {
             Some(&i) => i,
             None => {
-                let i = match e.caller_stats.iter().position(|c| c.caller == *frame) {
+                let i = match e.caller_stats.iter().position(|c| c.caller.function == frame.function) {
                     Some(i) => i,
                     None => {
                         e.caller_stats.push(PoolCallerStats { caller: frame.clone(), stats: PoolStats::default() });
@@ -169,7 +170,7 @@ pub(super) fn pools_since(now: &[PoolSnapshot], earlier: &[PoolSnapshot]) -> Vec
             if let Some(b) = earlier.iter().find(|b| b.pool == p.pool) {
                 d.stats = p.stats.minus(&b.stats);
                 for c in &mut d.callers {
-                    if let Some(bc) = b.callers.iter().find(|bc| bc.caller == c.caller) {
+                    if let Some(bc) = b.callers.iter().find(|bc| bc.caller.function == c.caller.function) {
                         c.stats = c.stats.minus(&bc.stats);
                     }
                 }

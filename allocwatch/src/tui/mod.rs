@@ -52,10 +52,22 @@ pub async fn run(
 
     let mut term = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
     let mut hangup = signal(SignalKind::hangup()).context("failed to listen for SIGHUP")?;
+    let mut given_back = false;
+    let given_back_ref = &mut given_back;
     let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = hangup.recv() => {}
+        let mut check = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = hangup.recv() => return,
+                _ = check.tick() => {
+                    // A panic elsewhere restored the terminal: stop drawing.
+                    if !terminal::owned() {
+                        *given_back_ref = true;
+                        return;
+                    }
+                }
+            }
         }
     };
 
@@ -74,6 +86,9 @@ pub async fn run(
     // keys typed at the shell afterwards.
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     result?;
+    if given_back {
+        anyhow::bail!("the dashboard stopped: the terminal was restored after a panic");
+    }
     restored.context("failed to restore the terminal")
 }
 

@@ -7,7 +7,7 @@
 //! read on a dedicated thread ([`spawn_input`]) and forwarded over a channel,
 //! since crossterm's async `EventStream` is not enabled in this build.
 
-use std::io::{self, IsTerminal, Stdout};
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
@@ -27,9 +27,34 @@ use tokio::sync::mpsc;
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static HOOK: Once = Once::new();
 
+/// Standard output while the dashboard owns the terminal: once the terminal
+/// is restored (by a panic on another thread, say), whatever is still drawn
+/// is dropped instead of landing on the user's screen.
+pub struct TtyOut;
+
+impl Write for TtyOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Holding the lock while checking orders this write before or after
+        // `restore`'s, which takes the same lock.
+        let mut out = io::stdout().lock();
+        if ACTIVE.load(Ordering::SeqCst) { out.write(buf) } else { Ok(buf.len()) }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        if ACTIVE.load(Ordering::SeqCst) { out.flush() } else { Ok(()) }
+    }
+}
+
 /// The terminal while the dashboard owns it; restores it when dropped.
 pub struct TerminalGuard {
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    pub terminal: Terminal<CrosstermBackend<TtyOut>>,
+}
+
+/// Whether the dashboard still owns the terminal (a panic hook may have
+/// given it back).
+pub fn owned() -> bool {
+    ACTIVE.load(Ordering::SeqCst)
 }
 
 /// Takes over the terminal: raw mode, alternate screen, hidden cursor.
@@ -53,10 +78,10 @@ pub fn setup() -> anyhow::Result<TerminalGuard> {
     }
 }
 
-fn enter() -> anyhow::Result<Terminal<CrosstermBackend<Stdout>>> {
+fn enter() -> anyhow::Result<Terminal<CrosstermBackend<TtyOut>>> {
     execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)
         .context("failed to enter the alternate screen")?;
-    let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))
+    let mut terminal = Terminal::new(CrosstermBackend::new(TtyOut))
         .context("failed to set up the terminal")?;
     terminal.clear().context("failed to clear the terminal")?;
     Ok(terminal)

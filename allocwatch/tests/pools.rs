@@ -1,0 +1,173 @@
+//! sync.Pool hit ratios, from outside the process, against the real kernel.
+//!
+//! The `pools` fixture uses pools in deterministic patterns (GOMAXPROCS=1,
+//! GOGC=off) and counts its own gets, misses (calls of New), nil returns and
+//! puts; allocwatch's numbers must equal them, per pool and per call site.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+use support::{Variant, fixture, is_root, toolchain};
+
+#[derive(Debug, Deserialize)]
+struct PoolCount {
+    pool: String,
+    new_func: String,
+    gets: u64,
+    misses: u64,
+    nil_returns: u64,
+    puts: u64,
+    #[serde(default)]
+    func: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct FixtureResult {
+    go: String,
+    pools: Vec<PoolCount>,
+    callsites: Vec<PoolCount>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Row {
+    pool: String,
+    new_func: String,
+    gets: u64,
+    hits: u64,
+    misses: u64,
+    nil_returns: u64,
+    puts: u64,
+    hit_ratio: String,
+}
+
+fn allocwatch() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
+}
+
+fn record_pools(bin: &Path, n: u32) -> (Vec<Row>, FixtureResult, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv_path = dir.path().join("pools.csv");
+    let out = Command::new(allocwatch())
+        .arg("record")
+        .arg("--pools-csv")
+        .arg(&csv_path)
+        .arg("--")
+        .arg(bin)
+        .env("ALLOCWATCH_N", n.to_string())
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run allocwatch");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "allocwatch failed ({}):\n{stderr}\n{stdout}", out.status);
+    let line = stdout.lines().find_map(|l| l.strip_prefix("result ")).expect("result line");
+    let res: FixtureResult = serde_json::from_str(line).expect("result JSON");
+    let mut r = csv::Reader::from_path(&csv_path).expect("pools csv");
+    let rows = r.deserialize().map(|x| x.expect("row")).collect();
+    (rows, res, stderr)
+}
+
+/// The row of a fixture pool: by variable name when the binary has symbols,
+/// else by New function, else (nil New) by having nil returns.
+fn find<'a>(rows: &'a [Row], p: &PoolCount) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.pool == p.pool)
+        .or_else(|| rows.iter().find(|r| !p.new_func.is_empty() && r.new_func == p.new_func))
+        .or_else(|| rows.iter().find(|r| p.new_func.is_empty() && r.new_func.is_empty() && r.nil_returns > 0))
+}
+
+/// Per-caller lines of the summary: `caller FUNC (FILE:LINE): gets=… misses=… nil_returns=… puts=…`.
+fn caller_counts(stderr: &str, pool_line_has: &str, func: &str) -> Option<[u64; 4]> {
+    let mut in_pool = false;
+    for l in stderr.lines() {
+        let t = l.trim_start();
+        if t.starts_with("pool ") {
+            in_pool = t.contains(pool_line_has);
+            continue;
+        }
+        if in_pool && t.starts_with(&format!("caller {func} ")) {
+            let v = |k: &str| -> u64 {
+                t.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(u64::MAX)
+            };
+            return Some([v("gets"), v("misses"), v("nil_returns"), v("puts")]);
+        }
+    }
+    None
+}
+
+fn pools_for(version: &str) {
+    if !is_root() {
+        eprintln!("skipped: needs root to load eBPF programs");
+        return;
+    }
+    let tc = toolchain(version);
+    for v in [Variant::Default, Variant::Stripped, Variant::Pie, Variant::PieStripped] {
+        let what = format!("go{version} {}", v.name());
+        let bin = fixture(&tc, "pools", v);
+        let (rows, res, stderr) = record_pools(&bin, 500);
+        for p in &res.pools {
+            let row = find(&rows, p).unwrap_or_else(|| panic!("{what}: pool {} missing:\n{stderr}", p.pool));
+            assert_eq!(
+                (row.gets, row.misses, row.nil_returns, row.puts),
+                (p.gets, p.misses, p.nil_returns, p.puts),
+                "{what} ({}): pool {} (gets, misses, nil returns, puts)\n{stderr}",
+                res.go,
+                p.pool
+            );
+            assert_eq!(row.hits, p.gets - p.misses - p.nil_returns, "{what}: hits of {}", p.pool);
+            let ratio: f64 = row.hit_ratio.parse().expect("hit ratio");
+            #[allow(clippy::cast_precision_loss)]
+            let want = (p.gets - p.misses - p.nil_returns) as f64 / p.gets as f64;
+            assert!((ratio - want).abs() < 1e-3, "{what}: hit ratio of {}: {ratio} vs {want}", p.pool);
+            if v == Variant::Default {
+                assert_eq!(row.pool, p.pool, "{what}: pools of a binary with symbols are named by their variable");
+            }
+            if !p.new_func.is_empty() {
+                assert_eq!(row.new_func, p.new_func, "{what}: New of {}", p.pool);
+            }
+        }
+        for c in &res.callsites {
+            let key = if c.new_func.is_empty() { "New: nil".to_string() } else { format!("New: {}", c.new_func) };
+            let got = caller_counts(&stderr, &key, &c.func)
+                .unwrap_or_else(|| panic!("{what}: no caller line for {} of {}:\n{stderr}", c.func, c.pool));
+            assert_eq!(got, [c.gets, c.misses, c.nil_returns, c.puts], "{what}: caller {} of {}\n{stderr}", c.func, c.pool);
+        }
+    }
+}
+
+#[test]
+fn pool_counts_go1_21() {
+    pools_for("1.21.13");
+}
+#[test]
+fn pool_counts_go1_22() {
+    pools_for("1.22.10");
+}
+#[test]
+fn pool_counts_go1_23() {
+    pools_for("1.23.9");
+}
+#[test]
+fn pool_counts_go1_24() {
+    pools_for("1.24.11");
+}
+#[test]
+fn pool_counts_go1_25() {
+    pools_for("1.25.5");
+}
+#[test]
+fn pool_counts_go1_26() {
+    pools_for("1.26.6");
+}
+#[test]
+fn pool_counts_go1_27() {
+    pools_for("1.27.3");
+}
