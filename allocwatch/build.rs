@@ -31,22 +31,32 @@ fn target_root(out_dir: &Path) -> PathBuf {
 }
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().expect("workspace root").to_path_buf();
     let ebpf = root.join("allocwatch-ebpf");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    for p in ["allocwatch-ebpf/src", "allocwatch-ebpf/Cargo.toml", "allocwatch-ebpf/Cargo.lock", "allocwatch-common/src"] {
+    for p in [
+        "allocwatch-ebpf/src",
+        "allocwatch-ebpf/Cargo.toml",
+        "allocwatch-ebpf/Cargo.lock",
+        "allocwatch-common/src",
+    ] {
         println!("cargo::rerun-if-changed={}", root.join(p).display());
     }
 
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let cargo_bin = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| home.join(".cargo"))
         .join("bin");
     let sysroot_bpf = Path::new("/usr/lib/rustlib").join(BPF_TARGET);
     if !Path::new(BPF_RUSTC).is_file() || !sysroot_bpf.is_dir() {
-        fail("the BPF toolchain (Debian's rustc-web and libstd-rust-web-dev-bpf) is missing: run `cargo xtask setup`");
+        fail(
+            "the BPF toolchain (Debian's rustc-web and libstd-rust-web-dev-bpf) is missing: run `cargo xtask setup`",
+        );
     }
     let Some(linker) = find_in_path("bpf-linker", std::slice::from_ref(&cargo_bin)) else {
         fail("bpf-linker is missing: run `cargo xtask setup`");
@@ -54,8 +64,13 @@ fn main() {
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = target_root(&out_dir).join("bpf");
-    let mut path = vec![linker.parent().expect("linker dir").to_path_buf(), PathBuf::from("/usr/lib/llvm-22/bin")];
-    path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    let mut path = vec![
+        linker.parent().expect("linker dir").to_path_buf(),
+        PathBuf::from("/usr/lib/llvm-22/bin"),
+    ];
+    path.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
 
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&ebpf)
@@ -66,7 +81,11 @@ fn main() {
     // host rustc) must not leak into the BPF build.
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
-        if (k.starts_with("CARGO_") && k != "CARGO_HOME") || k.starts_with("RUSTC") || k.starts_with("RUSTFLAGS") || k == "RUSTDOCFLAGS" {
+        if (k.starts_with("CARGO_") && k != "CARGO_HOME")
+            || k.starts_with("RUSTC")
+            || k.starts_with("RUSTFLAGS")
+            || k == "RUSTDOCFLAGS"
+        {
             cmd.env_remove(&key);
         }
     }
@@ -78,9 +97,14 @@ fn main() {
         Err(e) => fail(&format!("could not run cargo for the eBPF programs: {e}")),
     };
     if !status.success() {
-        fail("building the eBPF programs (allocwatch-ebpf) failed; the compiler's messages are above");
+        fail(
+            "building the eBPF programs (allocwatch-ebpf) failed; the compiler's messages are above",
+        );
     }
-    let obj = target_dir.join(BPF_TARGET).join("release").join("allocwatch");
+    let obj = target_dir
+        .join(BPF_TARGET)
+        .join("release")
+        .join("allocwatch");
     if let Err(e) = std::fs::copy(&obj, out_dir.join("allocwatch.bpf.o")) {
         fail(&format!("eBPF object {} not found: {e}", obj.display()));
     }

@@ -26,6 +26,7 @@ pub mod names {
     pub const LOG_ONCE: &str = "LOG_ONCE";
     pub const PROG_ALLOC: &str = "alloc_entry";
     pub const PROG_POOL: &str = "pool_probe";
+    pub const PROG_NOOP: &str = "noop";
     pub const TARGET_TGID: &str = "TARGET_TGID";
 }
 
@@ -139,7 +140,10 @@ pub struct MallocRanges {
 const _: () = assert!(core::mem::size_of::<MallocRanges>() == 8 + 16 * MAX_RANGES as usize);
 
 impl MallocRanges {
-    pub const EMPTY: MallocRanges = MallocRanges { count: 0, ranges: [[0; 2]; MAX_RANGES as usize] };
+    pub const EMPTY: MallocRanges = MallocRanges {
+        count: 0,
+        ranges: [[0; 2]; MAX_RANGES as usize],
+    };
 }
 
 #[cfg(feature = "user")]

@@ -243,6 +243,13 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
     Ok(0)
 }
 
+/// Does nothing: attached at the same points as the real programs by the
+/// benchmarks, it measures the floor cost of a uprobe hit.
+#[uprobe]
+pub fn noop(_ctx: ProbeContext) -> u32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

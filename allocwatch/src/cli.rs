@@ -43,6 +43,9 @@ pub struct TargetArgs {
     /// Do not trace sync.Pool (Get, Put and misses).
     #[arg(long)]
     pub no_pools: bool,
+    /// Benchmarks only: attach empty eBPF programs at the same points.
+    #[arg(long, hide = true)]
+    pub noop_programs: bool,
     /// A program to launch and trace from its first instruction.
     #[arg(last = true, value_name = "PROGRAM ARGS")]
     pub command: Vec<OsString>,
@@ -103,16 +106,24 @@ pub struct InspectArgs {
 /// Parses `1.5s`, `500ms`, `2m`, `1h`, `10` (seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (examples: 10s, 500ms, 2m)"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (examples: 10s, 500ms, 2m)"))?;
     let scale = match unit.trim() {
         "" | "s" | "sec" | "secs" => 1.0,
         "ms" => 1e-3,
         "us" | "µs" => 1e-6,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown unit `{other}` in `{s}` (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}` (use ms, s, m or h)"
+            ));
+        }
     };
     let secs = value * scale;
     if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {

@@ -27,7 +27,14 @@ fn init_stderr_log(verbose: u8) {
     };
     let _ = env_logger::Builder::new()
         .filter_level(level)
-        .format(|buf, r| writeln!(buf, "allocwatch: {}: {}", r.level().as_str().to_lowercase(), r.args()))
+        .format(|buf, r| {
+            writeln!(
+                buf,
+                "allocwatch: {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            )
+        })
         .parse_env("ALLOCWATCH_LOG")
         .try_init();
 }
@@ -36,9 +43,13 @@ fn target_spec(t: &TargetArgs) -> Result<TargetSpec> {
     match (t.pid, t.command.is_empty()) {
         (Some(pid), true) => Ok(TargetSpec::Pid(pid)),
         (None, false) => Ok(TargetSpec::Launch(t.command.clone())),
-        (Some(_), false) => Err(AppError::usage("give either --pid PID or -- PROGRAM ARGS…, not both")),
-        (None, true) => Err(AppError::usage("nothing to trace: give --pid PID or -- PROGRAM ARGS…")
-            .hint("example: allocwatch record --pid 1234 --duration 10s --csv sites.csv")),
+        (Some(_), false) => Err(AppError::usage(
+            "give either --pid PID or -- PROGRAM ARGS…, not both",
+        )),
+        (None, true) => Err(AppError::usage(
+            "nothing to trace: give --pid PID or -- PROGRAM ARGS…",
+        )
+        .hint("example: allocwatch record --pid 1234 --duration 10s --csv sites.csv")),
     }
 }
 
@@ -58,12 +69,16 @@ pub fn inspect(a: &InspectArgs, verbose: u8) -> Result<()> {
         .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
     let mut out = std::io::stdout().lock();
     let res = if a.json {
-        serde_json::to_writer_pretty(&mut out, &plan).map_err(std::io::Error::other).and_then(|()| writeln!(out))
+        serde_json::to_writer_pretty(&mut out, &plan)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
     } else {
         print_plan(&mut out, &what, &plan)
     };
     match res {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::other(format!("cannot write: {e}"))),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(AppError::other(format!("cannot write: {e}")))
+        }
         _ => Ok(()),
     }
 }
@@ -83,18 +98,32 @@ fn print_plan(out: &mut impl Write, what: &str, p: &ProbePlan) -> std::io::Resul
         yes(p.external_link),
         yes(p.pgo)
     )?;
-    let n_spec = p.probes.iter().filter(|x| x.role.starts_with("alloc (")).count();
+    let n_spec = p
+        .probes
+        .iter()
+        .filter(|x| x.role.starts_with("alloc ("))
+        .count();
     writeln!(
         out,
         "size-specialized malloc: {}",
-        if p.size_specialized_malloc { format!("yes ({n_spec} entries)") } else { "no".into() }
+        if p.size_specialized_malloc {
+            format!("yes ({n_spec} entries)")
+        } else {
+            "no".into()
+        }
     )?;
     match &p.pools {
         crate::plan::PoolTracing::Enabled => writeln!(out, "sync.Pool tracing: enabled")?,
-        crate::plan::PoolTracing::Disabled(r) => writeln!(out, "sync.Pool tracing: disabled ({r})")?,
+        crate::plan::PoolTracing::Disabled(r) => {
+            writeln!(out, "sync.Pool tracing: disabled ({r})")?
+        }
     }
     writeln!(out, "probes ({}):", p.probes.len())?;
-    writeln!(out, "  {:<40} {:>7} {:>12}  {:<36} ROLE", "FUNCTION", "OFFSET", "FILE OFFSET", "PLACEMENT")?;
+    writeln!(
+        out,
+        "  {:<40} {:>7} {:>12}  {:<36} ROLE",
+        "FUNCTION", "OFFSET", "FILE OFFSET", "PLACEMENT"
+    )?;
     for pr in &p.probes {
         writeln!(
             out,
@@ -117,7 +146,8 @@ fn create_output(path: &Path, flag: &str) -> Result<AtomicFile> {
         AppError::usage(format!("cannot write {flag} {}: {e}", path.display()))
             .hint("the directory must exist and be writable")
     })?;
-    AtomicFile::create(path).map_err(|e| AppError::usage(format!("cannot write {flag} {}: {e}", path.display())))
+    AtomicFile::create(path)
+        .map_err(|e| AppError::usage(format!("cannot write {flag} {}: {e}", path.display())))
 }
 
 /// Why a trace stopped.
@@ -136,10 +166,12 @@ async fn trace_loop(
     refresh: Duration,
     mut tick: impl FnMut(&Snapshot),
 ) -> Result<Stop> {
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| AppError::other(format!("signal: {e}")))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| AppError::other(format!("signal: {e}")))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| AppError::other(format!("signal: {e}")))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| AppError::other(format!("signal: {e}")))?;
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
-    let mut ticker = tokio::time::interval(refresh.min(Duration::from_millis(250)));
+    let mut ticker = tokio::time::interval(refresh.min(Duration::from_millis(20)));
     let mut last_tick = tokio::time::Instant::now();
     let stop = loop {
         tokio::select! {
@@ -183,9 +215,23 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     init_stderr_log(verbose);
     let spec = target_spec(&a.target)?;
     // Output paths are checked before anything is attached.
-    let mut csv_file = a.csv.as_deref().map(|p| create_output(p, "--csv")).transpose()?;
-    let mut pools_file = a.pools_csv.as_deref().map(|p| create_output(p, "--pools-csv")).transpose()?;
-    let mut s = Session::start(&spec, Options { pools: !a.target.no_pools })?;
+    let mut csv_file = a
+        .csv
+        .as_deref()
+        .map(|p| create_output(p, "--csv"))
+        .transpose()?;
+    let mut pools_file = a
+        .pools_csv
+        .as_deref()
+        .map(|p| create_output(p, "--pools-csv"))
+        .transpose()?;
+    let mut s = Session::start(
+        &spec,
+        Options {
+            pools: !a.target.no_pools,
+            noop: a.target.noop_programs,
+        },
+    )?;
     let stop = trace_loop(&mut s, a.duration, Duration::from_secs(1), |_| {}).await?;
     let snap = s.snapshot();
     let mut written: Vec<PathBuf> = Vec::new();
@@ -205,7 +251,9 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
 
 fn write_sites(mut f: AtomicFile, snap: &Snapshot) -> Result<PathBuf> {
     let dest = f.dest().to_path_buf();
-    let err = |e: &dyn std::fmt::Display| AppError::other(format!("cannot write {}: {e}", dest.display()));
+    let err = |e: &dyn std::fmt::Display| {
+        AppError::other(format!("cannot write {}: {e}", dest.display()))
+    };
     let mut w = SitesCsv::new(f.writer()).map_err(|e| err(&e))?;
     w.write_window(Duration::ZERO, snap).map_err(|e| err(&e))?;
     w.flush().map_err(|e| err(&e))?;
@@ -215,7 +263,9 @@ fn write_sites(mut f: AtomicFile, snap: &Snapshot) -> Result<PathBuf> {
 
 fn write_pools(mut f: AtomicFile, snap: &Snapshot) -> Result<PathBuf> {
     let dest = f.dest().to_path_buf();
-    let err = |e: &dyn std::fmt::Display| AppError::other(format!("cannot write {}: {e}", dest.display()));
+    let err = |e: &dyn std::fmt::Display| {
+        AppError::other(format!("cannot write {}: {e}", dest.display()))
+    };
     let mut w = PoolsCsv::new(f.writer()).map_err(|e| err(&e))?;
     w.write_window(Duration::ZERO, snap).map_err(|e| err(&e))?;
     w.flush().map_err(|e| err(&e))?;
@@ -244,7 +294,11 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
         snap.counters.lost
     );
     if snap.counters.lost > 0 {
-        let _ = writeln!(e, "allocwatch: warning: {} events did not fit in the ring buffer: counts are low", snap.counters.lost);
+        let _ = writeln!(
+            e,
+            "allocwatch: warning: {} events did not fit in the ring buffer: counts are low",
+            snap.counters.lost
+        );
     }
     for (i, site) in snap.sites_by_bytes().iter().take(top).enumerate() {
         let _ = writeln!(
@@ -265,13 +319,16 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
             e,
             "  pool {} (New: {}): gets={} hits={} misses={} nil_returns={} puts={} hit_ratio={}",
             p.name,
-            p.new_func.as_deref().unwrap_or(if st.nil_returns > 0 { "nil" } else { "?" }),
+            p.new_func
+                .as_deref()
+                .unwrap_or(if st.nil_returns > 0 { "nil" } else { "?" }),
             st.gets,
             st.hits(),
             st.misses,
             st.nil_returns,
             st.puts,
-            st.hit_ratio().map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
+            st.hit_ratio()
+                .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
         );
         for c in &p.callers {
             let cs = &c.stats;
@@ -300,9 +357,18 @@ fn short_file(f: &str) -> &str {
 /// `allocwatch top`.
 pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     let spec = target_spec(&a.target)?;
-    let log_path = a.log_file.clone().unwrap_or_else(|| std::env::temp_dir().join("allocwatch.log"));
+    let log_path = a
+        .log_file
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("allocwatch.log"));
     init_file_log(&log_path)?;
-    let mut s = Session::start(&spec, Options { pools: !a.target.no_pools })?;
+    let mut s = Session::start(
+        &spec,
+        Options {
+            pools: !a.target.no_pools,
+            noop: a.target.noop_programs,
+        },
+    )?;
     let info = crate::tui::TargetInfo {
         pid: s.target.pid,
         command: s.target.command.clone(),
@@ -315,10 +381,16 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
         warnings: s.plan.warnings.clone(),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let opts = crate::tui::TuiOptions { refresh: a.refresh, export_dir: a.export_dir.clone(), rate_window: a.rate_window };
+    let launched = s.target.launched();
+    let opts = crate::tui::TuiOptions {
+        refresh: a.refresh,
+        export_dir: a.export_dir.clone(),
+        rate_window: a.rate_window,
+    };
     let ui = crate::tui::run(info, rx, opts);
     tokio::pin!(ui);
     let tx2 = tx.clone();
+    let pid = s.target.pid;
     let feeder = async move {
         let stop = trace_loop(&mut s, None, a.refresh, |snap| {
             let _ = tx.try_send(crate::tui::Feed::Snapshot(Box::new(snap.clone())));
@@ -327,19 +399,25 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
         let snap = s.snapshot();
         let _ = tx2.send(crate::tui::Feed::Snapshot(Box::new(snap))).await;
         let msg = match &stop {
-            Ok(Stop::Target(Gone::Exited(m) | Gone::Replaced(m))) => format!("target {m}"),
-            Ok(Stop::Signal(sig)) => format!("{sig} received"),
-            Ok(Stop::Duration) => "stopped".into(),
-            Err(e) => e.message.clone(),
+            Ok(Stop::Target(Gone::Exited(m) | Gone::Replaced(m))) => format!("pid {pid} {m}"),
+            Ok(Stop::Signal(sig)) => format!("tracing stopped by {sig}"),
+            Ok(Stop::Duration) => "tracing stopped".into(),
+            Err(e) => format!("tracing failed: {}", e.message),
         };
         let _ = tx2.send(crate::tui::Feed::TargetExited(msg)).await;
         drop(s);
         std::future::pending::<()>().await;
     };
-    tokio::select! {
+    let result = tokio::select! {
         r = &mut ui => r.map_err(|e| AppError::other(format!("{e:#}"))),
         () = feeder => Ok(()),
+    };
+    if launched {
+        // A program allocwatch started does not outlive the dashboard.
+        // SAFETY: kill(2) on the PID of our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
+    result
 }
 
 fn init_file_log(path: &Path) -> Result<()> {
@@ -347,7 +425,9 @@ fn init_file_log(path: &Path) -> Result<()> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| AppError::usage(format!("cannot open the log file {}: {e}", path.display())))?;
+        .map_err(|e| {
+            AppError::usage(format!("cannot open the log file {}: {e}", path.display()))
+        })?;
     let _ = env_logger::Builder::new()
         .filter_level(log::LevelFilter::Info)
         .parse_env("ALLOCWATCH_LOG")

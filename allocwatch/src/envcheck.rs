@@ -27,11 +27,16 @@ fn effective_caps() -> u64 {
 #[must_use]
 pub fn missing_capabilities() -> Vec<&'static str> {
     let caps = effective_caps();
-    [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_SYS_PTRACE, "CAP_SYS_PTRACE")]
-        .into_iter()
-        .filter(|(bit, _)| caps & (1u64 << bit) == 0)
-        .map(|(_, n)| n)
-        .collect()
+    [
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| caps & (1u64 << bit) == 0)
+    .map(|(_, n)| n)
+    .collect()
 }
 
 /// A kernel feature allocwatch needs.
@@ -98,8 +103,11 @@ pub fn check() -> Result<()> {
     let missing = missing_features();
     if let Some((name, hint)) = missing.first() {
         let names: Vec<_> = missing.iter().map(|(n, _)| *n).collect();
-        return Err(AppError::env(format!("this kernel lacks what allocwatch needs: {}", names.join(", ")))
-            .hint(format!("{name}: {hint}")));
+        return Err(AppError::env(format!(
+            "this kernel lacks what allocwatch needs: {}",
+            names.join(", ")
+        ))
+        .hint(format!("{name}: {hint}")));
     }
     Ok(())
 }

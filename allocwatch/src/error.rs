@@ -29,7 +29,11 @@ pub struct AppError {
 
 impl AppError {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        AppError { kind, message: message.into(), hint: None }
+        AppError {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn usage(message: impl Into<String>) -> Self {
         Self::new(Kind::Usage, message)

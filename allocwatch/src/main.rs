@@ -19,7 +19,10 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let result = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(async {
             match cli.command {
                 Command::Inspect(a) => commands::inspect(&a, cli.verbose),
@@ -27,7 +30,9 @@ fn main() -> ExitCode {
                 Command::Top(a) => commands::top(a, cli.verbose).await,
             }
         }),
-        Err(e) => Err(AppError::other(format!("cannot start the async runtime: {e}"))),
+        Err(e) => Err(AppError::other(format!(
+            "cannot start the async runtime: {e}"
+        ))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -95,7 +95,8 @@ const SPECIALIZED_PREFIXES: [&str; 4] = [
 #[must_use]
 pub fn is_specialized_entry(name: &str) -> bool {
     SPECIALIZED_PREFIXES.iter().any(|p| {
-        name.strip_prefix(p).is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+        name.strip_prefix(p)
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
     })
 }
 
@@ -118,12 +119,18 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn push(&mut self, function: &str, func_vaddr: u64, offset: u64, placement: String, kind: u32) -> Result<(), String> {
+    fn push(
+        &mut self,
+        function: &str,
+        func_vaddr: u64,
+        offset: u64,
+        placement: String,
+        kind: u32,
+    ) -> Result<(), String> {
         let vaddr = func_vaddr + offset;
-        let file_offset = self
-            .bin
-            .file_offset(vaddr)
-            .ok_or_else(|| format!("{function}+{offset:#x} is not in a loadable segment of the file"))?;
+        let file_offset = self.bin.file_offset(vaddr).ok_or_else(|| {
+            format!("{function}+{offset:#x} is not in a loadable segment of the file")
+        })?;
         let index = u32::try_from(self.probes.len()).unwrap_or(u32::MAX);
         self.probes.push(PlannedProbe {
             function: function.to_string(),
@@ -132,7 +139,11 @@ impl Builder<'_> {
             vaddr,
             file_offset,
             placement,
-            program: if kind >= cookie::POOL_GET { Program::Pool } else { Program::Alloc },
+            program: if kind >= cookie::POOL_GET {
+                Program::Pool
+            } else {
+                Program::Alloc
+            },
             role: role_name(kind),
             cookie: cookie::make(kind, index),
         });
@@ -141,8 +152,14 @@ impl Builder<'_> {
 
     /// A probe at the function's frame setup.
     fn entry(&mut self, name: &str, kind: u32) -> Result<(), String> {
-        let f = self.bin.func_by_name(name).ok_or_else(|| format!("{name} not found"))?;
-        let code = self.bin.code(&f).ok_or_else(|| format!("code of {name} not in the file"))?;
+        let f = self
+            .bin
+            .func_by_name(name)
+            .ok_or_else(|| format!("{name} not found"))?;
+        let code = self
+            .bin
+            .code(&f)
+            .ok_or_else(|| format!("code of {name} not in the file"))?;
         let po = prologue::probe_offset(code, f.entry);
         let placement = match &po.kind {
             prologue::ProbeSite::PushBp => "PUSHQ BP after the stack check".to_string(),
@@ -160,25 +177,35 @@ impl Builder<'_> {
 /// Computes the probe plan of a Go executable.
 pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
     let info = bin.build_info();
-    let mut b = Builder { bin, probes: Vec::new(), warnings: Vec::new() };
-    if let Some((1, minor, _)) = info.version() {
-        if minor > 27 {
-            b.warnings.push(format!(
-                "{} is newer than the newest Go allocwatch was tested with (1.27): counts may be incomplete",
-                info.go_version
-            ));
-        }
+    let mut b = Builder {
+        bin,
+        probes: Vec::new(),
+        warnings: Vec::new(),
+    };
+    if let Some((1, minor, _)) = info.version()
+        && minor > 27
+    {
+        b.warnings.push(format!(
+            "{} is newer than the newest Go allocwatch was tested with (1.27): counts may be incomplete",
+            info.go_version
+        ));
     }
 
     b.entry("runtime.mallocgc", cookie::ALLOC_ENTRY)?;
-    let mut specialized: Vec<_> = bin.functions().filter(|f| is_specialized_entry(&f.name)).collect();
+    let mut specialized: Vec<_> = bin
+        .functions()
+        .filter(|f| is_specialized_entry(&f.name))
+        .collect();
     specialized.sort_by_key(|f| f.entry);
     for f in &specialized {
         b.entry(&f.name, cookie::ALLOC_SPECIALIZED)?;
     }
     let malloc_ranges: Vec<(u64, u64)> = {
-        let mut r: Vec<_> =
-            bin.functions().filter(|f| f.name.starts_with("runtime.mallocgc")).map(|f| (f.entry, f.end)).collect();
+        let mut r: Vec<_> = bin
+            .functions()
+            .filter(|f| f.name.starts_with("runtime.mallocgc"))
+            .map(|f| (f.entry, f.end))
+            .collect();
         r.sort_unstable();
         r
     };
@@ -190,7 +217,9 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
             Ok(()) => PoolTracing::Enabled,
             Err(reason) => {
                 b.probes.retain(|p| p.program != Program::Pool);
-                b.warnings.push(format!("sync.Pool tracing disabled: {reason}; allocation tracing carries on"));
+                b.warnings.push(format!(
+                    "sync.Pool tracing disabled: {reason}; allocation tracing carries on"
+                ));
                 PoolTracing::Disabled(reason)
             }
         }
@@ -223,11 +252,26 @@ fn plan_pools(b: &mut Builder<'_>) -> Result<(), String> {
         return Err("the program does not use sync.Pool".into());
     };
     b.entry(GET, cookie::POOL_GET)?;
-    let code = b.bin.code(&get).ok_or_else(|| format!("code of {GET} not in the file"))?;
+    let code = b
+        .bin
+        .code(&get)
+        .ok_or_else(|| format!("code of {GET} not in the file"))?;
     let sites = prologue::pool_get_miss_sites(code, get.entry)
         .map_err(|e| format!("{GET} does not have the expected shape ({e})"))?;
-    b.push(GET, get.entry, sites.new_call, "indirect CALL of p.New()".into(), cookie::POOL_NEW)?;
-    b.push(GET, get.entry, sites.nil_return, "nil return when p.New is nil".into(), cookie::POOL_NIL)?;
+    b.push(
+        GET,
+        get.entry,
+        sites.new_call,
+        "indirect CALL of p.New()".into(),
+        cookie::POOL_NEW,
+    )?;
+    b.push(
+        GET,
+        get.entry,
+        sites.nil_return,
+        "nil return when p.New is nil".into(),
+        cookie::POOL_NIL,
+    )?;
     if b.bin.func_by_name(PUT).is_some() {
         b.entry(PUT, cookie::POOL_PUT)?;
     }
@@ -262,7 +306,9 @@ mod tests {
     #[test]
     fn specialized_names() {
         assert!(is_specialized_entry("runtime.mallocgcSmallNoScanSC2"));
-        assert!(is_specialized_entry("runtime.mallocgcSmallScanNoHeaderSC26"));
+        assert!(is_specialized_entry(
+            "runtime.mallocgcSmallScanNoHeaderSC26"
+        ));
         assert!(is_specialized_entry("runtime.mallocgcTinySC2"));
         assert!(is_specialized_entry("runtime.mallocgcTinySize15"));
         assert!(!is_specialized_entry("runtime.mallocgc"));

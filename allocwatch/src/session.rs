@@ -31,6 +31,8 @@ pub enum TargetSpec {
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub pools: bool,
+    /// Attach empty programs instead of the real ones (benchmarks only).
+    pub noop: bool,
 }
 
 /// Opens and parses a Go executable, mapping failures to target errors.
@@ -38,12 +40,12 @@ pub fn open_binary(path: &Path, what: &str) -> Result<GoBinary> {
     GoBinary::open(path).map_err(|e| {
         let err = AppError::target(format!("{what}: {e}"));
         match e {
-            crate::gobin::GoBinError::GoTooOld { .. } => {
-                err.hint("allocwatch supports Go ≥ 1.17 (register ABI); rebuild the program with a newer Go")
-            }
-            crate::gobin::GoBinError::NotGo | crate::gobin::GoBinError::NotElf => {
-                err.hint("allocwatch traces programs built by the Go toolchain (Linux amd64 executables)")
-            }
+            crate::gobin::GoBinError::GoTooOld { .. } => err.hint(
+                "allocwatch supports Go ≥ 1.17 (register ABI); rebuild the program with a newer Go",
+            ),
+            crate::gobin::GoBinError::NotGo | crate::gobin::GoBinError::NotElf => err.hint(
+                "allocwatch traces programs built by the Go toolchain (Linux amd64 executables)",
+            ),
             _ => err,
         }
     })
@@ -89,12 +91,25 @@ impl Session {
         let kinds = plan.probes.iter().map(|p| cookie::kind(p.cookie)).collect();
         let agg = Aggregator::new(GoResolver::new(bin.clone(), bias));
         let attach_time = t0.elapsed();
-        log::info!("attached {} probes to PID {} in {attach_time:?}", tracer.attached(), target.pid);
+        log::info!(
+            "attached {} probes to PID {} in {attach_time:?}",
+            tracer.attached(),
+            target.pid
+        );
         if let Err(e) = target.resume() {
             target.kill_launched();
             return Err(e);
         }
-        Ok(Session { target, bin, plan, tracer, agg, started: Instant::now(), attach_time, kinds })
+        Ok(Session {
+            target,
+            bin,
+            plan,
+            tracer,
+            agg,
+            started: Instant::now(),
+            attach_time,
+            kinds,
+        })
     }
 
     fn prepare(target: &Target, opts: Options) -> Result<(Arc<GoBinary>, ProbePlan, Tracer, u64)> {
@@ -105,17 +120,30 @@ impl Session {
         for w in &plan.warnings {
             log::warn!("{w}");
         }
-        let bias = if bin.is_pie() { target.load_bias(bin.first_load_vaddr())? } else { 0 };
-        let tracer = Tracer::attach(&plan, &target.exe, target.pid, bias)?;
+        let bias = if bin.is_pie() {
+            target.load_bias(bin.first_load_vaddr())?
+        } else {
+            0
+        };
+        let tracer = Tracer::attach_programs(&plan, &target.exe, target.pid, bias, opts.noop)?;
         Ok((bin, plan, tracer, bias))
     }
 
     /// Moves every event in the ring buffer into the aggregator.
     pub fn pump(&mut self) -> usize {
-        let Session { tracer, agg, kinds, .. } = self;
+        let Session {
+            tracer, agg, kinds, ..
+        } = self;
         tracer.drain(|ev| match ev {
-            Event::Alloc { size, typ, frames, .. } => agg.add_alloc(typ, size, frames),
-            Event::Pool { cookie: ck, pool, arg, caller } => {
+            Event::Alloc {
+                size, typ, frames, ..
+            } => agg.add_alloc(typ, size, frames),
+            Event::Pool {
+                cookie: ck,
+                pool,
+                arg,
+                caller,
+            } => {
                 let op = match kinds.get(cookie::index(ck) as usize).copied().unwrap_or(0) {
                     cookie::POOL_GET => PoolOp::Get,
                     cookie::POOL_NEW => PoolOp::New,
@@ -136,7 +164,8 @@ impl Session {
     /// Cumulative totals since the start.
     #[must_use]
     pub fn snapshot(&self) -> Snapshot {
-        self.agg.snapshot(self.started.elapsed(), self.tracer.counters())
+        self.agg
+            .snapshot(self.started.elapsed(), self.tracer.counters())
     }
 
     /// Time since the probes were attached.

@@ -24,7 +24,12 @@ pub fn is_runtime_frame(function: &str) -> bool {
 }
 
 /// Runtime functions whose `typ` argument is the element type of a slice.
-const SLICE_MAKERS: [&str; 4] = ["runtime.makeslice", "runtime.makeslicecopy", "runtime.growslice", "runtime.newarray"];
+const SLICE_MAKERS: [&str; 4] = [
+    "runtime.makeslice",
+    "runtime.makeslicecopy",
+    "runtime.growslice",
+    "runtime.newarray",
+];
 /// Runtime functions that allocate string bytes with a nil type.
 const STRING_MAKERS: [&str; 7] = [
     "runtime.rawstring",
@@ -35,15 +40,21 @@ const STRING_MAKERS: [&str; 7] = [
     "runtime.slicerunetostring",
     "runtime.concatstring2",
 ];
-const BYTES_MAKERS: [&str; 3] = ["runtime.rawbyteslice", "runtime.stringtoslicebyte", "runtime.gobytes"];
+const BYTES_MAKERS: [&str; 3] = [
+    "runtime.rawbyteslice",
+    "runtime.stringtoslicebyte",
+    "runtime.gobytes",
+];
 const RUNES_MAKERS: [&str; 2] = ["runtime.rawruneslice", "runtime.stringtoslicerune"];
 
 const POOL_GET: &str = "sync.(*Pool).Get";
 
 /// Runtime functions that allocate pointer-free slices with a nil type, and
 /// the register in which their caller passes the element type.
-const NIL_TYPED_SLICE_MAKERS: [(&str, Register); 2] =
-    [("runtime.growslice", Register::RSI), ("runtime.makeslicecopy", Register::RAX)];
+const NIL_TYPED_SLICE_MAKERS: [(&str, Register); 2] = [
+    ("runtime.growslice", Register::RSI),
+    ("runtime.makeslicecopy", Register::RAX),
+];
 
 /// True when `r` is `full` or one of its lower parts (RSI, ESI, SI, SIL).
 fn same_gpr(r: Register, full: Register) -> bool {
@@ -69,12 +80,19 @@ fn elem_type_at_call(bin: &GoBinary, ret_va: u64, reg: Register) -> Option<u64> 
         if ins.next_ip() > ret_va {
             return None;
         }
-        if ins.op_count() > 0 && ins.op0_kind() == OpKind::Register && same_gpr(ins.op0_register(), reg) {
+        if ins.op_count() > 0
+            && ins.op0_kind() == OpKind::Register
+            && same_gpr(ins.op0_register(), reg)
+        {
             candidate = (ins.mnemonic() == Mnemonic::Lea && ins.is_ip_rel_memory_operand())
                 .then(|| ins.ip_rel_memory_address());
         }
         if ins.next_ip() == ret_va {
-            return if ins.mnemonic() == Mnemonic::Call { candidate } else { None };
+            return if ins.mnemonic() == Mnemonic::Call {
+                candidate
+            } else {
+                None
+            };
         }
     }
     None
@@ -93,7 +111,13 @@ pub struct GoResolver {
 impl GoResolver {
     #[must_use]
     pub fn new(bin: Arc<GoBinary>, bias: u64) -> Self {
-        GoResolver { bin, bias, pcs: HashMap::new(), types: HashMap::new(), strings: HashMap::new() }
+        GoResolver {
+            bin,
+            bias,
+            pcs: HashMap::new(),
+            types: HashMap::new(),
+            strings: HashMap::new(),
+        }
     }
 
     fn intern(&mut self, s: &str) -> Arc<str> {
@@ -113,10 +137,18 @@ impl GoResolver {
         let pc = ret.wrapping_sub(self.bias).wrapping_sub(1);
         let raw = self.bin.symbolize(pc);
         let frames: Vec<Frame> = if raw.is_empty() {
-            vec![Frame { function: self.intern(&format!("{ret:#x}")), file: self.intern(""), line: 0 }]
+            vec![Frame {
+                function: self.intern(&format!("{ret:#x}")),
+                file: self.intern(""),
+                line: 0,
+            }]
         } else {
             raw.iter()
-                .map(|f| Frame { function: self.intern(&f.function), file: self.intern(&f.file), line: f.line })
+                .map(|f| Frame {
+                    function: self.intern(&f.function),
+                    file: self.intern(&f.file),
+                    line: f.line,
+                })
                 .collect()
         };
         let frames: Arc<[Frame]> = Arc::from(frames);
@@ -181,10 +213,12 @@ impl Resolver for GoResolver {
                 self.intern("[]int32")
             } else {
                 // A pointer-free slice grown or copied: the caller passed the element type.
-                let maker = runtime.last().and_then(|r| NIL_TYPED_SLICE_MAKERS.iter().find(|(n, _)| **n == **r));
-                let elem = maker
-                    .zip(site_ret)
-                    .and_then(|((_, reg), ret)| elem_type_at_call(&self.bin, ret.wrapping_sub(self.bias), *reg));
+                let maker = runtime
+                    .last()
+                    .and_then(|r| NIL_TYPED_SLICE_MAKERS.iter().find(|(n, _)| **n == **r));
+                let elem = maker.zip(site_ret).and_then(|((_, reg), ret)| {
+                    elem_type_at_call(&self.bin, ret.wrapping_sub(self.bias), *reg)
+                });
                 match elem {
                     Some(va) => {
                         let e = self.type_name_va(va);
@@ -197,11 +231,19 @@ impl Resolver for GoResolver {
             let elem = self.type_name(typ);
             // The innermost runtime frames decide: a slice maker passes the element type.
             let slice = runtime.iter().take(2).any(|r| SLICE_MAKERS.contains(&&**r));
-            if slice { self.intern(&format!("[]{elem}")) } else { elem }
+            if slice {
+                self.intern(&format!("[]{elem}"))
+            } else {
+                elem
+            }
         };
         let site_frame = stack.first().cloned().or(last_runtime).unwrap_or_else(|| {
             // No frame at all could be read.
-            Frame { function: self.intern("<unknown>"), file: self.intern(""), line: 0 }
+            Frame {
+                function: self.intern("<unknown>"),
+                file: self.intern(""),
+                line: 0,
+            }
         });
         if stack.is_empty() {
             stack.push(site_frame.clone());
@@ -219,11 +261,14 @@ impl Resolver for GoResolver {
     }
 
     fn caller(&mut self, ret_addr: u64) -> Frame {
-        self.frames_of_return(ret_addr).first().cloned().unwrap_or_else(|| Frame {
-            function: Arc::from("<unknown>"),
-            file: Arc::from(""),
-            line: 0,
-        })
+        self.frames_of_return(ret_addr)
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Frame {
+                function: Arc::from("<unknown>"),
+                file: Arc::from(""),
+                line: 0,
+            })
     }
 
     fn pool_name(&mut self, pool: u64) -> Arc<str> {

@@ -50,7 +50,11 @@ fn read_identity(pid: u32) -> Option<Identity> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let start_time = rest.split(' ').nth(19)?.parse().ok()?;
     let meta = std::fs::metadata(proc_path(pid, "exe")).ok()?;
-    Some(Identity { start_time, exe_dev: meta.dev(), exe_ino: meta.ino() })
+    Some(Identity {
+        start_time,
+        exe_dev: meta.dev(),
+        exe_ino: meta.ino(),
+    })
 }
 
 fn is_zombie(pid: u32) -> bool {
@@ -80,8 +84,11 @@ impl Target {
                 )));
             }
         };
-        let identity = read_identity(pid)
-            .ok_or_else(|| AppError::target(format!("PID {pid} exited while allocwatch was looking at it")))?;
+        let identity = read_identity(pid).ok_or_else(|| {
+            AppError::target(format!(
+                "PID {pid} exited while allocwatch was looking at it"
+            ))
+        })?;
         let command = std::fs::read(proc_path(pid, "cmdline"))
             .map(|b| {
                 b.split(|&c| c == 0)
@@ -91,7 +98,14 @@ impl Target {
                     .join(" ")
             })
             .unwrap_or_default();
-        Ok(Target { pid, exe, exe_display, command, identity, child: None })
+        Ok(Target {
+            pid,
+            exe,
+            exe_display,
+            command,
+            identity,
+            child: None,
+        })
     }
 
     /// Launches `argv`, stopped right after `execve` (before its first
@@ -171,11 +185,16 @@ impl Target {
         }
         match read_identity(self.pid) {
             None => Some(Gone::Exited("exited".into())),
-            Some(_) if self.child.is_none() && is_zombie(self.pid) => Some(Gone::Exited("exited".into())),
-            Some(id) if id.start_time != self.identity.start_time => {
-                Some(Gone::Exited(format!("exited, and PID {} now belongs to another process", self.pid)))
+            Some(_) if self.child.is_none() && is_zombie(self.pid) => {
+                Some(Gone::Exited("exited".into()))
             }
-            Some(id) if id != self.identity => Some(Gone::Replaced("replaced itself with another program (exec)".into())),
+            Some(id) if id.start_time != self.identity.start_time => Some(Gone::Exited(format!(
+                "exited, and PID {} now belongs to another process",
+                self.pid
+            ))),
+            Some(id) if id != self.identity => Some(Gone::Replaced(
+                "replaced itself with another program (exec)".into(),
+            )),
             Some(_) => None,
         }
     }
@@ -192,8 +211,12 @@ impl Target {
     /// The load bias of the executable: runtime address − file vaddr, from
     /// `/proc/PID/maps` (0 for non-PIE executables).
     pub fn load_bias(&self, first_load_vaddr: u64) -> Result<u64> {
-        let maps = std::fs::read_to_string(proc_path(self.pid, "maps"))
-            .map_err(|e| AppError::target(format!("cannot read the memory map of PID {}: {e}", self.pid)))?;
+        let maps = std::fs::read_to_string(proc_path(self.pid, "maps")).map_err(|e| {
+            AppError::target(format!(
+                "cannot read the memory map of PID {}: {e}",
+                self.pid
+            ))
+        })?;
         for line in maps.lines() {
             let mut it = line.split_whitespace();
             let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(inode)) =
@@ -201,13 +224,22 @@ impl Target {
             else {
                 continue;
             };
-            if inode.parse::<u64>().ok() != Some(self.identity.exe_ino) || u64::from_str_radix(offset, 16).ok() != Some(0) {
+            if inode.parse::<u64>().ok() != Some(self.identity.exe_ino)
+                || u64::from_str_radix(offset, 16).ok() != Some(0)
+            {
                 continue;
             }
-            let start = range.split('-').next().and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0);
+            let start = range
+                .split('-')
+                .next()
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .unwrap_or(0);
             return Ok(start.wrapping_sub(first_load_vaddr & !0xfff));
         }
-        Err(AppError::target(format!("the executable of PID {} is not mapped in its memory", self.pid)))
+        Err(AppError::target(format!(
+            "the executable of PID {} is not mapped in its memory",
+            self.pid
+        )))
     }
 }
 

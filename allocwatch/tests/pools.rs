@@ -64,8 +64,15 @@ fn record_pools(bin: &Path, n: u32) -> (Vec<Row>, FixtureResult, String) {
         .expect("run allocwatch");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "allocwatch failed ({}):\n{stderr}\n{stdout}", out.status);
-    let line = stdout.lines().find_map(|l| l.strip_prefix("result ")).expect("result line");
+    assert!(
+        out.status.success(),
+        "allocwatch failed ({}):\n{stderr}\n{stdout}",
+        out.status
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("result "))
+        .expect("result line");
     let res: FixtureResult = serde_json::from_str(line).expect("result JSON");
     let mut r = csv::Reader::from_path(&csv_path).expect("pools csv");
     let rows = r.deserialize().map(|x| x.expect("row")).collect();
@@ -77,8 +84,14 @@ fn record_pools(bin: &Path, n: u32) -> (Vec<Row>, FixtureResult, String) {
 fn find<'a>(rows: &'a [Row], p: &PoolCount) -> Option<&'a Row> {
     rows.iter()
         .find(|r| r.pool == p.pool)
-        .or_else(|| rows.iter().find(|r| !p.new_func.is_empty() && r.new_func == p.new_func))
-        .or_else(|| rows.iter().find(|r| p.new_func.is_empty() && r.new_func.is_empty() && r.nil_returns > 0))
+        .or_else(|| {
+            rows.iter()
+                .find(|r| !p.new_func.is_empty() && r.new_func == p.new_func)
+        })
+        .or_else(|| {
+            rows.iter()
+                .find(|r| p.new_func.is_empty() && r.new_func.is_empty() && r.nil_returns > 0)
+        })
 }
 
 /// Per-caller lines of the summary: `caller FUNC (FILE:LINE): gets=… misses=… nil_returns=… puts=…`.
@@ -109,12 +122,18 @@ fn pools_for(version: &str) {
         return;
     }
     let tc = toolchain(version);
-    for v in [Variant::Default, Variant::Stripped, Variant::Pie, Variant::PieStripped] {
+    for v in [
+        Variant::Default,
+        Variant::Stripped,
+        Variant::Pie,
+        Variant::PieStripped,
+    ] {
         let what = format!("go{version} {}", v.name());
         let bin = fixture(&tc, "pools", v);
         let (rows, res, stderr) = record_pools(&bin, 500);
         for p in &res.pools {
-            let row = find(&rows, p).unwrap_or_else(|| panic!("{what}: pool {} missing:\n{stderr}", p.pool));
+            let row = find(&rows, p)
+                .unwrap_or_else(|| panic!("{what}: pool {} missing:\n{stderr}", p.pool));
             assert_eq!(
                 (row.gets, row.misses, row.nil_returns, row.puts),
                 (p.gets, p.misses, p.nil_returns, p.puts),
@@ -122,23 +141,49 @@ fn pools_for(version: &str) {
                 res.go,
                 p.pool
             );
-            assert_eq!(row.hits, p.gets - p.misses - p.nil_returns, "{what}: hits of {}", p.pool);
+            assert_eq!(
+                row.hits,
+                p.gets - p.misses - p.nil_returns,
+                "{what}: hits of {}",
+                p.pool
+            );
             let ratio: f64 = row.hit_ratio.parse().expect("hit ratio");
             #[allow(clippy::cast_precision_loss)]
             let want = (p.gets - p.misses - p.nil_returns) as f64 / p.gets as f64;
-            assert!((ratio - want).abs() < 1e-3, "{what}: hit ratio of {}: {ratio} vs {want}", p.pool);
+            assert!(
+                (ratio - want).abs() < 1e-3,
+                "{what}: hit ratio of {}: {ratio} vs {want}",
+                p.pool
+            );
             if v == Variant::Default {
-                assert_eq!(row.pool, p.pool, "{what}: pools of a binary with symbols are named by their variable");
+                assert_eq!(
+                    row.pool, p.pool,
+                    "{what}: pools of a binary with symbols are named by their variable"
+                );
             }
             if !p.new_func.is_empty() {
                 assert_eq!(row.new_func, p.new_func, "{what}: New of {}", p.pool);
             }
         }
         for c in &res.callsites {
-            let key = if c.new_func.is_empty() { "New: nil".to_string() } else { format!("New: {}", c.new_func) };
-            let got = caller_counts(&stderr, &key, &c.func)
-                .unwrap_or_else(|| panic!("{what}: no caller line for {} of {}:\n{stderr}", c.func, c.pool));
-            assert_eq!(got, [c.gets, c.misses, c.nil_returns, c.puts], "{what}: caller {} of {}\n{stderr}", c.func, c.pool);
+            let key = if c.new_func.is_empty() {
+                "New: nil".to_string()
+            } else {
+                format!("New: {}", c.new_func)
+            };
+            let got = caller_counts(&stderr, &key, &c.func).unwrap_or_else(|| {
+                panic!(
+                    "{what}: no caller line for {} of {}:\n{stderr}",
+                    c.func, c.pool
+                )
+            });
+            assert_eq!(
+                got,
+                [c.gets, c.misses, c.nil_returns, c.puts],
+                "{what}: caller {} of {}\n{stderr}",
+                c.func,
+                c.pool
+            );
         }
     }
 }

@@ -63,7 +63,8 @@ fn parse_result(stdout: &str) -> FixtureResult {
 }
 
 fn read_rows(path: &Path) -> Vec<Row> {
-    let mut r = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut r =
+        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     r.deserialize().map(|x| x.expect("csv row")).collect()
 }
 
@@ -85,7 +86,11 @@ fn record_launch(bin: &Path, n: u32) -> (Vec<Row>, FixtureResult, String) {
         .expect("run allocwatch");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "allocwatch failed ({}):\n{stderr}\n{stdout}", out.status);
+    assert!(
+        out.status.success(),
+        "allocwatch failed ({}):\n{stderr}\n{stdout}",
+        out.status
+    );
     (read_rows(&csv_path), parse_result(&stdout), stderr)
 }
 
@@ -95,7 +100,11 @@ fn check_sites(what: &str, rows: &[Row], res: &FixtureResult, stderr: &str) {
     for s in &res.sites {
         let matching: Vec<&Row> = rows
             .iter()
-            .filter(|r| r.function == s.func && r.line == s.line && (s.type_name.is_empty() || r.type_name == s.type_name))
+            .filter(|r| {
+                r.function == s.func
+                    && r.line == s.line
+                    && (s.type_name.is_empty() || r.type_name == s.type_name)
+            })
             .collect();
         let allocs: u64 = matching.iter().map(|r| r.allocs).sum();
         let bytes: u64 = matching.iter().map(|r| r.bytes).sum();
@@ -108,7 +117,12 @@ fn check_sites(what: &str, rows: &[Row], res: &FixtureResult, stderr: &str) {
             let near: Vec<String> = rows
                 .iter()
                 .filter(|r| r.function == s.func)
-                .map(|r| format!("{}:{} {} allocs={} bytes={}", r.file, r.line, r.type_name, r.allocs, r.bytes))
+                .map(|r| {
+                    format!(
+                        "{}:{} {} allocs={} bytes={}",
+                        r.file, r.line, r.type_name, r.allocs, r.bytes
+                    )
+                })
                 .collect();
             failures.push(format!(
                 "{} line {} type {:?}: expected {} allocs / {} bytes, got {allocs} / {bytes}; rows of that function: {near:?}",
@@ -122,7 +136,45 @@ fn check_sites(what: &str, rows: &[Row], res: &FixtureResult, stderr: &str) {
         res.go,
         failures.join("\n  ")
     );
-    assert!(stderr.contains("events lost: 0"), "{what}: events were lost:\n{stderr}");
+    assert!(
+        stderr.contains("events lost: 0"),
+        "{what}: events were lost:\n{stderr}"
+    );
+    check_metrics(what, rows, res);
+}
+
+/// The fixture's `runtime/metrics` over its workload window count every
+/// allocation call (`allocs:objects` counts tiny blocks, `tiny/allocs:objects`
+/// the tiny allocations combined into them). allocwatch's counts at the
+/// workload's own sites must agree. The window also holds a few allocations
+/// of the runtime itself (new Ms started during the fixture's forced GCs,
+/// timers: 4–13 measured), which allocwatch attributes to runtime frames; hence
+/// the tolerance: the runtime's count may exceed the sites' by at most 64, never
+/// fall short.
+fn check_metrics(what: &str, rows: &[Row], res: &FixtureResult) {
+    let m = |k: &str| {
+        res.metrics
+            .get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("{what}: metric {k} missing"))
+    };
+    let runtime_calls = m("/gc/heap/allocs:objects") + m("/gc/heap/tiny/allocs:objects");
+    let site_funcs: std::collections::HashSet<&str> =
+        res.sites.iter().map(|s| s.func.as_str()).collect();
+    let traced: u64 = rows
+        .iter()
+        .filter(|r| site_funcs.contains(r.function.as_str()))
+        .map(|r| r.allocs)
+        .sum();
+    let total: u64 = rows.iter().map(|r| r.allocs).sum();
+    assert!(
+        total >= traced && runtime_calls >= traced,
+        "{what}: runtime/metrics saw {runtime_calls} allocations in the workload, allocwatch {traced} at its sites"
+    );
+    assert!(
+        runtime_calls - traced <= 64,
+        "{what}: runtime/metrics saw {runtime_calls} allocations in the workload, allocwatch only {traced} at its sites"
+    );
 }
 
 fn exact_for(version: &str) {

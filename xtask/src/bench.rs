@@ -8,7 +8,18 @@ pub fn bench(seconds: u32) -> Result<()> {
     util::step("benchmarks");
     util::run(
         util::cargo()
-            .args(["test", "--release", "-p", "allocwatch", "--test", "bench", "--", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "allocwatch",
+                "--test",
+                "bench",
+                "--",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("ALLOCWATCH_BENCH_SECONDS", seconds.to_string()),
     )
 }

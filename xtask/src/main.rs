@@ -63,13 +63,26 @@ fn lint() -> Result<()> {
     util::step("rustfmt --check");
     util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
     util::step("clippy (workspace)");
-    util::run(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    util::run(util::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     util::step("clippy (eBPF crate, Debian's clippy for the BPF target)");
     let root = util::root();
     util::run(
         util::ebpf_cargo()
             .current_dir(root.join("allocwatch-ebpf"))
-            .args(["check", "--release", "--target", "bpfel-unknown-none", "--target-dir"])
+            .args([
+                "check",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "--target-dir",
+            ])
             .arg(root.join("target/bpf-clippy"))
             .env("RUSTC_WORKSPACE_WRAPPER", "/usr/bin/clippy-driver")
             .env("RUSTFLAGS", "-D warnings"),
@@ -82,7 +95,15 @@ fn test(args: &[String]) -> Result<()> {
     util::run(util::cargo().args(["test", "--workspace", "--lib", "--bins"]))?;
     util::step("integration tests (real kernel, real Go toolchains; one at a time)");
     let mut cmd = util::cargo();
-    cmd.args(["test", "-p", "allocwatch", "--tests", "--", "--test-threads=1"]).args(args);
+    cmd.args([
+        "test",
+        "-p",
+        "allocwatch",
+        "--tests",
+        "--",
+        "--test-threads=1",
+    ])
+    .args(args);
     util::run(&mut cmd)
 }
 
@@ -106,7 +127,11 @@ fn demo() -> Result<()> {
         .stdout(std::fs::File::create(&log)?)
         .stderr(std::fs::File::create(root.join("target/demo/demo.err"))?)
         .spawn()?;
-    println!("xtask: demo service running as PID {} (log: {})", demo.id(), log.display());
+    println!(
+        "xtask: demo service running as PID {} (log: {})",
+        demo.id(),
+        log.display()
+    );
     std::thread::sleep(std::time::Duration::from_millis(500));
     let status = std::process::Command::new(root.join("target/release/allocwatch"))
         .args(["top", "--pid", &demo.id().to_string()])

@@ -40,7 +40,11 @@ fn secs(d: std::time::Duration) -> String {
 
 #[expect(clippy::cast_precision_loss, reason = "rates for display")]
 fn rate(n: u64, window: f64) -> String {
-    if window > 0.0 { format!("{:.1}", n as f64 / window) } else { String::new() }
+    if window > 0.0 {
+        format!("{:.1}", n as f64 / window)
+    } else {
+        String::new()
+    }
 }
 
 /// A CSV writer for site rows; `header` writes the header once.
@@ -57,7 +61,11 @@ impl<W: Write> SitesCsv<W> {
 
     /// Writes one row per site of `window` (a difference of two snapshots,
     /// or a whole run), `start` being the window's start since recording began.
-    pub fn write_window(&mut self, start: std::time::Duration, window: &Snapshot) -> csv::Result<()> {
+    pub fn write_window(
+        &mut self,
+        start: std::time::Duration,
+        window: &Snapshot,
+    ) -> csv::Result<()> {
         let end = start + window.elapsed;
         let secs_f = window.elapsed.as_secs_f64();
         let (s, e) = (secs(start), secs(end));
@@ -83,8 +91,9 @@ impl<W: Write> SitesCsv<W> {
         self.w.flush()
     }
 
-    pub fn into_inner(self) -> Result<W, csv::IntoInnerError<csv::Writer<W>>> {
-        self.w.into_inner()
+    /// Flushes and returns the underlying writer.
+    pub fn into_inner(self) -> std::io::Result<W> {
+        self.w.into_inner().map_err(|e| e.into_error())
     }
 }
 
@@ -100,7 +109,11 @@ impl<W: Write> PoolsCsv<W> {
         Ok(PoolsCsv { w })
     }
 
-    pub fn write_window(&mut self, start: std::time::Duration, window: &Snapshot) -> csv::Result<()> {
+    pub fn write_window(
+        &mut self,
+        start: std::time::Duration,
+        window: &Snapshot,
+    ) -> csv::Result<()> {
         let end = start + window.elapsed;
         let (s, e) = (secs(start), secs(end));
         for p in &window.pools {
@@ -115,7 +128,9 @@ impl<W: Write> PoolsCsv<W> {
                 &st.misses.to_string(),
                 &st.nil_returns.to_string(),
                 &st.puts.to_string(),
-                &st.hit_ratio().map(|r| format!("{r:.4}")).unwrap_or_default(),
+                &st.hit_ratio()
+                    .map(|r| format!("{r:.4}"))
+                    .unwrap_or_default(),
             ])?;
         }
         Ok(())
@@ -125,21 +140,27 @@ impl<W: Write> PoolsCsv<W> {
         self.w.flush()
     }
 
-    pub fn into_inner(self) -> Result<W, csv::IntoInnerError<csv::Writer<W>>> {
-        self.w.into_inner()
+    /// Flushes and returns the underlying writer.
+    pub fn into_inner(self) -> std::io::Result<W> {
+        self.w.into_inner().map_err(|e| e.into_error())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{Counters, Frame, SiteKey, SiteStats, SIZE_BUCKETS};
+    use crate::stats::{Counters, Frame, SIZE_BUCKETS, SiteKey, SiteStats};
     use std::sync::Arc;
     use std::time::Duration;
 
     #[test]
     fn header_and_rows() {
-        let key = SiteKey { function: Arc::from("main.f"), file: Arc::from("/x/main.go"), line: 3, type_name: Arc::from("main.T") };
+        let key = SiteKey {
+            function: Arc::from("main.f"),
+            file: Arc::from("/x/main.go"),
+            line: 3,
+            type_name: Arc::from("main.T"),
+        };
         let snap = Snapshot {
             elapsed: Duration::from_secs(2),
             sites: vec![SiteStats {

@@ -23,7 +23,10 @@ fn parent_of(dest: &Path) -> &Path {
 /// directory exists and is writable, and `dest` is not a directory.
 pub fn check_writable(dest: &Path) -> io::Result<()> {
     if dest.is_dir() {
-        return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", dest.display())));
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            format!("{} is a directory", dest.display()),
+        ));
     }
     let f = AtomicFile::create(dest)?;
     f.abort();
@@ -33,13 +36,25 @@ pub fn check_writable(dest: &Path) -> io::Result<()> {
 impl AtomicFile {
     pub fn create(dest: &Path) -> io::Result<Self> {
         let dir = parent_of(dest);
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut last = None;
         for attempt in 0..16u32 {
             let tmp = dir.join(format!(".{name}.{}.{attempt}.tmp", std::process::id()));
-            match OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp) {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)
+            {
                 Ok(f) => {
-                    return Ok(AtomicFile { tmp, dest: dest.to_path_buf(), out: Some(BufWriter::new(f)) });
+                    return Ok(AtomicFile {
+                        tmp,
+                        dest: dest.to_path_buf(),
+                        out: Some(BufWriter::new(f)),
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
                 Err(e) => return Err(e),
@@ -94,8 +109,12 @@ impl Drop for AtomicFile {
 /// When allocwatch runs through sudo, files it writes belong to the user who ran sudo.
 fn chown_to_sudo_user(path: &Path) {
     let (Some(uid), Some(gid)) = (
-        std::env::var("SUDO_UID").ok().and_then(|v| v.parse::<u32>().ok()),
-        std::env::var("SUDO_GID").ok().and_then(|v| v.parse::<u32>().ok()),
+        std::env::var("SUDO_UID")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok()),
+        std::env::var("SUDO_GID")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok()),
     ) else {
         return;
     };

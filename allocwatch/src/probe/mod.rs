@@ -5,7 +5,9 @@ use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use allocwatch_common::{AllocEvent, MAX_FRAMES, MAX_RANGES, MallocRanges, PoolEvent, counter, kind, names};
+use allocwatch_common::{
+    AllocEvent, MAX_FRAMES, MAX_RANGES, MallocRanges, PoolEvent, counter, kind, names,
+};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
@@ -18,13 +20,24 @@ use crate::plan::{ProbePlan, Program};
 use crate::stats::Counters;
 
 /// The eBPF object built by `build.rs`.
-static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allocwatch.bpf.o"));
+static BPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allocwatch.bpf.o"));
 
 /// One event from the ring buffer.
 #[derive(Clone, Copy, Debug)]
 pub enum Event<'a> {
-    Alloc { cookie: u64, size: u64, typ: u64, frames: &'a [u64] },
-    Pool { cookie: u64, pool: u64, arg: u64, caller: u64 },
+    Alloc {
+        cookie: u64,
+        size: u64,
+        typ: u64,
+        frames: &'a [u64],
+    },
+    Pool {
+        cookie: u64,
+        pool: u64,
+        arg: u64,
+        caller: u64,
+    },
 }
 
 /// Loaded programs with their probes attached. Dropping it detaches every probe.
@@ -51,12 +64,22 @@ fn decode(buf: &[u8]) -> Option<Event<'_>> {
             // eBPF program; records are 8-byte aligned.
             let ev = unsafe { &*buf.as_ptr().cast::<AllocEvent>() };
             let n = (ev.nframes as usize).min(MAX_FRAMES);
-            Some(Event::Alloc { cookie: ev.cookie, size: ev.size, typ: ev.typ, frames: &ev.frames[..n] })
+            Some(Event::Alloc {
+                cookie: ev.cookie,
+                size: ev.size,
+                typ: ev.typ,
+                frames: &ev.frames[..n],
+            })
         }
         kind::POOL if buf.len() >= size_of::<PoolEvent>() => {
             // SAFETY: as above, for PoolEvent.
             let ev = unsafe { &*buf.as_ptr().cast::<PoolEvent>() };
-            Some(Event::Pool { cookie: ev.cookie, pool: ev.pool, arg: ev.arg, caller: ev.caller })
+            Some(Event::Pool {
+                cookie: ev.cookie,
+                pool: ev.pool,
+                arg: ev.arg,
+                caller: ev.caller,
+            })
         }
         _ => None,
     }
@@ -68,6 +91,18 @@ impl Tracer {
     /// (vaddrs already in the plan; `bias` is the target's load bias) to
     /// `exe` for that process only.
     pub fn attach(plan: &ProbePlan, exe: &Path, tgid: u32, bias: u64) -> Result<Tracer> {
+        Self::attach_programs(plan, exe, tgid, bias, false)
+    }
+
+    /// Like [`Tracer::attach`]; with `noop`, every probe runs an empty
+    /// program instead (the benchmarks' floor: the cost of the trap alone).
+    pub fn attach_programs(
+        plan: &ProbePlan,
+        exe: &Path,
+        tgid: u32,
+        bias: u64,
+        noop: bool,
+    ) -> Result<Tracer> {
         let mut ranges = MallocRanges::EMPTY;
         let merged = plan.merged_malloc_ranges();
         if merged.len() > MAX_RANGES as usize {
@@ -98,20 +133,29 @@ impl Tracer {
         };
         let mut attached = 0;
         for prog_kind in [Program::Alloc, Program::Pool] {
-            let probes: Vec<_> = plan.probes.iter().filter(|p| p.program == prog_kind).collect();
+            let probes: Vec<_> = plan
+                .probes
+                .iter()
+                .filter(|p| p.program == prog_kind)
+                .collect();
             if probes.is_empty() {
                 continue;
             }
             let name = match prog_kind {
+                _ if noop => names::PROG_NOOP,
                 Program::Alloc => names::PROG_ALLOC,
                 Program::Pool => names::PROG_POOL,
             };
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
-                .ok_or_else(|| AppError::other(format!("program {name} missing from the eBPF object")))?
+                .ok_or_else(|| {
+                    AppError::other(format!("program {name} missing from the eBPF object"))
+                })?
                 .try_into()
                 .map_err(|e| load_error(&e))?;
-            prog.load().map_err(|e| load_error(&e))?;
+            if prog.fd().is_err() {
+                prog.load().map_err(|e| load_error(&e))?;
+            }
             for p in probes {
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
@@ -137,7 +181,13 @@ impl Tracer {
                 .ok_or_else(|| AppError::other("counters map missing from the eBPF object"))?,
         )
         .map_err(|e| load_error(&e))?;
-        Ok(Tracer { ring, logger, counters, attached, _ebpf: ebpf })
+        Ok(Tracer {
+            ring,
+            logger,
+            counters,
+            attached,
+            _ebpf: ebpf,
+        })
     }
 
     /// Number of uprobes attached.
@@ -190,7 +240,12 @@ impl Tracer {
     /// The kernel-side counters, summed over CPUs.
     #[must_use]
     pub fn counters(&self) -> Counters {
-        let sum = |i: u32| self.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+        let sum = |i: u32| {
+            self.counters
+                .get(&i, 0)
+                .map(|v| v.iter().sum::<u64>())
+                .unwrap_or(0)
+        };
         Counters {
             hits: sum(counter::HITS),
             nested: sum(counter::NESTED),

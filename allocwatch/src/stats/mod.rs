@@ -157,11 +157,10 @@ impl<R: Resolver> Aggregator<R> {
     /// Records one allocation. `frames` is the raw user stack of the event.
     pub fn add_alloc(&mut self, typ: u64, size: u64, frames: &[u64]) {
         let h = hash_stack(typ, frames);
-        let site = match self
-            .by_hash
-            .get(&h)
-            .and_then(|c| c.iter().find(|&&i| self.stacks[i].typ == typ && *self.stacks[i].frames == *frames))
-        {
+        let site = match self.by_hash.get(&h).and_then(|c| {
+            c.iter()
+                .find(|&&i| self.stacks[i].typ == typ && *self.stacks[i].frames == *frames)
+        }) {
             Some(&i) => self.stacks[i].site,
             None => self.new_stack(h, typ, frames),
         };
@@ -192,7 +191,11 @@ impl<R: Resolver> Aggregator<R> {
             }
         };
         let idx = self.stacks.len();
-        self.stacks.push(StackEntry { typ, frames: frames.into(), site });
+        self.stacks.push(StackEntry {
+            typ,
+            frames: frames.into(),
+            site,
+        });
         self.by_hash.entry(h).or_default().push(idx);
         site
     }
@@ -224,7 +227,12 @@ impl<R: Resolver> Aggregator<R> {
     pub fn snapshot(&self, elapsed: Duration, counters: Counters) -> Snapshot {
         Snapshot {
             elapsed,
-            sites: self.sites.iter().filter(|s| s.allocs > 0).cloned().collect(),
+            sites: self
+                .sites
+                .iter()
+                .filter(|s| s.allocs > 0)
+                .cloned()
+                .collect(),
             pools: self.pools.snapshot(),
             counters,
             total_allocs: self.total_allocs,
@@ -238,7 +246,8 @@ impl Snapshot {
     /// the allocations made between two snapshots.
     #[must_use]
     pub fn since(&self, earlier: &Snapshot) -> Snapshot {
-        let before: HashMap<&SiteKey, &SiteStats> = earlier.sites.iter().map(|s| (&s.key, s)).collect();
+        let before: HashMap<&SiteKey, &SiteStats> =
+            earlier.sites.iter().map(|s| (&s.key, s)).collect();
         let sites = self
             .sites
             .iter()
@@ -262,7 +271,10 @@ impl Snapshot {
                 hits: self.counters.hits.saturating_sub(earlier.counters.hits),
                 nested: self.counters.nested.saturating_sub(earlier.counters.nested),
                 lost: self.counters.lost.saturating_sub(earlier.counters.lost),
-                stack_errors: self.counters.stack_errors.saturating_sub(earlier.counters.stack_errors),
+                stack_errors: self
+                    .counters
+                    .stack_errors
+                    .saturating_sub(earlier.counters.stack_errors),
             },
             total_allocs: self.total_allocs.saturating_sub(earlier.total_allocs),
             total_bytes: self.total_bytes.saturating_sub(earlier.total_bytes),
@@ -273,7 +285,12 @@ impl Snapshot {
     #[must_use]
     pub fn sites_by_bytes(&self) -> Vec<&SiteStats> {
         let mut v: Vec<&SiteStats> = self.sites.iter().collect();
-        v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.allocs.cmp(&a.allocs)).then(a.key.cmp(&b.key)));
+        v.sort_by(|a, b| {
+            b.bytes
+                .cmp(&a.bytes)
+                .then(b.allocs.cmp(&a.allocs))
+                .then(a.key.cmp(&b.key))
+        });
         v
     }
 }

@@ -107,7 +107,14 @@ pub(super) struct Pools {
 }
 
 impl Pools {
-    pub(super) fn add<R: Resolver>(&mut self, r: &mut R, op: PoolOp, pool: u64, arg: u64, caller: u64) {
+    pub(super) fn add<R: Resolver>(
+        &mut self,
+        r: &mut R,
+        op: PoolOp,
+        pool: u64,
+        arg: u64,
+        caller: u64,
+    ) {
         let e = self.pools.entry(pool).or_default();
         if e.name.is_none() {
             e.name = Some(r.pool_name(pool));
@@ -116,17 +123,27 @@ impl Pools {
             e.new_func = Some(r.function_name(arg));
         }
         e.stats.add(op);
-        let frame = self.callers.entry(caller).or_insert_with(|| r.caller(caller));
+        let frame = self
+            .callers
+            .entry(caller)
+            .or_insert_with(|| r.caller(caller));
         // Call sites are keyed by function, not by address: the miss probes
         // (which see Get's return address) and Get agree, and a function's
         // Get and Put (on different lines) count together.
         let idx = match e.callers.get(&caller) {
             Some(&i) => i,
             None => {
-                let i = match e.caller_stats.iter().position(|c| c.caller.function == frame.function) {
+                let i = match e
+                    .caller_stats
+                    .iter()
+                    .position(|c| c.caller.function == frame.function)
+                {
                     Some(i) => i,
                     None => {
-                        e.caller_stats.push(PoolCallerStats { caller: frame.clone(), stats: PoolStats::default() });
+                        e.caller_stats.push(PoolCallerStats {
+                            caller: frame.clone(),
+                            stats: PoolStats::default(),
+                        });
                         e.caller_stats.len() - 1
                     }
                 };
@@ -152,7 +169,10 @@ impl Pools {
             .iter()
             .map(|(&pool, e)| PoolSnapshot {
                 pool,
-                name: e.name.clone().unwrap_or_else(|| Arc::from(format!("{pool:#x}"))),
+                name: e
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| Arc::from(format!("{pool:#x}"))),
                 new_func: e.new_func.clone(),
                 stats: e.stats,
                 callers: e.caller_stats.clone(),
@@ -170,7 +190,11 @@ pub(super) fn pools_since(now: &[PoolSnapshot], earlier: &[PoolSnapshot]) -> Vec
             if let Some(b) = earlier.iter().find(|b| b.pool == p.pool) {
                 d.stats = p.stats.minus(&b.stats);
                 for c in &mut d.callers {
-                    if let Some(bc) = b.callers.iter().find(|bc| bc.caller.function == c.caller.function) {
+                    if let Some(bc) = b
+                        .callers
+                        .iter()
+                        .find(|bc| bc.caller.function == c.caller.function)
+                    {
                         c.stats = c.stats.minus(&bc.stats);
                     }
                 }

@@ -4,14 +4,23 @@ use super::*;
 struct Fake;
 
 fn frame(name: &str) -> Frame {
-    Frame { function: Arc::from(name), file: Arc::from("main.go"), line: 7 }
+    Frame {
+        function: Arc::from(name),
+        file: Arc::from("main.go"),
+        line: 7,
+    }
 }
 
 impl Resolver for Fake {
     fn resolve_alloc(&mut self, typ: u64, frames: &[u64]) -> Resolved {
         let f = frame(&format!("main.f{:x}", frames.get(1).copied().unwrap_or(0)));
         Resolved {
-            site: SiteKey { function: f.function.clone(), file: f.file.clone(), line: f.line, type_name: Arc::from(format!("T{typ}")) },
+            site: SiteKey {
+                function: f.function.clone(),
+                file: f.file.clone(),
+                line: f.line,
+                type_name: Arc::from(format!("T{typ}")),
+            },
             stack: Arc::from(vec![f]),
             pool_new_func: None,
         }
@@ -49,10 +58,22 @@ fn same_site_from_different_stacks_is_one_site() {
 fn since_gives_the_window() {
     let mut a = Aggregator::new(Fake);
     a.add_alloc(1, 8, &[0, 1]);
-    let s1 = a.snapshot(Duration::from_secs(1), Counters { hits: 1, ..Counters::default() });
+    let s1 = a.snapshot(
+        Duration::from_secs(1),
+        Counters {
+            hits: 1,
+            ..Counters::default()
+        },
+    );
     a.add_alloc(1, 8, &[0, 1]);
     a.add_alloc(1, 8, &[0, 2]);
-    let s2 = a.snapshot(Duration::from_secs(3), Counters { hits: 3, ..Counters::default() });
+    let s2 = a.snapshot(
+        Duration::from_secs(3),
+        Counters {
+            hits: 3,
+            ..Counters::default()
+        },
+    );
     let d = s2.since(&s1);
     assert_eq!(d.elapsed, Duration::from_secs(2));
     assert_eq!(d.total_allocs, 2);
@@ -89,7 +110,15 @@ fn pool_counts_and_ratio() {
     let p = &s.pools[0];
     assert_eq!(&*p.name, "pool7");
     assert_eq!(p.new_func.as_deref(), Some("new2457"));
-    assert_eq!(p.stats, PoolStats { gets: 10, misses: 1, nil_returns: 0, puts: 10 });
+    assert_eq!(
+        p.stats,
+        PoolStats {
+            gets: 10,
+            misses: 1,
+            nil_returns: 0,
+            puts: 10
+        }
+    );
     assert_eq!(p.stats.hit_ratio(), Some(0.9));
     assert_eq!(p.callers.len(), 2);
     let q = &s.pools[1];

@@ -198,7 +198,7 @@ pub struct PoolRate {
 #[derive(Clone, Debug, Default)]
 pub struct Shown {
     /// Totals since the last reset (or since tracing started).
-    pub totals: Snapshot,
+    pub totals: Arc<Snapshot>,
     /// When the totals start, since tracing started.
     pub start: Duration,
     /// Time since tracing started, at the newest snapshot.
@@ -475,9 +475,9 @@ pub struct App {
     pub(super) info: TargetInfo,
     pub(super) opts: TuiOptions,
     /// Cumulative snapshots, oldest first; the first is the start of the rate window.
-    history: VecDeque<Snapshot>,
+    history: VecDeque<Arc<Snapshot>>,
     /// The snapshot at the last reset.
-    baseline: Option<Snapshot>,
+    baseline: Option<Arc<Snapshot>>,
     /// (allocs/s, bytes/s) between consecutive snapshots.
     totals_series: VecDeque<(u64, u64)>,
     site_series: HashMap<SiteKey, SiteSeries>,
@@ -833,7 +833,7 @@ impl App {
             _ => None,
         };
         self.update_site_series(&snap, secs);
-        self.history.push_back(snap);
+        self.history.push_back(Arc::new(snap));
         let newest = self.history.back().map_or(Duration::ZERO, |s| s.elapsed);
         while self.history.len() > 2
             && newest.saturating_sub(self.history[1].elapsed) >= self.opts.rate_window
@@ -846,17 +846,23 @@ impl App {
         self.generation += 1;
         let (generation, cap) = (self.generation, self.series_cap);
         for s in &snap.sites {
-            if !self.site_series.contains_key(&s.key) {
-                self.site_series
-                    .insert(s.key.clone(), SiteSeries::default());
-            }
+            let since = |last: u64| secs.map(|secs| sample(s.allocs.saturating_sub(last), secs));
             if let Some(e) = self.site_series.get_mut(&s.key) {
-                let delta = s.allocs.saturating_sub(e.last);
+                if let Some(x) = since(e.last) {
+                    push_capped(&mut e.samples, x, cap);
+                }
                 e.last = s.allocs;
                 e.seen = generation;
-                if let Some(secs) = secs {
-                    push_capped(&mut e.samples, sample(delta, secs), cap);
+            } else {
+                let mut e = SiteSeries {
+                    last: s.allocs,
+                    seen: generation,
+                    samples: VecDeque::new(),
+                };
+                if let Some(x) = since(0) {
+                    e.samples.push_back(x);
                 }
+                self.site_series.insert(s.key.clone(), e);
             }
         }
         for e in self.site_series.values_mut() {
@@ -878,58 +884,82 @@ impl App {
             return;
         };
         let (totals, start) = match &self.baseline {
-            Some(b) => (newest.since(b), b.elapsed),
+            Some(b) => (Arc::new(newest.since(b)), b.elapsed),
             None => (newest.clone(), Duration::ZERO),
         };
         let oldest = &self.history[0];
         let secs = newest.elapsed.saturating_sub(oldest.elapsed).as_secs_f64();
-        let window = (self.history.len() >= 2 && secs > 0.0).then(|| newest.since(oldest));
+        let rates_known = self.history.len() >= 2 && secs > 0.0;
 
-        let (site_rates, pool_rates, allocs_rate, bytes_rate, hits_rate) = match &window {
-            Some(w) => {
-                let by_key: HashMap<&SiteKey, &SiteStats> =
-                    w.sites.iter().map(|s| (&s.key, s)).collect();
-                let site_rates = totals
+        let (site_rates, pool_rates, allocs_rate, bytes_rate, hits_rate) = if rates_known {
+            // Rates of the newest snapshot's sites over the window...
+            let before: HashMap<&SiteKey, (u64, u64)> = oldest
+                .sites
+                .iter()
+                .map(|s| (&s.key, (s.allocs, s.bytes)))
+                .collect();
+            let rate = |s: &SiteStats| {
+                let (a, b) = before.get(&s.key).copied().unwrap_or((0, 0));
+                SiteRate {
+                    allocs: per_s(s.allocs.saturating_sub(a), secs),
+                    bytes: per_s(s.bytes.saturating_sub(b), secs),
+                }
+            };
+            // ...aligned with the shown sites (the same ones unless reset).
+            let site_rates = if Arc::ptr_eq(&totals, newest) {
+                newest.sites.iter().map(rate).collect()
+            } else {
+                let by_key: HashMap<&SiteKey, SiteRate> =
+                    newest.sites.iter().map(|s| (&s.key, rate(s))).collect();
+                totals
                     .sites
                     .iter()
-                    .map(|s| {
-                        by_key
-                            .get(&s.key)
-                            .map_or_else(SiteRate::default, |d| SiteRate {
-                                allocs: per_s(d.allocs, secs),
-                                bytes: per_s(d.bytes, secs),
-                            })
-                    })
-                    .collect();
-                let pool_rates = totals
-                    .pools
-                    .iter()
-                    .map(|p| {
-                        w.pools.iter().find(|d| d.pool == p.pool).map_or_else(
-                            PoolRate::default,
-                            |d| PoolRate {
-                                gets: per_s(d.stats.gets, secs),
-                                misses: per_s(d.stats.misses, secs),
-                                puts: per_s(d.stats.puts, secs),
-                            },
-                        )
-                    })
-                    .collect();
-                (
-                    site_rates,
-                    pool_rates,
-                    per_s(w.total_allocs, secs),
-                    per_s(w.total_bytes, secs),
-                    per_s(w.counters.hits, secs),
-                )
-            }
-            None => (
+                    .map(|s| by_key.get(&s.key).copied().unwrap_or_default())
+                    .collect()
+            };
+            let pool_rates = totals
+                .pools
+                .iter()
+                .map(|p| {
+                    let now = newest
+                        .pools
+                        .iter()
+                        .find(|n| n.pool == p.pool)
+                        .map(|n| n.stats);
+                    let then = oldest
+                        .pools
+                        .iter()
+                        .find(|o| o.pool == p.pool)
+                        .map(|o| o.stats);
+                    let (now, then) = (now.unwrap_or_default(), then.unwrap_or_default());
+                    PoolRate {
+                        gets: per_s(now.gets.saturating_sub(then.gets), secs),
+                        misses: per_s(now.misses.saturating_sub(then.misses), secs),
+                        puts: per_s(now.puts.saturating_sub(then.puts), secs),
+                    }
+                })
+                .collect();
+            (
+                site_rates,
+                pool_rates,
+                per_s(
+                    newest.total_allocs.saturating_sub(oldest.total_allocs),
+                    secs,
+                ),
+                per_s(newest.total_bytes.saturating_sub(oldest.total_bytes), secs),
+                per_s(
+                    newest.counters.hits.saturating_sub(oldest.counters.hits),
+                    secs,
+                ),
+            )
+        } else {
+            (
                 vec![SiteRate::default(); totals.sites.len()],
                 vec![PoolRate::default(); totals.pools.len()],
                 0.0,
                 0.0,
                 0.0,
-            ),
+            )
         };
 
         let mut by_new: HashMap<&str, u64> = HashMap::new();
@@ -954,7 +984,7 @@ impl App {
         let shown = Shown {
             start,
             now: newest.elapsed,
-            rates_known: window.is_some(),
+            rates_known,
             site_rates,
             pool_rates,
             pool_miss_allocs,

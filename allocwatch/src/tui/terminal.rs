@@ -37,12 +37,20 @@ impl Write for TtyOut {
         // Holding the lock while checking orders this write before or after
         // `restore`'s, which takes the same lock.
         let mut out = io::stdout().lock();
-        if ACTIVE.load(Ordering::SeqCst) { out.write(buf) } else { Ok(buf.len()) }
+        if ACTIVE.load(Ordering::SeqCst) {
+            out.write(buf)
+        } else {
+            Ok(buf.len())
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         let mut out = io::stdout().lock();
-        if ACTIVE.load(Ordering::SeqCst) { out.flush() } else { Ok(()) }
+        if ACTIVE.load(Ordering::SeqCst) {
+            out.flush()
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -81,8 +89,8 @@ pub fn setup() -> anyhow::Result<TerminalGuard> {
 fn enter() -> anyhow::Result<Terminal<CrosstermBackend<TtyOut>>> {
     execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)
         .context("failed to enter the alternate screen")?;
-    let mut terminal = Terminal::new(CrosstermBackend::new(TtyOut))
-        .context("failed to set up the terminal")?;
+    let mut terminal =
+        Terminal::new(CrosstermBackend::new(TtyOut)).context("failed to set up the terminal")?;
     terminal.clear().context("failed to clear the terminal")?;
     Ok(terminal)
 }

@@ -4,6 +4,8 @@
 //! only the rows that fit on screen are formatted. [`page_rows`] tells the app
 //! how many list rows the current layout has, so paging keys match the screen.
 
+use std::borrow::Cow;
+
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -72,6 +74,7 @@ pub fn page_rows(area: Rect, app: &App) -> usize {
         match &app.detail {
             Some(Detail::Site(_)) => site_detail_areas(body, app).stack.height.saturating_sub(1),
             Some(Detail::Pool(_)) => pool_detail_areas(body).1.height.saturating_sub(1),
+            None if app.tab == Tab::Pools => body.height.saturating_sub(1) / pool_row_height(body),
             None => body.height.saturating_sub(1),
         }
     };
@@ -510,15 +513,21 @@ fn hit_cell(r: Option<f64>) -> Cell<'static> {
     Cell::from(Line::from(format::ratio(r)).alignment(Alignment::Right)).style(hit_style(r))
 }
 
+/// Narrow terminals show a pool's `New` under its name, on a second line.
+fn pool_row_height(area: Rect) -> u16 {
+    if area.width >= WIDE { 1 } else { 2 }
+}
+
 fn pools(f: &mut Frame, area: Rect, app: &App) {
     let s = &app.shown;
     let t = &s.totals;
-    let cols = if area.width >= WIDE {
+    let row_height = pool_row_height(area);
+    let cols = if row_height == 1 {
         PoolColumn::ALL
     } else {
         POOL_NARROW
     };
-    let rows_fit = usize::from(area.height.saturating_sub(1));
+    let rows_fit = usize::from(area.height.saturating_sub(1) / row_height);
     let len = app.pool_order.len();
     let off = app.pools_pos.visible_offset(len, rows_fit);
     let sel = app.pools_pos.selected.min(len.saturating_sub(1));
@@ -540,6 +549,18 @@ fn pools(f: &mut Frame, area: Rect, app: &App) {
             let p = &t.pools[i];
             let rate = s.pool_rates.get(i).copied().unwrap_or_default();
             let cells = cols.iter().map(|&c| match c {
+                PoolColumn::Pool if row_height == 2 => Cell::from(Text::from(vec![
+                    Line::raw(format::short_name(&p.name).into_owned()),
+                    Line::styled(
+                        format!(
+                            " New {}",
+                            p.new_func
+                                .as_deref()
+                                .map_or(Cow::Borrowed("-"), format::short_name)
+                        ),
+                        DIM,
+                    ),
+                ])),
                 PoolColumn::Pool => Cell::from(format::short_name(&p.name).into_owned()),
                 PoolColumn::NewFunc => Cell::from(p.new_func.as_deref().map_or_else(
                     || Span::styled("-", DIM),
@@ -555,7 +576,7 @@ fn pools(f: &mut Frame, area: Rect, app: &App) {
                 )),
                 PoolColumn::Callers => right(p.callers.len().to_string()),
             });
-            let row = Row::new(cells);
+            let row = Row::new(cells).height(row_height);
             if pos == sel { row.style(SELECTED) } else { row }
         });
     let head = Row::new(
@@ -832,10 +853,11 @@ fn pool_detail(f: &mut Frame, body: Rect, app: &App, key: crate::stats::PoolKey)
             hit_cell(c.stats.hit_ratio()),
         ])
     });
+    // Callers are counted per function; the line is where one was first seen.
     let head = Row::new(
         [
             format!("Callers ({})", pool.callers.len()),
-            "File:Line".into(),
+            "First seen at".into(),
             "Gets".into(),
             "Hits".into(),
             "Misses".into(),

@@ -41,19 +41,29 @@ impl GoToolchain {
     }
     /// (major, minor) e.g. (1, 27)
     pub fn minor(&self) -> u32 {
-        self.version.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(0)
+        self.version
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
     }
 }
 
 /// The toolchain for `version` ("1.27.3"), panicking with the fix when missing.
 pub fn toolchain(version: &str) -> GoToolchain {
-    let goroot = target_dir().join("toolchains").join(format!("go{version}")).join("go");
+    let goroot = target_dir()
+        .join("toolchains")
+        .join(format!("go{version}"))
+        .join("go");
     assert!(
         goroot.join("bin/go").exists(),
         "Go {version} is not installed under {}: run `cargo xtask setup`",
         goroot.display()
     );
-    GoToolchain { version: version.to_string(), goroot }
+    GoToolchain {
+        version: version.to_string(),
+        goroot,
+    }
 }
 
 /// Every supported toolchain.
@@ -79,8 +89,12 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL_PORTABLE: [Variant; 4] =
-        [Variant::Default, Variant::Stripped, Variant::Pie, Variant::PieStripped];
+    pub const ALL_PORTABLE: [Variant; 4] = [
+        Variant::Default,
+        Variant::Stripped,
+        Variant::Pie,
+        Variant::PieStripped,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -106,7 +120,10 @@ impl Variant {
 
 /// True when gcc is available for the `External` variant.
 pub fn have_gcc() -> bool {
-    Command::new("gcc").arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new("gcc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn hash_dir(dir: &Path, h: &mut DefaultHasher) {
@@ -133,7 +150,9 @@ pub fn build_go(tc: &GoToolchain, package: &str, variant: Variant) -> PathBuf {
     let src = testdata.join(package);
     let mut h = DefaultHasher::new();
     hash_dir(&src, &mut h);
-    std::fs::read(testdata.join("go.mod")).expect("testdata/go.mod").hash(&mut h);
+    std::fs::read(testdata.join("go.mod"))
+        .expect("testdata/go.mod")
+        .hash(&mut h);
     variant.hash(&mut h);
     tc.version.hash(&mut h);
     let name = package.replace('/', "-");
@@ -162,7 +181,14 @@ pub fn build_go(tc: &GoToolchain, package: &str, variant: Variant) -> PathBuf {
         .env("GOCACHE", &cache)
         .env("GOPATH", target_dir().join("gopath"))
         .env("GOAMD64", "v1")
-        .env("CGO_ENABLED", if variant == Variant::External { "1" } else { "0" });
+        .env(
+            "CGO_ENABLED",
+            if variant == Variant::External {
+                "1"
+            } else {
+                "0"
+            },
+        );
     if variant == Variant::SizeSpecialized {
         cmd.env("GOEXPERIMENT", "sizespecializedmalloc");
     } else {
