@@ -117,9 +117,6 @@ impl Session {
         let bin = Arc::new(open_binary(&target.exe, &what)?);
         let plan = plan::plan(&bin, PlanOptions { pools: opts.pools })
             .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
-        for w in &plan.warnings {
-            log::warn!("{w}");
-        }
         let bias = if bin.is_pie() {
             target.load_bias(bin.first_load_vaddr())?
         } else {
