@@ -14,15 +14,24 @@ pub const MAX_FRAMES: usize = 32;
 /// Ring buffer size in bytes (a power of two multiple of the page size).
 pub const RINGBUF_BYTES: u32 = 32 << 20;
 
-/// Most address ranges the nested-call check looks at (all `runtime.mallocgc*`
-/// functions of a binary: 6 to 70 on Go 1.21–1.27).
-pub const MAX_RANGES: u32 = 128;
+/// Most address ranges in a [`MallocRanges`] (searched by bisection).
+pub const MAX_RANGES: u32 = 256;
+
+/// Return addresses in an aggregation key: up to and including the first
+/// frame outside the Go runtime (the allocation site).
+pub const KEY_FRAMES: usize = 8;
+
+/// Distinct (stack prefix, type, size bucket) keys aggregated in the kernel.
+pub const AGG_ENTRIES: u32 = 1 << 16;
 
 /// Names of the maps and programs, so both sides agree.
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const MALLOC_RANGES: &str = "MALLOC_RANGES";
+    pub const RUNTIME_RANGES: &str = "RUNTIME_RANGES";
+    pub const AGG: &str = "AGG";
+    pub const POOL_AGG: &str = "POOL_AGG";
     pub const LOG_ONCE: &str = "LOG_ONCE";
     pub const PROG_ALLOC: &str = "alloc_entry";
     pub const PROG_POOL: &str = "pool_probe";
@@ -73,6 +82,12 @@ pub mod counter {
     pub const STACK_ERRORS: u32 = 3;
     /// Hits from another process (filtered out).
     pub const OTHER_PROCESS: u32 = 4;
+    /// Allocations whose key had no room in the aggregation map (sent as
+    /// single events instead).
+    pub const AGG_FULL: u32 = 5;
+    /// Allocations whose runtime frames were too deep for a key (sent as
+    /// single events instead).
+    pub const KEY_TRUNCATED: u32 = 6;
     pub const COUNT: u32 = 8;
 }
 
@@ -82,7 +97,52 @@ pub mod kind {
     pub const POOL: u32 = 2;
 }
 
-/// One allocation seen at an allocation entry point.
+/// What identifies an allocation in the kernel's aggregation map: its type,
+/// its size bucket, and the return addresses from the allocation entry up to
+/// and including the first frame outside the runtime.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AggKey {
+    /// `*_type` (RBX), 0 when nil.
+    pub typ: u64,
+    /// `frames[0]` is `[RSP]` at the probe (the return address into the caller).
+    pub frames: [u64; KEY_FRAMES],
+    pub nframes: u32,
+    /// Power-of-two size bucket (see `size_bucket`).
+    pub bucket: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<AggKey>() == 80);
+
+/// Per-CPU totals of one [`AggKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggValue {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<AggValue>() == 16);
+
+/// The power-of-two bucket of an allocation size: 0 for sizes 0 and 1,
+/// otherwise `ceil(log2(size))`, at most 47.
+#[inline(always)]
+#[must_use]
+pub const fn size_bucket(size: u64) -> u32 {
+    if size <= 1 {
+        0
+    } else {
+        let b = 64 - (size - 1).leading_zeros();
+        if b > 47 { 47 } else { b }
+    }
+}
+
+/// [`AllocEvent::flags`]: the allocation was counted in the aggregation map;
+/// the event only brings the full stack of a key seen for the first time.
+pub const EVENT_STACK_ONLY: u32 = 1;
+
+/// One allocation seen at an allocation entry point: either a new key's full
+/// stack ([`EVENT_STACK_ONLY`]) or an allocation the map could not hold.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct AllocEvent {
@@ -94,17 +154,18 @@ pub struct AllocEvent {
     pub cookie: u64,
     /// Requested size in bytes (RAX).
     pub size: u64,
-    /// `*_type` of the allocation (RBX), 0 when the runtime passed nil.
-    pub typ: u64,
+    /// The aggregation key (its `typ` is RBX).
+    pub key: AggKey,
     /// Number of valid entries in `frames`.
     pub nframes: u32,
-    pub _pad: u32,
+    /// `EVENT_STACK_ONLY` or 0.
+    pub flags: u32,
     /// User stack, innermost first: `frames[0]` is the probed instruction,
     /// `frames[1]` the return address into the immediate caller.
     pub frames: [u64; MAX_FRAMES],
 }
 
-const _: () = assert!(core::mem::size_of::<AllocEvent>() == 40 + 8 * MAX_FRAMES);
+const _: () = assert!(core::mem::size_of::<AllocEvent>() == 32 + 80 + 8 * MAX_FRAMES);
 
 /// One `sync.Pool` operation.
 #[repr(C)]
@@ -126,10 +187,30 @@ pub struct PoolEvent {
 
 const _: () = assert!(core::mem::size_of::<PoolEvent>() == 40);
 
-/// The `[start, end)` runtime addresses of every `runtime.mallocgc*` function,
-/// merged where adjacent and sorted. A size-specialized entry whose return
-/// address falls in one of them was called by `runtime.mallocgc` and is not
-/// counted again. Set as a global before the programs load.
+/// What identifies a pool operation in the kernel's pool map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub pool: u64,
+    /// Return address into the function that called `Get`/`Put`.
+    pub caller: u64,
+    /// For `POOL_NEW`: the code pointer of `p.New`; otherwise 0.
+    pub arg: u64,
+    /// The probe's cookie kind (`cookie::POOL_*`).
+    pub op: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<PoolKey>() == 32);
+
+/// Distinct pool keys aggregated in the kernel.
+pub const POOL_ENTRIES: u32 = 1 << 14;
+
+/// Sorted, non-overlapping `[start, end)` runtime address ranges, set as
+/// globals before the programs load: those of every `runtime.mallocgc*`
+/// function (a size-specialized entry whose return address falls in one was
+/// called by `runtime.mallocgc` and is not counted again), and those of the
+/// runtime's own functions (frames the aggregation key walks through).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct MallocRanges {
@@ -154,4 +235,10 @@ mod user {
     unsafe impl aya::Pod for super::PoolEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MallocRanges {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AggKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AggValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PoolKey {}
 }

@@ -5,31 +5,40 @@
 //!
 //! - `alloc_entry` runs at the `PUSHQ BP` of `runtime.mallocgc` and of the
 //!   size-specialized allocation entries. It reads the Go register ABI
-//!   arguments (RAX = size, RBX = `*_type`), skips nested hits (a specialized
-//!   entry called by `runtime.mallocgc*`), captures the user stack and sends an
-//!   [`AllocEvent`] through the ring buffer.
+//!   arguments (RAX = size, RBX = `*_type`) and skips nested hits (a
+//!   specialized entry called by `runtime.mallocgc*`). It then walks the frame
+//!   pointers from the return address through the runtime's own frames to the
+//!   first frame outside the runtime (the allocation site), and counts the
+//!   allocation in `AGG` under (type, those return addresses, size bucket). The
+//!   first time a key is seen, its full user stack goes to userspace through
+//!   the ring buffer. Allocations the map cannot hold (full, or runtime frames
+//!   too deep for a key) are sent one by one.
 //! - `pool_probe` runs at `sync.(*Pool).Get`/`Put` and at the two miss paths
-//!   inside `Get`, and sends a [`PoolEvent`].
+//!   inside `Get`, and counts each operation in `POOL_AGG` under (pool,
+//!   caller, operation).
 //!
+//! Aggregating in the kernel keeps the cost of a traced allocation close to
+//! the cost of the uprobe trap itself (docs/benchmarks.md has the numbers).
 //! Every hit is counted in `COUNTERS`, and so is every event that did not fit
 //! in the ring buffer: nothing is dropped silently.
 #![no_std]
 #![no_main]
 
 use allocwatch_common::{
-    AllocEvent, MAX_FRAMES, MAX_RANGES, MallocRanges, PoolEvent, RINGBUF_BYTES, cookie, counter,
-    kind,
+    AGG_ENTRIES, AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, KEY_FRAMES, MAX_FRAMES,
+    MAX_RANGES, MallocRanges, POOL_ENTRIES, PoolEvent, PoolKey, RINGBUF_BYTES, cookie, counter,
+    kind, size_bucket,
 };
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, pt_regs},
+    EbpfContext,
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_user,
         generated::{bpf_get_attach_cookie, bpf_get_stack},
     },
     macros::{map, uprobe},
-    maps::{PerCpuArray, RingBuf},
+    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
-    EbpfContext,
 };
 use aya_log_ebpf::warn;
 
@@ -42,15 +51,27 @@ static TARGET_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static MALLOC_RANGES: MallocRanges = MallocRanges::EMPTY;
 
+/// Address ranges of the Go runtime's own functions, set by the loader.
+#[unsafe(no_mangle)]
+static RUNTIME_RANGES: MallocRanges = MallocRanges::EMPTY;
+
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+#[map]
+static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
+
+#[map]
+static POOL_AGG: PerCpuHashMap<PoolKey, u64> = PerCpuHashMap::with_max_entries(POOL_ENTRIES, 0);
+
 /// Per CPU: set once the first lost event has been logged.
 #[map]
 static LOG_ONCE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+const EEXIST: i32 = 17;
 
 #[inline(always)]
 fn bump(index: u32) {
@@ -81,19 +102,30 @@ fn lost(ctx: &ProbeContext) {
     }
 }
 
-/// True when `addr` lies inside one of the `runtime.mallocgc*` functions.
+/// True when `addr` lies in one of the sorted ranges (bisection).
 #[inline(always)]
-fn inside_malloc(addr: u64) -> bool {
+fn in_ranges(r: &'static MallocRanges, addr: u64) -> bool {
     // SAFETY: a read of a loader-set constant.
-    let n = unsafe { core::ptr::read_volatile(&MALLOC_RANGES.count) };
-    let mut i = 0usize;
-    while i < MAX_RANGES as usize {
-        if i as u64 >= n {
-            break;
+    let n = unsafe { core::ptr::read_volatile(&r.count) };
+    let mut lo: u64 = 0;
+    let mut hi: u64 = if n > MAX_RANGES as u64 { MAX_RANGES as u64 } else { n };
+    let mut i = 0;
+    // ceil(log2(MAX_RANGES)) + 1 steps always suffice.
+    while i < 10 {
+        if lo >= hi {
+            return false;
         }
-        // SAFETY: i < MAX_RANGES, a read of a loader-set constant.
-        let [start, end] = unsafe { core::ptr::read_volatile(&MALLOC_RANGES.ranges[i]) };
-        if addr >= start && addr < end {
+        let mid = (lo + hi) / 2;
+        let Some(range) = r.ranges.get(mid as usize) else {
+            return false;
+        };
+        // SAFETY: a read of a loader-set constant.
+        let [start, end] = unsafe { core::ptr::read_volatile(range) };
+        if addr < start {
+            hi = mid;
+        } else if addr >= end {
+            lo = mid + 1;
+        } else {
             return true;
         }
         i += 1;
@@ -147,18 +179,82 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
     // SAFETY: the helper only reads the context's attach cookie.
     let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let regs = regs(ctx);
-    if cookie::kind(ck) == cookie::ALLOC_SPECIALIZED {
-        // At the PUSHQ BP, [RSP] is still the return address.
-        // SAFETY: reads user memory through the checked helper.
-        let ret: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.map_err(|_| 0u32)?;
-        if inside_malloc(ret) {
-            bump(counter::NESTED);
-            return Ok(0);
+    // At the PUSHQ BP, [RSP] is still the return address.
+    // SAFETY: reads user memory through the checked helper.
+    let ret0: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.map_err(|_| 0u32)?;
+    if cookie::kind(ck) == cookie::ALLOC_SPECIALIZED && in_ranges(&MALLOC_RANGES, ret0) {
+        bump(counter::NESTED);
+        return Ok(0);
+    }
+    let size = regs.rax;
+    let mut key = AggKey {
+        typ: regs.rbx,
+        frames: [0; KEY_FRAMES],
+        nframes: 1,
+        bucket: size_bucket(size),
+    };
+    key.frames[0] = ret0;
+    // Walk the frame pointers through the runtime's frames to the site.
+    let mut ret = ret0;
+    let mut bp = regs.rbp;
+    let mut n: usize = 1;
+    while n < KEY_FRAMES {
+        if !in_ranges(&RUNTIME_RANGES, ret) {
+            break;
+        }
+        // SAFETY: checked user read of a frame record [saved BP, return address].
+        let Ok(rec) = (unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }) else {
+            break;
+        };
+        bp = rec[0];
+        ret = rec[1];
+        if ret == 0 {
+            break;
+        }
+        key.frames[n] = ret;
+        n += 1;
+    }
+    key.nframes = n as u32;
+    if n == KEY_FRAMES && in_ranges(&RUNTIME_RANGES, ret) {
+        // The site lies deeper than a key reaches: send this allocation alone.
+        bump(counter::KEY_TRUNCATED);
+        send_alloc(ctx, tgid, ck, size, &key, 0);
+        return Ok(0);
+    }
+    if let Some(v) = AGG.get_ptr_mut(&key) {
+        // SAFETY: this CPU's slot of the value.
+        unsafe {
+            (*v).count += 1;
+            (*v).bytes += size;
+        }
+        return Ok(0);
+    }
+    match AGG.insert(&key, &AggValue { count: 1, bytes: size }, u64::from(BPF_NOEXIST)) {
+        Ok(()) => send_alloc(ctx, tgid, ck, size, &key, EVENT_STACK_ONLY),
+        Err(e) if e == -EEXIST => {
+            // Created by another CPU meanwhile: this CPU's slot exists now.
+            if let Some(v) = AGG.get_ptr_mut(&key) {
+                // SAFETY: this CPU's slot of the value.
+                unsafe {
+                    (*v).count += 1;
+                    (*v).bytes += size;
+                }
+            }
+        }
+        Err(_) => {
+            bump(counter::AGG_FULL);
+            send_alloc(ctx, tgid, ck, size, &key, 0);
         }
     }
+    Ok(0)
+}
+
+/// Sends one allocation with its full user stack.
+#[inline(always)]
+fn send_alloc(ctx: &ProbeContext, tgid: u32, ck: u64, size: u64, key: &AggKey, flags: u32) {
     let Some(mut entry) = EVENTS.reserve::<AllocEvent>(0) else {
         lost(ctx);
-        return Ok(0);
+        return;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points to reserved ring buffer memory of the right size;
@@ -167,9 +263,9 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
         (*ev).kind = kind::ALLOC;
         (*ev).tgid = tgid;
         (*ev).cookie = ck;
-        (*ev).size = regs.rax;
-        (*ev).typ = regs.rbx;
-        (*ev)._pad = 0;
+        (*ev).size = size;
+        (*ev).key = *key;
+        (*ev).flags = flags;
         let got = bpf_get_stack(
             ctx.as_ptr(),
             (&raw mut (*ev).frames).cast(),
@@ -184,7 +280,6 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
         }
     }
     entry.submit(0);
-    Ok(0)
 }
 
 #[uprobe]
@@ -204,7 +299,8 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
     // SAFETY: the helper only reads the context's attach cookie.
     let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let regs = regs(ctx);
-    let (pool, arg, caller) = match cookie::kind(ck) {
+    let op = cookie::kind(ck);
+    let (pool, arg, caller) = match op {
         cookie::POOL_GET => {
             // SAFETY: checked user read of the return address at [RSP].
             let ret: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
@@ -217,14 +313,14 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
             }
             // SAFETY: checked user read of the return address at [RSP].
             let ret: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
-            (regs.rax, regs.rcx, ret)
+            (regs.rax, 0, ret)
         }
         cookie::POOL_NEW | cookie::POOL_NIL => {
             // Inside Get, after its frame setup: Get's return address is [RBP+8].
             // SAFETY: checked user read.
             let ret: u64 =
                 unsafe { bpf_probe_read_user((regs.rbp + 8) as *const u64) }.unwrap_or(0);
-            let newfn = if cookie::kind(ck) == cookie::POOL_NEW {
+            let newfn = if op == cookie::POOL_NEW {
                 // SAFETY: checked user read of the funcval's code pointer.
                 unsafe { bpf_probe_read_user(regs.rdx as *const u64) }.unwrap_or(0)
             } else {
@@ -234,12 +330,30 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
         }
         _ => return Ok(0),
     };
-    let Some(mut entry) = EVENTS.reserve::<PoolEvent>(0) else {
-        lost(ctx);
+    let key = PoolKey { pool, caller, arg, op, _pad: 0 };
+    if let Some(v) = POOL_AGG.get_ptr_mut(&key) {
+        // SAFETY: this CPU's slot of the value.
+        unsafe { *v += 1 };
         return Ok(0);
-    };
-    entry.write(PoolEvent { kind: kind::POOL, tgid, cookie: ck, pool, arg, caller });
-    entry.submit(0);
+    }
+    match POOL_AGG.insert(&key, &1, u64::from(BPF_NOEXIST)) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => {
+            if let Some(v) = POOL_AGG.get_ptr_mut(&key) {
+                // SAFETY: this CPU's slot of the value.
+                unsafe { *v += 1 };
+            }
+        }
+        Err(_) => {
+            bump(counter::AGG_FULL);
+            let Some(mut entry) = EVENTS.reserve::<PoolEvent>(0) else {
+                lost(ctx);
+                return Ok(0);
+            };
+            entry.write(PoolEvent { kind: kind::POOL, tgid, cookie: ck, pool, arg, caller });
+            entry.submit(0);
+        }
+    }
     Ok(0)
 }
 

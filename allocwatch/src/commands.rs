@@ -141,13 +141,31 @@ fn print_plan(out: &mut impl Write, what: &str, p: &ProbePlan) -> std::io::Resul
     Ok(())
 }
 
+/// Why `path` cannot be created, in words: "No such file or directory" is
+/// about the directory, so say which one.
+fn write_error(path: &Path, e: &std::io::Error) -> String {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() {
+        format!("the directory {} does not exist", dir.display())
+    } else {
+        e.to_string()
+    }
+}
+
 fn create_output(path: &Path, flag: &str) -> Result<AtomicFile> {
-    check_writable(path).map_err(|e| {
-        AppError::usage(format!("cannot write {flag} {}: {e}", path.display()))
-            .hint("the directory must exist and be writable")
-    })?;
-    AtomicFile::create(path)
-        .map_err(|e| AppError::usage(format!("cannot write {flag} {}: {e}", path.display())))
+    let fail = |e: &std::io::Error| {
+        AppError::usage(format!(
+            "cannot write {flag} {}: {}",
+            path.display(),
+            write_error(path, e)
+        ))
+        .hint("the directory must exist and be writable")
+    };
+    check_writable(path).map_err(|e| fail(&e))?;
+    AtomicFile::create(path).map_err(|e| fail(&e))
 }
 
 /// Why a trace stopped.
@@ -232,6 +250,7 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
             noop: a.target.noop_programs,
         },
     )?;
+    announce(&s);
     let stop = trace_loop(&mut s, a.duration, Duration::from_secs(1), |_| {}).await?;
     let snap = s.snapshot();
     let mut written: Vec<PathBuf> = Vec::new();
@@ -247,6 +266,24 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     }
     summary(&s, &snap, &stop, &written, a.top);
     Ok(())
+}
+
+/// Tells the user (and scripts waiting for it) that the probes are in place:
+/// from this line on, every allocation of the target is counted.
+fn announce(s: &Session) {
+    let mut e = std::io::stderr().lock();
+    for w in &s.plan.warnings {
+        let _ = writeln!(e, "allocwatch: warning: {w}");
+    }
+    let _ = writeln!(
+        e,
+        "allocwatch: tracing PID {} ({}): {} probes attached in {} ms",
+        s.target.pid,
+        s.target.exe_display,
+        s.plan.probes.len(),
+        s.attach_time.as_millis()
+    );
+    let _ = e.flush();
 }
 
 fn write_sites(mut f: AtomicFile, snap: &Snapshot) -> Result<PathBuf> {
@@ -293,6 +330,15 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
         snap.total_bytes,
         snap.counters.lost
     );
+    let (run_ns, runs) = s.program_run_time();
+    if runs > 0 {
+        #[expect(clippy::cast_precision_loss, reason = "display")]
+        let avg = run_ns as f64 / runs as f64;
+        let _ = writeln!(
+            e,
+            "allocwatch: {runs} probe hits, {avg:.0} ns in eBPF programs per hit"
+        );
+    }
     if snap.counters.lost > 0 {
         let _ = writeln!(
             e,

@@ -68,6 +68,10 @@ pub struct ProbePlan {
     pub probes: Vec<PlannedProbe>,
     /// `[start, end)` vaddrs of every `runtime.mallocgc*` function.
     pub malloc_ranges: Vec<(u64, u64)>,
+    /// `[start, end)` vaddrs of the runtime's own functions, adjacent ones
+    /// merged: the frames the kernel walks through to reach a site.
+    #[serde(skip)]
+    pub runtime_ranges: Vec<(u64, u64)>,
     pub pools: PoolTracing,
     pub warnings: Vec<String>,
 }
@@ -210,6 +214,31 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         r
     };
 
+    let runtime_ranges = {
+        let mut fs: Vec<_> = bin.functions().collect();
+        fs.sort_by_key(|f| f.entry);
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut prev_runtime = false;
+        for f in &fs {
+            let rt = crate::symbolize::is_runtime_frame(&f.name);
+            if rt {
+                match out.last_mut() {
+                    Some(last) if prev_runtime => last.1 = last.1.max(f.end),
+                    _ => out.push((f.entry, f.end)),
+                }
+            }
+            prev_runtime = rt;
+        }
+        out
+    };
+    if runtime_ranges.len() > allocwatch_common::MAX_RANGES as usize {
+        return Err(format!(
+            "the runtime's functions form {} separate address ranges, more than the {} supported",
+            runtime_ranges.len(),
+            allocwatch_common::MAX_RANGES
+        ));
+    }
+
     let pools = if !opts.pools {
         PoolTracing::Disabled("turned off (--no-pools)".into())
     } else {
@@ -240,6 +269,7 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         size_specialized_malloc: !specialized.is_empty(),
         probes: b.probes,
         malloc_ranges,
+        runtime_ranges,
         pools,
         warnings: b.warnings,
     })

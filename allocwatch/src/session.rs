@@ -51,6 +51,25 @@ pub fn open_binary(path: &Path, what: &str) -> Result<GoBinary> {
     })
 }
 
+fn kernel_key(k: &allocwatch_common::AggKey) -> crate::stats::KernelKey {
+    crate::stats::KernelKey {
+        typ: k.typ,
+        frames: k.frames,
+        nframes: k.nframes,
+        bucket: k.bucket,
+    }
+}
+
+fn pool_op(kind: u32) -> Option<PoolOp> {
+    match kind {
+        cookie::POOL_GET => Some(PoolOp::Get),
+        cookie::POOL_NEW => Some(PoolOp::New),
+        cookie::POOL_NIL => Some(PoolOp::Nil),
+        cookie::POOL_PUT => Some(PoolOp::Put),
+        _ => None,
+    }
+}
+
 /// An attached, running trace.
 pub struct Session {
     pub target: Target,
@@ -132,6 +151,7 @@ impl Session {
             tracer, agg, kinds, ..
         } = self;
         tracer.drain(|ev| match ev {
+            Event::KeyStack { key, frames } => agg.add_key_stack(&kernel_key(key), frames),
             Event::Alloc {
                 size, typ, frames, ..
             } => agg.add_alloc(typ, size, frames),
@@ -141,16 +161,25 @@ impl Session {
                 arg,
                 caller,
             } => {
-                let op = match kinds.get(cookie::index(ck) as usize).copied().unwrap_or(0) {
-                    cookie::POOL_GET => PoolOp::Get,
-                    cookie::POOL_NEW => PoolOp::New,
-                    cookie::POOL_NIL => PoolOp::Nil,
-                    cookie::POOL_PUT => PoolOp::Put,
-                    _ => return,
-                };
-                agg.add_pool(op, pool, arg, caller);
+                let kind = kinds.get(cookie::index(ck) as usize).copied().unwrap_or(0);
+                if let Some(op) = pool_op(kind) {
+                    agg.add_pool(op, pool, arg, caller);
+                }
             }
         })
+    }
+
+    /// Reads the kernel's aggregated totals into the aggregator (after
+    /// draining the ring buffer, so that new keys arrive with their stacks).
+    pub fn collect(&mut self) {
+        self.pump();
+        let Session { tracer, agg, .. } = self;
+        tracer.read_aggregates(|k, v| agg.set_key_totals(&kernel_key(k), v.count, v.bytes));
+        tracer.read_pools(|k, total| {
+            if let Some(op) = pool_op(k.op) {
+                agg.set_pool_total(op, k.pool, k.arg, k.caller, total);
+            }
+        });
     }
 
     /// Waits until events are ready.
@@ -158,11 +187,17 @@ impl Session {
         self.tracer.readable().await;
     }
 
-    /// Cumulative totals since the start.
-    #[must_use]
-    pub fn snapshot(&self) -> Snapshot {
+    /// Cumulative totals since the start (reads the kernel's maps first).
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.collect();
         self.agg
             .snapshot(self.started.elapsed(), self.tracer.counters())
+    }
+
+    /// Time (ns) and runs of the eBPF programs so far.
+    #[must_use]
+    pub fn program_run_time(&self) -> (u64, u64) {
+        self.tracer.program_run_time()
     }
 
     /// Time since the probes were attached.

@@ -15,12 +15,17 @@ use crate::stats::{Frame, Resolved, Resolver, SiteKey};
 
 /// True for frames that belong to the Go runtime's allocation machinery: the
 /// site is the first frame after them.
+///
+/// The kernel's aggregation key walks through exactly these frames too (the
+/// plan hands it their address ranges), so the two always agree on the site.
 #[must_use]
 pub fn is_runtime_frame(function: &str) -> bool {
     function.starts_with("runtime.")
         || function.starts_with("internal/runtime/")
         || function.starts_with("reflect.unsafe_New")
         || function.starts_with("internal/reflectlite.unsafe_New")
+        // Implemented in the runtime under another package's name.
+        || matches!(function, "internal/bytealg.MakeNoZero" | "reflect.growslice")
 }
 
 /// Runtime functions whose `typ` argument is the element type of a slice.

@@ -6,9 +6,10 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use allocwatch_common::{
-    AllocEvent, MAX_FRAMES, MAX_RANGES, MallocRanges, PoolEvent, counter, kind, names,
+    AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, MAX_FRAMES, MAX_RANGES, MallocRanges,
+    PoolEvent, PoolKey, counter, kind, names,
 };
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
@@ -26,6 +27,9 @@ static BPF_OBJECT: &[u8] =
 /// One event from the ring buffer.
 #[derive(Clone, Copy, Debug)]
 pub enum Event<'a> {
+    /// A key seen for the first time (counted in the kernel), with its full stack.
+    KeyStack { key: &'a AggKey, frames: &'a [u64] },
+    /// One allocation the kernel could not aggregate.
     Alloc {
         cookie: u64,
         size: u64,
@@ -45,7 +49,11 @@ pub struct Tracer {
     ring: AsyncFd<RingBuf<MapData>>,
     logger: Option<AsyncFd<EbpfLogger<&'static dyn log::Log>>>,
     counters: PerCpuArray<MapData, u64>,
+    agg: PerCpuHashMap<MapData, AggKey, AggValue>,
+    pool_agg: PerCpuHashMap<MapData, PoolKey, u64>,
     attached: usize,
+    /// Keeps the kernel's run-time statistics of BPF programs on.
+    _stats: Option<std::os::fd::OwnedFd>,
     // Last: the programs and their links go when the rest is done.
     _ebpf: Ebpf,
 }
@@ -53,6 +61,22 @@ pub struct Tracer {
 fn load_error(e: &dyn std::fmt::Display) -> AppError {
     AppError::env(format!("cannot load the eBPF programs: {e}"))
         .hint("allocwatch needs root, or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, and a kernel ≥ 5.15 with BTF")
+}
+
+/// Ranges as the eBPF programs take them: runtime addresses, sorted.
+fn to_ranges(vaddr_ranges: &[(u64, u64)], bias: u64) -> Result<MallocRanges> {
+    if vaddr_ranges.len() > MAX_RANGES as usize {
+        return Err(AppError::target(format!(
+            "{} separate address ranges, more than the {MAX_RANGES} supported",
+            vaddr_ranges.len()
+        )));
+    }
+    let mut r = MallocRanges::EMPTY;
+    for (i, (s, e)) in vaddr_ranges.iter().enumerate() {
+        r.ranges[i] = [s + bias, e + bias];
+    }
+    r.count = vaddr_ranges.len() as u64;
+    Ok(r)
 }
 
 /// The decoded bytes of one ring buffer record.
@@ -64,12 +88,20 @@ fn decode(buf: &[u8]) -> Option<Event<'_>> {
             // eBPF program; records are 8-byte aligned.
             let ev = unsafe { &*buf.as_ptr().cast::<AllocEvent>() };
             let n = (ev.nframes as usize).min(MAX_FRAMES);
-            Some(Event::Alloc {
-                cookie: ev.cookie,
-                size: ev.size,
-                typ: ev.typ,
-                frames: &ev.frames[..n],
-            })
+            let frames = &ev.frames[..n];
+            if ev.flags & EVENT_STACK_ONLY != 0 {
+                Some(Event::KeyStack {
+                    key: &ev.key,
+                    frames,
+                })
+            } else {
+                Some(Event::Alloc {
+                    cookie: ev.cookie,
+                    size: ev.size,
+                    typ: ev.key.typ,
+                    frames,
+                })
+            }
         }
         kind::POOL if buf.len() >= size_of::<PoolEvent>() => {
             // SAFETY: as above, for PoolEvent.
@@ -103,21 +135,12 @@ impl Tracer {
         bias: u64,
         noop: bool,
     ) -> Result<Tracer> {
-        let mut ranges = MallocRanges::EMPTY;
-        let merged = plan.merged_malloc_ranges();
-        if merged.len() > MAX_RANGES as usize {
-            return Err(AppError::target(format!(
-                "the binary has {} separate runtime.mallocgc* ranges, more than the {MAX_RANGES} supported",
-                merged.len()
-            )));
-        }
-        for (i, (s, e)) in merged.iter().enumerate() {
-            ranges.ranges[i] = [s + bias, e + bias];
-        }
-        ranges.count = merged.len() as u64;
+        let ranges = to_ranges(&plan.merged_malloc_ranges(), bias)?;
+        let runtime = to_ranges(&plan.runtime_ranges, bias)?;
         let mut ebpf = EbpfLoader::new()
             .override_global(names::TARGET_TGID, &tgid, true)
             .override_global(names::MALLOC_RANGES, &ranges, true)
+            .override_global(names::RUNTIME_RANGES, &runtime, true)
             .load(BPF_OBJECT)
             .map_err(|e| load_error(&e))?;
         let logger = match EbpfLogger::init(&mut ebpf) {
@@ -181,11 +204,32 @@ impl Tracer {
                 .ok_or_else(|| AppError::other("counters map missing from the eBPF object"))?,
         )
         .map_err(|e| load_error(&e))?;
+        let agg = PerCpuHashMap::try_from(
+            ebpf.take_map(names::AGG)
+                .ok_or_else(|| AppError::other("aggregation map missing from the eBPF object"))?,
+        )
+        .map_err(|e| load_error(&e))?;
+        let pool_agg = PerCpuHashMap::try_from(
+            ebpf.take_map(names::POOL_AGG)
+                .ok_or_else(|| AppError::other("pool map missing from the eBPF object"))?,
+        )
+        .map_err(|e| load_error(&e))?;
+        // Run-time statistics cost two clock reads per hit: only on request.
+        let stats = if std::env::var_os("ALLOCWATCH_BPF_STATS").is_some() {
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .map_err(|e| log::debug!("BPF run-time statistics unavailable: {e}"))
+                .ok()
+        } else {
+            None
+        };
         Ok(Tracer {
             ring,
             logger,
             counters,
+            agg,
+            pool_agg,
             attached,
+            _stats: stats,
             _ebpf: ebpf,
         })
     }
@@ -235,6 +279,48 @@ impl Tracer {
         if let Some(l) = &mut self.logger {
             l.get_mut().flush();
         }
+    }
+
+    /// Hands every key of the kernel's aggregation map, with its totals summed
+    /// over CPUs, to `f`.
+    pub fn read_aggregates(&self, mut f: impl FnMut(&AggKey, AggValue)) {
+        for item in self.agg.iter() {
+            match item {
+                Ok((k, per_cpu)) => {
+                    let v = per_cpu.iter().fold(AggValue::default(), |a, v| AggValue {
+                        count: a.count + v.count,
+                        bytes: a.bytes + v.bytes,
+                    });
+                    f(&k, v);
+                }
+                Err(e) => log::debug!("reading the aggregation map: {e}"),
+            }
+        }
+    }
+
+    /// Hands every (pool, caller, operation) of the kernel's pool map, with
+    /// its count summed over CPUs, to `f`.
+    pub fn read_pools(&self, mut f: impl FnMut(&PoolKey, u64)) {
+        for item in self.pool_agg.iter() {
+            match item {
+                Ok((k, per_cpu)) => f(&k, per_cpu.iter().sum()),
+                Err(e) => log::debug!("reading the pool map: {e}"),
+            }
+        }
+    }
+
+    /// Total run time (ns) and runs of the eBPF programs so far, as the
+    /// kernel measures them (the time spent in the programs, not in the trap).
+    #[must_use]
+    pub fn program_run_time(&self) -> (u64, u64) {
+        let mut total = (0, 0);
+        for name in [names::PROG_ALLOC, names::PROG_POOL, names::PROG_NOOP] {
+            if let Some(info) = self._ebpf.program(name).and_then(|p| p.info().ok()) {
+                total.0 += u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+                total.1 += info.run_count();
+            }
+        }
+        total
     }
 
     /// The kernel-side counters, summed over CPUs.

@@ -97,6 +97,38 @@ pub struct Snapshot {
     pub total_bytes: u64,
 }
 
+/// A key of the kernel's aggregation map: the type, the return addresses
+/// from the allocation entry to the site, and the size bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    pub typ: u64,
+    pub frames: [u64; allocwatch_common::KEY_FRAMES],
+    pub nframes: u32,
+    pub bucket: u32,
+}
+
+impl KernelKey {
+    /// The key's return addresses, preceded by a placeholder for the probed
+    /// instruction (the shape [`Resolver::resolve_alloc`] takes).
+    fn resolver_frames(&self) -> Vec<u64> {
+        let n = (self.nframes as usize).min(self.frames.len());
+        std::iter::once(0)
+            .chain(self.frames[..n].iter().copied())
+            .collect()
+    }
+}
+
+/// What the aggregator remembers of a kernel key.
+#[derive(Clone, Copy, Debug)]
+struct KeyEntry {
+    site: usize,
+    /// The kernel's cumulative totals when last read.
+    count: u64,
+    bytes: u64,
+    /// Whether the key's full stack has been seen.
+    has_stack: bool,
+}
+
 #[derive(Clone, Debug)]
 struct StackEntry {
     typ: u64,
@@ -113,6 +145,7 @@ pub struct Aggregator<R> {
     sites: Vec<SiteStats>,
     site_index: HashMap<SiteKey, usize>,
     pools: pools::Pools,
+    keys: HashMap<KernelKey, KeyEntry>,
     total_allocs: u64,
     total_bytes: u64,
 }
@@ -145,6 +178,7 @@ impl<R: Resolver> Aggregator<R> {
             sites: Vec::new(),
             site_index: HashMap::new(),
             pools: pools::Pools::default(),
+            keys: HashMap::new(),
             total_allocs: 0,
             total_bytes: 0,
         }
@@ -170,6 +204,84 @@ impl<R: Resolver> Aggregator<R> {
         s.size_hist[size_bucket(size)] += 1;
         self.total_allocs += 1;
         self.total_bytes += size;
+    }
+
+    /// Takes the kernel's cumulative totals of one key; the difference since
+    /// the last read is added to the key's site.
+    pub fn set_key_totals(&mut self, key: &KernelKey, count: u64, bytes: u64) {
+        let entry = self.key_entry(key);
+        let dc = count.saturating_sub(entry.count);
+        let db = bytes.saturating_sub(entry.bytes);
+        let site = entry.site;
+        if let Some(e) = self.keys.get_mut(key) {
+            e.count = count;
+            e.bytes = bytes;
+        }
+        if dc == 0 && db == 0 {
+            return;
+        }
+        let s = &mut self.sites[site];
+        s.allocs += dc;
+        s.bytes += db;
+        s.size_hist[(key.bucket as usize).min(SIZE_BUCKETS - 1)] += dc;
+        self.total_allocs += dc;
+        self.total_bytes += db;
+    }
+
+    /// Takes the full stack the kernel sent for a key seen for the first
+    /// time: it gives the key's site its stack and its pool (if any).
+    pub fn add_key_stack(&mut self, key: &KernelKey, frames: &[u64]) {
+        let entry = self.key_entry(key);
+        if entry.has_stack || frames.len() < 2 {
+            return;
+        }
+        let site = entry.site;
+        if let Some(e) = self.keys.get_mut(key) {
+            e.has_stack = true;
+        }
+        let full = self.resolver.resolve_alloc(key.typ, frames);
+        let s = &mut self.sites[site];
+        if full.stack.len() > s.stack.len() {
+            s.stack = full.stack;
+        }
+        if s.pool_new_func.is_none() {
+            s.pool_new_func = full.pool_new_func;
+        }
+    }
+
+    fn key_entry(&mut self, key: &KernelKey) -> KeyEntry {
+        if let Some(e) = self.keys.get(key) {
+            return *e;
+        }
+        let resolved = self.resolver.resolve_alloc(key.typ, &key.resolver_frames());
+        let site = self.site_for(resolved);
+        let e = KeyEntry {
+            site,
+            count: 0,
+            bytes: 0,
+            has_stack: false,
+        };
+        self.keys.insert(*key, e);
+        e
+    }
+
+    fn site_for(&mut self, resolved: Resolved) -> usize {
+        match self.site_index.get(&resolved.site) {
+            Some(&i) => i,
+            None => {
+                let i = self.sites.len();
+                self.site_index.insert(resolved.site.clone(), i);
+                self.sites.push(SiteStats {
+                    key: resolved.site,
+                    allocs: 0,
+                    bytes: 0,
+                    size_hist: [0; SIZE_BUCKETS],
+                    stack: resolved.stack,
+                    pool_new_func: resolved.pool_new_func,
+                });
+                i
+            }
+        }
     }
 
     fn new_stack(&mut self, h: u64, typ: u64, frames: &[u64]) -> usize {
@@ -202,7 +314,13 @@ impl<R: Resolver> Aggregator<R> {
 
     /// Records one pool operation.
     pub fn add_pool(&mut self, op: PoolOp, pool: u64, arg: u64, caller: u64) {
-        self.pools.add(&mut self.resolver, op, pool, arg, caller);
+        self.pools.add(&mut self.resolver, op, pool, arg, caller, 1);
+    }
+
+    /// Takes the kernel's cumulative count of one (pool, caller, operation).
+    pub fn set_pool_total(&mut self, op: PoolOp, pool: u64, arg: u64, caller: u64, total: u64) {
+        self.pools
+            .set_total(&mut self.resolver, op, pool, arg, caller, total);
     }
 
     /// Number of distinct stacks seen.

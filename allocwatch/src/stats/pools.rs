@@ -53,12 +53,12 @@ impl PoolStats {
         self.gets.saturating_sub(self.puts)
     }
 
-    fn add(&mut self, op: PoolOp) {
+    fn add(&mut self, op: PoolOp, n: u64) {
         match op {
-            PoolOp::Get => self.gets += 1,
-            PoolOp::New => self.misses += 1,
-            PoolOp::Nil => self.nil_returns += 1,
-            PoolOp::Put => self.puts += 1,
+            PoolOp::Get => self.gets += n,
+            PoolOp::New => self.misses += n,
+            PoolOp::Nil => self.nil_returns += n,
+            PoolOp::Put => self.puts += n,
         }
     }
 
@@ -104,9 +104,31 @@ pub(super) struct Pools {
     pools: HashMap<PoolKey, PoolEntry>,
     /// return address -> caller frame, resolved once
     callers: HashMap<u64, Frame>,
+    /// Last cumulative kernel totals per (op, pool, arg, caller).
+    totals: HashMap<(u8, u64, u64, u64), u64>,
 }
 
 impl Pools {
+    pub(super) fn set_total<R: Resolver>(
+        &mut self,
+        r: &mut R,
+        op: PoolOp,
+        pool: u64,
+        arg: u64,
+        caller: u64,
+        total: u64,
+    ) {
+        let last = self
+            .totals
+            .entry((op as u8, pool, arg, caller))
+            .or_insert(0);
+        let d = total.saturating_sub(*last);
+        *last = total;
+        if d > 0 {
+            self.add(r, op, pool, arg, caller, d);
+        }
+    }
+
     pub(super) fn add<R: Resolver>(
         &mut self,
         r: &mut R,
@@ -114,6 +136,7 @@ impl Pools {
         pool: u64,
         arg: u64,
         caller: u64,
+        n: u64,
     ) {
         let e = self.pools.entry(pool).or_default();
         if e.name.is_none() {
@@ -122,7 +145,7 @@ impl Pools {
         if op == PoolOp::New && e.new_func.is_none() && arg != 0 {
             e.new_func = Some(r.function_name(arg));
         }
-        e.stats.add(op);
+        e.stats.add(op, n);
         let frame = self
             .callers
             .entry(caller)
@@ -151,7 +174,7 @@ impl Pools {
                 i
             }
         };
-        e.caller_stats[idx].stats.add(op);
+        e.caller_stats[idx].stats.add(op, n);
     }
 
     pub(super) fn reset(&mut self) {
