@@ -91,8 +91,9 @@ pub fn missing_features() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-/// Fails with an environment error (exit code 4) when tracing cannot work here.
-pub fn check() -> Result<()> {
+/// Fails with an environment error (exit code 4) naming the missing
+/// capabilities when this process lacks any that tracing needs.
+pub fn check_privileges() -> Result<()> {
     let missing = missing_capabilities();
     if !missing.is_empty() {
         return Err(AppError::env(format!("insufficient privileges: missing {}", missing.join(", "))).hint(
@@ -100,6 +101,12 @@ pub fn check() -> Result<()> {
              sudo setcap cap_bpf,cap_perfmon,cap_sys_admin,cap_sys_ptrace+ep $(which allocwatch)",
         ));
     }
+    Ok(())
+}
+
+/// Fails with an environment error (exit code 4) when tracing cannot work here.
+pub fn check() -> Result<()> {
+    check_privileges()?;
     let missing = missing_features();
     if let Some((name, hint)) = missing.first() {
         let names: Vec<_> = missing.iter().map(|(n, _)| *n).collect();

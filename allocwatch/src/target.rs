@@ -75,6 +75,8 @@ impl Target {
         let exe_display = match std::fs::read_link(&exe) {
             Ok(p) => p.to_string_lossy().into_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // Most often: not root. Say which capabilities are missing.
+                crate::envcheck::check_privileges()?;
                 return Err(AppError::env(format!("cannot read the executable of PID {pid}: permission denied"))
                     .hint("run allocwatch as root, or with CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE"));
             }
