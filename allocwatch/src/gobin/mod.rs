@@ -32,7 +32,7 @@ pub use types::TypeName;
 
 use elf::ElfInfo;
 use moduledata::ModuleData;
-use pclntab::{Header, Pcln, RawFunc, Tables};
+use pclntab::{Header, MAGIC_GO120, Pcln, RawFunc, Tables};
 
 /// Why a file cannot be read as a supported Go executable.
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +53,34 @@ pub enum GoBinError {
         "built with {version}: Go 1.17 or newer is required (older releases use the stack-based calling convention)"
     )]
     GoTooOld { version: String },
-    #[error("unsupported pclntab format (magic {magic:#010x}): Go 1.20 or newer is required")]
+    #[error("{}", pclntab_magic_message(*magic))]
     UnsupportedPclntab { magic: u32 },
+    #[error(
+        "{go_version} executable without {}: allocwatch finds the program's functions through the .gopclntab section or the runtime.pclntab symbol",
+        if *no_sections { "section headers (removed after linking?)" } else { "a .gopclntab section or runtime.pclntab symbol" }
+    )]
+    NoPclntab {
+        go_version: String,
+        no_sections: bool,
+    },
     #[error("truncated {what}")]
     Truncated { what: &'static str },
     #[error("corrupt {what}")]
     Corrupt { what: String },
+}
+
+/// Older Go releases' magics mean "too old"; any other value means the
+/// table is damaged (a Go ≥ 1.20 file whose header was overwritten).
+fn pclntab_magic_message(magic: u32) -> String {
+    match magic {
+        // Go 1.18–1.19, 1.16–1.17, 1.2–1.15.
+        0xffff_fff0 | 0xffff_fffa | 0xffff_fffb => format!(
+            "unsupported pclntab format (magic {magic:#010x}): Go 1.20 or newer is required"
+        ),
+        _ => format!(
+            "unknown pclntab magic {magic:#010x} (Go 1.20 and newer write {MAGIC_GO120:#010x}): the pclntab is damaged"
+        ),
+    }
 }
 
 /// A function from the pclntab function table.
@@ -182,7 +204,12 @@ impl GoBinary {
             Some(s) => (s.addr, s.size),
             None => match (elf.pclntab_sym, elf.epclntab_sym) {
                 (Some(a), Some(e)) if e > a => (a, e - a),
-                _ => return Err(GoBinError::NotGo),
+                _ => {
+                    return Err(GoBinError::NoPclntab {
+                        go_version: build_info.go_version.clone(),
+                        no_sections: elf.sections.is_empty(),
+                    });
+                }
             },
         };
         let pclntab_off = elf.file_offset(pclntab_addr).ok_or(GoBinError::Truncated {
@@ -458,6 +485,10 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "unsupported pclntab format (magic 0xfffffff0): Go 1.20 or newer is required"
+        );
+        assert_eq!(
+            GoBinError::UnsupportedPclntab { magic: 0xdead_beef }.to_string(),
+            "unknown pclntab magic 0xdeadbeef (Go 1.20 and newer write 0xfffffff1): the pclntab is damaged"
         );
         assert_eq!(GoBinError::NotElf.to_string(), "not an ELF file");
         assert_eq!(
