@@ -1,0 +1,618 @@
+//! `record --pid`: attaching to a Go program that is already running, and
+//! detaching from it again, against the real kernel.
+//!
+//! - Counts are exact from the moment allocwatch says it is tracing: the
+//!   `allocs` fixture waits (`ALLOCWATCH_WAIT=1`) until allocwatch has
+//!   printed `tracing PID`, then runs its workload; every site's count and
+//!   bytes must match what the fixture measured (Go 1.21 and 1.27, default
+//!   and PIE+stripped).
+//! - `--duration` stops on time, writes the CSV and exits 0, and the target
+//!   keeps running unharmed (no probe left behind): it later stops on
+//!   SIGTERM with status 0 and its normal report. Also after five
+//!   attach/detach cycles in a row.
+//! - The same with capabilities instead of root (`setcap`, user nobody).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use support::{Variant, fixture, is_root, toolchain};
+
+#[derive(Debug, Deserialize)]
+struct Site {
+    func: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    count: i64,
+    bytes: i64,
+    line: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct FixtureResult {
+    go: String,
+    #[serde(default)]
+    n: u64,
+    sites: Vec<Site>,
+    #[serde(default)]
+    metrics: std::collections::HashMap<String, u64>,
+    #[serde(default)]
+    stopped_by: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Row {
+    function: String,
+    file: String,
+    line: u32,
+    #[serde(rename = "type")]
+    type_name: String,
+    allocs: u64,
+    bytes: u64,
+}
+
+fn allocwatch() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
+}
+
+fn skip_unless_root() -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("skipped: needs root to load eBPF programs");
+    true
+}
+
+/// Lines of a child's output, read by a thread so that waits can time out.
+struct Lines {
+    rx: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn spawn(r: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line for which `pred` holds, waiting at most `timeout`.
+    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return Some(l);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Everything until EOF (the writer has exited).
+    fn finish(&mut self, timeout: Duration) -> String {
+        self.wait_for(timeout, |_| false);
+        self.seen.join("\n")
+    }
+}
+
+/// A child process that is killed and reaped when the test ends, whatever happens.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Lines,
+    name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdin piped and `stdout` or `stderr` (`read_stderr`) read line by line.
+    fn spawn(mut cmd: Command, name: &str, read_stderr: bool) -> Proc {
+        cmd.stdin(Stdio::piped());
+        if read_stderr {
+            cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+        } else {
+            cmd.stdout(Stdio::piped());
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdin = child.stdin.take();
+        let out = if read_stderr {
+            Lines::spawn(child.stderr.take().expect("stderr"))
+        } else {
+            Lines::spawn(child.stdout.take().expect("stdout"))
+        };
+        Proc {
+            child,
+            stdin,
+            out,
+            name: name.to_string(),
+        }
+    }
+
+    /// A fixture started with `ALLOCWATCH_WAIT=1`, after its `ready <pid>` line.
+    fn ready(cmd: Command, name: &str) -> (Proc, u32) {
+        let mut p = Proc::spawn(cmd, name, false);
+        let line = p
+            .out
+            .wait_for(Duration::from_secs(30), |l| l.starts_with("ready "))
+            .unwrap_or_else(|| panic!("{name} never printed `ready`: {:?}", p.out.seen));
+        let pid: u32 = line["ready ".len()..].trim().parse().expect("ready <pid>");
+        assert_eq!(pid, p.child.id(), "ready line names another process");
+        (p, pid)
+    }
+
+    /// Lets a waiting fixture start its workload.
+    fn go(&mut self) {
+        let mut stdin = self.stdin.take().expect("stdin");
+        writeln!(stdin, "go").expect("write to fixture");
+        drop(stdin);
+    }
+
+    /// Waits for the exit (killing it after `timeout`) and returns the status and all output.
+    fn finish(&mut self, timeout: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{} did not exit within {timeout:?}; output so far:\n{}",
+                    self.name,
+                    self.out.seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let out = self.out.finish(Duration::from_secs(5));
+        (status, out)
+    }
+
+    /// True while the process runs (not exited, not a zombie, not stopped).
+    fn running(&mut self) -> bool {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return false;
+        }
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].chars().next())
+            .unwrap_or('?');
+        matches!(state, 'R' | 'S')
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        let r = unsafe { kill(pid, sig) };
+        assert_eq!(r, 0, "kill {pid}");
+    }
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+const SIGTERM: i32 = 15;
+
+fn fixture_cmd(bin: &Path, n: Option<u32>) -> Command {
+    let mut c = Command::new(bin);
+    c.env("ALLOCWATCH_WAIT", "1")
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off");
+    if let Some(n) = n {
+        c.env("ALLOCWATCH_N", n.to_string());
+    }
+    c
+}
+
+/// Starts `record` (as `cmd`, which has its arguments) and waits until it
+/// has attached; returns it and how long attaching took.
+fn start_record(cmd: Command) -> (Proc, Instant) {
+    let mut aw = Proc::spawn(cmd, "allocwatch", true);
+    let attached = aw
+        .out
+        .wait_for(Duration::from_secs(30), |l| l.contains("tracing PID"));
+    assert!(
+        attached.is_some(),
+        "allocwatch never said it was tracing; stderr:\n{}",
+        aw.out.seen.join("\n")
+    );
+    (aw, Instant::now())
+}
+
+fn record_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(allocwatch());
+    c.arg("record").args(args);
+    c
+}
+
+fn parse_result(stdout: &str) -> FixtureResult {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("result "))
+        .unwrap_or_else(|| panic!("fixture printed no result line:\n{stdout}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
+}
+
+fn read_rows(path: &Path) -> Vec<Row> {
+    let mut r =
+        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    r.deserialize().map(|x| x.expect("csv row")).collect()
+}
+
+/// Checks every site the fixture reports against the CSV rows (as tests/trace.rs).
+fn check_sites(what: &str, rows: &[Row], res: &FixtureResult, stderr: &str) {
+    let mut failures = Vec::new();
+    for s in &res.sites {
+        let matching: Vec<&Row> = rows
+            .iter()
+            .filter(|r| {
+                r.function == s.func
+                    && r.line == s.line
+                    && (s.type_name.is_empty() || r.type_name == s.type_name)
+            })
+            .collect();
+        let allocs: u64 = matching.iter().map(|r| r.allocs).sum();
+        let bytes: u64 = matching.iter().map(|r| r.bytes).sum();
+        let ok = if s.count < 0 {
+            allocs > 0
+        } else {
+            allocs == s.count as u64 && (s.bytes < 0 || bytes == s.bytes as u64)
+        };
+        if !ok {
+            let near: Vec<String> = rows
+                .iter()
+                .filter(|r| r.function == s.func)
+                .map(|r| {
+                    format!(
+                        "{}:{} {} allocs={} bytes={}",
+                        r.file, r.line, r.type_name, r.allocs, r.bytes
+                    )
+                })
+                .collect();
+            failures.push(format!(
+                "{} line {} type {:?}: expected {} allocs / {} bytes, got {allocs} / {bytes}; rows of that function: {near:?}",
+                s.func, s.line, s.type_name, s.count, s.bytes
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{what} ({}):\n  {}\nallocwatch stderr:\n{stderr}",
+        res.go,
+        failures.join("\n  ")
+    );
+    assert!(
+        stderr.contains("events lost: 0"),
+        "{what}: events were lost:\n{stderr}"
+    );
+    // runtime/metrics over the workload: allocwatch's counts at the workload's
+    // sites never exceed the runtime's, and fall short by at most the few
+    // runtime-internal allocations (see tests/trace.rs).
+    let m = |k: &str| res.metrics.get(k).copied().unwrap_or(0);
+    let runtime_calls = m("/gc/heap/allocs:objects") + m("/gc/heap/tiny/allocs:objects");
+    let funcs: std::collections::HashSet<&str> =
+        res.sites.iter().map(|s| s.func.as_str()).collect();
+    let traced: u64 = rows
+        .iter()
+        .filter(|r| funcs.contains(r.function.as_str()))
+        .map(|r| r.allocs)
+        .sum();
+    assert!(
+        runtime_calls >= traced && runtime_calls - traced <= 64,
+        "{what}: runtime/metrics saw {runtime_calls} allocations in the workload, allocwatch {traced} at its sites"
+    );
+}
+
+/// Attaches to a waiting `allocs` fixture, lets it run, and checks the counts.
+fn attach_exact(version: &str, variant: Variant) {
+    let what = format!("go{version} {}", variant.name());
+    let bin = fixture(&toolchain(version), "allocs", variant);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("sites.csv");
+    let (mut fx, pid) = Proc::ready(fixture_cmd(&bin, Some(1000)), "allocs fixture");
+    let (mut aw, _) = start_record(record_cmd(&[
+        "--pid",
+        &pid.to_string(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]));
+    fx.go();
+    let (status, stdout) = fx.finish(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "{what}: fixture failed ({status}):\n{stdout}"
+    );
+    // allocwatch notices the exit by itself.
+    let (aw_status, stderr) = aw.finish(Duration::from_secs(10));
+    assert!(
+        aw_status.success(),
+        "{what}: allocwatch failed ({aw_status}):\n{stderr}"
+    );
+    assert!(stderr.contains("target exited"), "{what}:\n{stderr}");
+    check_sites(&what, &read_rows(&csv), &parse_result(&stdout), &stderr);
+}
+
+#[test]
+fn attach_exact_counts_go1_21() {
+    if skip_unless_root() {
+        return;
+    }
+    for v in [Variant::Default, Variant::PieStripped] {
+        attach_exact("1.21.13", v);
+    }
+}
+
+#[test]
+fn attach_exact_counts_go1_27() {
+    if skip_unless_root() {
+        return;
+    }
+    for v in [Variant::Default, Variant::PieStripped] {
+        attach_exact("1.27.3", v);
+    }
+}
+
+/// A running `spin` fixture (allocating in a loop for up to an hour).
+fn running_spin(version: &str, variant: Variant) -> Proc {
+    let bin = fixture(&toolchain(version), "spin", variant);
+    let (mut fx, _) = Proc::ready(fixture_cmd(&bin, None), "spin fixture");
+    fx.go();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(fx.running(), "spin fixture is not running");
+    fx
+}
+
+/// One `record --pid --duration` run on a running spin: exit 0 on time and a
+/// CSV with its one allocation site. Returns the allocations seen.
+fn record_spin_for(fx: &mut Proc, duration: Duration, what: &str) -> u64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("sites.csv");
+    let d = format!("{}ms", duration.as_millis());
+    let (mut aw, attached) = start_record(record_cmd(&[
+        "--pid",
+        &fx.child.id().to_string(),
+        "--duration",
+        &d,
+        "--csv",
+        csv.to_str().unwrap(),
+    ]));
+    // Tracing stops (summary line, files written) on time...
+    let summary = aw.out.wait_for(duration + Duration::from_secs(10), |l| {
+        l.contains("events lost:")
+    });
+    let stopped = attached.elapsed();
+    assert!(
+        summary.is_some(),
+        "{what}: no summary line; stderr:
+{}",
+        aw.out.seen.join("\n")
+    );
+    // ...and the process exits once every probe is detached.
+    let (status, stderr) = aw.finish(Duration::from_secs(20));
+    let exited = attached.elapsed();
+    eprintln!("{what}: stopped {stopped:?} and exited {exited:?} after attaching");
+    assert!(
+        status.success(),
+        "{what}: allocwatch failed ({status}):\n{stderr}"
+    );
+    assert!(stderr.contains("duration reached"), "{what}:\n{stderr}");
+    assert!(
+        stopped + Duration::from_millis(50) >= duration
+            && stopped < duration + Duration::from_millis(1500),
+        "{what}: --duration {d} stopped tracing after {stopped:?}"
+    );
+    let rows = read_rows(&csv);
+    let spin: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.function == "main.spinAlloc")
+        .collect();
+    assert_eq!(spin.len(), 1, "{what}: rows {rows:?}");
+    assert_eq!(spin[0].type_name, "main.T", "{what}");
+    assert!(spin[0].allocs > 0, "{what}: no allocation seen");
+    assert_eq!(spin[0].bytes, 24 * spin[0].allocs, "{what}: 24 bytes each");
+    assert!(stderr.contains("events lost: 0"), "{what}:\n{stderr}");
+    spin[0].allocs
+}
+
+/// After allocwatch detached: the target still runs for a while, then stops
+/// on SIGTERM with status 0 and its normal report, having allocated more
+/// than allocwatch saw.
+fn check_unharmed(mut fx: Proc, seen: u64, what: &str) {
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        fx.running(),
+        "{what}: the target stopped after allocwatch detached"
+    );
+    fx.signal(SIGTERM);
+    let (status, stdout) = fx.finish(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "{what}: target ended with {status}:\n{stdout}"
+    );
+    let res = parse_result(&stdout);
+    assert_eq!(res.stopped_by, "signal", "{what}");
+    assert!(
+        res.n > seen,
+        "{what}: target made {} allocations, allocwatch saw {seen}",
+        res.n
+    );
+}
+
+#[test]
+fn duration_stops_and_target_survives() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut fx = running_spin("1.27.3", Variant::Default);
+    let seen = record_spin_for(&mut fx, Duration::from_secs(1), "--duration 1s");
+    check_unharmed(fx, seen, "--duration 1s");
+}
+
+#[test]
+fn repeated_attach_detach() {
+    if skip_unless_root() {
+        return;
+    }
+    // PIE + stripped Go 1.21: five probes (each uprobe takes ~0.1 s to detach).
+    let what = "go1.21.13 pie-stripped";
+    let mut fx = running_spin("1.21.13", Variant::PieStripped);
+    let mut seen = 0;
+    for i in 1..=5 {
+        let run = format!("{what}: attach {i}");
+        seen += record_spin_for(&mut fx, Duration::from_millis(300), &run);
+        assert!(fx.running(), "{run}: the target stopped");
+    }
+    check_unharmed(fx, seen, what);
+}
+
+/// As user nobody, with the README's `setcap` line instead of root: tracing
+/// a program nobody launches through allocwatch, and one nobody started
+/// earlier (`--pid`), both with exact counts.
+#[test]
+fn capabilities_instead_of_root() {
+    if skip_unless_root() {
+        return;
+    }
+    let tool = |name: &str| {
+        Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !tool("setpriv") {
+        eprintln!("skipped: setpriv (util-linux) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let aw = dir.path().join("allocwatch");
+    std::fs::copy(allocwatch(), &aw).unwrap();
+    let fix = dir.path().join("allocs");
+    std::fs::copy(
+        fixture(&toolchain("1.27.3"), "allocs", Variant::Default),
+        &fix,
+    )
+    .unwrap();
+    for f in [&aw, &fix] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let setcap = Command::new("setcap")
+        .arg("cap_bpf,cap_perfmon,cap_sys_admin,cap_sys_ptrace+ep")
+        .arg(&aw)
+        .output();
+    match setcap {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "skipped: setcap failed here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipped: setcap (libcap2-bin) is not available: {e}");
+            return;
+        }
+    }
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
+    let nobody = |prog: &Path| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(prog)
+            .current_dir(&out);
+        c
+    };
+
+    // Launched by allocwatch.
+    let csv = out.join("launch.csv");
+    let mut c = nobody(&aw);
+    c.args(["record", "--csv"])
+        .arg(&csv)
+        .arg("--")
+        .arg(&fix)
+        .env("ALLOCWATCH_N", "1000")
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off")
+        .stdin(Stdio::null());
+    let o = c.output().expect("run allocwatch as nobody");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "nobody + setcap, launch: {}\n{stderr}",
+        o.status
+    );
+    check_sites(
+        "nobody + setcap, launch",
+        &read_rows(&csv),
+        &parse_result(&stdout),
+        &stderr,
+    );
+
+    // Already running, started by nobody.
+    let mut fc = nobody(&fix);
+    fc.env("ALLOCWATCH_WAIT", "1")
+        .env("ALLOCWATCH_N", "1000")
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off");
+    let (mut fx, pid) = Proc::ready(fc, "allocs fixture (nobody)");
+    let csv = out.join("pid.csv");
+    let mut c = nobody(&aw);
+    c.args(["record", "--pid", &pid.to_string(), "--csv"])
+        .arg(&csv);
+    let (mut awp, _) = start_record(c);
+    fx.go();
+    let (status, stdout) = fx.finish(Duration::from_secs(60));
+    assert!(status.success(), "fixture as nobody: {status}");
+    let (aw_status, stderr) = awp.finish(Duration::from_secs(10));
+    assert!(
+        aw_status.success(),
+        "nobody + setcap, --pid: {aw_status}\n{stderr}"
+    );
+    check_sites(
+        "nobody + setcap, --pid",
+        &read_rows(&csv),
+        &parse_result(&stdout),
+        &stderr,
+    );
+    let meta = std::fs::metadata(&csv).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        65534,
+        "the CSV belongs to nobody"
+    );
+}
