@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use crate::error::{AppError, Result};
 
@@ -31,7 +32,13 @@ pub struct Target {
     identity: Identity,
     /// Set when allocwatch launched the process.
     child: Option<Child>,
+    /// When a launched process was first seen exiting, but not yet reapable.
+    exiting_since: Option<Instant>,
 }
+
+/// How long to wait for a launched process that is exiting to become
+/// reapable, to report its exit status rather than just "exited".
+const EXIT_STATUS_WAIT: Duration = Duration::from_secs(2);
 
 /// Why tracing ended from the target's side.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,6 +114,7 @@ impl Target {
             command,
             identity,
             child: None,
+            exiting_since: None,
         })
     }
 
@@ -186,6 +194,13 @@ impl Target {
             }
         }
         match read_identity(self.pid) {
+            // Our own child cannot be reaped (nor its PID reused) behind our
+            // back: while it is between releasing its memory (no more
+            // /proc/PID/exe) and becoming a zombie, wait for its status.
+            None if self.child.is_some() => {
+                let since = *self.exiting_since.get_or_insert_with(Instant::now);
+                (since.elapsed() > EXIT_STATUS_WAIT).then(|| Gone::Exited("exited".into()))
+            }
             None => Some(Gone::Exited("exited".into())),
             Some(_) if self.child.is_none() && is_zombie(self.pid) => {
                 Some(Gone::Exited("exited".into()))
