@@ -616,3 +616,99 @@ fn capabilities_instead_of_root() {
         "the CSV belongs to nobody"
     );
 }
+
+const SIGINT: i32 = 2;
+const SIGKILL: i32 = 9;
+
+/// `record --pid` without `--duration` stops at Ctrl-C (SIGINT), writes its
+/// CSV, exits 0, and leaves the target running.
+#[test]
+fn sigint_stops_record_and_target_survives() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut fx = running_spin("1.27.3", Variant::PieStripped);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("sites.csv");
+    let (mut aw, _) = start_record(record_cmd(&[
+        "--pid",
+        &fx.child.id().to_string(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    aw.signal(SIGINT);
+    let (status, stderr) = aw.finish(Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "allocwatch after SIGINT: {status}\n{stderr}"
+    );
+    assert!(stderr.contains("SIGINT received"), "{stderr}");
+    let rows = read_rows(&csv);
+    let seen: u64 = rows
+        .iter()
+        .filter(|r| r.function == "main.spinAlloc" && r.type_name == "main.T")
+        .map(|r| r.allocs)
+        .sum();
+    assert!(seen > 0, "{rows:?}");
+    check_unharmed(fx, seen, "after SIGINT");
+}
+
+/// `record -- prog` stopped by SIGTERM: the CSV is written, allocwatch
+/// exits 0, and the program it launched does not outlive it.
+#[test]
+fn sigterm_stops_record_and_ends_launched_program() {
+    if skip_unless_root() {
+        return;
+    }
+    let bin = fixture(&toolchain("1.27.3"), "spin", Variant::Default);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("sites.csv");
+    let mut cmd = record_cmd(&["--csv", csv.to_str().unwrap(), "--"]);
+    cmd.arg(&bin).env("GOMAXPROCS", "1").env("GOGC", "off");
+    let (mut aw, _) = start_record(cmd);
+    let line = aw.out.seen.last().cloned().unwrap_or_default();
+    let pid: u32 = line
+        .split("tracing PID ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no PID in {line:?}"));
+    std::thread::sleep(Duration::from_millis(300));
+    aw.signal(SIGTERM);
+    let (status, stderr) = aw.finish(Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "allocwatch after SIGTERM: {status}\n{stderr}"
+    );
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the launched program {pid} outlived allocwatch"
+    );
+    let rows = read_rows(&csv);
+    assert!(
+        rows.iter()
+            .any(|r| r.function == "main.spinAlloc" && r.allocs > 0),
+        "{rows:?}"
+    );
+}
+
+/// allocwatch killed with SIGKILL (no clean-up code runs): the kernel drops
+/// its probes with its file descriptors, and the target runs on unharmed.
+#[test]
+fn sigkill_of_allocwatch_leaves_target_unharmed() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut fx = running_spin("1.27.3", Variant::Default);
+    let (mut aw, _) = start_record(record_cmd(&["--pid", &fx.child.id().to_string()]));
+    std::thread::sleep(Duration::from_millis(200));
+    aw.signal(SIGKILL);
+    let (status, _) = aw.finish(Duration::from_secs(20));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(SIGKILL)
+    );
+    check_unharmed(fx, 0, "after SIGKILL of allocwatch");
+}

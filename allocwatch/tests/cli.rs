@@ -696,3 +696,30 @@ fn unprivileged_user_is_an_environment_error() {
     assert_eq!(r.code, 0, "nobody: inspect:\n{}", r.stderr);
     assert!(r.stdout.contains("go1.27.3"), "{}", r.stdout);
 }
+
+#[test]
+fn program_that_cannot_start_is_a_target_error() {
+    if skip_unless_root("privileges are checked before launching") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-program");
+    let r = record_launch(&[], &missing);
+    expect_error(
+        "record -- missing program",
+        &r,
+        3,
+        &["cannot start", "no-such-program"],
+        false,
+    );
+    let text = dir.path().join("not-executable");
+    fs::write(&text, "hello\n").unwrap();
+    let r = record_launch(&[], &text);
+    expect_error(
+        "record -- non-executable file",
+        &r,
+        3,
+        &["cannot start", "not-executable"],
+        false,
+    );
+}
