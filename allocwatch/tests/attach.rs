@@ -627,7 +627,7 @@ fn sigint_stops_record_and_target_survives() {
     if skip_unless_root() {
         return;
     }
-    let mut fx = running_spin("1.27.3", Variant::PieStripped);
+    let fx = running_spin("1.27.3", Variant::PieStripped);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
     let (mut aw, _) = start_record(record_cmd(&[
@@ -701,7 +701,7 @@ fn sigkill_of_allocwatch_leaves_target_unharmed() {
     if skip_unless_root() {
         return;
     }
-    let mut fx = running_spin("1.27.3", Variant::Default);
+    let fx = running_spin("1.27.3", Variant::Default);
     let (mut aw, _) = start_record(record_cmd(&["--pid", &fx.child.id().to_string()]));
     std::thread::sleep(Duration::from_millis(200));
     aw.signal(SIGKILL);
