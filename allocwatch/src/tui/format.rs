@@ -171,6 +171,24 @@ pub fn fit(s: &str, width: usize) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A command line in at most `width` characters: whole when it fits, else
+/// with the program's directory dropped (`/srv/bin/api -x` → `api -x`), then
+/// cut at the end — the program's name is what identifies it.
+#[must_use]
+pub fn command(cmd: &str, width: usize) -> Cow<'_, str> {
+    if cmd.chars().count() <= width {
+        return Cow::Borrowed(cmd);
+    }
+    let (program, args) = cmd.split_once(' ').unwrap_or((cmd, ""));
+    let name = program.rsplit('/').next().unwrap_or(program);
+    let short = if args.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name} {args}")
+    };
+    Cow::Owned(fit(&short, width).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +258,16 @@ mod tests {
         assert_eq!(fit("abcdef", 4), "abc…");
         assert_eq!(fit("abc", 4), "abc");
         assert_eq!(fit("abc", 0), "");
+    }
+
+    #[test]
+    fn commands() {
+        let cmd = "/srv/shop/bin/shop-api -listen :8080";
+        assert_eq!(command(cmd, 40), cmd);
+        assert_eq!(command(cmd, 30), "shop-api -listen :8080");
+        assert_eq!(command(cmd, 12), "shop-api -l…");
+        assert_eq!(command("/a/very/long/path/prog", 10), "prog");
+        assert_eq!(command("/a/very/long/path/program-name", 5), "prog…");
+        assert_eq!(command("x", 0), "");
     }
 }

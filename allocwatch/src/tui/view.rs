@@ -150,7 +150,14 @@ fn header(f: &mut Frame, area: Rect, app: &App) {
     if !info.mode.is_empty() {
         spans.push(Span::raw(format!(" · {}", info.mode)));
     }
-    spans.push(Span::styled(format!(" · {}", info.command), DIM));
+    // The rest of the line is the command; a long path must not push the
+    // program's name out of sight.
+    let used = Line::from(spans.clone()).width() + Span::raw(" · ").width();
+    let room = usize::from(title.width).saturating_sub(used);
+    spans.push(Span::styled(
+        format!(" · {}", format::command(&info.command, room)),
+        DIM,
+    ));
     f.render_widget(Paragraph::new(Line::from(spans)), title);
     f.render_widget(Paragraph::new(elapsed).style(BOLD), clock);
 
