@@ -83,8 +83,8 @@ pub async fn run(
     stop.store(true, Ordering::Relaxed);
     let restored = guard.restore();
     // The reader wakes up every 100 ms; wait for it so it cannot steal
-    // keys typed at the shell afterwards.
-    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    // keys typed at the shell afterwards — but not forever.
+    terminal::join_input(reader, Duration::from_secs(1)).await;
     result?;
     if given_back {
         anyhow::bail!("the dashboard stopped: the terminal was restored after a panic");

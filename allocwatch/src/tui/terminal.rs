@@ -140,8 +140,47 @@ fn install_panic_hook() {
     });
 }
 
+/// What waiting for the terminal found.
+#[derive(Debug, PartialEq, Eq)]
+enum TtyWait {
+    /// Input to read, or nothing yet.
+    Open,
+    /// The terminal hung up (window closed, SSH connection or tmux server gone).
+    Gone,
+}
+
+/// Waits up to `timeout` for input on standard input, the terminal
+/// crossterm reads keys from.
+fn wait_tty(timeout: Duration) -> io::Result<TtyWait> {
+    let mut fd = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd that outlives the call.
+    let r = unsafe { libc::poll(&raw mut fd, 1, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(TtyWait::Open)
+        } else {
+            Err(e)
+        };
+    }
+    if r > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        return Ok(TtyWait::Gone);
+    }
+    Ok(TtyWait::Open)
+}
+
 /// Reads terminal events on a thread until `stop` is set or the receiver is
-/// gone; a read error is forwarded and ends the thread.
+/// gone; a read error, or the terminal hanging up, is forwarded and ends the
+/// thread.
+///
+/// crossterm is only asked for events that are already parsed or whose bytes
+/// are waiting: it reads a hung-up terminal in an endless loop (`read`
+/// returns 0 forever), so the thread checks for a hangup itself first.
 ///
 /// # Errors
 /// When the thread cannot be started.
@@ -153,9 +192,16 @@ pub fn spawn_input(
         .name("allocwatch-keys".to_owned())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let ev = match event::poll(Duration::from_millis(100)) {
-                    Ok(false) => continue,
+                let ev = match event::poll(Duration::ZERO) {
                     Ok(true) => event::read(),
+                    Ok(false) => match wait_tty(Duration::from_millis(100)) {
+                        Ok(TtyWait::Open) => continue,
+                        Ok(TtyWait::Gone) => Err(io::Error::new(
+                            io::ErrorKind::BrokenPipe,
+                            "the terminal was closed",
+                        )),
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 let failed = ev.is_err();
@@ -164,4 +210,19 @@ pub fn spawn_input(
                 }
             }
         })
+}
+
+/// Waits up to `limit` for the key reader to end. A reader that does not
+/// end is left behind rather than holding the process: the process exits
+/// next anyway.
+pub async fn join_input(reader: JoinHandle<()>, limit: Duration) {
+    let start = std::time::Instant::now();
+    while !reader.is_finished() {
+        if start.elapsed() >= limit {
+            log::warn!("the key reader did not stop within {limit:?}; leaving it behind");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = reader.join();
 }
