@@ -615,6 +615,34 @@ fn capabilities_instead_of_root() {
         65534,
         "the CSV belongs to nobody"
     );
+
+    // A process of another user (root): CAP_SYS_PTRACE lets allocwatch read
+    // its executable and memory map.
+    let mut spin = running_spin("1.27.3", Variant::Default);
+    let csv = out.join("root.csv");
+    let mut c = nobody(&aw);
+    c.args([
+        "record",
+        "--duration",
+        "300ms",
+        "--pid",
+        &spin.child.id().to_string(),
+        "--csv",
+    ])
+    .arg(&csv);
+    let (mut awr, _) = start_record(c);
+    let (aw_status, stderr) = awr.finish(Duration::from_secs(20));
+    assert!(
+        aw_status.success(),
+        "nobody + setcap, root's process: {aw_status}\n{stderr}"
+    );
+    let rows = read_rows(&csv);
+    assert!(
+        rows.iter()
+            .any(|r| r.function == "main.spinAlloc" && r.allocs > 0),
+        "{rows:?}"
+    );
+    assert!(spin.running(), "root's process stopped");
 }
 
 const SIGINT: i32 = 2;
