@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod envcheck;
 pub mod error;
+pub mod escape;
 pub mod export;
 pub mod gobin;
 pub mod plan;

@@ -1,0 +1,70 @@
+//! Why does it escape? The Go compiler's escape analysis beside the live
+//! allocation sites.
+//!
+//! With `--source DIR` (the target's Go module), allocwatch compiles the
+//! target's main package again with `-gcflags=<module>/...=-m=2`, using a Go
+//! toolchain of the target's version and its build settings
+//! ([`runner`]), parses the compiler's heap decisions and their flow
+//! explanations ([`parse`]), and indexes them by module-relative file and
+//! line ([`index`]). Each site then gets its reason chain (`moved to heap:
+//! x`, `… escapes to heap`, the flow) and a cause — returned pointer,
+//! assignment to interface, closure capture, goroutine capture, too large
+//! for stack, unknown size make — plus [`suggest`]ions. Sites outside the
+//! module get none; sites whose line does not fit the source are reported
+//! as mismatches instead of getting a wrong reason. [`report`] is the text
+//! of `allocwatch explain`.
+//!
+//! Everything but [`runner`] is pure and tested on captured compiler output.
+
+pub mod index;
+pub mod parse;
+pub mod report;
+pub mod runner;
+pub mod suggest;
+
+#[cfg(test)]
+mod tests;
+
+pub use index::{Cause, EscapeIndex, Reason, SiteEscape, SiteLookup};
+pub use runner::{Analysis, Request};
+
+use std::sync::Arc;
+
+use crate::gobin::BuildInfo;
+use crate::stats::SiteKey;
+
+impl Analysis {
+    /// The `escape` CSV column of a site: the reason chain on one line, or
+    /// empty when unknown.
+    #[must_use]
+    pub fn column(&self, key: &SiteKey) -> String {
+        match self.index.lookup(key) {
+            SiteLookup::Found(e) => e.csv(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A running analysis (on its own thread: `go build` takes seconds).
+pub struct Job(std::thread::JoinHandle<Result<Analysis, String>>);
+
+impl Job {
+    /// Starts the analysis of `req` for a target with build info `info`.
+    #[must_use]
+    pub fn start(req: Request, info: BuildInfo) -> Job {
+        Job(std::thread::spawn(move || req.run(&info)))
+    }
+
+    /// Waits for the result.
+    ///
+    /// # Errors
+    /// Why the analysis failed.
+    pub fn wait(self) -> Result<Analysis, String> {
+        self.0
+            .join()
+            .unwrap_or_else(|_| Err("the escape analysis panicked".into()))
+    }
+}
+
+/// What the dashboard gets: the analysis, shared.
+pub type Shared = Arc<Analysis>;

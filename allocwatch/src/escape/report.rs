@@ -1,0 +1,279 @@
+//! The text report of `allocwatch explain`: the module's hottest sites with
+//! the compiler's reasons, the suggestions, and the pools.
+
+use std::io::{self, Write};
+
+use super::index::SiteLookup;
+use super::runner::Analysis;
+use super::suggest::{SiteFacts, pool_advice, site_suggestions};
+use crate::stats::{SiteStats, Snapshot};
+
+fn human(b: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display")]
+    let v = b as f64;
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..1_048_576 => format!("{:.1} KiB", v / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", v / 1_048_576.0),
+        _ => format!("{:.2} GiB", v / 1_073_741_824.0),
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "rates for display")]
+fn per_s(n: u64, secs: f64) -> Option<f64> {
+    (secs > 0.0).then(|| n as f64 / secs)
+}
+
+/// The facts suggestions need about a site of `snap`.
+#[must_use]
+pub fn facts<'a>(s: &'a SiteStats, snap: &Snapshot) -> SiteFacts<'a> {
+    SiteFacts {
+        type_name: &s.key.type_name,
+        allocs: s.allocs,
+        bytes: s.bytes,
+        allocs_per_s: per_s(s.allocs, snap.elapsed.as_secs_f64()),
+        from_pool: s.pool_new_func.is_some(),
+    }
+}
+
+/// Source mismatches among the sites of `snap`: (count, first example).
+#[must_use]
+pub fn mismatches(a: &Analysis, snap: &Snapshot) -> (usize, Option<String>) {
+    let mut n = 0;
+    let mut first = None;
+    for s in snap.sites_by_bytes() {
+        if let SiteLookup::Mismatch(why) = a.index.lookup(&s.key) {
+            n += 1;
+            if first.is_none() {
+                first = Some(format!(
+                    "{} at {}:{}: {why}",
+                    s.key.function, s.key.file, s.key.line
+                ));
+            }
+        }
+    }
+    (n, first)
+}
+
+/// The warning about sites that do not line up with the source, if any.
+#[must_use]
+pub fn mismatch_warning(a: &Analysis, snap: &Snapshot) -> Option<String> {
+    let (n, first) = mismatches(a, snap);
+    let first = first?;
+    Some(format!(
+        "the target does not match the source in {}: {n} site{} do not line up (e.g. {first}); was the source edited, or the binary built from another revision? Those sites get no reason",
+        a.index.root().display(),
+        if n == 1 { "" } else { "s" }
+    ))
+}
+
+/// Writes the report. `what` describes the trace (target, duration).
+///
+/// # Errors
+/// When writing fails.
+pub fn write_report(
+    out: &mut impl Write,
+    a: &Analysis,
+    snap: &Snapshot,
+    what: &str,
+    top: usize,
+) -> io::Result<()> {
+    let secs = snap.elapsed.as_secs_f64();
+    writeln!(
+        out,
+        "{what}: {:.1}s traced, {} allocations, {}",
+        secs,
+        snap.total_allocs,
+        human(snap.total_bytes)
+    )?;
+    writeln!(
+        out,
+        "escape analysis: {} ({}: {}) compiled {} in {} with -gcflags=-m=2 in {:.1}s: {} heap decisions in the module",
+        a.toolchain.version,
+        a.toolchain.origin,
+        a.toolchain.go.display(),
+        a.package,
+        a.index.root().display(),
+        a.took.as_secs_f64(),
+        a.index.heap_decisions()
+    )?;
+    let mut warnings = a.warnings.clone();
+    warnings.extend(mismatch_warning(a, snap));
+    for w in &warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    for n in &a.notes {
+        writeln!(out, "note: {n}")?;
+    }
+
+    let sites = snap.sites_by_bytes();
+    let mut module_sites = Vec::new();
+    let (mut outside, mut outside_bytes) = (0usize, 0u64);
+    for s in &sites {
+        match a.index.lookup(&s.key) {
+            SiteLookup::Outside => {
+                outside += 1;
+                outside_bytes += s.bytes;
+            }
+            l => module_sites.push((*s, l)),
+        }
+    }
+
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Heap allocation sites in the module, by bytes ({} of {}):",
+        module_sites.len().min(top),
+        module_sites.len()
+    )?;
+    let mut suggestions: Vec<(u64, String)> = Vec::new();
+    for (i, (s, l)) in module_sites.iter().enumerate() {
+        let f = facts(s, snap);
+        let esc = match l {
+            SiteLookup::Found(e) => Some(e.as_ref()),
+            _ => None,
+        };
+        let sug = site_suggestions(esc, &f);
+        for x in &sug {
+            suggestions.push((
+                s.bytes,
+                format!(
+                    "{} {}:{} ({}): {}",
+                    s.key.function,
+                    short(&s.key.file),
+                    s.key.line,
+                    s.key.type_name,
+                    x.trim_start_matches("suggestion: ")
+                ),
+            ));
+        }
+        if i >= top {
+            continue;
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:>3}. {}  {}:{}  {}",
+            i + 1,
+            s.key.function,
+            short(&s.key.file),
+            s.key.line,
+            s.key.type_name
+        )?;
+        writeln!(
+            out,
+            "     {} allocations ({}/s), {} ({}/s), avg {}",
+            s.allocs,
+            f.allocs_per_s
+                .map_or_else(|| "-".into(), |r| format!("{r:.0}")),
+            human(s.bytes),
+            per_s(s.bytes, secs).map_or_else(|| "-".into(), |r| human(r as u64)),
+            human(s.bytes / s.allocs.max(1))
+        )?;
+        if let Some(p) = &s.pool_new_func {
+            writeln!(
+                out,
+                "     allocated by the New function {p} of a sync.Pool (pool misses)"
+            )?;
+        }
+        match l {
+            SiteLookup::Found(e) => {
+                writeln!(out, "     why: {}", e.cause().label())?;
+                for line in e.lines() {
+                    writeln!(out, "       {line}")?;
+                }
+            }
+            SiteLookup::Unknown => writeln!(
+                out,
+                "     why: the compiler reported no heap decision on this line (append growth, map inserts and runtime-internal allocations have none)"
+            )?,
+            SiteLookup::Mismatch(why) => {
+                writeln!(
+                    out,
+                    "     why: unknown: the binary does not match the source here: {why}"
+                )?;
+            }
+            SiteLookup::Outside => {}
+        }
+        for x in &sug {
+            writeln!(out, "     {x}")?;
+        }
+    }
+    if outside > 0 {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{outside} site{} outside the module (standard library, dependencies: {} of all bytes) get no reason: the analysis covers {} only.",
+            if outside == 1 { "" } else { "s" },
+            {
+                format!(
+                    "{:.0}%",
+                    100.0 * outside_bytes as f64 / snap.total_bytes.max(1) as f64
+                )
+            },
+            a.index.root().display()
+        )?;
+    }
+
+    let mut pool_lines = Vec::new();
+    for p in &snap.pools {
+        if let Some(adv) = pool_advice(p) {
+            pool_lines.push(adv.trim_start_matches("suggestion: ").to_string());
+        }
+    }
+    suggestions.sort_by_key(|s| std::cmp::Reverse(s.0));
+    writeln!(out)?;
+    writeln!(out, "Suggestions (allocwatch's, not the compiler's):")?;
+    if suggestions.is_empty() && pool_lines.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for p in &pool_lines {
+        writeln!(out, "  - {p}")?;
+    }
+    for (_, s) in suggestions.iter().take(top) {
+        writeln!(out, "  - {s}")?;
+    }
+
+    if !snap.pools.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "Pools:")?;
+        for p in &snap.pools {
+            let st = &p.stats;
+            writeln!(
+                out,
+                "  {} (New: {}): gets {}, hits {}, misses {}, nil returns {}, puts {}, hit ratio {}",
+                p.name,
+                p.new_func.as_deref().unwrap_or("none"),
+                st.gets,
+                st.hits(),
+                st.misses,
+                st.nil_returns,
+                st.puts,
+                st.hit_ratio()
+                    .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
+            )?;
+            for c in &p.callers {
+                writeln!(
+                    out,
+                    "    {} ({}:{}): gets {}, misses {}, puts {}",
+                    c.caller.function,
+                    short(&c.caller.file),
+                    c.caller.line,
+                    c.stats.gets,
+                    c.stats.misses,
+                    c.stats.puts
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The last two path elements: `demo/main.go`.
+fn short(f: &str) -> &str {
+    let mut it = f.rmatch_indices('/');
+    match (it.next(), it.next()) {
+        (Some(_), Some((i, _))) => &f[i + 1..],
+        _ => f,
+    }
+}

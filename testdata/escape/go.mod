@@ -1,0 +1,3 @@
+module allocwatch.test/escape
+
+go 1.21
