@@ -55,6 +55,9 @@ pub mod cookie {
     pub const POOL_NIL: u32 = 5;
     /// `sync.(*Pool).Put` at its frame setup: p in RAX, x in (RBX, RCX).
     pub const POOL_PUT: u32 = 6;
+    /// `runtime.profilealloc(mp, x, size)` at its frame setup: one of the
+    /// runtime's own memory-profile samples, size in RCX (sampled mode).
+    pub const ALLOC_SAMPLE: u32 = 7;
 
     #[must_use]
     pub const fn make(kind: u32, index: u32) -> u64 {
@@ -136,6 +139,12 @@ pub const fn size_bucket(size: u64) -> u32 {
         if b > 47 { 47 } else { b }
     }
 }
+
+/// [`AggKey::bucket`] of a sampled allocation: this bit, and the sample's
+/// exact size (at most `SAMPLE_SIZE_MASK`) in the low bits, so that userspace
+/// can scale each sample exactly as pprof does.
+pub const SAMPLED_BIT: u32 = 1 << 31;
+pub const SAMPLE_SIZE_MASK: u32 = SAMPLED_BIT - 1;
 
 /// [`AllocEvent::flags`]: the allocation was counted in the aggregation map;
 /// the event only brings the full stack of a key seen for the first time.

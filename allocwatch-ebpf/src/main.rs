@@ -26,8 +26,8 @@
 
 use allocwatch_common::{
     AGG_ENTRIES, AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, KEY_FRAMES, MAX_FRAMES,
-    MAX_RANGES, MallocRanges, POOL_ENTRIES, PoolEvent, PoolKey, RINGBUF_BYTES, cookie, counter,
-    kind, size_bucket,
+    MAX_RANGES, MallocRanges, POOL_ENTRIES, PoolEvent, PoolKey, RINGBUF_BYTES, SAMPLE_SIZE_MASK,
+    SAMPLED_BIT, cookie, counter, size_bucket,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -182,17 +182,20 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
     // At the PUSHQ BP, [RSP] is still the return address.
     // SAFETY: reads user memory through the checked helper.
     let ret0: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.map_err(|_| 0u32)?;
-    if cookie::kind(ck) == cookie::ALLOC_SPECIALIZED && in_ranges(&MALLOC_RANGES, ret0) {
+    let kind = cookie::kind(ck);
+    if kind == cookie::ALLOC_SPECIALIZED && in_ranges(&MALLOC_RANGES, ret0) {
         bump(counter::NESTED);
         return Ok(0);
     }
-    let size = regs.rax;
-    let mut key = AggKey {
-        typ: regs.rbx,
-        frames: [0; KEY_FRAMES],
-        nframes: 1,
-        bucket: size_bucket(size),
+    // profilealloc(mp, x, size) knows no type; it is called from the
+    // allocation functions, so its walk to the site is the same.
+    let (size, typ, bucket) = if kind == cookie::ALLOC_SAMPLE {
+        let s = if regs.rcx > SAMPLE_SIZE_MASK as u64 { SAMPLE_SIZE_MASK } else { regs.rcx as u32 };
+        (regs.rcx, 0, SAMPLED_BIT | s)
+    } else {
+        (regs.rax, regs.rbx, size_bucket(regs.rax))
     };
+    let mut key = AggKey { typ, frames: [0; KEY_FRAMES], nframes: 1, bucket };
     key.frames[0] = ret0;
     // Walk the frame pointers through the runtime's frames to the site.
     let mut ret = ret0;
@@ -260,7 +263,7 @@ fn send_alloc(ctx: &ProbeContext, tgid: u32, ck: u64, size: u64, key: &AggKey, f
     // SAFETY: `ev` points to reserved ring buffer memory of the right size;
     // every field is written before submit.
     unsafe {
-        (*ev).kind = kind::ALLOC;
+        (*ev).kind = allocwatch_common::kind::ALLOC;
         (*ev).tgid = tgid;
         (*ev).cookie = ck;
         (*ev).size = size;
@@ -350,7 +353,14 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
                 lost(ctx);
                 return Ok(0);
             };
-            entry.write(PoolEvent { kind: kind::POOL, tgid, cookie: ck, pool, arg, caller });
+            entry.write(PoolEvent {
+                kind: allocwatch_common::kind::POOL,
+                tgid,
+                cookie: ck,
+                pool,
+                arg,
+                caller,
+            });
             entry.submit(0);
         }
     }

@@ -41,14 +41,32 @@ pub struct TargetArgs {
     #[arg(short, long, conflicts_with = "command")]
     pub pid: Option<u32>,
     /// Do not trace sync.Pool (Get, Put and misses).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pools")]
     pub no_pools: bool,
+    /// Trace sync.Pool in sampled mode too (each Get is a uprobe trap, so it is off there by default).
+    #[arg(long)]
+    pub pools: bool,
+    /// exact: every allocation (a uprobe trap each, ~1 µs); sampled: the runtime's own
+    /// memory-profile samples (about one per MemProfileRate bytes), scaled like pprof — near-zero cost.
+    #[arg(long, value_enum, default_value_t = crate::plan::Mode::Exact)]
+    pub mode: crate::plan::Mode,
     /// Benchmarks only: attach empty eBPF programs at the same points.
     #[arg(long, hide = true)]
     pub noop_programs: bool,
     /// A program to launch and trace from its first instruction.
     #[arg(last = true, value_name = "PROGRAM ARGS")]
     pub command: Vec<OsString>,
+}
+
+impl TargetArgs {
+    /// Whether sync.Pool is traced: by default in exact mode, on request in sampled mode.
+    #[must_use]
+    pub fn trace_pools(&self) -> bool {
+        match self.mode {
+            crate::plan::Mode::Exact => !self.no_pools,
+            crate::plan::Mode::Sampled => self.pools,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +119,9 @@ pub struct InspectArgs {
     /// Plan without sync.Pool probes.
     #[arg(long)]
     pub no_pools: bool,
+    /// The plan of this mode.
+    #[arg(long, value_enum, default_value_t = crate::plan::Mode::Exact)]
+    pub mode: crate::plan::Mode,
 }
 
 /// Parses `1.5s`, `500ms`, `2m`, `1h`, `10` (seconds).

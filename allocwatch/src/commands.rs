@@ -65,7 +65,7 @@ pub fn inspect(a: &InspectArgs, verbose: u8) -> Result<()> {
         (None, None) => return Err(AppError::usage("give a Go executable or --pid PID")),
     };
     let bin = session::open_binary(&path, &what)?;
-    let plan = plan::plan(&bin, PlanOptions { pools: !a.no_pools })
+    let plan = plan::plan(&bin, PlanOptions { pools: !a.no_pools, mode: a.mode })
         .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
     let mut out = std::io::stdout().lock();
     let res = if a.json {
@@ -246,8 +246,9 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     let mut s = Session::start(
         &spec,
         Options {
-            pools: !a.target.no_pools,
+            pools: a.target.trace_pools(),
             noop: a.target.noop_programs,
+            mode: a.target.mode,
         },
     )?;
     announce(&s);
@@ -320,15 +321,30 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
     let secs = snap.elapsed.as_secs_f64();
     let _ = writeln!(
         e,
-        "allocwatch: PID {} ({}), {}, exact mode: {:.2}s ({why}): {} allocations, {} ({} bytes); events lost: {}",
+        "allocwatch: PID {} ({}), {}, {} mode: {:.2}s ({why}): {} allocations, {} ({} bytes); events lost: {}",
         s.target.pid,
         s.target.exe_display,
         s.plan.go_version,
+        s.plan.mode.name(),
         secs,
         snap.total_allocs,
         human_bytes(snap.total_bytes),
         snap.total_bytes,
         snap.counters.lost
+    );
+    if s.plan.mode == crate::plan::Mode::Sampled {
+        let _ = writeln!(
+            e,
+            "allocwatch: sampled mode: counts and bytes are estimates scaled from the runtime's memory-profile samples (as pprof does); types are not known"
+        );
+    }
+    #[expect(clippy::cast_precision_loss, reason = "display")]
+    let cost_ms = snap.counters.hits as f64 * COST_PER_HIT_NS / 1e6;
+    let _ = writeln!(
+        e,
+        "allocwatch: {} probe hits: about {cost_ms:.0} ms of the target's CPU time at ~{COST_PER_HIT_NS:.0} ns per hit ({:.1}% of one core)",
+        snap.counters.hits,
+        if secs > 0.0 { cost_ms / 10.0 / secs } else { 0.0 }
     );
     let (run_ns, runs) = s.program_run_time();
     if runs > 0 {
@@ -411,8 +427,9 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     let mut s = Session::start(
         &spec,
         Options {
-            pools: !a.target.no_pools,
+            pools: a.target.trace_pools(),
             noop: a.target.noop_programs,
+            mode: a.target.mode,
         },
     )?;
     let info = crate::tui::TargetInfo {

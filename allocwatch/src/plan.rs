@@ -72,6 +72,9 @@ pub struct ProbePlan {
     /// merged: the frames the kernel walks through to reach a site.
     #[serde(skip)]
     pub runtime_ranges: Vec<(u64, u64)>,
+    pub mode: Mode,
+    /// Sampled mode: the vaddr of `runtime.MemProfileRate`.
+    pub mem_profile_rate_addr: Option<u64>,
     pub pools: PoolTracing,
     pub warnings: Vec<String>,
 }
@@ -80,12 +83,90 @@ pub struct ProbePlan {
 #[derive(Clone, Copy, Debug)]
 pub struct PlanOptions {
     pub pools: bool,
+    pub mode: Mode,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { pools: true }
+        PlanOptions { pools: true, mode: Mode::Exact }
     }
+}
+
+/// How allocations are counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Every allocation, at the allocation entry points (a uprobe trap each).
+    #[default]
+    Exact,
+    /// The runtime's own memory-profile samples (`runtime.profilealloc`, about
+    /// one per `runtime.MemProfileRate` bytes), scaled as pprof scales them.
+    Sampled,
+}
+
+impl Mode {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Exact => "exact",
+            Mode::Sampled => "sampled",
+        }
+    }
+}
+
+/// Whether the linker disabled memory profiling (`runtime.disableMemoryProfiling`,
+/// set when the program never references `runtime.MemProfile`): then the
+/// runtime sets `MemProfileRate = 0` at start and there are no samples. Found
+/// in `runtime.schedinit` as the flag tested right before
+/// `MemProfileRate = 0`; `None` when that code is not recognised.
+#[must_use]
+pub fn memory_profiling_disabled(bin: &GoBinary, rate_addr: u64) -> Option<bool> {
+    use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
+    let f = bin.func_by_name("runtime.schedinit")?;
+    let code = bin.code(&f)?;
+    let mut dec = Decoder::with_ip(64, code, f.entry, DecoderOptions::NONE);
+    let mut ins = Instruction::default();
+    let mut flag = None;
+    while dec.can_decode() {
+        dec.decode_out(&mut ins);
+        if ins.mnemonic() == Mnemonic::Cmp && ins.is_ip_rel_memory_operand() {
+            flag = Some(ins.ip_rel_memory_address());
+        }
+        if ins.mnemonic() == Mnemonic::Mov
+            && ins.op0_kind() == OpKind::Memory
+            && ins.is_ip_rel_memory_operand()
+            && ins.ip_rel_memory_address() == rate_addr
+        {
+            return flag.and_then(|a| bin.read_ptr(a)).map(|w| w & 0xff != 0);
+        }
+    }
+    None
+}
+
+/// The address of `runtime.MemProfileRate`: the RIP-relative load in
+/// `runtime.profilealloc` (`c.memProfRate = MemProfileRate`) whose word in
+/// the file holds the default rate (512 KiB). Works without symbols.
+#[must_use]
+pub fn find_mem_profile_rate(bin: &GoBinary) -> Option<u64> {
+    use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
+    let f = bin.func_by_name("runtime.profilealloc")?;
+    let code = bin.code(&f)?;
+    let mut dec = Decoder::with_ip(64, code, f.entry, DecoderOptions::NONE);
+    let mut ins = Instruction::default();
+    while dec.can_decode() {
+        dec.decode_out(&mut ins);
+        if ins.mnemonic() == Mnemonic::Mov
+            && ins.op_count() == 2
+            && ins.op0_kind() == OpKind::Register
+            && ins.is_ip_rel_memory_operand()
+        {
+            let addr = ins.ip_rel_memory_address();
+            if bin.read_ptr(addr) == Some(512 * 1024) {
+                return Some(addr);
+            }
+        }
+    }
+    None
 }
 
 const SPECIALIZED_PREFIXES: [&str; 4] = [
@@ -112,6 +193,7 @@ fn role_name(kind: u32) -> &'static str {
         cookie::POOL_NEW => "pool miss (New called)",
         cookie::POOL_NIL => "pool miss (nil returned)",
         cookie::POOL_PUT => "pool put",
+        cookie::ALLOC_SAMPLE => "alloc sample (runtime memory profile)",
         _ => "?",
     }
 }
@@ -143,7 +225,7 @@ impl Builder<'_> {
             vaddr,
             file_offset,
             placement,
-            program: if kind >= cookie::POOL_GET {
+            program: if (cookie::POOL_GET..=cookie::POOL_PUT).contains(&kind) {
                 Program::Pool
             } else {
                 Program::Alloc
@@ -178,6 +260,12 @@ impl Builder<'_> {
     }
 }
 
+/// Why sampled mode cannot work on some binaries.
+pub const SAMPLING_DISABLED: &str = "memory profiling is disabled in this program: it never references \
+     runtime.MemProfile, so the linker set runtime.disableMemoryProfiling and the runtime samples nothing \
+     (MemProfileRate = 0); use --mode exact, or have the program import runtime/pprof (or reference \
+     runtime.MemProfile) to get samples";
+
 /// Computes the probe plan of a Go executable.
 pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
     let info = bin.build_info();
@@ -195,14 +283,29 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         ));
     }
 
-    b.entry("runtime.mallocgc", cookie::ALLOC_ENTRY)?;
     let mut specialized: Vec<_> = bin
         .functions()
         .filter(|f| is_specialized_entry(&f.name))
         .collect();
     specialized.sort_by_key(|f| f.entry);
-    for f in &specialized {
-        b.entry(&f.name, cookie::ALLOC_SPECIALIZED)?;
+    let mut mem_profile_rate = None;
+    match opts.mode {
+        Mode::Exact => {
+            b.entry("runtime.mallocgc", cookie::ALLOC_ENTRY)?;
+            for f in &specialized {
+                b.entry(&f.name, cookie::ALLOC_SPECIALIZED)?;
+            }
+        }
+        Mode::Sampled => {
+            b.entry("runtime.profilealloc", cookie::ALLOC_SAMPLE)?;
+            mem_profile_rate = find_mem_profile_rate(bin);
+            let Some(rate_addr) = mem_profile_rate else {
+                return Err("cannot find runtime.MemProfileRate in runtime.profilealloc".into());
+            };
+            if memory_profiling_disabled(bin, rate_addr) == Some(true) {
+                return Err(SAMPLING_DISABLED.into());
+            }
+        }
     }
     let malloc_ranges: Vec<(u64, u64)> = {
         let mut r: Vec<_> = bin
@@ -270,6 +373,8 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         probes: b.probes,
         malloc_ranges,
         runtime_ranges,
+        mode: opts.mode,
+        mem_profile_rate_addr: mem_profile_rate,
         pools,
         warnings: b.warnings,
     })

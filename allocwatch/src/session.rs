@@ -33,6 +33,7 @@ pub struct Options {
     pub pools: bool,
     /// Attach empty programs instead of the real ones (benchmarks only).
     pub noop: bool,
+    pub mode: crate::plan::Mode,
 }
 
 /// Opens and parses a Go executable, mapping failures to target errors.
@@ -82,6 +83,17 @@ pub struct Session {
     pub attach_time: Duration,
     /// Cookie kind of each probe, by plan index.
     kinds: Vec<u32>,
+    /// Sampled mode: the runtime address of `runtime.MemProfileRate`.
+    rate_addr: Option<u64>,
+}
+
+/// Reads a word of the target's memory.
+fn read_target_u64(pid: u32, addr: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, addr).ok()?;
+    Some(u64::from_le_bytes(b))
 }
 
 impl Session {
@@ -108,7 +120,20 @@ impl Session {
             }
         };
         let kinds = plan.probes.iter().map(|p| cookie::kind(p.cookie)).collect();
-        let agg = Aggregator::new(GoResolver::new(bin.clone(), bias));
+        let mut agg = Aggregator::new(GoResolver::new(bin.clone(), bias));
+        let rate_addr = plan.mem_profile_rate_addr.map(|a| a + bias);
+        if let Some(addr) = rate_addr {
+            let rate = read_target_u64(target.pid, addr).unwrap_or(0);
+            if rate == 0 && !target.launched() {
+                target.kill_launched();
+                return Err(AppError::target(format!(
+                    "PID {}: runtime.MemProfileRate is 0: the program turned memory profiling off, so there are no samples",
+                    target.pid
+                ))
+                .hint("use --mode exact, or leave runtime.MemProfileRate at its default in the program"));
+            }
+            agg.set_sample_rate(rate);
+        }
         let attach_time = t0.elapsed();
         log::info!(
             "attached {} probes to PID {} in {attach_time:?}",
@@ -128,13 +153,14 @@ impl Session {
             started: Instant::now(),
             attach_time,
             kinds,
+            rate_addr,
         })
     }
 
     fn prepare(target: &Target, opts: Options) -> Result<(Arc<GoBinary>, ProbePlan, Tracer, u64)> {
         let what = format!("PID {} ({})", target.pid, target.exe_display);
         let bin = Arc::new(open_binary(&target.exe, &what)?);
-        let plan = plan::plan(&bin, PlanOptions { pools: opts.pools })
+        let plan = plan::plan(&bin, PlanOptions { pools: opts.pools, mode: opts.mode })
             .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
         let bias = if bin.is_pie() {
             target.load_bias(bin.first_load_vaddr())?
@@ -172,6 +198,9 @@ impl Session {
     /// Reads the kernel's aggregated totals into the aggregator (after
     /// draining the ring buffer, so that new keys arrive with their stacks).
     pub fn collect(&mut self) {
+        if let Some(rate) = self.rate_addr.and_then(|a| read_target_u64(self.target.pid, a)) {
+            self.agg.set_sample_rate(rate);
+        }
         self.pump();
         let Session { tracer, agg, .. } = self;
         tracer.read_aggregates(|k, v| agg.set_key_totals(&kernel_key(k), v.count, v.bytes));

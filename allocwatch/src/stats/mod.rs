@@ -12,6 +12,8 @@ mod pools;
 pub use pools::{PoolCallerStats, PoolKey, PoolOp, PoolSnapshot, PoolStats};
 
 use std::collections::HashMap;
+
+use allocwatch_common::{SAMPLE_SIZE_MASK, SAMPLED_BIT};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,8 +148,23 @@ pub struct Aggregator<R> {
     site_index: HashMap<SiteKey, usize>,
     pools: pools::Pools,
     keys: HashMap<KernelKey, KeyEntry>,
+    /// `runtime.MemProfileRate` of the target (sampled mode).
+    sample_rate: u64,
     total_allocs: u64,
     total_bytes: u64,
+}
+
+/// The number of allocations one memory-profile sample of `size` bytes
+/// stands for at sampling rate `rate`, as pprof computes it:
+/// `1 / (1 − e^(−size/rate))`.
+#[must_use]
+pub fn sample_scale(size: u64, rate: u64) -> f64 {
+    if rate <= 1 || size == 0 {
+        return 1.0;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "sizes and rates far below 2^52")]
+    let x = size as f64 / rate as f64;
+    1.0 / -(-x).exp_m1()
 }
 
 fn hash_stack(typ: u64, frames: &[u64]) -> u64 {
@@ -179,6 +196,7 @@ impl<R: Resolver> Aggregator<R> {
             site_index: HashMap::new(),
             pools: pools::Pools::default(),
             keys: HashMap::new(),
+            sample_rate: 0,
             total_allocs: 0,
             total_bytes: 0,
         }
@@ -209,6 +227,17 @@ impl<R: Resolver> Aggregator<R> {
     /// Takes the kernel's cumulative totals of one key; the difference since
     /// the last read is added to the key's site.
     pub fn set_key_totals(&mut self, key: &KernelKey, count: u64, bytes: u64) {
+        let (count, bytes, bucket) = if key.bucket & SAMPLED_BIT != 0 {
+            // `count` samples of exactly `size` bytes each.
+            let size = u64::from(key.bucket & SAMPLE_SIZE_MASK);
+            #[expect(clippy::cast_precision_loss, reason = "sample counts are small")]
+            let est = count as f64 * sample_scale(size, self.sample_rate);
+            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "rounded estimate")]
+            let est = est.round() as u64;
+            (est, est.saturating_mul(size), size_bucket(size))
+        } else {
+            (count, bytes, key.bucket as usize)
+        };
         let entry = self.key_entry(key);
         let dc = count.saturating_sub(entry.count);
         let db = bytes.saturating_sub(entry.bytes);
@@ -223,9 +252,14 @@ impl<R: Resolver> Aggregator<R> {
         let s = &mut self.sites[site];
         s.allocs += dc;
         s.bytes += db;
-        s.size_hist[(key.bucket as usize).min(SIZE_BUCKETS - 1)] += dc;
+        s.size_hist[bucket.min(SIZE_BUCKETS - 1)] += dc;
         self.total_allocs += dc;
         self.total_bytes += db;
+    }
+
+    /// Sets the target's `runtime.MemProfileRate` (sampled mode).
+    pub fn set_sample_rate(&mut self, rate: u64) {
+        self.sample_rate = rate;
     }
 
     /// Takes the full stack the kernel sent for a key seen for the first
@@ -253,7 +287,11 @@ impl<R: Resolver> Aggregator<R> {
         if let Some(e) = self.keys.get(key) {
             return *e;
         }
-        let resolved = self.resolver.resolve_alloc(key.typ, &key.resolver_frames());
+        let mut resolved = self.resolver.resolve_alloc(key.typ, &key.resolver_frames());
+        if key.bucket & SAMPLED_BIT != 0 && &*resolved.site.type_name == "<untyped>" {
+            // A sample carries no type: leave it empty rather than guess.
+            resolved.site.type_name = Arc::from("");
+        }
         let site = self.site_for(resolved);
         let e = KeyEntry {
             site,

@@ -125,3 +125,29 @@ fn pool_counts_and_ratio() {
     assert_eq!(q.stats.hits(), 0);
     assert_eq!(q.stats.gets_without_puts(), 1);
 }
+
+#[test]
+fn sample_scale_matches_pprof() {
+    // pprof: scale = 1 / (1 - exp(-size/rate))
+    let r = 512 * 1024;
+    assert!((sample_scale(512 * 1024, r) - 1.0 / (1.0 - (-1.0f64).exp())).abs() < 1e-9);
+    assert!((sample_scale(24, r) - 21846.33).abs() < 0.1);
+    assert_eq!(sample_scale(100, 0), 1.0);
+}
+
+#[test]
+fn sampled_keys_are_scaled() {
+    let mut a = Aggregator::new(Fake);
+    a.set_sample_rate(1024);
+    let key = KernelKey {
+        typ: 0,
+        frames: [0x10, 0, 0, 0, 0, 0, 0, 0],
+        nframes: 1,
+        bucket: allocwatch_common::SAMPLED_BIT | 1024,
+    };
+    a.set_key_totals(&key, 10, 10 * 1024);
+    let s = a.snapshot(Duration::from_secs(1), Counters::default());
+    let want = (10.0 * sample_scale(1024, 1024)).round() as u64;
+    assert_eq!(s.total_allocs, want);
+    assert_eq!(s.total_bytes, want * 1024);
+}
