@@ -90,6 +90,14 @@ fn yes(b: bool) -> &'static str {
 fn print_plan(out: &mut impl Write, what: &str, p: &ProbePlan) -> std::io::Result<()> {
     writeln!(out, "target:        {what}")?;
     writeln!(out, "go version:    {}", p.go_version)?;
+    match p.mem_profile_rate_addr {
+        Some(a) => writeln!(
+            out,
+            "mode:          {} (runtime.MemProfileRate at {a:#x})",
+            p.mode.name()
+        )?,
+        None => writeln!(out, "mode:          {}", p.mode.name())?,
+    }
     writeln!(
         out,
         "stripped: {}   PIE: {}   external linking: {}   PGO: {}",

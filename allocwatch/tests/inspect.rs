@@ -74,7 +74,7 @@ fn file_offset(elf: &[u8], vaddr: u64) -> Option<u64> {
     })
 }
 
-const PLAN_FIELDS: [&str; 10] = [
+const PLAN_FIELDS: [&str; 12] = [
     "go_version",
     "stripped",
     "pie",
@@ -83,6 +83,8 @@ const PLAN_FIELDS: [&str; 10] = [
     "size_specialized_malloc",
     "probes",
     "malloc_ranges",
+    "mode",
+    "mem_profile_rate_addr",
     "pools",
     "warnings",
 ];
@@ -143,6 +145,11 @@ fn check_binary(tc: &GoToolchain, variant: Variant) {
         plan["pools"]["status"], "enabled",
         "{what}: {}",
         plan["pools"]
+    );
+    assert_eq!(plan["mode"], "exact", "{what}: the default mode");
+    assert!(
+        plan["mem_profile_rate_addr"].is_null(),
+        "{what}: exact mode"
     );
 
     let probes = plan["probes"].as_array().expect("probes");
@@ -244,6 +251,7 @@ fn check_binary(tc: &GoToolchain, variant: Variant) {
         has(&format!("go version:    go{}", tc.version)),
         "{what}:\n{text}"
     );
+    assert!(has("mode:          exact"), "{what}:\n{text}");
     assert!(
         has(&format!(
             "stripped: {}   PIE: {}   external linking: {}   PGO: no",
