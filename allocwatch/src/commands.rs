@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{InspectArgs, RecordArgs, TargetArgs, TopArgs};
+use crate::cli::{ExplainArgs, InspectArgs, RecordArgs, TargetArgs, TopArgs};
 use crate::error::{AppError, Result};
 use crate::export::csv::{PoolsCsv, SitesCsv};
 use crate::export::{AtomicFile, check_writable};
@@ -251,6 +251,12 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         .as_deref()
         .map(|p| create_output(p, "--pools-csv"))
         .transpose()?;
+    let escape = a
+        .escape
+        .source
+        .as_deref()
+        .map(|d| crate::escape::cmd::request(d, a.escape.go.as_deref()))
+        .transpose()?;
     let mut s = Session::start(
         &spec,
         Options {
@@ -260,11 +266,21 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         },
     )?;
     announce(&s);
+    // The compiler runs while the target is traced.
+    let job = escape.map(|r| crate::escape::Job::start(r, s.bin.build_info().clone()));
     let stop = trace_loop(&mut s, a.duration, Duration::from_secs(1), |_| {}).await?;
     let snap = s.snapshot();
+    let analysis = job
+        .and_then(crate::escape::cmd::finish)
+        .map(std::sync::Arc::new);
     let mut written: Vec<PathBuf> = Vec::new();
     if let Some(f) = csv_file.take() {
-        written.push(write_sites(f, &snap)?);
+        let column = a
+            .escape
+            .source
+            .is_some()
+            .then(|| crate::escape::cmd::column(analysis.clone()));
+        written.push(write_sites(f, &snap, column)?);
     }
     if let Some(f) = pools_file.take() {
         written.push(write_pools(f, &snap)?);
@@ -274,7 +290,49 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         s.target.kill_launched();
     }
     summary(&s, &snap, &stop, &written, a.top);
+    if let Some(an) = &analysis {
+        crate::escape::cmd::print_summary(an, &snap, a.top);
+    }
     Ok(())
+}
+
+/// `allocwatch explain`: trace for `--duration`, run the compiler's escape
+/// analysis meanwhile, and print why the hot sites are on the heap.
+pub async fn explain(a: ExplainArgs, verbose: u8) -> Result<()> {
+    init_stderr_log(verbose);
+    let spec = target_spec(&a.target)?;
+    let req = crate::escape::cmd::request(&a.source, a.go.as_deref())?;
+    let mut s = Session::start(
+        &spec,
+        Options {
+            pools: a.target.trace_pools(),
+            noop: a.target.noop_programs,
+            mode: a.target.mode,
+        },
+    )?;
+    announce(&s);
+    let job = crate::escape::Job::start(req, s.bin.build_info().clone());
+    let stop = trace_loop(&mut s, Some(a.duration), Duration::from_secs(1), |_| {}).await?;
+    let snap = s.snapshot();
+    if s.target.launched() && matches!(stop, Stop::Signal(_) | Stop::Duration) {
+        s.target.kill_launched();
+    }
+    let analysis = job
+        .wait()
+        .map_err(|e| AppError::other(format!("escape analysis failed: {e}")))?;
+    let what = format!(
+        "PID {} ({}), {}",
+        s.target.pid, s.target.exe_display, s.plan.go_version
+    );
+    let mut out = std::io::stdout().lock();
+    match crate::escape::report::write_report(&mut out, &analysis, &snap, &what, a.top)
+        .and_then(|()| out.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(AppError::other(format!("cannot write: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Tells the user (and scripts waiting for it) that the probes are in place:
@@ -295,12 +353,20 @@ fn announce(s: &Session) {
     let _ = e.flush();
 }
 
-fn write_sites(mut f: AtomicFile, snap: &Snapshot) -> Result<PathBuf> {
+fn write_sites(
+    mut f: AtomicFile,
+    snap: &Snapshot,
+    escape: Option<crate::export::csv::EscapeColumn>,
+) -> Result<PathBuf> {
     let dest = f.dest().to_path_buf();
     let err = |e: &dyn std::fmt::Display| {
         AppError::other(format!("cannot write {}: {e}", dest.display()))
     };
-    let mut w = SitesCsv::new(f.writer()).map_err(|e| err(&e))?;
+    let mut w = match escape {
+        Some(col) => SitesCsv::with_escape(f.writer(), col),
+        None => SitesCsv::new(f.writer()),
+    }
+    .map_err(|e| err(&e))?;
     w.write_window(Duration::ZERO, snap).map_err(|e| err(&e))?;
     w.flush().map_err(|e| err(&e))?;
     drop(w);
@@ -432,6 +498,12 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("allocwatch.log"));
     init_file_log(&log_path)?;
+    let escape = a
+        .escape
+        .source
+        .as_deref()
+        .map(|d| crate::escape::cmd::request(d, a.escape.go.as_deref()))
+        .transpose()?;
     let mut s = Session::start(
         &spec,
         Options {
@@ -446,12 +518,23 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
         go_version: s.plan.go_version.clone(),
         stripped: s.plan.stripped,
         pie: s.plan.pie,
-        mode: "exact".into(),
+        mode: s.plan.mode.name().into(),
         cost_per_hit_ns: COST_PER_HIT_NS,
         log_path: log_path.display().to_string(),
         warnings: s.plan.warnings.clone(),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
+    if let Some(req) = escape {
+        // `go build` takes seconds: the dashboard gets the reasons when ready.
+        let (tx, info) = (tx.clone(), s.bin.build_info().clone());
+        std::thread::spawn(move || {
+            let msg = match req.run(&info) {
+                Ok(an) => crate::tui::Feed::Escape(std::sync::Arc::new(an)),
+                Err(e) => crate::tui::Feed::Notice(format!("escape analysis failed: {e}")),
+            };
+            let _ = tx.blocking_send(msg);
+        });
+    }
     let launched = s.target.launched();
     let opts = crate::tui::TuiOptions {
         refresh: a.refresh,

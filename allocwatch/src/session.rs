@@ -120,7 +120,7 @@ impl Session {
             }
         };
         let kinds = plan.probes.iter().map(|p| cookie::kind(p.cookie)).collect();
-        let mut agg = Aggregator::new(GoResolver::new(bin.clone(), bias));
+        let mut agg = Aggregator::new(GoResolver::new(bin.clone(), bias).with_pid(target.pid));
         let rate_addr = plan.mem_profile_rate_addr.map(|a| a + bias);
         if let Some(addr) = rate_addr {
             let rate = read_target_u64(target.pid, addr).unwrap_or(0);

@@ -108,6 +108,8 @@ pub struct GoResolver {
     bin: Arc<GoBinary>,
     /// Runtime address − file vaddr.
     bias: u64,
+    /// The live process, to read pools' `New` from.
+    pid: Option<u32>,
     pcs: HashMap<u64, Arc<[Frame]>>,
     types: HashMap<u64, Arc<str>>,
     strings: HashMap<String, Arc<str>>,
@@ -119,10 +121,18 @@ impl GoResolver {
         GoResolver {
             bin,
             bias,
+            pid: None,
             pcs: HashMap::new(),
             types: HashMap::new(),
             strings: HashMap::new(),
         }
+    }
+
+    /// Reads pool state from this live process.
+    #[must_use]
+    pub fn with_pid(mut self, pid: u32) -> Self {
+        self.pid = Some(pid);
+        self
     }
 
     fn intern(&mut self, s: &str) -> Arc<str> {
@@ -291,4 +301,26 @@ impl Resolver for GoResolver {
             None => self.intern(&format!("{code:#x}")),
         }
     }
+
+    fn pool_new_func(&mut self, pool: u64) -> Option<Arc<str>> {
+        // sync.Pool: New func() any at +32 (Go 1.21–1.27); a func value points
+        // to a funcval whose first word is the code pointer.
+        let pid = self.pid?;
+        let funcval = read_u64(pid, pool.checked_add(32)?)?;
+        if funcval == 0 {
+            return None;
+        }
+        let code = read_u64(pid, funcval)?;
+        let f = self.bin.func_at(code.wrapping_sub(self.bias))?;
+        Some(self.intern(&f.name))
+    }
+}
+
+/// Reads a word of a process's memory.
+fn read_u64(pid: u32, addr: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, addr).ok()?;
+    Some(u64::from_le_bytes(b))
 }

@@ -55,6 +55,11 @@ pub trait Resolver {
     fn pool_name(&mut self, pool: u64) -> Arc<str>;
     /// The function at a code address (a pool's `New`).
     fn function_name(&mut self, code: u64) -> Arc<str>;
+    /// A pool's `New` function read from the live pool, when it can be read
+    /// (before any miss has shown it).
+    fn pool_new_func(&mut self, _pool: u64) -> Option<Arc<str>> {
+        None
+    }
 }
 
 /// Number of power-of-two size buckets kept per site.

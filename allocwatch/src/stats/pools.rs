@@ -141,6 +141,7 @@ impl Pools {
         let e = self.pools.entry(pool).or_default();
         if e.name.is_none() {
             e.name = Some(r.pool_name(pool));
+            e.new_func = r.pool_new_func(pool);
         }
         if op == PoolOp::New && e.new_func.is_none() && arg != 0 {
             e.new_func = Some(r.function_name(arg));
