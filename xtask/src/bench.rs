@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: the benchmarks of docs/benchmarks.md.
+//! `cargo xtask bench`: the benchmarks of docs/benchmarks.md
+//! (`allocwatch/tests/bench.rs`, every one an `#[ignore]`d test).
 
 use anyhow::Result;
 
@@ -21,5 +22,10 @@ pub fn bench(seconds: u32) -> Result<()> {
                 "--test-threads=1",
             ])
             .env("ALLOCWATCH_BENCH_SECONDS", seconds.to_string()),
-    )
+    )?;
+    println!(
+        "benchmark table: {} (ALLOCWATCH_BENCH_ROUNDS sets the repetitions)",
+        util::root().join("target/bench/results.md").display()
+    );
+    Ok(())
 }

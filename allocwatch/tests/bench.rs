@@ -1,0 +1,1322 @@
+//! The benchmarks of docs/benchmarks.md, run by `cargo xtask bench`:
+//!
+//! ```sh
+//! cargo test --release -p allocwatch --test bench -- --ignored --nocapture --test-threads=1
+//! ```
+//!
+//! Every benchmark is an `#[ignore]`d test, so the normal test suite skips
+//! them. Environment: `ALLOCWATCH_BENCH_SECONDS` (run time of one
+//! measurement, default 3), `ALLOCWATCH_BENCH_ROUNDS` (repetitions of each
+//! measurement, default 5 for the allocation benchmark and 3 for the others).
+//!
+//! The machine they were written for is a shared, noisy 2-vCPU VM, so:
+//! - the variants of one benchmark run interleaved in one test, in an order
+//!   rotated every round, and every figure is the median over the rounds;
+//!   ratios are computed between medians of the same run;
+//! - the cost of an operation is measured as CPU time (the target's
+//!   utime + stime from `wait4`, which the kernel derives from its precise
+//!   per-task run time) divided by the operations the target counted. The
+//!   uprobe trap and the eBPF program run in the target's context, so they
+//!   are included; CPU time is not inflated when other work on the machine
+//!   takes the CPU away, as wall time is. The fixture's own wall-clock
+//!   figure is printed next to it;
+//! - results are printed, not asserted, except where they are exact (the
+//!   counts allocwatch reports against the counts the fixture made).
+//!
+//! Each benchmark prints lines `BENCH | name | value | unit | target | status`
+//! and the last test (`z_summary`) prints them all again and writes them to
+//! `target/bench/results.md`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use support::{GoToolchain, Variant, fixture, is_root, toolchain};
+
+const GO: &str = "1.27.3";
+
+// ---------------------------------------------------------------------------
+// Settings and reporting
+
+fn seconds() -> f64 {
+    std::env::var("ALLOCWATCH_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|s: &f64| *s > 0.0)
+        .unwrap_or(3.0)
+}
+
+fn rounds(default: usize) -> usize {
+    std::env::var("ALLOCWATCH_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|r: &usize| *r > 0)
+        .unwrap_or(default)
+}
+
+fn allocwatch() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
+}
+
+fn go() -> GoToolchain {
+    toolchain(GO)
+}
+
+/// Every table line printed so far (the tests run in one process, in name order).
+static ROWS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[derive(Clone, Copy)]
+enum Goal {
+    /// Informational.
+    None,
+    AtMost(f64),
+    Below(f64),
+}
+
+impl Goal {
+    fn text(self, unit: &str) -> String {
+        match self {
+            Goal::None => "-".into(),
+            Goal::AtMost(x) => format!("≤ {} {unit}", num(x)),
+            Goal::Below(x) => format!("< {} {unit}", num(x)),
+        }
+        .replace(" ×", "×")
+    }
+    fn status(self, v: f64) -> &'static str {
+        match self {
+            Goal::None => "-",
+            Goal::AtMost(x) if v <= x => "PASS",
+            Goal::Below(x) if v < x => "PASS",
+            _ => "MISS",
+        }
+    }
+}
+
+fn num(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else if x.abs() >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// Prints and records one table line.
+fn row(name: &str, value: f64, unit: &str, goal: Goal) {
+    let line = format!(
+        "| {name} | {} | {unit} | {} | {} |",
+        num(value),
+        goal.text(unit),
+        goal.status(value)
+    );
+    println!("BENCH {line}");
+    ROWS.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+}
+
+/// A note printed under a benchmark (and kept for the summary).
+fn note(text: &str) {
+    println!("  {text}");
+    ROWS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(format!("  {text}"));
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
+}
+
+fn list(v: &[f64]) -> String {
+    v.iter().map(|x| num(*x)).collect::<Vec<_>>().join(" ")
+}
+
+fn skip_unless_root() -> bool {
+    if is_root() {
+        return false;
+    }
+    println!("skipped: the benchmarks need root to load eBPF programs");
+    true
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/// Lines of a child's output, read by a thread so that waits can time out.
+struct Lines {
+    rx: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn spawn(r: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line matching `pred`; None at EOF or timeout.
+    fn until(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return Some(l);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Everything up to EOF (or the timeout).
+    fn rest(&mut self, timeout: Duration) -> String {
+        let _ = self.until(timeout, |_| false);
+        self.text()
+    }
+
+    fn text(&self) -> String {
+        self.seen.join("\n")
+    }
+}
+
+/// A child process that is killed (by its PID, only if not reaped yet) when
+/// dropped, and reaped with `wait4` to read its CPU time.
+struct Proc {
+    child: Child,
+    what: String,
+    reaped: bool,
+}
+
+/// How a reaped process ended.
+struct Ended {
+    success: bool,
+    /// utime + stime of the whole process (all threads), in ns.
+    cpu_ns: f64,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, what: &str) -> Proc {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Proc {
+            child,
+            what: what.to_string(),
+            reaped: false,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
+    }
+
+    fn signal(&self, sig: i32) {
+        if !self.reaped {
+            // SAFETY: kill(2) on our own, not yet reaped child.
+            unsafe { libc::kill(self.pid(), sig) };
+        }
+    }
+
+    /// Waits (up to `timeout`, then SIGKILL) and reaps the process.
+    fn reap(&mut self, timeout: Duration) -> Ended {
+        let deadline = Instant::now() + timeout;
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is valid.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: wait4 on our own child with valid out-pointers.
+            let r = unsafe { libc::wait4(self.pid(), &raw mut status, libc::WNOHANG, &raw mut ru) };
+            if r == self.pid() {
+                break;
+            }
+            assert!(
+                r == 0,
+                "wait4 {}: {}",
+                self.what,
+                std::io::Error::last_os_error()
+            );
+            if Instant::now() > deadline {
+                eprintln!("{} did not exit in time: killing it", self.what);
+                self.signal(libc::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.reaped = true;
+        let tv = |t: libc::timeval| t.tv_sec as f64 * 1e9 + t.tv_usec as f64 * 1e3;
+        Ended {
+            success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            cpu_ns: tv(ru.ru_utime) + tv(ru.ru_stime),
+        }
+    }
+
+    /// CPU time so far (sum over the threads' scheduler run time), in ns.
+    fn cpu_now(&self) -> f64 {
+        let mut total = 0.0;
+        let dir = format!("/proc/{}/task", self.pid());
+        for t in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat"))
+                && let Some(ns) = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse::<f64>().ok())
+            {
+                total += ns;
+            }
+        }
+        total
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One traced (or untraced) run of the spin fixture
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `main.spinAlloc`: 24-byte `main.T` (Go 1.27: `mallocgcSmallNoScanSC3`).
+    Small,
+    /// `main.spinAllocBig`: 128-byte `main.Big` (newobject → `mallocgc`).
+    Big,
+    /// `main.poolPair`: one `sync.Pool` Get + Put.
+    Pool,
+}
+
+impl Mode {
+    fn site(self) -> &'static str {
+        match self {
+            Mode::Small => "main.spinAlloc",
+            Mode::Big => "main.spinAllocBig",
+            Mode::Pool => "main.poolPair",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tracer {
+    None,
+    Allocwatch,
+    /// `allocwatch record --noop-programs`: empty programs at the same probes.
+    Noop,
+    /// A bpftrace one-liner counting user stacks at this function's entry.
+    Bpftrace(&'static str),
+    /// bpftrace counting hits only (`@ = count()`), no stack: the cost of
+    /// bpftrace's probe at the function's entry.
+    BpftraceCount(&'static str),
+}
+
+impl Tracer {
+    fn name(self) -> String {
+        match self {
+            Tracer::None => "untraced".into(),
+            Tracer::Allocwatch => "allocwatch".into(),
+            Tracer::Noop => "noop (floor)".into(),
+            Tracer::Bpftrace(f) => format!("bpftrace {f} ustack(3)"),
+            Tracer::BpftraceCount(f) => format!("bpftrace {f} count only"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    mode: Mode,
+    threads: u32,
+    tracer: Tracer,
+    bpf_stats: bool,
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Operations the fixture did (allocations or Get+Put pairs).
+    n: u64,
+    /// The fixture's own figure: wall ns × threads / n.
+    wall_ns_per_op: f64,
+    /// The fixture's CPU time / n.
+    cpu_ns_per_op: f64,
+    /// allocwatch's line `… probes attached in M ms`.
+    attach_ms: Option<f64>,
+    /// allocwatch's summary: allocations, events lost.
+    allocs: Option<u64>,
+    lost: Option<u64>,
+    /// `ALLOCWATCH_BPF_STATS=1`: probe hits and ns per hit.
+    bpf_hits: Option<u64>,
+    bpf_ns_per_hit: Option<f64>,
+    /// The tracer's CPU time from the release of the workload to its exit.
+    tracer_cpu_ns: f64,
+    /// Wall time from the release of the workload to the tracer's exit.
+    tracer_wall: Duration,
+    /// allocwatch CSV: allocations at the workload's site (Small, Big) or
+    /// gets / puts of `main.benchPool` (Pool).
+    csv_site_allocs: Option<u64>,
+    csv_pool: Option<(u64, u64)>,
+    /// bpftrace: sum of its counts.
+    bpftrace_total: Option<u64>,
+}
+
+fn spin_bin() -> PathBuf {
+    fixture(&go(), "spin", Variant::Default)
+}
+
+/// Parses `key=value` from the fixture's `bench …` line.
+fn field(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The number right before `suffix` in `text` (e.g. "213482 allocations").
+fn number_before(text: &str, suffix: &str) -> Option<f64> {
+    let i = text.find(suffix)?;
+    let head = text[..i].trim_end();
+    let start = head
+        .rfind(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or(0, |j| j + 1);
+    head[start..].parse().ok()
+}
+
+/// The number right after `prefix` in `text` (e.g. "events lost: 0").
+fn number_after(text: &str, prefix: &str) -> Option<f64> {
+    let i = text.find(prefix)? + prefix.len();
+    let tail = text[i..].trim_start();
+    let end = tail
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(tail.len());
+    tail[..end].parse().ok()
+}
+
+fn read_csv_counts(path: &Path, key_col: &str, key: &str, cols: &[&str]) -> Option<Vec<u64>> {
+    let mut r = csv::Reader::from_path(path).ok()?;
+    let headers = r.headers().ok()?.clone();
+    let idx = |c: &str| headers.iter().position(|h| h == c);
+    let k = idx(key_col)?;
+    let cis: Vec<usize> = cols.iter().map(|c| idx(c)).collect::<Option<_>>()?;
+    let mut sums = vec![0u64; cols.len()];
+    let mut found = false;
+    for rec in r.records().flatten() {
+        if rec.get(k) == Some(key) {
+            found = true;
+            for (s, &ci) in sums.iter_mut().zip(&cis) {
+                *s += rec.get(ci).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    found.then_some(sums)
+}
+
+/// Starts the tracer against `pid` and waits until its probes are attached.
+fn start_tracer(run: Run, pid: u32, bin: &Path, dir: &Path) -> Option<(Proc, Lines)> {
+    let timeout = Duration::from_secs(120);
+    match run.tracer {
+        Tracer::None => None,
+        Tracer::Allocwatch | Tracer::Noop => {
+            let mut cmd = Command::new(allocwatch());
+            cmd.arg("record").arg("--pid").arg(pid.to_string());
+            if run.tracer == Tracer::Noop {
+                cmd.arg("--noop-programs");
+            } else {
+                cmd.arg("--csv").arg(dir.join("sites.csv"));
+                if run.mode == Mode::Pool {
+                    cmd.arg("--pools-csv").arg(dir.join("pools.csv"));
+                }
+            }
+            if run.bpf_stats {
+                cmd.env("ALLOCWATCH_BPF_STATS", "1");
+            } else {
+                cmd.env_remove("ALLOCWATCH_BPF_STATS");
+            }
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let mut p = Proc::spawn(&mut cmd, "allocwatch");
+            let mut lines = Lines::spawn(p.child.stderr.take().expect("stderr"));
+            if lines
+                .until(timeout, |l| l.contains("probes attached in"))
+                .is_none()
+            {
+                let rest = lines.rest(Duration::from_secs(5));
+                panic!("allocwatch did not attach:\n{rest}");
+            }
+            Some((p, lines))
+        }
+        Tracer::Bpftrace(func) | Tracer::BpftraceCount(func) => {
+            let action = if matches!(run.tracer, Tracer::Bpftrace(_)) {
+                "@[ustack(3)] = count();"
+            } else {
+                "@ = count();"
+            };
+            let prog = format!(
+                "BEGIN {{ printf(\"attached\\n\"); }} uprobe:{}:{func} {{ {action} }}",
+                bin.display()
+            );
+            let mut cmd = Command::new("bpftrace");
+            cmd.arg("-p")
+                .arg(pid.to_string())
+                .arg("-e")
+                .arg(prog)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            let mut p = Proc::spawn(&mut cmd, "bpftrace");
+            let mut lines = Lines::spawn(p.child.stdout.take().expect("stdout"));
+            // bpftrace fires BEGIN once every probe is attached.
+            if lines.until(timeout, |l| l.trim() == "attached").is_none() {
+                let rest = lines.rest(Duration::from_secs(5));
+                panic!("bpftrace did not attach:\n{rest}");
+            }
+            Some((p, lines))
+        }
+    }
+}
+
+/// One run: start the fixture (waiting), attach the tracer, release the
+/// workload for `seconds()`, collect everything.
+fn spin_run(run: Run) -> Outcome {
+    let bin = spin_bin();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(&bin);
+    cmd.env("GOMAXPROCS", run.threads.to_string())
+        .env("GOGC", "off")
+        .env("ALLOCWATCH_WAIT", "1")
+        .env("ALLOCWATCH_BENCH", "1")
+        .env("ALLOCWATCH_SECONDS", format!("{}", seconds()))
+        .env("ALLOCWATCH_THREADS", run.threads.to_string())
+        .env_remove("ALLOCWATCH_N")
+        .env_remove("ALLOCWATCH_BIGOBJ")
+        .env_remove("ALLOCWATCH_POOLBENCH")
+        .env_remove("GOMEMLIMIT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    match run.mode {
+        Mode::Small => {}
+        Mode::Big => {
+            cmd.env("ALLOCWATCH_BIGOBJ", "1");
+        }
+        Mode::Pool => {
+            cmd.env("ALLOCWATCH_POOLBENCH", "1");
+        }
+    }
+    let mut fx = Proc::spawn(&mut cmd, "spin fixture");
+    let mut stdin: ChildStdin = fx.child.stdin.take().expect("stdin");
+    let mut out = Lines::spawn(fx.child.stdout.take().expect("stdout"));
+    let ready = out
+        .until(Duration::from_secs(60), |l| l.starts_with("ready "))
+        .unwrap_or_else(|| panic!("spin fixture not ready:\n{}", out.text()));
+    let pid: u32 = ready[6..].trim().parse().expect("ready <pid>");
+
+    let mut tracer = start_tracer(run, pid, &bin, dir.path());
+    let cpu_at_release = tracer.as_ref().map_or(0.0, |(p, _)| p.cpu_now());
+    let released = Instant::now();
+    stdin.write_all(b"go\n").expect("release the workload");
+    drop(stdin);
+
+    let limit = Duration::from_secs_f64(seconds() * 20.0 + 120.0);
+    let result = out.until(limit, |l| l.starts_with("result "));
+    let ended = fx.reap(Duration::from_secs(30));
+    let text = out.text();
+    assert!(
+        result.is_some() && ended.success,
+        "spin fixture ({run:?}) failed:\n{text}"
+    );
+    let bench = text
+        .lines()
+        .find(|l| l.starts_with("bench "))
+        .expect("bench line");
+    let n = field(bench, "allocs")
+        .or_else(|| field(bench, "pairs"))
+        .expect("bench count") as u64;
+    let wall = field(bench, "ns_per_alloc")
+        .or_else(|| field(bench, "ns_per_pair"))
+        .expect("bench ns");
+    let mut o = Outcome {
+        n,
+        wall_ns_per_op: wall,
+        cpu_ns_per_op: ended.cpu_ns / n.max(1) as f64,
+        ..Outcome::default()
+    };
+
+    if let Some((mut p, mut lines)) = tracer.take() {
+        // allocwatch and bpftrace -p both stop when the target exits.
+        let end = p.reap(Duration::from_secs(30));
+        o.tracer_wall = released.elapsed();
+        o.tracer_cpu_ns = end.cpu_ns - cpu_at_release;
+        let log = lines.rest(Duration::from_secs(5));
+        assert!(end.success, "{} failed:\n{log}", run.tracer.name());
+        match run.tracer {
+            Tracer::Bpftrace(_) | Tracer::BpftraceCount(_) => {
+                o.bpftrace_total = Some(
+                    log.lines()
+                        .filter_map(|l| {
+                            let l = l.trim();
+                            l.strip_prefix("]: ").or_else(|| l.strip_prefix("@: "))
+                        })
+                        .filter_map(|v| v.trim().parse::<u64>().ok())
+                        .sum(),
+                );
+            }
+            _ => {
+                o.attach_ms = log
+                    .lines()
+                    .find(|l| l.contains("probes attached in"))
+                    .and_then(|l| number_before(l, " ms"));
+                o.allocs = number_before(&log, " allocations").map(|x| x as u64);
+                o.lost = number_after(&log, "events lost:").map(|x| x as u64);
+                if let Some(l) = log
+                    .lines()
+                    .find(|l| l.contains("ns in eBPF programs per hit"))
+                {
+                    o.bpf_hits = number_before(l, " probe hits").map(|x| x as u64);
+                    o.bpf_ns_per_hit = number_before(l, " ns in eBPF programs");
+                }
+                if run.tracer == Tracer::Allocwatch {
+                    if run.mode == Mode::Pool {
+                        o.csv_pool = read_csv_counts(
+                            &dir.path().join("pools.csv"),
+                            "pool",
+                            "main.benchPool",
+                            &["gets", "puts"],
+                        )
+                        .map(|v| (v[0], v[1]));
+                    } else {
+                        o.csv_site_allocs = read_csv_counts(
+                            &dir.path().join("sites.csv"),
+                            "function",
+                            run.mode.site(),
+                            &["allocs"],
+                        )
+                        .map(|v| v[0]);
+                    }
+                }
+            }
+        }
+    }
+    o
+}
+
+/// Runs every variant `rounds` times, interleaved, the order rotated each
+/// round. Prints one line per run.
+fn interleaved(variants: &[Run], rounds: usize) -> Vec<Vec<Outcome>> {
+    let mut out: Vec<Vec<Outcome>> = variants.iter().map(|_| Vec::new()).collect();
+    for r in 0..rounds {
+        for k in 0..variants.len() {
+            let i = (k + r) % variants.len();
+            let v = variants[i];
+            let o = spin_run(v);
+            println!(
+                "  round {}/{rounds} {:?} {} threads={}: n={} cpu {:.1} ns/op, wall {:.1} ns/op{}{}",
+                r + 1,
+                v.mode,
+                v.tracer.name(),
+                v.threads,
+                o.n,
+                o.cpu_ns_per_op,
+                o.wall_ns_per_op,
+                o.bpf_ns_per_hit
+                    .map(|x| format!(", {x:.0} ns in eBPF per hit"))
+                    .unwrap_or_default(),
+                o.lost.map(|x| format!(", lost {x}")).unwrap_or_default(),
+            );
+            out[i].push(o);
+        }
+    }
+    out
+}
+
+/// Exactness of what allocwatch reported in its CSV, per run.
+fn check_counts(what: &str, outcomes: &[Outcome], failures: &mut Vec<String>) {
+    for (i, o) in outcomes.iter().enumerate() {
+        if let Some(a) = o.csv_site_allocs
+            && a != o.n
+        {
+            failures.push(format!(
+                "{what} run {}: allocwatch counted {a} allocations at the site, the fixture made {}",
+                i + 1,
+                o.n
+            ));
+        }
+        if let Some((g, p)) = o.csv_pool
+            && (g != o.n || p != o.n)
+        {
+            failures.push(format!(
+                "{what} run {}: allocwatch counted {g} gets / {p} puts, the fixture did {} pairs",
+                i + 1,
+                o.n
+            ));
+        }
+        if let Some(t) = o.bpftrace_total
+            && t < o.n
+        {
+            failures.push(format!(
+                "{what} run {}: bpftrace counted {t} hits, fewer than the fixture's {} allocations (attached late?)",
+                i + 1,
+                o.n
+            ));
+        }
+    }
+}
+
+fn cpu(v: &[Outcome]) -> Vec<f64> {
+    v.iter().map(|o| o.cpu_ns_per_op).collect()
+}
+
+fn wall(v: &[Outcome]) -> Vec<f64> {
+    v.iter().map(|o| o.wall_ns_per_op).collect()
+}
+
+// ---------------------------------------------------------------------------
+// 1. ns per allocation
+
+#[test]
+#[ignore = "benchmark: cargo xtask bench"]
+fn b1_alloc_overhead() {
+    if skip_unless_root() {
+        return;
+    }
+    println!(
+        "\n## 1. Cost per allocation, spin fixture, 1 thread, GOMAXPROCS=1 GOGC=off, Go {GO} ({} s per run)",
+        seconds()
+    );
+    let r = |mode, tracer| Run {
+        mode,
+        threads: 1,
+        tracer,
+        bpf_stats: false,
+    };
+    let variants = [
+        r(Mode::Small, Tracer::None),
+        r(Mode::Small, Tracer::Allocwatch),
+        r(Mode::Small, Tracer::Noop),
+        r(
+            Mode::Small,
+            Tracer::Bpftrace("runtime.mallocgcSmallNoScanSC3"),
+        ),
+        r(Mode::Big, Tracer::None),
+        r(Mode::Big, Tracer::Allocwatch),
+        r(Mode::Big, Tracer::Noop),
+        r(Mode::Big, Tracer::Bpftrace("runtime.mallocgc")),
+        r(Mode::Big, Tracer::BpftraceCount("runtime.mallocgc")),
+    ];
+    let res = interleaved(&variants, rounds(5));
+    let mut failures = Vec::new();
+    for (v, o) in variants.iter().zip(&res) {
+        check_counts(
+            &format!("{:?} {}", v.mode, v.tracer.name()),
+            o,
+            &mut failures,
+        );
+    }
+    for (mode, base, what) in [
+        (Mode::Small, 0, "24 B object (mallocgcSmallNoScanSC3)"),
+        (Mode::Big, 4, "128 B object (newobject → mallocgc)"),
+    ] {
+        let m = |i: usize| median(&cpu(&res[base + i]));
+        let (u, aw, noop, bt) = (m(0), m(1), m(2), m(3));
+        let tag = if mode == Mode::Small { "small" } else { "big" };
+        note(&format!("{what}: CPU ns per allocation, every run:"));
+        for (i, name) in ["untraced", "allocwatch", "noop", "bpftrace"]
+            .iter()
+            .enumerate()
+        {
+            note(&format!(
+                "  {name:<10} cpu [{}]  wall [{}]",
+                list(&cpu(&res[base + i])),
+                list(&wall(&res[base + i]))
+            ));
+        }
+        row(&format!("{tag}: untraced"), u, "ns/alloc", Goal::None);
+        row(
+            &format!("{tag}: traced, allocwatch"),
+            aw,
+            "ns/alloc",
+            Goal::None,
+        );
+        row(
+            &format!("{tag}: traced, noop programs (floor)"),
+            noop,
+            "ns/alloc",
+            Goal::None,
+        );
+        row(
+            &format!("{tag}: traced, bpftrace ustack(3) count()"),
+            bt,
+            "ns/alloc",
+            Goal::None,
+        );
+        row(
+            &format!("{tag}: added cost, allocwatch"),
+            aw - u,
+            "ns/alloc",
+            Goal::None,
+        );
+        row(
+            &format!("{tag}: added cost, floor"),
+            noop - u,
+            "ns/alloc",
+            Goal::None,
+        );
+        row(
+            &format!("{tag}: added cost, bpftrace"),
+            bt - u,
+            "ns/alloc",
+            Goal::None,
+        );
+        row(
+            &format!("{tag}: allocwatch / floor (added cost)"),
+            (aw - u) / (noop - u),
+            "×",
+            Goal::AtMost(1.15),
+        );
+        row(
+            &format!("{tag}: allocwatch / floor (total cost)"),
+            aw / noop,
+            "×",
+            Goal::None,
+        );
+        row(
+            &format!("{tag}: allocwatch / bpftrace (added cost)"),
+            (aw - u) / (bt - u),
+            "×",
+            if mode == Mode::Big {
+                Goal::AtMost(0.2)
+            } else {
+                Goal::None
+            },
+        );
+        let wm = |i: usize| median(&wall(&res[base + i]));
+        note(&format!(
+            "{what}: wall-clock medians (fixture's own figure): untraced {:.1}, allocwatch {:.1}, noop {:.1}, bpftrace {:.1} ns/alloc",
+            wm(0),
+            wm(1),
+            wm(2),
+            wm(3)
+        ));
+    }
+    let (u, bt, btc) = (
+        median(&cpu(&res[4])),
+        median(&cpu(&res[7])),
+        median(&cpu(&res[8])),
+    );
+    note(&format!(
+        "big, bpftrace `@ = count()` (no stack): cpu [{}]  wall [{}]",
+        list(&cpu(&res[8])),
+        list(&wall(&res[8]))
+    ));
+    row(
+        "big: traced, bpftrace @ = count() (no stack)",
+        btc,
+        "ns/alloc",
+        Goal::None,
+    );
+    row(
+        "big: added cost, bpftrace count only",
+        btc - u,
+        "ns/alloc",
+        Goal::None,
+    );
+    row(
+        "big: bpftrace ustack(3) − count only",
+        bt - btc,
+        "ns/alloc",
+        Goal::None,
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// 2. allocwatch's own CPU and lost events, two allocating threads
+
+#[test]
+#[ignore = "benchmark: cargo xtask bench"]
+fn b2_two_threads_cpu_and_loss() {
+    if skip_unless_root() {
+        return;
+    }
+    println!(
+        "\n## 2. allocwatch's own CPU and lost events: spin, 2 threads, GOMAXPROCS=2 ({} s per run)",
+        seconds()
+    );
+    let r = |tracer| Run {
+        mode: Mode::Small,
+        threads: 2,
+        tracer,
+        bpf_stats: false,
+    };
+    let variants = [r(Tracer::None), r(Tracer::Allocwatch)];
+    let res = interleaved(&variants, rounds(3));
+    let mut failures = Vec::new();
+    check_counts("2 threads allocwatch", &res[1], &mut failures);
+    let traced = &res[1];
+    let rate: Vec<f64> = traced
+        .iter()
+        .map(|o| o.allocs.unwrap_or(0) as f64 / seconds())
+        .collect();
+    let per_event: Vec<f64> = traced
+        .iter()
+        .map(|o| o.tracer_cpu_ns / o.allocs.unwrap_or(0).max(1) as f64)
+        .collect();
+    let core: Vec<f64> = traced
+        .iter()
+        .map(|o| 100.0 * o.tracer_cpu_ns / o.tracer_wall.as_nanos() as f64)
+        .collect();
+    let lost: Vec<f64> = traced
+        .iter()
+        .map(|o| o.lost.unwrap_or(u64::MAX) as f64)
+        .collect();
+    note(&format!("events/s [{}]", list(&rate)));
+    note(&format!("allocwatch CPU ns/event [{}]", list(&per_event)));
+    note(&format!("allocwatch % of one core [{}]", list(&core)));
+    note(&format!(
+        "target CPU ns/alloc untraced [{}], traced [{}]; wall ns × threads / alloc untraced [{}], traced [{}]",
+        list(&cpu(&res[0])),
+        list(&cpu(traced)),
+        list(&wall(&res[0])),
+        list(&wall(traced))
+    ));
+    row(
+        "2 threads: untraced",
+        median(&cpu(&res[0])),
+        "ns/alloc",
+        Goal::None,
+    );
+    row(
+        "2 threads: traced",
+        median(&cpu(traced)),
+        "ns/alloc",
+        Goal::None,
+    );
+    row(
+        "2 threads: events traced",
+        median(&rate),
+        "events/s",
+        Goal::None,
+    );
+    row(
+        "2 threads: allocwatch CPU per event",
+        median(&per_event),
+        "ns",
+        Goal::None,
+    );
+    row(
+        "2 threads: allocwatch CPU",
+        median(&core),
+        "% of one core",
+        Goal::AtMost(30.0),
+    );
+    row(
+        "2 threads: events lost (worst run)",
+        lost.iter().copied().fold(0.0, f64::max),
+        "events",
+        Goal::AtMost(0.0),
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// 3. Probe attach time
+
+/// Starts `bin` (waiting for its ready line), runs `allocwatch record --pid`
+/// until it reports its probes, stops both.
+struct Attach {
+    /// The line's `attached in M ms`.
+    reported_ms: f64,
+    /// From starting allocwatch to reading that line.
+    wall_ms: f64,
+    /// allocwatch's CPU time (all threads) when the line was read.
+    cpu_ms: f64,
+    probes: u64,
+}
+
+fn attach_once(bin: &Path, args: &[&str], ready: &str) -> Attach {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .env("ALLOCWATCH_WAIT", "1")
+        .env("GOMAXPROCS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut fx = Proc::spawn(&mut cmd, "target");
+    let mut out = Lines::spawn(fx.child.stdout.take().expect("stdout"));
+    out.until(Duration::from_secs(60), |l| l.starts_with(ready))
+        .unwrap_or_else(|| panic!("{} not ready:\n{}", bin.display(), out.text()));
+    let t0 = Instant::now();
+    let mut aw = Proc::spawn(
+        Command::new(allocwatch())
+            // --duration rather than a signal: allocwatch installs its
+            // SIGINT handler only after printing the line.
+            .args(["record", "--duration", "1s", "--pid", &fx.pid().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        "allocwatch",
+    );
+    let mut lines = Lines::spawn(aw.child.stderr.take().expect("stderr"));
+    let line = lines
+        .until(Duration::from_secs(120), |l| {
+            l.contains("probes attached in")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "allocwatch did not attach:\n{}",
+                lines.rest(Duration::from_secs(5))
+            )
+        });
+    let wall = t0.elapsed().as_secs_f64() * 1e3;
+    let cpu_ms = aw.cpu_now() / 1e6;
+    let end = aw.reap(Duration::from_secs(30));
+    assert!(
+        end.success,
+        "allocwatch failed:\n{}",
+        lines.rest(Duration::from_secs(5))
+    );
+    fx.signal(libc::SIGTERM);
+    drop(fx.child.stdin.take());
+    let _ = fx.reap(Duration::from_secs(30));
+    Attach {
+        reported_ms: number_before(&line, " ms").expect("attach ms"),
+        wall_ms: wall,
+        cpu_ms,
+        probes: number_before(&line, " probes attached").expect("probes") as u64,
+    }
+}
+
+#[test]
+#[ignore = "benchmark: cargo xtask bench"]
+fn b3_attach_time() {
+    if skip_unless_root() {
+        return;
+    }
+    println!(
+        "\n## 3. Probe attach time (`record --pid`: tracing PID …: N probes attached in M ms)"
+    );
+    let tc = go();
+    let targets: [(&str, PathBuf, &[&str], &str); 3] = [
+        (
+            "bigbin",
+            fixture(&tc, "bigbin", Variant::Default),
+            &[],
+            "ready ",
+        ),
+        (
+            "demo",
+            support::build_go(&tc, "demo", Variant::Default),
+            &["-rps", "0"],
+            "demo listening",
+        ),
+        ("spin", spin_bin(), &[], "ready "),
+    ];
+    let n = rounds(5);
+    let mut runs: BTreeMap<&str, Vec<Attach>> = BTreeMap::new();
+    for r in 0..n {
+        for k in 0..targets.len() {
+            let (name, bin, args, ready) = &targets[(k + r) % targets.len()];
+            let a = attach_once(bin, args, ready);
+            println!(
+                "  round {}/{n} {name}: {} ms reported, {:.0} ms until the line, {:.0} ms CPU, {} probes",
+                r + 1,
+                a.reported_ms,
+                a.wall_ms,
+                a.cpu_ms,
+                a.probes
+            );
+            runs.entry(name).or_default().push(a);
+        }
+    }
+    for (name, bin, _, _) in &targets {
+        let mb = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+        let v = &runs[name];
+        let reported: Vec<f64> = v.iter().map(|a| a.reported_ms).collect();
+        let walls: Vec<f64> = v.iter().map(|a| a.wall_ms).collect();
+        let cpus: Vec<f64> = v.iter().map(|a| a.cpu_ms).collect();
+        note(&format!(
+            "{name} ({mb:.1} MB, {} probes): reported [{}] ms, allocwatch start → line [{}] ms, allocwatch CPU until then [{}] ms",
+            v[0].probes,
+            list(&reported),
+            list(&walls),
+            list(&cpus)
+        ));
+        let goal = if *name == "bigbin" {
+            Goal::AtMost(500.0)
+        } else {
+            Goal::None
+        };
+        row(
+            &format!("attach time, {name} ({mb:.1} MB)"),
+            median(&reported),
+            "ms",
+            goal,
+        );
+        row(
+            &format!("attach: allocwatch CPU until attached, {name}"),
+            median(&cpus),
+            "ms",
+            Goal::None,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. sync.Pool probes
+
+#[test]
+#[ignore = "benchmark: cargo xtask bench"]
+fn b4_pool_overhead() {
+    if skip_unless_root() {
+        return;
+    }
+    println!(
+        "\n## 4. sync.Pool Get+Put pair, spin ALLOCWATCH_POOLBENCH=1, 1 thread ({} s per run)",
+        seconds()
+    );
+    let r = |tracer| Run {
+        mode: Mode::Pool,
+        threads: 1,
+        tracer,
+        bpf_stats: false,
+    };
+    let variants = [r(Tracer::None), r(Tracer::Allocwatch), r(Tracer::Noop)];
+    let res = interleaved(&variants, rounds(3));
+    let mut failures = Vec::new();
+    check_counts("pool allocwatch", &res[1], &mut failures);
+    let m = |i: usize| median(&cpu(&res[i]));
+    let (u, aw, noop) = (m(0), m(1), m(2));
+    for (i, name) in ["untraced", "allocwatch", "noop"].iter().enumerate() {
+        note(&format!(
+            "{name:<10} cpu [{}]  wall [{}]",
+            list(&cpu(&res[i])),
+            list(&wall(&res[i]))
+        ));
+    }
+    row("pool: untraced", u, "ns/pair", Goal::None);
+    row("pool: traced, allocwatch", aw, "ns/pair", Goal::None);
+    row(
+        "pool: traced, noop programs (floor)",
+        noop,
+        "ns/pair",
+        Goal::None,
+    );
+    row(
+        "pool: added cost, allocwatch",
+        aw - u,
+        "ns/pair",
+        Goal::None,
+    );
+    row("pool: added cost, floor", noop - u, "ns/pair", Goal::None);
+    row(
+        "pool: allocwatch / floor (added cost)",
+        (aw - u) / (noop - u),
+        "×",
+        Goal::None,
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// 5. Dashboard
+
+fn vm_hwm_kib() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM")
+}
+
+/// Run in a fresh process by `b5_dashboard`: the peak RSS of building and
+/// rendering the app with 10,000 sites.
+#[test]
+#[ignore = "helper of b5_dashboard"]
+fn b5_dashboard_rss_child() {
+    if std::env::var_os("ALLOCWATCH_BENCH_RSS_CHILD").is_none() {
+        return;
+    }
+    let before = vm_hwm_kib();
+    let _ = allocwatch::tui::bench_render(10_000);
+    let _ = allocwatch::tui::bench_update(10_000);
+    let after = vm_hwm_kib();
+    println!("rss-child before_kib={before} after_kib={after}");
+}
+
+#[test]
+#[ignore = "benchmark: cargo xtask bench"]
+fn b5_dashboard() {
+    println!("\n## 5. Dashboard with 10,000 sites (120×40 TestBackend, release build)");
+    let n = rounds(5);
+    let mut frames = Vec::new();
+    let mut updates = Vec::new();
+    for _ in 0..n {
+        frames.push(allocwatch::tui::bench_render(10_000).as_secs_f64() * 1e3);
+        updates.push(allocwatch::tui::bench_update(10_000).as_secs_f64() * 1e3);
+    }
+    note(&format!(
+        "frame ms [{}], update ms [{}]",
+        list(&frames),
+        list(&updates)
+    ));
+    row(
+        "dashboard: render one frame, 10k sites",
+        median(&frames),
+        "ms",
+        Goal::AtMost(10.0),
+    );
+    row(
+        "dashboard: ingest one snapshot, 10k sites",
+        median(&updates),
+        "ms",
+        Goal::None,
+    );
+
+    let exe = std::env::current_exe().expect("current exe");
+    let mut peaks = Vec::new();
+    let mut bases = Vec::new();
+    for _ in 0..3 {
+        let out = Command::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "b5_dashboard_rss_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("ALLOCWATCH_BENCH_RSS_CHILD", "1")
+            .output()
+            .expect("run the RSS child");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find_map(|l| l.find("rss-child ").map(|i| &l[i..]))
+            .unwrap_or_else(|| panic!("RSS child printed nothing:\n{text}"));
+        bases.push(field(line, "before_kib").expect("before") / 1024.0);
+        peaks.push(field(line, "after_kib").expect("after") / 1024.0);
+    }
+    note(&format!(
+        "peak RSS (VmHWM) of a fresh test process: before [{}] MB, after 10k sites [{}] MB",
+        list(&bases),
+        list(&peaks)
+    ));
+    row(
+        "dashboard: peak RSS with 10k sites (VmHWM)",
+        median(&peaks),
+        "MB",
+        Goal::Below(100.0),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 6. Time inside the eBPF programs (kernel's run-time statistics)
+
+#[test]
+#[ignore = "benchmark: cargo xtask bench"]
+fn b6_bpf_program_time() {
+    if skip_unless_root() {
+        return;
+    }
+    println!(
+        "\n## 6. ns per hit inside the eBPF programs (ALLOCWATCH_BPF_STATS=1, kernel.bpf_stats), 1 thread ({} s per run)",
+        seconds()
+    );
+    let r = |mode, tracer| Run {
+        mode,
+        threads: 1,
+        tracer,
+        bpf_stats: true,
+    };
+    let variants = [
+        r(Mode::Small, Tracer::Allocwatch),
+        r(Mode::Small, Tracer::Noop),
+        r(Mode::Big, Tracer::Allocwatch),
+        r(Mode::Big, Tracer::Noop),
+    ];
+    let res = interleaved(&variants, rounds(3));
+    let per_hit = |i: usize| -> Vec<f64> {
+        res[i]
+            .iter()
+            .map(|o| o.bpf_ns_per_hit.unwrap_or(f64::NAN))
+            .collect()
+    };
+    for (i, (tag, name)) in [
+        ("small", "allocwatch"),
+        ("small", "noop"),
+        ("big", "allocwatch"),
+        ("big", "noop"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        note(&format!("{tag} {name}: ns per hit [{}]", list(&per_hit(i))));
+        row(
+            &format!("{tag}: in eBPF program per hit, {name}"),
+            median(&per_hit(i)),
+            "ns",
+            Goal::None,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "benchmark: cargo xtask bench"]
+fn z_summary() {
+    let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if rows.is_empty() {
+        return;
+    }
+    let mut text =
+        String::from("| benchmark | value | unit | target | status |\n|---|---|---|---|---|\n");
+    for r in rows.iter().filter(|r| r.starts_with('|')) {
+        text.push_str(r);
+        text.push('\n');
+    }
+    text.push('\n');
+    for r in rows.iter().filter(|r| !r.starts_with('|')) {
+        text.push_str(r);
+        text.push('\n');
+    }
+    println!("\n## Summary\n\n{text}");
+    let dir = support::target_dir().join("bench");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join("results.md"), &text);
+        println!("(also written to {})", dir.join("results.md").display());
+    }
+}
