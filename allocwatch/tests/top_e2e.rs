@@ -56,6 +56,8 @@ fn sq(s: impl AsRef<std::ffi::OsStr>) -> String {
 /// A tmux server of our own with one session; killed on drop.
 struct Tmux {
     socket: String,
+    /// The socket file, removed with the server.
+    socket_path: Option<PathBuf>,
 }
 
 const SESSION: &str = "aw";
@@ -69,7 +71,10 @@ impl Tmux {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let t = Tmux { socket };
+        let mut t = Tmux {
+            socket,
+            socket_path: None,
+        };
         let out = t
             .cmd()
             .args(["new-session", "-d", "-x", "120", "-y", "40", "-s", SESSION])
@@ -81,6 +86,7 @@ impl Tmux {
             "tmux new-session failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        t.socket_path = Some(PathBuf::from(t.display("#{socket_path}")));
         t
     }
 
@@ -218,6 +224,9 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let left = self.pane_processes();
         let _ = self.cmd().arg("kill-server").output();
+        if let Some(p) = &self.socket_path {
+            let _ = std::fs::remove_file(p);
+        }
         // Closing the terminal ends everything in it (see
         // `closing_the_terminal_ends_top`); whatever a failed test left
         // behind is killed.
