@@ -45,7 +45,7 @@ impl Cause {
             Cause::ClosureCapture => "closure capture",
             Cause::Interface => "assignment to interface",
             Cause::ReturnedPointer => "returned pointer",
-            Cause::Other => "escapes",
+            Cause::Other => "other",
         }
     }
 }
@@ -141,6 +141,9 @@ pub enum SiteLookup {
     /// In the module, but the compiler reported no heap decision on its
     /// line (e.g. `append` growth, map inserts).
     Unknown,
+    /// An object of the Go runtime's own (a goroutine, a thread, a profiling
+    /// stack) allocated while this line ran: not an escape.
+    Runtime,
     /// In the module, but the binary's line does not fit the source: no
     /// reason (it could be a wrong one). The text says why.
     Mismatch(String),
@@ -521,6 +524,9 @@ impl EscapeIndex {
         if let Some(why) = self.position_mismatch(pkg, &local, &rel, key.line) {
             return SiteLookup::Mismatch(why);
         }
+        if runtime_type(&key.type_name) {
+            return SiteLookup::Runtime;
+        }
         let mut reasons: Vec<(u32, Reason)> = Vec::new();
         if let Some(ix) = self.heap_at.get(&(rel.clone(), key.line)) {
             let closure_type = key.type_name.starts_with("struct { F uintptr");
@@ -529,17 +535,33 @@ impl EscapeIndex {
                 .map(|&i| &self.heap[i])
                 .filter(|d| !is_constant(&d.subject))
                 .collect();
+            if key.type_name.as_ref() == "[]uintptr"
+                && !diags.iter().any(|d| match &d.subject {
+                    Subject::Expr(e) => e.contains("uintptr"),
+                    Subject::Moved(_) => false,
+                })
+            {
+                // The runtime's profiling and traceback buffers, made
+                // when a thread starts during this line.
+                return SiteLookup::Runtime;
+            }
             let literal = |d: &&HeapDiag| d.subject == Subject::Expr("func literal".into());
-            let preferred: Vec<&HeapDiag> = if closure_type {
-                diags.iter().copied().filter(literal).collect()
+            // A closure object comes from a function literal (or a method
+            // value), anything else not from one.
+            let chosen: Vec<&HeapDiag> = if closure_type {
+                let lits: Vec<&HeapDiag> = diags.iter().copied().filter(literal).collect();
+                if lits.is_empty() { diags } else { lits }
             } else {
-                diags.iter().copied().filter(|d| !literal(d)).collect()
+                diags.into_iter().filter(|d| !literal(d)).collect()
             };
-            let chosen = if preferred.is_empty() {
-                diags
-            } else {
-                preferred
-            };
+            // Several decisions on one line: keep those that can have
+            // made this type.
+            let shaped: Vec<&HeapDiag> = chosen
+                .iter()
+                .copied()
+                .filter(|d| shape_matches(d, &key.type_name))
+                .collect();
+            let chosen = if shaped.is_empty() { chosen } else { shaped };
             for d in chosen {
                 reasons.push((d.pos.col, self.reason(d, &rel, closure_type)));
             }
@@ -636,6 +658,26 @@ impl EscapeIndex {
         } else if has("return") {
             Cause::ReturnedPointer
         } else {
+            // Say where the flow ends: a call that keeps it, a global, a
+            // channel, a larger object that escapes.
+            let last = d.flows.last();
+            let holder = last
+                .and_then(|f| f.edge.split(" ← ").next())
+                .and_then(|dst| dst.strip_prefix("{storage for "))
+                .and_then(|x| x.strip_suffix('}'));
+            note = match (holder, last.and_then(|f| f.steps.last())) {
+                (Some(x), _) => Some(format!("referenced by {x}, which is on the heap")),
+                (None, Some(s)) => Some(match s.why.as_str() {
+                    "call parameter" => format!("passed to {}, which keeps it", s.expr),
+                    "send" => "sent on a channel".to_string(),
+                    "assign" => format!("stored by {}", s.expr),
+                    why => format!("{why}: {}", s.expr),
+                }),
+                (None, None) if expr.is_some_and(|e| e.starts_with("append")) => {
+                    Some("a slice that escapes outgrew its capacity".to_string())
+                }
+                (None, None) => None,
+            };
             Cause::Other
         };
         let mut flow = Vec::new();
@@ -657,6 +699,76 @@ impl EscapeIndex {
             flow,
             note,
         }
+    }
+}
+
+/// A type only the runtime allocates (`runtime.g`, `[]*runtime.g`,
+/// `runtime.mPadded`): unexported types of package runtime.
+fn runtime_type(t: &str) -> bool {
+    let mut base = t;
+    loop {
+        let before = base;
+        base = base.trim_start_matches("[]").trim_start_matches('*');
+        if let Some(rest) = base.strip_prefix('[')
+            && let Some(i) = rest.find(']')
+        {
+            base = &rest[i + 1..];
+        }
+        if base == before {
+            break;
+        }
+    }
+    // Not the runtime's boxing types (Go 1.27 boxes strings as
+    // `runtime.stringInterfacePtr`): those are escapes.
+    const OWN: [&str; 10] = [
+        "g",
+        "m",
+        "p",
+        "mPadded",
+        "sudog",
+        "_defer",
+        "_panic",
+        "timer",
+        "gcBgMarkWorkerNode",
+        "gcBgMarkWorkerNodePadded",
+    ];
+    base.strip_prefix("runtime.")
+        .is_some_and(|r| OWN.contains(&r))
+}
+
+/// Whether heap decision `d` can be what allocated an object of type `t`
+/// (as the symbolizer names it: a `make([]T, n)` is `[]T`, a map's storage
+/// `[]map.group[K]V` or `maps.Map`, a closure `struct { F uintptr; … }`).
+fn shape_matches(d: &HeapDiag, t: &str) -> bool {
+    let closure = t.starts_with("struct { F uintptr");
+    let map = [
+        "[]map.",
+        "map.",
+        "maps.",
+        "[]noalg.map.",
+        "noalg.map.",
+        "runtime.hmap",
+    ]
+    .iter()
+    .any(|p| t.starts_with(p));
+    let slice = t.starts_with("[]") && !map;
+    let e = match &d.subject {
+        Subject::Moved(_) => return !slice && !map && !closure,
+        Subject::Expr(e) => e.as_str(),
+    };
+    if e.starts_with("make(map[") || e.starts_with("map[") {
+        map
+    } else if map {
+        // Boxing a map value copies a pointer: only a map makes map storage.
+        false
+    } else if e == "func literal" {
+        closure
+    } else if e.starts_with("make([]") || e.starts_with("append") || e.starts_with("[]") {
+        slice || t.starts_with('[')
+    } else if e.starts_with('&') || e.starts_with("new(") {
+        !slice && !map && !closure
+    } else {
+        true
     }
 }
 
@@ -787,6 +899,28 @@ mod tests {
         ));
         assert!(!is_go_statement("\tlogo func() {", 7));
         assert!(!is_go_statement("\tf := ergo(func() {", 12));
+    }
+
+    #[test]
+    fn runtime_types() {
+        for t in [
+            "runtime.g",
+            "[]*runtime.g",
+            "runtime.mPadded",
+            "*[4]runtime.p",
+        ] {
+            assert!(runtime_type(t), "{t}");
+        }
+        for t in [
+            "runtime.stringInterfacePtr",
+            "runtime.MemStats",
+            "[]runtime.Frame",
+            "main.g",
+            "[]uintptr",
+            "string",
+        ] {
+            assert!(!runtime_type(t), "{t}");
+        }
     }
 
     #[test]

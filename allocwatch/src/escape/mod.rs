@@ -16,6 +16,7 @@
 //!
 //! Everything but [`runner`] is pure and tested on captured compiler output.
 
+pub mod cmd;
 pub mod index;
 pub mod parse;
 pub mod report;
@@ -68,3 +69,54 @@ impl Job {
 
 /// What the dashboard gets: the analysis, shared.
 pub type Shared = Arc<Analysis>;
+
+/// A small analysis for other modules' tests: module `example.com/shop` at
+/// `/srv/shop`, with a `make([]byte, n)` of non-constant size at
+/// `orders.go:88` in `(*Server).handleOrder`.
+#[cfg(test)]
+#[must_use]
+pub fn sample_analysis() -> Analysis {
+    struct Text;
+    impl index::Sources for Text {
+        fn read(&self, _rel: &str) -> Option<String> {
+            Some("\n".repeat(200))
+        }
+    }
+    let out = parse::parse(
+        "# example.com/shop
+./orders.go:80:6: cannot inline (*Server).handleOrder: function too complex: cost 300 exceeds budget 80
+./orders.go:88:13: make([]byte, n) escapes to heap:
+./orders.go:88:13:   flow: {heap} = &{storage for make([]byte, n)}:
+./orders.go:88:13:     from make([]byte, n) (non-constant size) at ./orders.go:88:13
+./orders.go:88:13: make([]byte, n) escapes to heap
+",
+    );
+    let index = EscapeIndex::build(
+        index::ModuleInfo {
+            root: "/srv/shop".into(),
+            path: "example.com/shop".into(),
+            main_package: Some("example.com/shop".into()),
+        },
+        vec![index::Package {
+            import_path: "example.com/shop".into(),
+            name: "main".into(),
+            dir: String::new(),
+            files: vec!["orders.go".into()],
+        }],
+        out,
+        &Text,
+    );
+    Analysis {
+        index,
+        toolchain: runner::Toolchain {
+            go: "/usr/local/go/bin/go".into(),
+            version: "go1.24.2".into(),
+            origin: "PATH".into(),
+        },
+        target_version: "go1.24.2".into(),
+        package: "example.com/shop".into(),
+        warnings: Vec::new(),
+        notes: Vec::new(),
+        took: std::time::Duration::from_millis(1200),
+    }
+}

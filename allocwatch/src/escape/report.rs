@@ -126,7 +126,8 @@ pub fn write_report(
         module_sites.len().min(top),
         module_sites.len()
     )?;
-    let mut suggestions: Vec<(u64, String)> = Vec::new();
+    // suggestion text → (bytes, site) of the sites it applies to
+    let mut suggestions: Vec<(String, Vec<(u64, String)>)> = Vec::new();
     for (i, (s, l)) in module_sites.iter().enumerate() {
         let f = facts(s, snap);
         let esc = match l {
@@ -135,17 +136,18 @@ pub fn write_report(
         };
         let sug = site_suggestions(esc, &f);
         for x in &sug {
-            suggestions.push((
-                s.bytes,
-                format!(
-                    "{} {}:{} ({}): {}",
-                    s.key.function,
-                    short(&s.key.file),
-                    s.key.line,
-                    s.key.type_name,
-                    x.trim_start_matches("suggestion: ")
-                ),
-            ));
+            let text = x.trim_start_matches("suggestion: ").to_string();
+            let site = format!(
+                "{} {}:{} ({})",
+                s.key.function,
+                short(&s.key.file),
+                s.key.line,
+                s.key.type_name
+            );
+            match suggestions.iter_mut().find(|(t, _)| *t == text) {
+                Some((_, v)) => v.push((s.bytes, site)),
+                None => suggestions.push((text, vec![(s.bytes, site)])),
+            }
         }
         if i >= top {
             continue;
@@ -187,6 +189,10 @@ pub fn write_report(
                 out,
                 "     why: the compiler reported no heap decision on this line (append growth, map inserts and runtime-internal allocations have none)"
             )?,
+            SiteLookup::Runtime => writeln!(
+                out,
+                "     why: not an escape: the Go runtime allocated one of its own objects (a goroutine, a thread, a stack trace buffer) while this line ran"
+            )?,
             SiteLookup::Mismatch(why) => {
                 writeln!(
                     out,
@@ -221,7 +227,8 @@ pub fn write_report(
             pool_lines.push(adv.trim_start_matches("suggestion: ").to_string());
         }
     }
-    suggestions.sort_by_key(|s| std::cmp::Reverse(s.0));
+    // The suggestions about the most bytes first.
+    suggestions.sort_by_key(|(_, v)| std::cmp::Reverse(v.iter().map(|x| x.0).sum::<u64>()));
     writeln!(out)?;
     writeln!(out, "Suggestions (allocwatch's, not the compiler's):")?;
     if suggestions.is_empty() && pool_lines.is_empty() {
@@ -230,8 +237,14 @@ pub fn write_report(
     for p in &pool_lines {
         writeln!(out, "  - {p}")?;
     }
-    for (_, s) in suggestions.iter().take(top) {
-        writeln!(out, "  - {s}")?;
+    for (text, sites) in suggestions.iter().take(top) {
+        const SHOWN: usize = 6;
+        let mut names: Vec<&str> = sites.iter().take(SHOWN).map(|x| x.1.as_str()).collect();
+        let more = format!("and {} more", sites.len().saturating_sub(SHOWN));
+        if sites.len() > SHOWN {
+            names.push(&more);
+        }
+        writeln!(out, "  - {}: {text}", names.join(", "))?;
     }
 
     if !snap.pools.is_empty() {

@@ -58,11 +58,11 @@ pub fn site_suggestions(esc: Option<&SiteEscape>, f: &SiteFacts<'_>) -> Vec<Stri
     if pool_candidate(f) {
         let avg = f.bytes / f.allocs.max(1);
         let freq = match f.allocs_per_s {
-            Some(r) => format!("{r:.0} allocations/s"),
+            Some(r) => format!("{r:.0}/s"),
             None => format!("{} allocations", f.allocs),
         };
         out.push(format!(
-            "suggestion: pool candidate: {freq} of {} averaging {} and no sync.Pool: reuse them with one (Get, reset, Put back when done)",
+            "suggestion: pool candidate ({freq} of {}, avg {}, no pool): reuse them with a sync.Pool (Get, reset, Put back when done)",
             f.type_name,
             human(avg)
         ));
@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert!(
             s[0].starts_with(
-                "suggestion: pool candidate: 1000 allocations/s of []uint8 averaging 4.0 KiB"
+                "suggestion: pool candidate (1000/s of []uint8, avg 4.0 KiB, no pool)"
             ),
             "{}",
             s[0]

@@ -333,6 +333,21 @@ fn lines_without_decisions_and_mismatches() {
         )),
         SiteLookup::Outside
     );
+    // The runtime's own objects made while a line runs are not escapes.
+    let g = marker_line(&root.join("main.go"), "goroutine-closure");
+    assert_eq!(
+        idx.lookup(&key("main.spawn", f, g, "runtime.g")),
+        SiteLookup::Runtime
+    );
+    assert_eq!(
+        idx.lookup(&key("main.spawn", f, g, "[]*runtime.g")),
+        SiteLookup::Runtime
+    );
+    let big = marker_line(&root.join("main.go"), "too-large");
+    assert_eq!(
+        idx.lookup(&key("main.bigLocal", f, big, "[]uintptr")),
+        SiteLookup::Runtime
+    );
     // A closure of spawn is inside spawn: no mismatch.
     let g = marker_line(&root.join("main.go"), "goroutine");
     assert_ne!(
@@ -417,6 +432,30 @@ fn demo() {
             [Cause::UnknownSizeMake, Cause::Interface].contains(&e.cause()),
             "{e:#?}"
         );
+        // Two decisions on one line: the one that makes this type.
+        let e = found(idx.lookup(&key(
+            "main.newScratch",
+            &file,
+            line_of("return &scratch{buf: make([]byte, 0, 4096)}"),
+            "[]uint8",
+        )));
+        assert_eq!(e.reasons.len(), 1, "{e:#?}");
+        assert_eq!(
+            e.reasons[0].headline,
+            "make([]byte, 0, 4096) escapes to heap"
+        );
+        assert_eq!(
+            e.reasons[0].note.as_deref(),
+            Some("referenced by &scratch{...}, which is on the heap")
+        );
+        let e = found(idx.lookup(&key(
+            "main.newScratch",
+            &file,
+            line_of("return &scratch{buf: make([]byte, 0, 4096)}"),
+            "main.scratch",
+        )));
+        assert_eq!(e.reasons.len(), 1, "{e:#?}");
+        assert_eq!(e.reasons[0].headline, "&scratch{...} escapes to heap");
         // A main package of another command in the same module is not the target's.
         assert_eq!(
             idx.lookup(&key(

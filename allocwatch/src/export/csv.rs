@@ -1,12 +1,13 @@
 //! The CSV schemas of `record` (and of the dashboard's `e` export).
 //!
 //! Sites: `window_start_s,window_end_s,function,file,line,type,allocs,bytes,allocs_per_s,bytes_per_s`,
-//! one row per (function, file, line, type) and window, sorted by bytes descending.
+//! one row per (function, file, line, type) and window, sorted by bytes descending;
+//! with `--source`, a last column `escape`: the compiler's reason chain (empty when unknown).
 //! Pools: `window_start_s,window_end_s,pool,new_func,gets,hits,misses,nil_returns,puts,hit_ratio`.
 
 use std::io::Write;
 
-use crate::stats::Snapshot;
+use crate::stats::{SiteKey, Snapshot};
 
 pub const SITES_HEADER: [&str; 10] = [
     "window_start_s",
@@ -47,16 +48,30 @@ fn rate(n: u64, window: f64) -> String {
     }
 }
 
+/// The text of the `escape` column for a site.
+pub type EscapeColumn = Box<dyn Fn(&SiteKey) -> String + Send>;
+
 /// A CSV writer for site rows; `header` writes the header once.
 pub struct SitesCsv<W: Write> {
     w: csv::Writer<W>,
+    escape: Option<EscapeColumn>,
 }
 
 impl<W: Write> SitesCsv<W> {
     pub fn new(out: W) -> csv::Result<Self> {
         let mut w = csv::Writer::from_writer(out);
         w.write_record(SITES_HEADER)?;
-        Ok(SitesCsv { w })
+        Ok(SitesCsv { w, escape: None })
+    }
+
+    /// The same, with the column `escape` appended, filled by `escape`.
+    pub fn with_escape(out: W, escape: EscapeColumn) -> csv::Result<Self> {
+        let mut w = csv::Writer::from_writer(out);
+        w.write_record(SITES_HEADER.iter().chain(&["escape"]))?;
+        Ok(SitesCsv {
+            w,
+            escape: Some(escape),
+        })
     }
 
     /// Writes one row per site of `window` (a difference of two snapshots,
@@ -71,7 +86,7 @@ impl<W: Write> SitesCsv<W> {
         let (s, e) = (secs(start), secs(end));
         for site in window.sites_by_bytes() {
             let k = &site.key;
-            self.w.write_record([
+            let row = [
                 s.as_str(),
                 e.as_str(),
                 &k.function,
@@ -82,7 +97,11 @@ impl<W: Write> SitesCsv<W> {
                 &site.bytes.to_string(),
                 &rate(site.allocs, secs_f),
                 &rate(site.bytes, secs_f),
-            ])?;
+            ];
+            match &self.escape {
+                Some(f) => self.w.write_record(row.iter().chain(&[f(k).as_str()]))?,
+                None => self.w.write_record(row)?,
+            }
         }
         Ok(())
     }
@@ -183,6 +202,18 @@ mod tests {
             out,
             "window_start_s,window_end_s,function,file,line,type,allocs,bytes,allocs_per_s,bytes_per_s\n\
              0.000,2.000,main.f,/x/main.go,3,main.T,10,240,5.0,120.0\n"
+        );
+        let mut w = SitesCsv::with_escape(
+            Vec::new(),
+            Box::new(|k: &SiteKey| format!("returned pointer: moved to heap: {}", k.line)),
+        )
+        .unwrap();
+        w.write_window(Duration::ZERO, &snap).unwrap();
+        let out = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "window_start_s,window_end_s,function,file,line,type,allocs,bytes,allocs_per_s,bytes_per_s,escape\n\
+             0.000,2.000,main.f,/x/main.go,3,main.T,10,240,5.0,120.0,returned pointer: moved to heap: 3\n"
         );
     }
 }
