@@ -32,6 +32,20 @@ pub enum Command {
     Record(RecordArgs),
     /// Print what allocwatch would probe in a Go executable (no root needed).
     Inspect(InspectArgs),
+    /// Trace for a while, then say why the hot sites are on the heap (the compiler's escape analysis).
+    Explain(ExplainArgs),
+}
+
+/// `--source DIR` / `--go PATH`: the compiler's escape analysis beside the sites.
+#[derive(Debug, Args)]
+pub struct EscapeArgs {
+    /// The target's Go module (or a directory in it): show why each site escapes, from
+    /// `go build -gcflags=-m=2` (nothing is written into it).
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
+    /// The go command for --source (default: one of the target's version on PATH or in ~/sdk, else `go`).
+    #[arg(long = "go", value_name = "PATH", requires = "source")]
+    pub go: Option<PathBuf>,
 }
 
 /// The traced program: a PID, or a command after `--`.
@@ -85,6 +99,8 @@ pub struct TopArgs {
     /// allocwatch's log file while the dashboard owns the terminal.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub escape: EscapeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +118,26 @@ pub struct RecordArgs {
     pub pools_csv: Option<PathBuf>,
     /// Print the N hottest sites on stderr at the end.
     #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    #[command(flatten)]
+    pub escape: EscapeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The target's Go module (or a directory in it).
+    #[arg(long, value_name = "DIR")]
+    pub source: PathBuf,
+    /// The go command (default: one of the target's version on PATH or in ~/sdk, else `go`).
+    #[arg(long = "go", value_name = "PATH")]
+    pub go: Option<PathBuf>,
+    /// How long to trace before explaining; less if the target exits or at Ctrl-C.
+    #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// List the N hottest sites of the module (and the N best suggestions).
+    #[arg(long, default_value_t = 15)]
     pub top: usize,
 }
 

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
                 Command::Inspect(a) => commands::inspect(&a, cli.verbose),
                 Command::Record(a) => commands::record(a, cli.verbose).await,
                 Command::Top(a) => commands::top(a, cli.verbose).await,
+                Command::Explain(a) => commands::explain(a, cli.verbose).await,
             }
         }),
         Err(e) => Err(AppError::other(format!(

@@ -294,6 +294,11 @@ pub struct SiteDetail {
     pub pool_name: Option<Arc<str>>,
     /// All types allocated at the same function:line, most bytes first.
     pub types: Vec<TypeRow>,
+    /// Why it is on the heap (`--source`): the compiler's reason chain, or
+    /// why there is none; empty without an escape analysis.
+    pub escape: Vec<String>,
+    /// allocwatch's suggestions (each starts with `suggestion:`).
+    pub suggestions: Vec<String>,
     /// Size distribution over all those types.
     pub size_hist: [u64; SIZE_BUCKETS],
     /// Allocations per second of this site, oldest first.
@@ -508,6 +513,8 @@ pub struct App {
     page_rows: usize,
 
     pub(super) paused: bool,
+    /// The compiler's escape analysis, once it has run.
+    pub(super) escape: Option<Arc<crate::escape::Analysis>>,
     pub(super) exited: Option<String>,
     pub(super) status: Option<Status>,
     quit: bool,
@@ -552,6 +559,7 @@ impl App {
             scroll: 0,
             page_rows: 10,
             paused: false,
+            escape: None,
             exited: None,
             status,
             quit: false,
@@ -623,6 +631,33 @@ impl App {
                 }
             }
             Feed::Notice(text) => self.status = Some(Status { text, error: false }),
+            Feed::Escape(a) => {
+                let mut warnings = a.warnings.clone();
+                if let Some(t) = self.history.back() {
+                    warnings.extend(crate::escape::report::mismatch_warning(&a, t));
+                }
+                self.status = Some(if warnings.is_empty() {
+                    Status {
+                        text: format!(
+                            "escape analysis ready ({} heap decision{}): Enter on a site shows why",
+                            a.index.heap_decisions(),
+                            if a.index.heap_decisions() == 1 {
+                                ""
+                            } else {
+                                "s"
+                            }
+                        ),
+                        error: false,
+                    }
+                } else {
+                    Status {
+                        text: warnings.join("; "),
+                        error: true,
+                    }
+                });
+                self.escape = Some(a);
+                self.refresh_detail();
+            }
         }
     }
 
@@ -1101,6 +1136,19 @@ impl App {
             .get(key)
             .map(|s| s.samples.iter().copied().collect())
             .unwrap_or_default();
+        let (escape, suggestions) = match &self.escape {
+            Some(a) => {
+                let facts = crate::escape::suggest::SiteFacts {
+                    type_name: &key.type_name,
+                    allocs,
+                    bytes,
+                    allocs_per_s: self.shown.rates_known.then_some(rate.allocs),
+                    from_pool: pool_new_func.is_some(),
+                };
+                escape_lines(a, key, &facts)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
         self.site_detail = Some(SiteDetail {
             key: key.clone(),
             stack,
@@ -1111,6 +1159,8 @@ impl App {
             pool_new_func,
             pool_name,
             types,
+            escape,
+            suggestions,
             size_hist,
             series,
         });
@@ -1170,7 +1220,13 @@ impl App {
             .with_context(|| format!("failed to create {}", path.display()))?;
         match self.tab {
             Tab::Sites => {
-                let mut w = SitesCsv::new(file.writer())?;
+                let mut w = match &self.escape {
+                    Some(a) => SitesCsv::with_escape(
+                        file.writer(),
+                        crate::escape::cmd::column(Some(a.clone())),
+                    )?,
+                    None => SitesCsv::new(file.writer())?,
+                };
                 w.write_window(self.shown.start, &snap)?;
                 w.flush()?;
             }
@@ -1185,6 +1241,46 @@ impl App {
             .with_context(|| format!("failed to write {}", path.display()))?;
         Ok((path, rows))
     }
+}
+
+/// The detail view's "why on the heap" lines and suggestions for a site.
+fn escape_lines(
+    a: &crate::escape::Analysis,
+    key: &SiteKey,
+    facts: &crate::escape::suggest::SiteFacts<'_>,
+) -> (Vec<String>, Vec<String>) {
+    use crate::escape::SiteLookup;
+    let found = a.index.lookup(key);
+    let lines = match &found {
+        SiteLookup::Found(e) => {
+            let mut v = vec![format!("Why on the heap: {}", e.cause().label())];
+            v.extend(e.lines());
+            v
+        }
+        SiteLookup::Outside => {
+            vec!["Why on the heap: unknown (outside the module: no escape analysis)".to_owned()]
+        }
+        SiteLookup::Unknown => vec![
+            "Why on the heap: the compiler reported no heap decision on this line".to_owned(),
+        ],
+        SiteLookup::Runtime => vec![
+            "Why on the heap: not an escape (the runtime's own object, allocated while this line ran)"
+                .to_owned(),
+        ],
+        SiteLookup::Mismatch(why) => vec![format!(
+            "Why on the heap: unknown: the binary does not match the source ({why})"
+        )],
+    };
+    let esc = match &found {
+        SiteLookup::Found(e) => Some(e.as_ref()),
+        _ => None,
+    };
+    let suggestions = if matches!(found, SiteLookup::Outside | SiteLookup::Runtime) {
+        Vec::new()
+    } else {
+        crate::escape::suggest::site_suggestions(esc, facts)
+    };
+    (lines, suggestions)
 }
 
 fn unix_now() -> u64 {

@@ -31,4 +31,7 @@ pub enum Feed {
     TargetExited(String),
     /// A message for the status line.
     Notice(String),
+    /// The compiler's escape analysis of the target's source (`--source`):
+    /// the site detail shows each site's reason chain and suggestions.
+    Escape(std::sync::Arc<crate::escape::Analysis>),
 }

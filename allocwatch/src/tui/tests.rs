@@ -112,6 +112,32 @@ fn snapshot_site_detail() {
 }
 
 #[test]
+fn snapshot_site_detail_escape() {
+    let mut app = fed();
+    app.on_feed(Feed::Escape(std::sync::Arc::new(
+        crate::escape::sample_analysis(),
+    )));
+    press(&mut app, KeyCode::Enter);
+    let d = app.site_detail.as_ref().unwrap();
+    assert_eq!(d.escape[0], "Why on the heap: unknown size make");
+    assert!(
+        d.suggestions[0].starts_with("suggestion: pool candidate"),
+        "{:?}",
+        d.suggestions
+    );
+    snap_both("site_detail_escape", &mut app);
+    // A site outside the module says so; the CSV export gets the column.
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char('/'));
+    type_text(&mut app, "json");
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Enter);
+    let d = app.site_detail.as_ref().unwrap();
+    assert!(d.escape[0].contains("outside the module"), "{:?}", d.escape);
+    assert!(d.suggestions.is_empty());
+}
+
+#[test]
 fn snapshot_site_detail_pool_miss() {
     let mut app = fed();
     press(&mut app, KeyCode::Char('/'));

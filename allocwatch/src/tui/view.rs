@@ -610,6 +610,7 @@ fn pools(f: &mut Frame, area: Rect, app: &App) {
 struct SiteDetailAreas {
     info: Rect,
     spark: Rect,
+    why: Rect,
     left: Rect,
     stack: Rect,
 }
@@ -619,9 +620,14 @@ fn site_detail_areas(body: Rect, app: &App) -> SiteDetailAreas {
         .site_detail
         .as_ref()
         .is_some_and(|d| d.pool_new_func.is_some());
-    let [info, spark, _, rest] = Layout::vertical([
+    let why_rows = app
+        .site_detail
+        .as_ref()
+        .map_or(0, |d| why_lines(d, usize::from(body.height / 3)).len());
+    let [info, spark, why, _, rest] = Layout::vertical([
         Constraint::Length(3 + u16::from(pool_line)),
         Constraint::Length(1),
+        Constraint::Length(u16::try_from(why_rows).unwrap_or(0)),
         Constraint::Length(1),
         Constraint::Min(0),
     ])
@@ -635,9 +641,40 @@ fn site_detail_areas(body: Rect, app: &App) -> SiteDetailAreas {
     SiteDetailAreas {
         info,
         spark,
+        why,
         left,
         stack,
     }
+}
+
+/// The "why on the heap" block (`--source`): the reason chain, cut to
+/// leave room for the suggestions, at most `max` lines.
+fn why_lines(d: &crate::tui::SiteDetail, max: usize) -> Vec<Line<'static>> {
+    if d.escape.is_empty() {
+        return Vec::new();
+    }
+    let sug = d.suggestions.len().min(max.saturating_sub(1));
+    let chain = max.saturating_sub(sug).max(1);
+    let mut v: Vec<Line<'static>> = d
+        .escape
+        .iter()
+        .take(chain)
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                Line::styled(l.clone(), BOLD)
+            } else {
+                Line::raw(l.clone())
+            }
+        })
+        .collect();
+    v.extend(
+        d.suggestions
+            .iter()
+            .take(sug)
+            .map(|l| Line::styled(l.clone(), Style::new().fg(Color::Yellow))),
+    );
+    v
 }
 
 fn site_detail(f: &mut Frame, body: Rect, app: &App) {
@@ -687,6 +724,10 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
         Layout::horizontal([Constraint::Length(24), Constraint::Min(0)]).areas(a.spark);
     f.render_widget(Paragraph::new("allocs/s, last minute:").style(DIM), label);
     sparkline(f, spark, &d.series, Color::Cyan);
+    f.render_widget(
+        Paragraph::new(why_lines(d, usize::from(body.height / 3))),
+        a.why,
+    );
 
     // Left: the types at this function:line, then their size distribution.
     let width = usize::from(a.left.width);
