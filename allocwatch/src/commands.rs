@@ -65,8 +65,14 @@ pub fn inspect(a: &InspectArgs, verbose: u8) -> Result<()> {
         (None, None) => return Err(AppError::usage("give a Go executable or --pid PID")),
     };
     let bin = session::open_binary(&path, &what)?;
-    let plan = plan::plan(&bin, PlanOptions { pools: !a.no_pools, mode: a.mode })
-        .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
+    let plan = plan::plan(
+        &bin,
+        PlanOptions {
+            pools: !a.no_pools,
+            mode: a.mode,
+        },
+    )
+    .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
     let mut out = std::io::stdout().lock();
     let res = if a.json {
         serde_json::to_writer_pretty(&mut out, &plan)
@@ -263,6 +269,7 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
             pools: a.target.trace_pools(),
             noop: a.target.noop_programs,
             mode: a.target.mode,
+            ringbuf_bytes: a.target.ringbuf_bytes,
         },
     )?;
     announce(&s);
@@ -308,6 +315,7 @@ pub async fn explain(a: ExplainArgs, verbose: u8) -> Result<()> {
             pools: a.target.trace_pools(),
             noop: a.target.noop_programs,
             mode: a.target.mode,
+            ringbuf_bytes: a.target.ringbuf_bytes,
         },
     )?;
     announce(&s);
@@ -418,7 +426,11 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
         e,
         "allocwatch: {} probe hits: about {cost_ms:.0} ms of the target's CPU time at ~{COST_PER_HIT_NS:.0} ns per hit ({:.1}% of one core)",
         snap.counters.hits,
-        if secs > 0.0 { cost_ms / 10.0 / secs } else { 0.0 }
+        if secs > 0.0 {
+            cost_ms / 10.0 / secs
+        } else {
+            0.0
+        }
     );
     let (run_ns, runs) = s.program_run_time();
     if runs > 0 {
@@ -429,11 +441,30 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
             "allocwatch: {runs} probe hits, {avg:.0} ns in eBPF programs per hit"
         );
     }
+    let fb = s.fallbacks();
     if snap.counters.lost > 0 {
+        // A lost key stack loses no count: the kernel counted the allocation.
+        let stacks = fb.lost_stacks.min(snap.counters.lost);
+        let uncounted = snap.counters.lost - stacks;
+        let what = match (uncounted, stacks) {
+            (0, _) => format!("counts are exact, but {stacks} new sites lack their full stack"),
+            (_, 0) => format!("{uncounted} operations were not counted: counts are low"),
+            _ => format!(
+                "{uncounted} operations were not counted (counts are low) and {stacks} new sites lack their full stack"
+            ),
+        };
         let _ = writeln!(
             e,
-            "allocwatch: warning: {} events did not fit in the ring buffer: counts are low",
+            "allocwatch: warning: {} events did not fit in the ring buffer: {what}",
             snap.counters.lost
+        );
+    }
+    if fb.agg_full > 0 {
+        let _ = writeln!(
+            e,
+            "allocwatch: note: the kernel's aggregation maps were full ({} keys): {} operations were sent one by one instead",
+            allocwatch_common::AGG_ENTRIES,
+            fb.agg_full
         );
     }
     for (i, site) in snap.sites_by_bytes().iter().take(top).enumerate() {
@@ -466,6 +497,22 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
             st.hit_ratio()
                 .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
         );
+        if let Some(nf) = &p.new_func {
+            // Allocations made under this pool's New (they have
+            // sync.(*Pool).Get on their stack): what the misses cost.
+            let (n, b) = snap
+                .sites
+                .iter()
+                .filter(|x| x.pool_new_func.as_ref() == Some(nf))
+                .fold((0, 0), |(n, b), x| (n + x.allocs, b + x.bytes));
+            if n > 0 {
+                let _ = writeln!(
+                    e,
+                    "    misses cost {n} allocations, {} ({b} bytes)",
+                    human_bytes(b)
+                );
+            }
+        }
         for c in &p.callers {
             let cs = &c.stats;
             let _ = writeln!(
@@ -510,6 +557,7 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
             pools: a.target.trace_pools(),
             noop: a.target.noop_programs,
             mode: a.target.mode,
+            ringbuf_bytes: a.target.ringbuf_bytes,
         },
     )?;
     let info = crate::tui::TargetInfo {
@@ -570,6 +618,23 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
         // A program allocwatch started does not outlive the dashboard.
         // SAFETY: kill(2) on the PID of our own child.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        // Reap it (up to 2 s, then SIGKILL) so that no zombie is left behind.
+        let mut reaped = false;
+        for _ in 0..20 {
+            // SAFETY: waitpid on our own child, without blocking.
+            if unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) } != 0 {
+                reaped = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !reaped {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+            }
+        }
     }
     result
 }

@@ -25,10 +25,32 @@ struct PoolCount {
 }
 
 #[derive(Debug, Deserialize)]
+struct NewSite {
+    func: String,
+    count: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
 struct FixtureResult {
     go: String,
     pools: Vec<PoolCount>,
     callsites: Vec<PoolCount>,
+    /// What each pool's New allocated (one site per New function).
+    sites: Vec<NewSite>,
+}
+
+/// The `misses cost …` line under the pool whose New is `new_func`.
+fn miss_cost_line<'a>(stderr: &'a str, new_func: &str) -> Option<&'a str> {
+    let mut lines = stderr.lines();
+    while let Some(l) = lines.next() {
+        if l.trim_start().starts_with("pool ") && l.contains(&format!("(New: {new_func})")) {
+            return lines
+                .next()
+                .filter(|n| n.trim_start().starts_with("misses cost"));
+        }
+    }
+    None
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +186,19 @@ fn pools_for(version: &str) {
             if !p.new_func.is_empty() {
                 assert_eq!(row.new_func, p.new_func, "{what}: New of {}", p.pool);
             }
+        }
+        // Allocations made by each pool's New are attributed to that pool.
+        for site in &res.sites {
+            let line = miss_cost_line(&stderr, &site.func)
+                .unwrap_or_else(|| panic!("{what}: no miss cost for {}:\n{stderr}", site.func));
+            assert!(
+                line.contains(&format!("misses cost {} allocations", site.count))
+                    && line.contains(&format!("({} bytes)", site.bytes)),
+                "{what}: {}: expected {} allocations / {} bytes, got {line:?}",
+                site.func,
+                site.count,
+                site.bytes
+            );
         }
         for c in &res.callsites {
             let key = if c.new_func.is_empty() {

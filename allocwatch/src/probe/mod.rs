@@ -44,6 +44,34 @@ pub enum Event<'a> {
     },
 }
 
+/// How to load the programs (defaults: the real programs, the ring buffer
+/// size compiled into the object).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Attach an empty program at every probe instead (benchmarks: the
+    /// floor cost of the trap alone).
+    pub noop: bool,
+    /// Size of the `EVENTS` ring buffer in bytes instead of
+    /// [`RINGBUF_BYTES`](allocwatch_common::RINGBUF_BYTES): a power of two
+    /// multiple of the page size (tests shrink it to make it overflow).
+    pub ringbuf_bytes: Option<u32>,
+}
+
+/// What the kernel could not do the cheap way, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fallbacks {
+    /// Allocations (or pool operations) of a new key when the aggregation
+    /// map (or the pool map) was full: sent one by one through the ring
+    /// buffer.
+    pub agg_full: u64,
+    /// Allocations whose site lay deeper in the runtime than a key
+    /// reaches: sent one by one.
+    pub key_truncated: u64,
+    /// Lost events that only carried a new key's full stack (the
+    /// allocation was counted; its site lacks the full stack).
+    pub lost_stacks: u64,
+}
+
 /// Loaded programs with their probes attached. Dropping it detaches every probe.
 pub struct Tracer {
     ring: AsyncFd<RingBuf<MapData>>,
@@ -61,6 +89,12 @@ pub struct Tracer {
 fn load_error(e: &dyn std::fmt::Display) -> AppError {
     AppError::env(format!("cannot load the eBPF programs: {e}"))
         .hint("allocwatch needs root, or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, and a kernel ≥ 5.15 with BTF")
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
 /// Ranges as the eBPF programs take them: runtime addresses, sorted.
@@ -123,26 +157,35 @@ impl Tracer {
     /// (vaddrs already in the plan; `bias` is the target's load bias) to
     /// `exe` for that process only.
     pub fn attach(plan: &ProbePlan, exe: &Path, tgid: u32, bias: u64) -> Result<Tracer> {
-        Self::attach_programs(plan, exe, tgid, bias, false)
+        Self::attach_programs(plan, exe, tgid, bias, LoadOptions::default())
     }
 
-    /// Like [`Tracer::attach`]; with `noop`, every probe runs an empty
-    /// program instead (the benchmarks' floor: the cost of the trap alone).
+    /// Like [`Tracer::attach`], with [`LoadOptions`].
     pub fn attach_programs(
         plan: &ProbePlan,
         exe: &Path,
         tgid: u32,
         bias: u64,
-        noop: bool,
+        opts: LoadOptions,
     ) -> Result<Tracer> {
         let ranges = to_ranges(&plan.merged_malloc_ranges(), bias)?;
         let runtime = to_ranges(&plan.runtime_ranges, bias)?;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(names::TARGET_TGID, &tgid, true)
             .override_global(names::MALLOC_RANGES, &ranges, true)
-            .override_global(names::RUNTIME_RANGES, &runtime, true)
-            .load(BPF_OBJECT)
-            .map_err(|e| load_error(&e))?;
+            .override_global(names::RUNTIME_RANGES, &runtime, true);
+        if let Some(bytes) = opts.ringbuf_bytes {
+            // The kernel refuses other sizes with EINVAL.
+            if !bytes.is_power_of_two() || u64::from(bytes) % page_size() != 0 {
+                return Err(AppError::usage(format!(
+                    "ring buffer size {bytes} is not a power of two multiple of the page size ({})",
+                    page_size()
+                )));
+            }
+            loader.map_max_entries(names::EVENTS, bytes);
+        }
+        let mut ebpf = loader.load(BPF_OBJECT).map_err(|e| load_error(&e))?;
         let logger = match EbpfLogger::init(&mut ebpf) {
             // SAFETY: the logger owns its ring buffer map's fd for its whole life.
             Ok(l) => unsafe { AsyncFd::register(l) }.ok(),
@@ -156,16 +199,21 @@ impl Tracer {
         };
         let mut attached = 0;
         for prog_kind in [Program::Alloc, Program::Pool] {
-            let probes: Vec<_> = plan
+            let mut probes: Vec<_> = plan
                 .probes
                 .iter()
                 .filter(|p| p.program == prog_kind)
                 .collect();
+            // Get last: a Get is never counted without its Put and miss
+            // probes already in place (no spurious misses or "not put").
+            probes.sort_by_key(|p| {
+                allocwatch_common::cookie::kind(p.cookie) == allocwatch_common::cookie::POOL_GET
+            });
             if probes.is_empty() {
                 continue;
             }
             let name = match prog_kind {
-                _ if noop => names::PROG_NOOP,
+                _ if opts.noop => names::PROG_NOOP,
                 Program::Alloc => names::PROG_ALLOC,
                 Program::Pool => names::PROG_POOL,
             };
@@ -337,6 +385,23 @@ impl Tracer {
             nested: sum(counter::NESTED),
             lost: sum(counter::LOST),
             stack_errors: sum(counter::STACK_ERRORS),
+        }
+    }
+
+    /// Allocations the kernel sent one by one instead of aggregating them,
+    /// and lost events that carried only a stack.
+    #[must_use]
+    pub fn fallbacks(&self) -> Fallbacks {
+        let sum = |i: u32| {
+            self.counters
+                .get(&i, 0)
+                .map(|v| v.iter().sum::<u64>())
+                .unwrap_or(0)
+        };
+        Fallbacks {
+            agg_full: sum(counter::AGG_FULL),
+            key_truncated: sum(counter::KEY_TRUNCATED),
+            lost_stacks: sum(counter::LOST_STACKS),
         }
     }
 
