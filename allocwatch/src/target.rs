@@ -19,6 +19,40 @@ struct Identity {
     exe_ino: u64,
 }
 
+/// The address space the target had when allocwatch found it, through
+/// `/proc/PID/mem` opened then: the kernel ties that file to the address
+/// space, so reading it fails once the process has exec'd, even when the new
+/// program is the same executable (same start time, same inode).
+struct AddressSpace {
+    mem: std::fs::File,
+    /// The start of a readable mapping (the executable's first).
+    addr: u64,
+}
+
+impl AddressSpace {
+    fn open(pid: u32) -> Option<AddressSpace> {
+        let mem = std::fs::File::open(proc_path(pid, "mem")).ok()?;
+        let maps = std::fs::read_to_string(proc_path(pid, "maps")).ok()?;
+        let addr = maps.lines().find_map(|line| {
+            let mut it = line.split_whitespace();
+            let (range, perms) = (it.next()?, it.next()?);
+            // [vvar] and [vsyscall] cannot be read through /proc/PID/mem.
+            let special = it.nth(3).is_some_and(|p| p.starts_with('['));
+            (perms.starts_with('r') && !special)
+                .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())
+                .flatten()
+        })?;
+        let space = AddressSpace { mem, addr };
+        space.readable().then_some(space)
+    }
+
+    fn readable(&self) -> bool {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 1];
+        matches!(self.mem.read_at(&mut b, self.addr), Ok(1))
+    }
+}
+
 /// A process being traced.
 pub struct Target {
     pub pid: u32,
@@ -30,6 +64,9 @@ pub struct Target {
     /// The command line, for display.
     pub command: String,
     identity: Identity,
+    /// `None` when `/proc/PID/mem` cannot be opened (then an exec of the
+    /// same executable goes unnoticed).
+    space: Option<AddressSpace>,
     /// Set when allocwatch launched the process.
     child: Option<Child>,
     /// When a launched process was first seen exiting, but not yet reapable.
@@ -113,6 +150,7 @@ impl Target {
             exe_display,
             command,
             identity,
+            space: AddressSpace::open(pid),
             child: None,
             exiting_since: None,
         })
@@ -205,14 +243,19 @@ impl Target {
             Some(_) if self.child.is_none() && is_zombie(self.pid) => {
                 Some(Gone::Exited("exited".into()))
             }
-            Some(id) if id.start_time != self.identity.start_time => Some(Gone::Exited(format!(
-                "exited, and PID {} now belongs to another process",
-                self.pid
-            ))),
-            Some(id) if id != self.identity => Some(Gone::Replaced(
-                "replaced itself with another program (exec)".into(),
-            )),
-            Some(_) => None,
+            Some(id) => match compare(&self.identity, &id) {
+                None if self.space.as_ref().is_some_and(|s| !s.readable()) => {
+                    // Its address space is gone: exec'd, or exiting just now.
+                    match read_identity(self.pid) {
+                        Some(_) if !is_zombie(self.pid) => Some(Gone::Replaced(
+                            "replaced itself with a new run of the same executable (exec)".into(),
+                        )),
+                        _ if self.child.is_some() => None,
+                        _ => Some(Gone::Exited("exited".into())),
+                    }
+                }
+                gone => gone,
+            },
         }
     }
 
@@ -260,11 +303,91 @@ impl Target {
     }
 }
 
+/// What became of the process allocwatch identified as `was`, now that the
+/// PID shows `now`: a different start time is another process (the PID was
+/// reused); the same start time with another executable is the same process
+/// after an exec.
+fn compare(was: &Identity, now: &Identity) -> Option<Gone> {
+    if now.start_time != was.start_time {
+        Some(Gone::Exited(
+            "exited, and its PID now belongs to another process".into(),
+        ))
+    } else if now != was {
+        Some(Gone::Replaced(
+            "replaced itself with another program (exec)".into(),
+        ))
+    } else {
+        None
+    }
+}
+
 fn describe_status(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(c), _) => format!("exited with status {c}"),
         (None, Some(s)) => format!("killed by signal {s}"),
         _ => "exited".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: Identity = Identity {
+        start_time: 123_456,
+        exe_dev: 0x803,
+        exe_ino: 42,
+    };
+
+    #[test]
+    fn same_process_same_program() {
+        assert_eq!(compare(&ID, &ID), None);
+    }
+
+    #[test]
+    fn reused_pid_is_another_process() {
+        // Another process, even of the same executable.
+        for now in [
+            Identity {
+                start_time: 123_457,
+                ..ID
+            },
+            Identity {
+                start_time: 99,
+                exe_ino: 7,
+                ..ID
+            },
+        ] {
+            assert!(
+                matches!(compare(&ID, &now), Some(Gone::Exited(m)) if m.contains("another process")),
+                "{now:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn exec_is_a_replacement() {
+        for now in [
+            Identity { exe_ino: 43, ..ID },
+            Identity {
+                exe_dev: 0x804,
+                ..ID
+            },
+        ] {
+            assert!(
+                matches!(compare(&ID, &now), Some(Gone::Replaced(m)) if m.contains("exec")),
+                "{now:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn own_process_is_itself() {
+        let pid = std::process::id();
+        let mut t = Target::from_pid(pid).expect("own process");
+        assert!(t.space.as_ref().is_some_and(AddressSpace::readable));
+        assert_eq!(t.check(), None);
+        assert_eq!(read_identity(pid), Some(t.identity));
     }
 }
