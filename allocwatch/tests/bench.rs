@@ -931,6 +931,12 @@ fn b2_two_threads_cpu_and_loss() {
         Goal::None,
     );
     row(
+        "2 threads: rate ceiling from the CPU cost (2 free cores)",
+        2e9 / median(&cpu(traced)),
+        "events/s",
+        Goal::None,
+    );
+    row(
         "2 threads: allocwatch CPU per event",
         median(&per_event),
         "ns",
@@ -963,6 +969,9 @@ struct Attach {
     wall_ms: f64,
     /// allocwatch's CPU time (all threads) when the line was read.
     cpu_ms: f64,
+    /// From the summary line (printed once tracing stopped) to the exit:
+    /// detaching the probes.
+    detach_ms: f64,
     probes: u64,
 }
 
@@ -1002,7 +1011,15 @@ fn attach_once(bin: &Path, args: &[&str], ready: &str) -> Attach {
         });
     let wall = t0.elapsed().as_secs_f64() * 1e3;
     let cpu_ms = aw.cpu_now() / 1e6;
-    let end = aw.reap(Duration::from_secs(30));
+    let summary = lines.until(Duration::from_secs(60), |l| l.contains("events lost:"));
+    let t_summary = Instant::now();
+    let end = aw.reap(Duration::from_secs(60));
+    let detach_ms = t_summary.elapsed().as_secs_f64() * 1e3;
+    assert!(
+        summary.is_some(),
+        "allocwatch printed no summary:\n{}",
+        lines.text()
+    );
     assert!(
         end.success,
         "allocwatch failed:\n{}",
@@ -1015,6 +1032,7 @@ fn attach_once(bin: &Path, args: &[&str], ready: &str) -> Attach {
         reported_ms: number_before(&line, " ms").expect("attach ms"),
         wall_ms: wall,
         cpu_ms,
+        detach_ms,
         probes: number_before(&line, " probes attached").expect("probes") as u64,
     }
 }
@@ -1051,12 +1069,13 @@ fn b3_attach_time() {
             let (name, bin, args, ready) = &targets[(k + r) % targets.len()];
             let a = attach_once(bin, args, ready);
             println!(
-                "  round {}/{n} {name}: {} ms reported, {:.0} ms until the line, {:.0} ms CPU, {} probes",
+                "  round {}/{n} {name}: {} ms reported, {:.0} ms until the line, {:.0} ms CPU, {} probes; detach {:.0} ms",
                 r + 1,
                 a.reported_ms,
                 a.wall_ms,
                 a.cpu_ms,
-                a.probes
+                a.probes,
+                a.detach_ms
             );
             runs.entry(name).or_default().push(a);
         }
@@ -1067,12 +1086,14 @@ fn b3_attach_time() {
         let reported: Vec<f64> = v.iter().map(|a| a.reported_ms).collect();
         let walls: Vec<f64> = v.iter().map(|a| a.wall_ms).collect();
         let cpus: Vec<f64> = v.iter().map(|a| a.cpu_ms).collect();
+        let detach: Vec<f64> = v.iter().map(|a| a.detach_ms).collect();
         note(&format!(
-            "{name} ({mb:.1} MB, {} probes): reported [{}] ms, allocwatch start → line [{}] ms, allocwatch CPU until then [{}] ms",
+            "{name} ({mb:.1} MB, {} probes): reported [{}] ms, allocwatch start → line [{}] ms, allocwatch CPU until then [{}] ms, summary → exit (detach) [{}] ms",
             v[0].probes,
             list(&reported),
             list(&walls),
-            list(&cpus)
+            list(&cpus),
+            list(&detach)
         ));
         let goal = if *name == "bigbin" {
             Goal::AtMost(500.0)
@@ -1088,6 +1109,12 @@ fn b3_attach_time() {
         row(
             &format!("attach: allocwatch CPU until attached, {name}"),
             median(&cpus),
+            "ms",
+            Goal::None,
+        );
+        row(
+            &format!("detach: summary line → exit, {name}"),
+            median(&detach),
             "ms",
             Goal::None,
         );
