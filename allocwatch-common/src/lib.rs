@@ -79,7 +79,7 @@ pub mod counter {
     pub const HITS: u32 = 0;
     /// Hits skipped as nested (already counted at `runtime.mallocgc`).
     pub const NESTED: u32 = 1;
-    /// Events that did not fit in the ring buffer.
+    /// Events that did not fit in the ring buffer (all kinds).
     pub const LOST: u32 = 2;
     /// `bpf_get_stack` failures (event still sent, without frames).
     pub const STACK_ERRORS: u32 = 3;
@@ -91,6 +91,10 @@ pub mod counter {
     /// Allocations whose runtime frames were too deep for a key (sent as
     /// single events instead).
     pub const KEY_TRUNCATED: u32 = 6;
+    /// Of [`LOST`], the events that only carried a new key's full stack
+    /// ([`EVENT_STACK_ONLY`](crate::EVENT_STACK_ONLY)): the allocation itself
+    /// was counted in the aggregation map, only the stack is missing.
+    pub const LOST_STACKS: u32 = 7;
     pub const COUNT: u32 = 8;
 }
 

@@ -89,8 +89,11 @@ fn target_tgid() -> u32 {
 
 /// Counts a lost event and logs the first loss on each CPU.
 #[inline(always)]
-fn lost(ctx: &ProbeContext) {
+fn lost(ctx: &ProbeContext, flags: u32) {
     bump(counter::LOST);
+    if flags & EVENT_STACK_ONLY != 0 {
+        bump(counter::LOST_STACKS);
+    }
     if let Some(p) = LOG_ONCE.get_ptr_mut(0) {
         // SAFETY: per-CPU slot.
         unsafe {
@@ -256,7 +259,7 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
 #[inline(always)]
 fn send_alloc(ctx: &ProbeContext, tgid: u32, ck: u64, size: u64, key: &AggKey, flags: u32) {
     let Some(mut entry) = EVENTS.reserve::<AllocEvent>(0) else {
-        lost(ctx);
+        lost(ctx, flags);
         return;
     };
     let ev = entry.as_mut_ptr();
@@ -350,7 +353,7 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
         Err(_) => {
             bump(counter::AGG_FULL);
             let Some(mut entry) = EVENTS.reserve::<PoolEvent>(0) else {
-                lost(ctx);
+                lost(ctx, 0);
                 return Ok(0);
             };
             entry.write(PoolEvent {

@@ -67,6 +67,9 @@ pub struct TargetArgs {
     /// Benchmarks only: attach empty eBPF programs at the same points.
     #[arg(long, hide = true)]
     pub noop_programs: bool,
+    /// Tests only: the ring buffer's size in bytes (a power of two, at least 4096) instead of 32 MiB.
+    #[arg(long, hide = true, value_name = "BYTES", value_parser = parse_ringbuf_bytes)]
+    pub ringbuf_bytes: Option<u32>,
     /// A program to launch and trace from its first instruction.
     #[arg(last = true, value_name = "PROGRAM ARGS")]
     pub command: Vec<OsString>,
@@ -160,6 +163,16 @@ pub struct InspectArgs {
     pub mode: crate::plan::Mode,
 }
 
+/// Parses a ring buffer size: a power of two from 4096 (a page) to 1 GiB.
+pub fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && (4096..=1 << 30).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a power of two from 4096 to 1073741824"
+        )),
+    }
+}
+
 /// Parses `1.5s`, `500ms`, `2m`, `1h`, `10` (seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -203,6 +216,15 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         for bad in ["", "abc", "10x", "-1s", "0", "1e400", "s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ringbuf_sizes() {
+        assert_eq!(parse_ringbuf_bytes("4096"), Ok(4096));
+        assert_eq!(parse_ringbuf_bytes("1073741824"), Ok(1 << 30));
+        for bad in ["", "0", "2048", "5000", "2147483648", "-4096", "4k"] {
+            assert!(parse_ringbuf_bytes(bad).is_err(), "{bad}");
         }
     }
 

@@ -14,7 +14,7 @@ use allocwatch_common::cookie;
 use crate::error::{AppError, Result};
 use crate::gobin::GoBinary;
 use crate::plan::{self, PlanOptions, ProbePlan};
-use crate::probe::{Event, Tracer};
+use crate::probe::{Event, Fallbacks, LoadOptions, Tracer};
 use crate::stats::{Aggregator, PoolOp, Snapshot};
 use crate::symbolize::GoResolver;
 use crate::target::{Gone, Target};
@@ -34,6 +34,8 @@ pub struct Options {
     /// Attach empty programs instead of the real ones (benchmarks only).
     pub noop: bool,
     pub mode: crate::plan::Mode,
+    /// Ring buffer size in bytes instead of the default (tests only).
+    pub ringbuf_bytes: Option<u32>,
 }
 
 /// Opens and parses a Go executable, mapping failures to target errors.
@@ -160,14 +162,24 @@ impl Session {
     fn prepare(target: &Target, opts: Options) -> Result<(Arc<GoBinary>, ProbePlan, Tracer, u64)> {
         let what = format!("PID {} ({})", target.pid, target.exe_display);
         let bin = Arc::new(open_binary(&target.exe, &what)?);
-        let plan = plan::plan(&bin, PlanOptions { pools: opts.pools, mode: opts.mode })
-            .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
+        let plan = plan::plan(
+            &bin,
+            PlanOptions {
+                pools: opts.pools,
+                mode: opts.mode,
+            },
+        )
+        .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
         let bias = if bin.is_pie() {
             target.load_bias(bin.first_load_vaddr())?
         } else {
             0
         };
-        let tracer = Tracer::attach_programs(&plan, &target.exe, target.pid, bias, opts.noop)?;
+        let load = LoadOptions {
+            noop: opts.noop,
+            ringbuf_bytes: opts.ringbuf_bytes,
+        };
+        let tracer = Tracer::attach_programs(&plan, &target.exe, target.pid, bias, load)?;
         Ok((bin, plan, tracer, bias))
     }
 
@@ -198,7 +210,10 @@ impl Session {
     /// Reads the kernel's aggregated totals into the aggregator (after
     /// draining the ring buffer, so that new keys arrive with their stacks).
     pub fn collect(&mut self) {
-        if let Some(rate) = self.rate_addr.and_then(|a| read_target_u64(self.target.pid, a)) {
+        if let Some(rate) = self
+            .rate_addr
+            .and_then(|a| read_target_u64(self.target.pid, a))
+        {
             self.agg.set_sample_rate(rate);
         }
         self.pump();
@@ -227,6 +242,13 @@ impl Session {
     #[must_use]
     pub fn program_run_time(&self) -> (u64, u64) {
         self.tracer.program_run_time()
+    }
+
+    /// What the kernel sent one by one instead of aggregating, and lost
+    /// events that carried only a stack.
+    #[must_use]
+    pub fn fallbacks(&self) -> Fallbacks {
+        self.tracer.fallbacks()
     }
 
     /// Time since the probes were attached.
