@@ -294,6 +294,80 @@ fn record_source_go127_trimpath() {
     record_with_source("1.27.3", true);
 }
 
+/// A binary built from an edited copy of the module (nine lines inserted
+/// at the top) against the original source: allocwatch says that they do
+/// not match and gives the shifted sites no reason rather than wrong ones.
+#[test]
+fn mismatched_source_is_reported() {
+    if skip_unless_root() {
+        return;
+    }
+    let tc = toolchain("1.27.3");
+    let copy = tempfile::tempdir().unwrap();
+    let src = copy.path().join("escape");
+    std::fs::create_dir_all(src.join("internal/shape")).unwrap();
+    for f in ["go.mod", "internal/shape/shape.go"] {
+        std::fs::copy(escape_module().join(f), src.join(f)).unwrap();
+    }
+    let main_go = std::fs::read_to_string(escape_module().join("main.go")).unwrap();
+    std::fs::write(
+        src.join("main.go"),
+        format!("{}{main_go}", "// edited\n".repeat(9)),
+    )
+    .unwrap();
+    let bin = copy.path().join("escape-edited");
+    let o = Command::new(tc.go())
+        .current_dir(&src)
+        .args(["build", "-trimpath", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .env("GOROOT", &tc.goroot)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOCACHE", target_dir().join("gocache").join(&tc.version))
+        .env("CGO_ENABLED", "0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv_path = copy.path().join("sites.csv");
+    let out = aw(&tc)
+        .arg("record")
+        .arg("--source")
+        .arg(escape_module())
+        .arg("--go")
+        .arg(tc.go())
+        .arg("--csv")
+        .arg(&csv_path)
+        .arg("--")
+        .arg(&bin)
+        .env("ALLOCWATCH_N", "100")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: the target does not match the source"),
+        "{stderr}"
+    );
+    let rows: Vec<Row> = csv::Reader::from_path(&csv_path)
+        .unwrap()
+        .deserialize()
+        .map(|x| x.unwrap())
+        .collect();
+    let wrong: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.file.ends_with("/main.go") && !r.escape.is_empty())
+        .collect();
+    assert!(wrong.is_empty(), "reasons for shifted lines: {wrong:#?}");
+    // The other package did not change: its site keeps its reason.
+    assert!(
+        rows.iter()
+            .any(|r| r.function.ends_with("shape.NewRect")
+                && r.escape.starts_with("returned pointer")),
+        "{rows:#?}"
+    );
+}
+
 /// The CSV keeps its exact header without `--source`.
 #[test]
 fn no_source_no_column() {
