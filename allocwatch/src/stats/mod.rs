@@ -421,7 +421,10 @@ impl Snapshot {
                         *x = x.saturating_sub(*y);
                     }
                 }
-                (d.allocs > 0).then_some(d)
+                // Bytes can arrive in a later read than their count (the
+                // kernel adds them one after the other): keep such a row, or
+                // windows would not add up to the totals.
+                (d.allocs > 0 || d.bytes > 0).then_some(d)
             })
             .collect();
         Snapshot {
