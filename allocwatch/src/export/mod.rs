@@ -14,6 +14,8 @@
 
 pub mod csv;
 mod file;
+pub mod flame;
+pub mod folded;
 pub mod pprof;
 
 pub use file::{AtomicFile, check_writable};
