@@ -90,6 +90,24 @@ impl AtomicFile {
         Ok(std::mem::take(&mut self.dest))
     }
 
+    /// Renames the file, as written so far, into place now and hands over
+    /// the open file: for outputs written progressively (`record
+    /// --interval`), whose every flushed write is then at the final path at
+    /// once and survives allocwatch being killed. When run through sudo the
+    /// file is given to the invoking user.
+    pub fn publish(mut self) -> io::Result<(File, PathBuf)> {
+        let f = match self.out.take() {
+            Some(w) => w.into_inner().map_err(io::IntoInnerError::into_error)?,
+            None => return Err(io::Error::other("output already closed")),
+        };
+        chown_to_sudo_user(&self.tmp);
+        if let Err(e) = std::fs::rename(&self.tmp, &self.dest) {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(e);
+        }
+        Ok((f, std::mem::take(&mut self.dest)))
+    }
+
     /// Removes the temporary file.
     pub fn abort(mut self) {
         self.out.take();

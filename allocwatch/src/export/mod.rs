@@ -17,6 +17,7 @@ mod file;
 pub mod flame;
 pub mod folded;
 pub mod pprof;
+pub mod series;
 
 pub use file::{AtomicFile, check_writable};
 
