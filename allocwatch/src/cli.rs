@@ -107,6 +107,7 @@ pub struct TopArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("csv_out").args(["csv", "pools_csv"]).multiple(true)))]
 pub struct RecordArgs {
     #[command(flatten)]
     pub target: TargetArgs,
@@ -119,6 +120,24 @@ pub struct RecordArgs {
     /// Write per-pool totals to this CSV file.
     #[arg(long, value_name = "FILE")]
     pub pools_csv: Option<PathBuf>,
+    /// Write the CSV files as time series: one row per site (per pool) and window of this
+    /// length (e.g. 1s), `window_start_s`/`window_end_s` counted from the start of recording.
+    /// Each window is flushed as it ends, so a killed recording keeps every completed window.
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval, requires = "csv_out")]
+    pub interval: Option<Duration>,
+    /// Write a gzipped pprof profile for `go tool pprof`: sample types alloc_objects and
+    /// alloc_space (exact counts), full stacks, the type as label `type`.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+    /// Write folded stacks (flamegraph.pl / inferno / speedscope format), the type as the leaf frame.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// What the stacks of --folded and --svg are weighted by.
+    #[arg(long, value_enum, value_name = "WEIGHT", default_value_t = FoldedWeight::Bytes)]
+    pub folded_weight: FoldedWeight,
+    /// Write an allocation flame graph (SVG), the type as the leaf frame.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
     /// Print the N hottest sites on stderr at the end.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -142,6 +161,16 @@ pub struct ExplainArgs {
     /// List the N hottest sites of the module (and the N best suggestions).
     #[arg(long, default_value_t = 15)]
     pub top: usize,
+}
+
+/// The weight of folded stacks and flame graphs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FoldedWeight {
+    /// Bytes allocated.
+    #[default]
+    Bytes,
+    /// Number of allocations.
+    Allocs,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +231,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parses a `--interval`: a duration of at least 10 ms.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err(format!(
+            "`{s}` is too short: the interval must be at least 10ms"
+        ));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +266,54 @@ mod tests {
         for bad in ["", "0", "2048", "5000", "2147483648", "-4096", "4k"] {
             assert!(parse_ringbuf_bytes(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_interval("10ms"), Ok(Duration::from_millis(10)));
+        assert!(parse_interval("5ms").is_err());
+        assert!(parse_interval("x").is_err());
+    }
+
+    #[test]
+    fn interval_needs_a_csv_output() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(parse(&["allocwatch", "record", "--interval", "1s", "--pid", "1"]).is_err());
+        assert!(
+            parse(&[
+                "allocwatch",
+                "record",
+                "--interval",
+                "1s",
+                "--pools-csv",
+                "p.csv",
+                "--pid",
+                "1"
+            ])
+            .is_ok()
+        );
+        let Command::Record(r) = parse(&[
+            "allocwatch",
+            "record",
+            "--pid",
+            "1",
+            "--pprof",
+            "a.pb.gz",
+            "--folded",
+            "a.folded",
+            "--folded-weight",
+            "allocs",
+            "--svg",
+            "a.svg",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not record");
+        };
+        assert_eq!(r.folded_weight, FoldedWeight::Allocs);
+        assert!(r.pprof.is_some() && r.folded.is_some() && r.svg.is_some() && r.interval.is_none());
     }
 
     #[test]

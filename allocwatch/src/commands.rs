@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{ExplainArgs, InspectArgs, RecordArgs, TargetArgs, TopArgs};
+use crate::cli::{ExplainArgs, FoldedWeight, InspectArgs, RecordArgs, TargetArgs, TopArgs};
 use crate::error::{AppError, Result};
 use crate::export::csv::{PoolsCsv, SitesCsv};
-use crate::export::{AtomicFile, check_writable};
+use crate::export::folded::Weight;
+use crate::export::series::IntervalCsv;
+use crate::export::{AtomicFile, check_writable, flame, folded, pprof};
 use crate::plan::{self, PlanOptions, ProbePlan};
 use crate::session::{self, Options, Session, TargetSpec};
 use crate::stats::Snapshot;
@@ -191,7 +193,8 @@ enum Stop {
 }
 
 /// Runs the event loop until `duration`, a signal, or the target going away;
-/// calls `tick` with a snapshot about every `refresh`.
+/// calls `tick` with a snapshot about every `refresh`, on a fixed schedule
+/// (ticks do not drift: `record --interval` windows stay aligned).
 async fn trace_loop(
     s: &mut Session,
     duration: Option<Duration>,
@@ -204,7 +207,7 @@ async fn trace_loop(
         signal(SignalKind::terminate()).map_err(|e| AppError::other(format!("signal: {e}")))?;
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(refresh.min(Duration::from_millis(20)));
-    let mut last_tick = tokio::time::Instant::now();
+    let mut next_tick = tokio::time::Instant::now() + refresh;
     let stop = loop {
         tokio::select! {
             () = s.events_ready() => { s.pump(); }
@@ -213,8 +216,13 @@ async fn trace_loop(
                 if let Some(g) = s.check_target() {
                     break Stop::Target(g);
                 }
-                if last_tick.elapsed() >= refresh {
-                    last_tick = tokio::time::Instant::now();
+                let now = tokio::time::Instant::now();
+                if now >= next_tick {
+                    next_tick += refresh;
+                    if next_tick <= now {
+                        // Far behind (a stalled process): skip, do not burst.
+                        next_tick = now + refresh;
+                    }
                     tick(&s.snapshot());
                 }
             }
@@ -246,6 +254,7 @@ fn human_bytes(b: u64) -> String {
 pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     init_stderr_log(verbose);
     let spec = target_spec(&a.target)?;
+    check_distinct_outputs(&a)?;
     // Output paths are checked before anything is attached.
     let mut csv_file = a
         .csv
@@ -263,6 +272,21 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         .as_deref()
         .map(|d| crate::escape::cmd::request(d, a.escape.go.as_deref()))
         .transpose()?;
+    let mut pprof_file = a
+        .pprof
+        .as_deref()
+        .map(|p| create_output(p, "--pprof"))
+        .transpose()?;
+    let mut folded_file = a
+        .folded
+        .as_deref()
+        .map(|p| create_output(p, "--folded"))
+        .transpose()?;
+    let mut svg_file = a
+        .svg
+        .as_deref()
+        .map(|p| create_output(p, "--svg"))
+        .transpose()?;
     let mut s = Session::start(
         &spec,
         Options {
@@ -272,15 +296,47 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
             ringbuf_bytes: a.target.ringbuf_bytes,
         },
     )?;
+    // With --interval the CSV files are at their final paths from now on
+    // and grow by one flushed window per tick (see export::series).
+    let mut series = match a.interval {
+        Some(_) => Some(
+            IntervalCsv::start(csv_file.take(), pools_file.take())
+                .map_err(|e| AppError::other(e.to_string()))?,
+        ),
+        None => None,
+    };
+    if a.interval.is_some() && a.csv.is_some() && a.escape.source.is_some() {
+        log::warn!(
+            "--interval: the sites CSV gets no escape column (the compiler's reasons are known only at the end)"
+        );
+    }
     announce(&s);
     // The compiler runs while the target is traced.
     let job = escape.map(|r| crate::escape::Job::start(r, s.bin.build_info().clone()));
-    let stop = trace_loop(&mut s, a.duration, Duration::from_secs(1), |_| {}).await?;
+    let mut series_error = None;
+    let refresh = a.interval.unwrap_or(Duration::from_secs(1));
+    let stop = trace_loop(&mut s, a.duration, refresh, |snap| {
+        if let Some(w) = series.as_mut()
+            && series_error.is_none()
+            && let Err(e) = w.window(snap)
+        {
+            log::error!("{e}");
+            series_error = Some(e);
+        }
+    })
+    .await?;
     let snap = s.snapshot();
     let analysis = job
         .and_then(crate::escape::cmd::finish)
         .map(std::sync::Arc::new);
     let mut written: Vec<PathBuf> = Vec::new();
+    // A time series that failed keeps its completed windows; the other
+    // outputs are still written, and the failure is reported at the end.
+    let series_result = match (series_error, series.take()) {
+        (Some(e), _) => Err(e),
+        (None, Some(w)) => w.finish(&snap).map(|paths| written.extend(paths)),
+        (None, None) => Ok(()),
+    };
     if let Some(f) = csv_file.take() {
         let column = a
             .escape
@@ -292,6 +348,42 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     if let Some(f) = pools_file.take() {
         written.push(write_pools(f, &snap)?);
     }
+    let weight = match a.folded_weight {
+        FoldedWeight::Bytes => Weight::Bytes,
+        FoldedWeight::Allocs => Weight::Allocs,
+    };
+    if let Some(f) = pprof_file.take() {
+        let meta = pprof::ProfileMeta {
+            executable: s.target.exe_display.clone(),
+            start: std::time::SystemTime::now()
+                .checked_sub(snap.elapsed)
+                .unwrap_or(std::time::UNIX_EPOCH),
+            comments: profile_comments(&s, &snap),
+        };
+        written.push(write_output(f, |w| pprof::write(&snap, &meta, w))?);
+    }
+    if let Some(f) = folded_file.take() {
+        written.push(write_output(f, |w| folded::write(&snap, weight, w))?);
+    }
+    if let Some(f) = svg_file.take() {
+        let meta = flame::FlameMeta {
+            title: format!("Heap allocations ({})", weight.unit()),
+            subtitle: Some(format!(
+                "PID {} ({}), {}: {:.2} s, {} allocations, {} bytes; {}",
+                s.target.pid,
+                s.target.exe_display,
+                s.plan.go_version,
+                snap.elapsed.as_secs_f64(),
+                snap.total_allocs,
+                snap.total_bytes,
+                match s.plan.mode {
+                    crate::plan::Mode::Exact => pprof::EXACT_COMMENT,
+                    crate::plan::Mode::Sampled => pprof::SAMPLED_COMMENT,
+                }
+            )),
+        };
+        written.push(write_output(f, |w| flame::write(&snap, weight, &meta, w))?);
+    }
     if s.target.launched() && matches!(stop, Stop::Signal(_) | Stop::Duration) {
         // A program allocwatch started does not outlive the recording.
         s.target.kill_launched();
@@ -300,7 +392,7 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     if let Some(an) = &analysis {
         crate::escape::cmd::print_summary(an, &snap, a.top);
     }
-    Ok(())
+    series_result.map_err(|e| AppError::other(e.to_string()))
 }
 
 /// `allocwatch explain`: trace for `--duration`, run the compiler's escape
@@ -359,6 +451,78 @@ fn announce(s: &Session) {
         s.attach_time.as_millis()
     );
     let _ = e.flush();
+}
+
+/// Two outputs at one path would overwrite each other.
+fn check_distinct_outputs(a: &RecordArgs) -> Result<()> {
+    let outputs = [
+        ("--csv", &a.csv),
+        ("--pools-csv", &a.pools_csv),
+        ("--pprof", &a.pprof),
+        ("--folded", &a.folded),
+        ("--svg", &a.svg),
+    ];
+    let given: Vec<(&str, &Path)> = outputs
+        .iter()
+        .filter_map(|(flag, p)| p.as_deref().map(|p| (*flag, p)))
+        .collect();
+    for (i, (f1, p1)) in given.iter().enumerate() {
+        if let Some((f2, _)) = given[i + 1..].iter().find(|(_, p2)| p1 == p2) {
+            return Err(AppError::usage(format!(
+                "{f1} and {f2} both write {}",
+                p1.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a profile says about how it was made.
+fn profile_comments(s: &Session, snap: &Snapshot) -> Vec<String> {
+    let how = match s.plan.mode {
+        crate::plan::Mode::Exact => [
+            pprof::EXACT_COMMENT,
+            "every heap allocation of the target during the recording, counted by a uprobe on the \
+             Go runtime's allocation entry points; values are neither sampled nor scaled",
+        ],
+        crate::plan::Mode::Sampled => [
+            pprof::SAMPLED_COMMENT,
+            "the runtime's own memory-profile samples (about one per MemProfileRate bytes), \
+             scaled as pprof scales them; types are not known",
+        ],
+    };
+    let mut c: Vec<String> = how.iter().map(ToString::to_string).collect();
+    c.push(format!(
+        "target: PID {} ({}), {}; recorded for {:.2} s",
+        s.target.pid,
+        s.target.exe_display,
+        s.plan.go_version,
+        snap.elapsed.as_secs_f64()
+    ));
+    c.push(
+        "one stack per allocation site and type (the deepest seen); label type = the Go type"
+            .to_string(),
+    );
+    if snap.counters.lost > 0 {
+        c.push(format!(
+            "warning: {} events did not fit in the ring buffer: counts are low",
+            snap.counters.lost
+        ));
+    }
+    c
+}
+
+/// Writes one whole-run output and renames it into place.
+fn write_output(
+    mut f: AtomicFile,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<PathBuf> {
+    let dest = f.dest().to_path_buf();
+    let err = |e: &dyn std::fmt::Display| {
+        AppError::other(format!("cannot write {}: {e}", dest.display()))
+    };
+    write(f.writer()).map_err(|e| err(&e))?;
+    f.commit().map_err(|e| err(&e))
 }
 
 fn write_sites(
