@@ -88,7 +88,10 @@ pub struct PlanOptions {
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { pools: true, mode: Mode::Exact }
+        PlanOptions {
+            pools: true,
+            mode: Mode::Exact,
+        }
     }
 }
 

@@ -22,7 +22,11 @@ struct Row {
 }
 
 /// Runs `record --mode MODE --csv F -- bin` and returns bytes per function.
-fn bytes_by_function(bin: &Path, mode: &str, secs: &str) -> (HashMap<String, u64>, Vec<Row>, String) {
+fn bytes_by_function(
+    bin: &Path,
+    mode: &str,
+    secs: &str,
+) -> (HashMap<String, u64>, Vec<Row>, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv_path = dir.path().join("sites.csv");
     let out = Command::new(allocwatch())
@@ -36,7 +40,10 @@ fn bytes_by_function(bin: &Path, mode: &str, secs: &str) -> (HashMap<String, u64
         .output()
         .expect("run allocwatch");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "allocwatch --mode {mode} failed:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "allocwatch --mode {mode} failed:\n{stderr}"
+    );
     let mut r = csv::Reader::from_path(&csv_path).expect("csv");
     let rows: Vec<Row> = r.deserialize().map(|x| x.expect("row")).collect();
     let mut by = HashMap::new();
@@ -51,7 +58,9 @@ fn bytes_by_function(bin: &Path, mode: &str, secs: &str) -> (HashMap<String, u64
 fn shares(by: &HashMap<String, u64>) -> HashMap<String, f64> {
     let total: u64 = by.values().sum();
     #[allow(clippy::cast_precision_loss)]
-    by.iter().map(|(k, v)| (k.clone(), 100.0 * *v as f64 / total.max(1) as f64)).collect()
+    by.iter()
+        .map(|(k, v)| (k.clone(), 100.0 * *v as f64 / total.max(1) as f64))
+        .collect()
 }
 
 /// Byte shares of ten sites (1 % to 40 %) in sampled mode are within ±3
@@ -66,18 +75,39 @@ fn sampled_shares_match_exact() {
         let bin = fixture(&toolchain(version), "shares", Variant::Default);
         let (exact, _, _) = bytes_by_function(&bin, "exact", "6");
         let (sampled, rows, stderr) = bytes_by_function(&bin, "sampled", "6");
-        assert!(stderr.contains("sampled mode"), "the summary names the mode:\n{stderr}");
-        assert!(stderr.contains("estimates"), "the summary says the numbers are estimates:\n{stderr}");
-        assert_eq!(exact.len(), 10, "go{version}: exact mode sees the ten sites: {exact:?}");
-        assert_eq!(sampled.len(), 10, "go{version}: sampled mode sees the ten sites: {sampled:?}\n{stderr}");
+        assert!(
+            stderr.contains("sampled mode"),
+            "the summary names the mode:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("estimates"),
+            "the summary says the numbers are estimates:\n{stderr}"
+        );
+        assert_eq!(
+            exact.len(),
+            10,
+            "go{version}: exact mode sees the ten sites: {exact:?}"
+        );
+        assert_eq!(
+            sampled.len(),
+            10,
+            "go{version}: sampled mode sees the ten sites: {sampled:?}\n{stderr}"
+        );
         let (e, s) = (shares(&exact), shares(&sampled));
         for (f, es) in &e {
             let ss = s[f];
-            assert!((es - ss).abs() <= 3.0, "go{version}: {f}: exact {es:.2}% vs sampled {ss:.2}%");
+            assert!(
+                (es - ss).abs() <= 3.0,
+                "go{version}: {f}: exact {es:.2}% vs sampled {ss:.2}%"
+            );
         }
         // A sample knows no type: the column is empty, never a guess.
         for r in rows.iter().filter(|r| r.function.starts_with("main.share")) {
-            assert!(r.type_name.is_empty() || r.type_name == "[]uint8", "unexpected type {:?}", r.type_name);
+            assert!(
+                r.type_name.is_empty() || r.type_name == "[]uint8",
+                "unexpected type {:?}",
+                r.type_name
+            );
         }
     }
 }

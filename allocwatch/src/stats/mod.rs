@@ -237,7 +237,11 @@ impl<R: Resolver> Aggregator<R> {
             let size = u64::from(key.bucket & SAMPLE_SIZE_MASK);
             #[expect(clippy::cast_precision_loss, reason = "sample counts are small")]
             let est = count as f64 * sample_scale(size, self.sample_rate);
-            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "rounded estimate")]
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "rounded estimate"
+            )]
             let est = est.round() as u64;
             (est, est.saturating_mul(size), size_bucket(size))
         } else {
