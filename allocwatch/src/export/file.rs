@@ -136,7 +136,9 @@ fn chown_to_sudo_user(path: &Path) {
     ) else {
         return;
     };
-    if let Err(e) = std::os::unix::fs::chown(path, Some(uid), Some(gid)) {
+    // lchown: should someone who can write to the directory swap the
+    // temporary file for a symlink meanwhile, only the link changes owner.
+    if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
         log::warn!("could not give {} to uid {uid}: {e}", path.display());
     }
 }
