@@ -1,0 +1,1140 @@
+//! Robustness against the real kernel: what happens when the ring buffer or
+//! the kernel's aggregation map overflows, when the target execs another
+//! program or its PID is reused, when it runs in another mount namespace,
+//! when allocwatch is killed, and what allocwatch does to the file system
+//! and the network.
+//!
+//! - `ring_buffer_overflow_is_counted_and_reported` /
+//!   `aggregation_map_overflow_falls_back_to_single_events`: the `flood`
+//!   fixture allocates objects of thousands of distinct `reflect.StructOf`
+//!   types, each a new kernel aggregation key whose stack goes through the
+//!   ring buffer.
+//! - `exec_*`: the `execer` fixture replaces itself (`syscall.Exec`).
+//! - `pid_reuse_is_noticed`: allocwatch is frozen (SIGSTOP) while its
+//!   target exits and the PID is given to a new process
+//!   (`/proc/sys/kernel/ns_last_pid`).
+//! - `target_in_another_mount_namespace`: a fixture whose executable
+//!   exists only in its own mount namespace.
+//! - `sigkill_leaves_no_probe_behind`: the `paced` fixture reports its own
+//!   allocation speed while allocwatch attaches and is killed.
+//! - `output_files_are_created_safely`, `no_network_port`.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use support::{Variant, fixture, is_root, toolchain};
+
+const GO: &str = "1.27.3";
+
+#[derive(Debug, Deserialize)]
+struct Site {
+    func: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    count: i64,
+    bytes: i64,
+    line: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct FixtureResult {
+    go: String,
+    #[serde(default)]
+    n: u64,
+    #[serde(default)]
+    sites: Vec<Site>,
+    #[serde(default)]
+    stopped_by: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Row {
+    function: String,
+    file: String,
+    line: u32,
+    #[serde(rename = "type")]
+    type_name: String,
+    allocs: u64,
+    bytes: u64,
+}
+
+fn allocwatch() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
+}
+
+fn skip_unless_root() -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("skipped: needs root to load eBPF programs");
+    true
+}
+
+/// Lines of a child's output, read by a thread so that waits can time out.
+struct Lines {
+    rx: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn spawn(r: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line for which `pred` holds, waiting at most `timeout`.
+    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return Some(l);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Consumes the lines already received (they describe the past).
+    fn drain(&mut self) {
+        while let Ok(l) = self.rx.try_recv() {
+            self.seen.push(l);
+        }
+    }
+
+    /// Everything until EOF (the writer has exited).
+    fn finish(&mut self, timeout: Duration) -> String {
+        self.wait_for(timeout, |_| false);
+        self.seen.join("\n")
+    }
+}
+
+/// A child process that is killed and reaped when the test ends, whatever happens.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Lines,
+    name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdin piped and `stdout` or `stderr` (`read_stderr`) read line by line.
+    fn spawn(mut cmd: Command, name: &str, read_stderr: bool) -> Proc {
+        cmd.stdin(Stdio::piped());
+        if read_stderr {
+            cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+        } else {
+            cmd.stdout(Stdio::piped());
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdin = child.stdin.take();
+        let out = if read_stderr {
+            Lines::spawn(child.stderr.take().expect("stderr"))
+        } else {
+            Lines::spawn(child.stdout.take().expect("stdout"))
+        };
+        Proc {
+            child,
+            stdin,
+            out,
+            name: name.to_string(),
+        }
+    }
+
+    /// A fixture started with `ALLOCWATCH_WAIT=1`, after its `ready <pid>` line.
+    fn ready(cmd: Command, name: &str) -> (Proc, u32) {
+        let mut p = Proc::spawn(cmd, name, false);
+        let pid = p.wait_ready();
+        assert_eq!(pid, p.child.id(), "ready line names another process");
+        (p, pid)
+    }
+
+    /// Waits for a `ready <pid>` line and returns the PID.
+    fn wait_ready(&mut self) -> u32 {
+        let line = self
+            .out
+            .wait_for(Duration::from_secs(30), |l| l.starts_with("ready "))
+            .unwrap_or_else(|| panic!("{} never printed `ready`: {:?}", self.name, self.out.seen));
+        line["ready ".len()..].trim().parse().expect("ready <pid>")
+    }
+
+    /// Writes one line to the child's stdin.
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to child");
+        stdin.flush().expect("flush");
+    }
+
+    /// Closes the child's stdin.
+    fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Waits for the exit (killing it after `timeout`) and returns the status and all output.
+    fn finish(&mut self, timeout: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{} did not exit within {timeout:?}; output so far:\n{}",
+                    self.name,
+                    self.out.seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let out = self.out.finish(Duration::from_secs(5));
+        (status, out)
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        let r = unsafe { libc::kill(pid, sig) };
+        assert_eq!(r, 0, "kill {pid}");
+    }
+}
+
+/// Runs `cmd` to the end (killing it after `timeout`): status, stdout, stderr.
+fn run(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().expect("stdout")));
+    let err = reader(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not exit within {timeout:?}; stderr:\n{}",
+                err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (
+        status,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
+fn record_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(allocwatch());
+    c.arg("record").args(args);
+    c
+}
+
+fn go_env(c: &mut Command) -> &mut Command {
+    c.env("GOMAXPROCS", "1").env("GOGC", "off")
+}
+
+/// Starts `record` (as `cmd`, which has its arguments) and waits until it has attached.
+fn start_record(cmd: Command) -> Proc {
+    let mut aw = Proc::spawn(cmd, "allocwatch", true);
+    let attached = aw
+        .out
+        .wait_for(Duration::from_secs(30), |l| l.contains("tracing PID"));
+    assert!(
+        attached.is_some(),
+        "allocwatch never said it was tracing; stderr:\n{}",
+        aw.out.seen.join("\n")
+    );
+    aw
+}
+
+fn parse_result(stdout: &str) -> FixtureResult {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("result "))
+        .unwrap_or_else(|| panic!("fixture printed no result line:\n{stdout}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
+}
+
+fn read_rows(path: &Path) -> Vec<Row> {
+    let mut r =
+        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    r.deserialize().map(|x| x.expect("csv row")).collect()
+}
+
+/// Every site the fixture reports has exactly its count and bytes in the
+/// CSV (summed over the rows of its function, line and type), none lost.
+fn check_sites(what: &str, rows: &[Row], res: &FixtureResult, stderr: &str) {
+    let mut failures = Vec::new();
+    for s in &res.sites {
+        let matching: Vec<&Row> = rows
+            .iter()
+            .filter(|r| {
+                r.function == s.func
+                    && (s.line == 0 || r.line == s.line)
+                    && (s.type_name.is_empty() || r.type_name == s.type_name)
+            })
+            .collect();
+        let allocs: u64 = matching.iter().map(|r| r.allocs).sum();
+        let bytes: u64 = matching.iter().map(|r| r.bytes).sum();
+        if allocs != s.count as u64 || (s.bytes >= 0 && bytes != s.bytes as u64) {
+            let near: Vec<String> = rows
+                .iter()
+                .filter(|r| r.function == s.func)
+                .take(10)
+                .map(|r| {
+                    format!(
+                        "{}:{} {} allocs={} bytes={}",
+                        r.file, r.line, r.type_name, r.allocs, r.bytes
+                    )
+                })
+                .collect();
+            failures.push(format!(
+                "{} line {} type {:?}: expected {} allocs / {} bytes, got {allocs} / {bytes}; rows of that function: {near:?}",
+                s.func, s.line, s.type_name, s.count, s.bytes
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{what} ({}):\n  {}\nallocwatch stderr:\n{stderr}",
+        res.go,
+        failures.join("\n  ")
+    );
+    assert!(
+        stderr.contains("events lost: 0"),
+        "{what}: events were lost:\n{stderr}"
+    );
+}
+
+/// The number after `events lost: ` in the summary.
+fn events_lost(stderr: &str) -> u64 {
+    stderr
+        .split("events lost: ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `events lost:` in the summary:\n{stderr}"))
+}
+
+// ---------------------------------------------------------------------------
+// 1. Overflows: the ring buffer, the kernel's aggregation map
+
+/// `record --csv F [extra] -- flood` with `n` types allocated `rounds` times.
+fn record_flood(n: u32, rounds: u32, extra: &[&str]) -> (FixtureResult, Vec<Row>, String) {
+    let bin = fixture(&toolchain(GO), "flood", Variant::Default);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("sites.csv");
+    let mut cmd = record_cmd(&["--csv", csv.to_str().unwrap()]);
+    cmd.args(extra).arg("--").arg(&bin);
+    go_env(&mut cmd)
+        .env("ALLOCWATCH_N", n.to_string())
+        .env("ALLOCWATCH_ROUNDS", rounds.to_string());
+    let (status, stdout, stderr) = run(cmd, Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "record -- flood {extra:?}: {status}\n{stderr}"
+    );
+    (parse_result(&stdout), read_rows(&csv), stderr)
+}
+
+/// A flood of new keys through a one-page ring buffer loses events, and
+/// says so: `events lost: N` with N > 0 and a warning naming what is
+/// missing. Most lost events only carried a new key's stack (the kernel
+/// counted the allocation in its map): the flood's own count is still
+/// exact. With the default 32 MiB nothing is lost.
+#[test]
+fn ring_buffer_overflow_is_counted_and_reported() {
+    if skip_unless_root() {
+        return;
+    }
+    let n = 5000;
+    let (res, rows, stderr) = record_flood(n, 1, &["--ringbuf-bytes", "4096"]);
+    let lost = events_lost(&stderr);
+    eprintln!("4 KiB ring buffer: {lost} events lost of {n} new keys");
+    assert!(lost > 0, "a 4 KiB ring buffer held {n} stacks?\n{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("warning:") && l.contains("did not fit in the ring buffer"))
+        .unwrap_or_else(|| panic!("no warning line about the lost events:\n{stderr}"));
+    assert!(
+        warning.contains(&format!("{lost} events"))
+            && warning.contains("new sites lack their full stack"),
+        "{warning}"
+    );
+    let counted: u64 = rows
+        .iter()
+        .filter(|r| r.function == "reflect.New")
+        .map(|r| r.allocs)
+        .sum();
+    assert_eq!(counted, u64::from(n), "reflect.New allocations:\n{stderr}");
+    assert_eq!(res.sites[0].count, i64::from(n));
+
+    let (res, rows, stderr) = record_flood(n, 1, &[]);
+    assert_eq!(events_lost(&stderr), 0, "{stderr}");
+    assert!(!stderr.contains("did not fit"), "{stderr}");
+    check_sites("default ring buffer", &rows, &res, &stderr);
+
+    // Sizes the kernel would refuse are usage errors, before anything runs.
+    for bad in ["5000", "2048", "0"] {
+        let mut cmd = record_cmd(&["--ringbuf-bytes", bad, "--", "/bin/true"]);
+        cmd.env_remove("ALLOCWATCH_N");
+        let (status, _, stderr) = run(cmd, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "--ringbuf-bytes {bad}: {stderr}");
+    }
+}
+
+/// More distinct keys than the kernel's aggregation map holds (70 000 types
+/// > 65 536 entries): the allocations of keys that found the map full are
+/// sent one by one, the summary says so, and every allocation is still
+/// counted exactly (two rounds: 140 000 calls of reflect.New).
+#[test]
+fn aggregation_map_overflow_falls_back_to_single_events() {
+    if skip_unless_root() {
+        return;
+    }
+    let (n, rounds) = (70_000, 2);
+    let (res, rows, stderr) = record_flood(n, rounds, &[]);
+    assert_eq!(events_lost(&stderr), 0, "{stderr}");
+    let note = stderr
+        .lines()
+        .find(|l| l.contains("aggregation maps were full"))
+        .unwrap_or_else(|| panic!("no note about the full aggregation map:\n{stderr}"));
+    let sent: u64 = note
+        .split("keys): ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {note:?}"));
+    // At least the types beyond the map's capacity, in both rounds.
+    assert!(
+        sent >= 2 * u64::from(n - 65_536),
+        "only {sent} allocations sent one by one: {note}"
+    );
+    assert_eq!(res.sites[0].count, i64::from(n * rounds));
+    check_sites("aggregation map overflow", &rows, &res, &stderr);
+}
+
+// ---------------------------------------------------------------------------
+// 2. exec and PID reuse
+
+fn execer_cmd(bin: &Path, n: u32) -> Command {
+    let mut c = Command::new(bin);
+    go_env(&mut c)
+        .env("ALLOCWATCH_WAIT", "1")
+        .env("ALLOCWATCH_N", n.to_string());
+    c
+}
+
+/// The executable a process runs now.
+fn exe_of(pid: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default()
+}
+
+/// `record --pid` of an `execer` that, after its workload, execs `argv`:
+/// allocwatch stops by itself, says the target replaced itself, and
+/// reports exactly the workload's allocations, nothing of the new program.
+fn exec_case(argv: &str, expect: &str, new_program: &Path) {
+    let what = format!("exec {argv}");
+    let bin = fixture(&toolchain(GO), "execer", Variant::Default);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("sites.csv");
+    let (mut fx, pid) = Proc::ready(execer_cmd(&bin, 1000), "execer");
+    let mut aw = start_record(record_cmd(&[
+        "--pid",
+        &pid.to_string(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]));
+    fx.send("go");
+    fx.out
+        .wait_for(Duration::from_secs(30), |l| l.starts_with("result "))
+        .unwrap_or_else(|| panic!("{what}: no result: {:?}", fx.out.seen));
+    let res = parse_result(&fx.out.seen.join("\n"));
+    let t0 = Instant::now();
+    fx.send(&format!("exec {argv}"));
+    let summary = aw
+        .out
+        .wait_for(Duration::from_secs(10), |l| l.contains("events lost:"));
+    let stopped = t0.elapsed();
+    assert!(
+        summary.as_deref().is_some_and(|s| s.contains(expect)),
+        "{what}: allocwatch did not stop saying {expect:?} ({stopped:?}); stderr:\n{}",
+        aw.out.seen.join("\n")
+    );
+    let (status, stderr) = aw.finish(Duration::from_secs(20));
+    assert!(status.success(), "{what}: allocwatch {status}\n{stderr}");
+    eprintln!("{what}: allocwatch stopped {stopped:?} after the exec");
+    // The same process now runs the new program.
+    assert!(
+        fx.child.try_wait().expect("wait").is_none(),
+        "{what}: the target died"
+    );
+    assert_eq!(exe_of(pid), new_program, "{what}");
+    check_sites(&what, &read_rows(&csv), &res, &stderr);
+}
+
+/// exec of another program (`/bin/sleep`, another Go program): the
+/// executable's inode changes, allocwatch stops with "replaced itself with
+/// another program (exec)".
+#[test]
+fn exec_of_another_program_stops_tracing() {
+    if skip_unless_root() {
+        return;
+    }
+    let sleep = std::fs::canonicalize("/bin/sleep").expect("/bin/sleep");
+    exec_case(
+        &format!("{} 30", sleep.display()),
+        "replaced itself with another program (exec)",
+        &sleep,
+    );
+    let spin = fixture(&toolchain(GO), "spin", Variant::Default);
+    exec_case(
+        &spin.display().to_string(),
+        "replaced itself with another program (exec)",
+        &spin,
+    );
+}
+
+/// exec of the same executable: same PID, start time and inode, but a new
+/// address space (and, for PIE, new addresses). allocwatch notices through
+/// the `/proc/PID/mem` it opened at attach time, which no longer reads.
+#[test]
+fn exec_of_the_same_executable_stops_tracing() {
+    if skip_unless_root() {
+        return;
+    }
+    let bin = fixture(&toolchain(GO), "execer", Variant::Default);
+    exec_case(
+        &bin.display().to_string(),
+        "replaced itself with a new run of the same executable (exec)",
+        &bin,
+    );
+}
+
+/// `record -- prog` whose program execs `/bin/sleep`: allocwatch stops, says
+/// so, and has the program's own allocations exactly.
+#[test]
+fn exec_of_launched_program_stops_tracing() {
+    if skip_unless_root() {
+        return;
+    }
+    let bin = fixture(&toolchain(GO), "execer", Variant::PieStripped);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("sites.csv");
+    let mut cmd = record_cmd(&["--csv", csv.to_str().unwrap(), "--"]);
+    cmd.arg(&bin);
+    go_env(&mut cmd).env("ALLOCWATCH_N", "1000");
+    let mut aw = start_record(cmd);
+    let line = aw.out.seen.last().cloned().unwrap_or_default();
+    let pid: u32 = line
+        .split("tracing PID ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no PID in {line:?}"));
+    // The program reads this after its workload.
+    aw.send("exec /bin/sleep 30");
+    let (status, stderr) = aw.finish(Duration::from_secs(20));
+    let sleep = std::fs::canonicalize("/bin/sleep").expect("/bin/sleep");
+    let now = exe_of(pid);
+    // SAFETY: kill(2); the sleep is allocwatch's orphan now.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(
+        stderr.contains("replaced itself with another program (exec)"),
+        "{stderr}"
+    );
+    assert_eq!(now, sleep);
+    let rows = read_rows(&csv);
+    let allocs: u64 = rows
+        .iter()
+        .filter(|r| r.function == "main.allocT" && r.type_name == "main.T")
+        .map(|r| r.allocs)
+        .sum();
+    assert_eq!(allocs, 1000, "{stderr}");
+}
+
+fn set_ns_last_pid(pid: u32) -> bool {
+    std::fs::write("/proc/sys/kernel/ns_last_pid", pid.to_string()).is_ok()
+}
+
+/// The target exits while allocwatch is frozen (SIGSTOP), and its PID is
+/// given to a new process of the same executable (same inode) through
+/// `/proc/sys/kernel/ns_last_pid`. Thawed, allocwatch sees another start
+/// time, stops with "its PID now belongs to another process", keeps the
+/// old process's exact counts, and leaves the new process alone.
+#[test]
+fn pid_reuse_is_noticed() {
+    if skip_unless_root() {
+        return;
+    }
+    let bin = fixture(&toolchain(GO), "execer", Variant::Default);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("sites.csv");
+    let (mut fx, pid) = Proc::ready(execer_cmd(&bin, 1000), "execer");
+    let mut aw = start_record(record_cmd(&[
+        "--pid",
+        &pid.to_string(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]));
+    aw.signal(libc::SIGSTOP);
+    fx.send("go");
+    fx.close_stdin();
+    let (status, stdout) = fx.finish(Duration::from_secs(30));
+    assert!(status.success(), "execer: {status}\n{stdout}");
+    let res = parse_result(&stdout);
+    drop(fx);
+    // Other processes on the machine fork too: retry until the PID is ours.
+    let (mut reused, mut tries) = (None, 0);
+    for _ in 0..200 {
+        if !set_ns_last_pid(pid - 1) {
+            break;
+        }
+        let mut c = execer_cmd(&bin, 1000);
+        c.stdout(Stdio::piped()).stdin(Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        tries += 1;
+        if child.id() == pid {
+            eprintln!("PID {pid} reused after {tries} tries");
+            reused = Some(child);
+            break;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    aw.signal(libc::SIGCONT);
+    let Some(mut child) = reused else {
+        eprintln!("skipped: PID {pid} could not be reused through ns_last_pid");
+        return;
+    };
+    let summary = aw
+        .out
+        .wait_for(Duration::from_secs(10), |l| l.contains("events lost:"));
+    let (aw_status, stderr) = aw.finish(Duration::from_secs(20));
+    assert!(
+        summary
+            .as_deref()
+            .is_some_and(|s| s.contains("its PID now belongs to another process")),
+        "allocwatch did not notice the reuse:\n{stderr}"
+    );
+    assert!(aw_status.success(), "{aw_status}\n{stderr}");
+    check_sites("PID reuse", &read_rows(&csv), &res, &stderr);
+    // The new process runs normally.
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, "go").expect("go");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let res2 = parse_result(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(res2.n, 1000);
+}
+
+// ---------------------------------------------------------------------------
+// 3. Containers: another mount namespace
+
+/// A fixture started in its own mount namespace from a tmpfs mounted only
+/// there: its executable's path does not exist in allocwatch's namespace.
+/// allocwatch reads and probes it through `/proc/PID/exe`, with exact counts
+/// (default and PIE).
+#[test]
+fn target_in_another_mount_namespace() {
+    if skip_unless_root() {
+        return;
+    }
+    for variant in [Variant::Default, Variant::Pie] {
+        let what = format!("mount namespace, {}", variant.name());
+        let bin = fixture(&toolchain(GO), "allocs", variant);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t tmpfs none "$1" && cp "$2" "$1/allocs" && exec "$1/allocs""#)
+            .arg("sh")
+            .arg(&mnt)
+            .arg(&bin);
+        go_env(&mut c)
+            .env("ALLOCWATCH_WAIT", "1")
+            .env("ALLOCWATCH_N", "1000");
+        let (mut fx, pid) = Proc::ready(c, "allocs in a mount namespace");
+        let inside = mnt.join("allocs");
+        assert!(!inside.exists(), "{what}: the fixture is visible outside");
+        assert_eq!(exe_of(pid), inside, "{what}");
+        let csv = dir.path().join("sites.csv");
+        let mut aw = start_record(record_cmd(&[
+            "--pid",
+            &pid.to_string(),
+            "--csv",
+            csv.to_str().unwrap(),
+        ]));
+        assert!(
+            aw.out
+                .seen
+                .iter()
+                .any(|l| l.contains(&*inside.to_string_lossy())),
+            "{what}: the tracing line names the path as the target sees it: {:?}",
+            aw.out.seen
+        );
+        fx.send("go");
+        let (status, stdout) = fx.finish(Duration::from_secs(60));
+        assert!(status.success(), "{what}: fixture {status}\n{stdout}");
+        let (aw_status, stderr) = aw.finish(Duration::from_secs(20));
+        assert!(aw_status.success(), "{what}: {aw_status}\n{stderr}");
+        assert!(stderr.contains("target exited"), "{what}:\n{stderr}");
+        let res = parse_result(&stdout);
+        // mapInsert's count is not deterministic; the others are exact.
+        let res = FixtureResult {
+            sites: res.sites.into_iter().filter(|s| s.count >= 0).collect(),
+            ..res
+        };
+        check_sites(&what, &read_rows(&csv), &res, &stderr);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. SIGKILL of allocwatch
+
+/// Reads `pace … ns_per_alloc=X` lines from now on: the best of `count`
+/// intervals after skipping `skip` (which may straddle a change).
+fn pace(fx: &mut Proc, skip: usize, count: usize) -> f64 {
+    fx.out.drain();
+    let mut best = f64::INFINITY;
+    for i in 0..skip + count {
+        let line = fx
+            .out
+            .wait_for(Duration::from_secs(10), |l| l.starts_with("pace "))
+            .unwrap_or_else(|| panic!("paced stopped reporting: {:?}", fx.out.seen));
+        let x: f64 = line
+            .split("ns_per_alloc=")
+            .nth(1)
+            .and_then(|x| x.trim().parse().ok())
+            .unwrap_or_else(|| panic!("bad pace line {line:?}"));
+        if i >= skip {
+            best = best.min(x);
+        }
+    }
+    best
+}
+
+/// The first byte of every probed instruction as the process sees it
+/// (`0xcc` where a uprobe is installed) and as the file has it.
+fn probed_bytes(pid: u32, bin: &Path) -> Vec<(String, u8, u8)> {
+    use std::os::unix::fs::FileExt;
+    let gb = allocwatch::gobin::GoBinary::open(bin).expect("parse");
+    let plan = allocwatch::plan::plan(
+        &gb,
+        allocwatch::plan::PlanOptions {
+            pools: true,
+            mode: allocwatch::plan::Mode::Exact,
+        },
+    )
+    .expect("plan");
+    let file = std::fs::read(bin).expect("read");
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
+    plan.probes
+        .iter()
+        .map(|p| {
+            let mut b = [0u8; 1];
+            mem.read_exact_at(&mut b, p.vaddr).expect("read mem");
+            (p.function.clone(), b[0], file[p.file_offset as usize])
+        })
+        .collect()
+}
+
+/// allocwatch killed with SIGKILL while tracing: no clean-up code runs, yet
+/// no uprobe remains. The probed instructions read back as the file's bytes
+/// again (`0xcc` while traced), no uprobe is registered through tracefs, and
+/// the target's allocation cost falls back to within 2× of its untraced
+/// cost (tracing makes it many times slower).
+#[test]
+fn sigkill_leaves_no_probe_behind() {
+    if skip_unless_root() {
+        return;
+    }
+    let bin = fixture(&toolchain(GO), "paced", Variant::Default);
+    let mut c = Command::new(&bin);
+    go_env(&mut c)
+        .env("ALLOCWATCH_SECONDS", "120")
+        .env("ALLOCWATCH_REPORT_MS", "100");
+    let mut fx = Proc::spawn(c, "paced", false);
+    let pid = fx.child.id();
+    let untraced = pace(&mut fx, 2, 8);
+    for (f, now, file) in probed_bytes(pid, &bin) {
+        assert_eq!(now, file, "{f} differs before tracing");
+    }
+    let mut aw = start_record(record_cmd(&["--pid", &pid.to_string()]));
+    let traced = pace(&mut fx, 2, 5);
+    let during = probed_bytes(pid, &bin);
+    assert!(
+        during.iter().all(|(_, now, _)| *now == 0xcc),
+        "probed instructions while traced: {during:x?}"
+    );
+    let aw_pid = aw.child.id();
+    aw.signal(libc::SIGKILL);
+    let (status, _) = aw.finish(Duration::from_secs(20));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    assert!(!Path::new(&format!("/proc/{aw_pid}")).exists());
+    let after = pace(&mut fx, 2, 8);
+    eprintln!(
+        "ns per allocation: untraced {untraced:.1}, traced {traced:.1}, after SIGKILL of allocwatch {after:.1}"
+    );
+    for (f, now, file) in probed_bytes(pid, &bin) {
+        assert_eq!(now, file, "{f}: a probe remains after SIGKILL");
+    }
+    for events in [
+        "/sys/kernel/tracing/uprobe_events",
+        "/sys/kernel/debug/tracing/uprobe_events",
+    ] {
+        if let Ok(s) = std::fs::read_to_string(events) {
+            let bin_s = bin.to_string_lossy();
+            assert!(
+                !s.lines().any(|l| l.contains(&*bin_s)),
+                "{events} still names the target:\n{s}"
+            );
+        }
+    }
+    assert!(
+        traced > 5.0 * untraced,
+        "tracing did not slow the target down ({untraced:.1} → {traced:.1} ns): the check would prove nothing"
+    );
+    assert!(
+        after < 2.0 * untraced,
+        "after SIGKILL of allocwatch the target still allocates slowly: {after:.1} ns vs {untraced:.1} untraced"
+    );
+    fx.signal(libc::SIGTERM);
+    let (status, stdout) = fx.finish(Duration::from_secs(10));
+    assert!(status.success(), "{stdout}");
+    assert_eq!(parse_result(&stdout).stopped_by, "signal");
+}
+
+// ---------------------------------------------------------------------------
+// 6. Files and network
+
+/// The PID the kernel hands out next (in this PID namespace), roughly.
+fn last_pid() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The files allocwatch writes: created `O_EXCL` under a temporary name in
+/// the destination directory, renamed into place. Symlinks planted at the
+/// temporary names it will try (for every PID it may get) and at the
+/// destinations are never followed: the files they point to are neither
+/// created nor changed, the destinations become regular files, the planted
+/// links stay as they were. Through sudo (`SUDO_UID`/`SUDO_GID`, here
+/// nobody's) the files belong to that user; their mode is 0644 even with
+/// umask 0.
+#[test]
+fn output_files_are_created_safely() {
+    if skip_unless_root() {
+        return;
+    }
+    let bin = fixture(&toolchain(GO), "allocs", Variant::Default);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    let victim = outside.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let sites = out.join("sites.csv");
+    let pools = out.join("pools.csv");
+    std::os::unix::fs::symlink(&victim, &sites).unwrap();
+    std::os::unix::fs::symlink(outside.join("created-through-dest"), &pools).unwrap();
+    // allocwatch's PID is not known before it starts: plant links for the
+    // next few hundred, at the first two temporary names (it tries 16).
+    let first = last_pid() + 1;
+    let candidates = first..first + 400;
+    let mut planted = Vec::new();
+    for pid in candidates.clone() {
+        for name in ["sites.csv", "pools.csv"] {
+            for attempt in 0..2 {
+                let link = out.join(format!(".{name}.{pid}.{attempt}.tmp"));
+                let to = if attempt == 0 {
+                    victim.clone()
+                } else {
+                    outside.join(format!("created-through-tmp-{pid}-{name}"))
+                };
+                std::os::unix::fs::symlink(&to, &link).unwrap();
+                planted.push((link, to));
+            }
+        }
+    }
+    let mut cmd = record_cmd(&[
+        "--csv",
+        sites.to_str().unwrap(),
+        "--pools-csv",
+        pools.to_str().unwrap(),
+        "--",
+    ]);
+    cmd.arg(&bin)
+        .env("ALLOCWATCH_N", "100")
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534");
+    go_env(&mut cmd);
+    // SAFETY: umask(2) in the child before exec; async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut aw = Proc::spawn(cmd, "allocwatch", true);
+    let aw_pid = aw.child.id();
+    let (status, stderr) = aw.finish(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(
+        candidates.contains(&aw_pid),
+        "allocwatch got PID {aw_pid}, outside the planted {candidates:?}: rerun"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "precious\n",
+        "the victim was written through a symlink"
+    );
+    let outside_now: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        outside_now,
+        vec![std::ffi::OsString::from("victim")],
+        "files were created through symlinks"
+    );
+    for (link, to) in &planted {
+        assert_eq!(
+            &std::fs::read_link(link).unwrap(),
+            to,
+            "planted link changed"
+        );
+    }
+    for f in [&sites, &pools] {
+        let meta = std::fs::symlink_metadata(f).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "{} is not a regular file",
+            f.display()
+        );
+        assert_eq!(meta.mode() & 0o7777, 0o644, "{}", f.display());
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{}", f.display());
+        assert!(meta.nlink() == 1);
+    }
+    assert!(
+        std::fs::read_to_string(&sites)
+            .unwrap()
+            .starts_with("window_start_s,")
+    );
+    assert!(
+        read_rows(&sites)
+            .iter()
+            .any(|r| r.function == "main.allocSmall")
+    );
+    // Nothing else is left in the directory: no temporary file.
+    let planted_names: HashSet<_> = planted
+        .iter()
+        .map(|(l, _)| l.file_name().unwrap().to_owned())
+        .collect();
+    let extra: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !planted_names.contains(n) && n != "sites.csv" && n != "pools.csv")
+        .collect();
+    assert!(extra.is_empty(), "left behind: {extra:?}");
+}
+
+/// Socket inodes of a process's open files.
+fn socket_inodes(pid: u32) -> Vec<u64> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Inodes of the internet sockets (TCP, UDP, raw; v4 and v6) in `pid`'s
+/// network namespace, with the table each is in.
+fn inet_sockets(pid: u32) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    for table in [
+        "tcp", "tcp6", "udp", "udp6", "raw", "raw6", "udplite", "udplite6",
+    ] {
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for line in s.lines().skip(1) {
+            if let Some(ino) = line.split_whitespace().nth(9).and_then(|i| i.parse().ok()) {
+                out.push((ino, format!("{table}: {}", line.trim())));
+            }
+        }
+    }
+    out
+}
+
+/// Checks, for about `dur`, that `pid` has no internet socket (listening or
+/// not). Returns how many socket fds it saw in total (Unix, netlink…).
+fn assert_no_inet_socket(pid: u32, dur: Duration, what: &str) -> usize {
+    let end = Instant::now() + dur;
+    let mut seen = 0;
+    while Instant::now() < end {
+        let mine = socket_inodes(pid);
+        seen = seen.max(mine.len());
+        for (ino, desc) in inet_sockets(pid) {
+            assert!(
+                !mine.contains(&ino),
+                "{what}: allocwatch has a network socket: {desc}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    seen
+}
+
+/// allocwatch opens no network socket: while `record` and `top` (in a
+/// tmux terminal) trace a program, none of their file descriptors is a
+/// TCP, UDP or raw socket of their network namespace.
+#[test]
+fn no_network_port() {
+    if skip_unless_root() {
+        return;
+    }
+    let bin = fixture(&toolchain(GO), "paced", Variant::Default);
+    let mut c = Command::new(&bin);
+    go_env(&mut c).env("ALLOCWATCH_SECONDS", "60");
+    let fx = Proc::spawn(c, "paced", false);
+    let pid = fx.child.id().to_string();
+
+    let aw = start_record(record_cmd(&["--pid", &pid]));
+    let n = assert_no_inet_socket(aw.child.id(), Duration::from_secs(1), "record");
+    eprintln!("record: {n} socket fds, none of them TCP/UDP/raw");
+    drop(aw);
+
+    let tmux_ok = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !tmux_ok {
+        eprintln!("tmux is not installed: `top` not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("top.log");
+    let sock = format!("allocwatch-robust-{}", std::process::id());
+    let script = format!(
+        "exec {} top --pid {pid} --log-file {}",
+        allocwatch().display(),
+        log.display()
+    );
+    let ok = Command::new("tmux")
+        .args([
+            "-L",
+            &sock,
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "120",
+            "-y",
+            "40",
+        ])
+        .arg(&script)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "tmux new-session failed");
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["-L", &self.0, "kill-server"])
+                .status();
+        }
+    }
+    let _server = Kill(sock.clone());
+    // The pane's process is allocwatch (exec).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let top_pid: u32 = loop {
+        let o = Command::new("tmux")
+            .args(["-L", &sock, "display", "-p", "#{pane_pid}"])
+            .output()
+            .expect("tmux display");
+        let p = String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if p != 0 && exe_of(p) == std::fs::canonicalize(allocwatch()).unwrap() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "top did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Attached once the log says so (or after a while).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).is_ok_and(|s| s.contains("attached"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let n = assert_no_inet_socket(top_pid, Duration::from_secs(1), "top");
+    eprintln!("top: {n} socket fds, none of them TCP/UDP/raw");
+    drop(fx);
+}
