@@ -111,7 +111,11 @@ fn in_ranges(r: &'static MallocRanges, addr: u64) -> bool {
     // SAFETY: a read of a loader-set constant.
     let n = unsafe { core::ptr::read_volatile(&r.count) };
     let mut lo: u64 = 0;
-    let mut hi: u64 = if n > MAX_RANGES as u64 { MAX_RANGES as u64 } else { n };
+    let mut hi: u64 = if n > MAX_RANGES as u64 {
+        MAX_RANGES as u64
+    } else {
+        n
+    };
     let mut i = 0;
     // ceil(log2(MAX_RANGES)) + 1 steps always suffice.
     while i < 10 {
@@ -193,12 +197,21 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
     // profilealloc(mp, x, size) knows no type; it is called from the
     // allocation functions, so its walk to the site is the same.
     let (size, typ, bucket) = if kind == cookie::ALLOC_SAMPLE {
-        let s = if regs.rcx > SAMPLE_SIZE_MASK as u64 { SAMPLE_SIZE_MASK } else { regs.rcx as u32 };
+        let s = if regs.rcx > SAMPLE_SIZE_MASK as u64 {
+            SAMPLE_SIZE_MASK
+        } else {
+            regs.rcx as u32
+        };
         (regs.rcx, 0, SAMPLED_BIT | s)
     } else {
         (regs.rax, regs.rbx, size_bucket(regs.rax))
     };
-    let mut key = AggKey { typ, frames: [0; KEY_FRAMES], nframes: 1, bucket };
+    let mut key = AggKey {
+        typ,
+        frames: [0; KEY_FRAMES],
+        nframes: 1,
+        bucket,
+    };
     key.frames[0] = ret0;
     // Walk the frame pointers through the runtime's frames to the site.
     let mut ret = ret0;
@@ -227,7 +240,7 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
         send_alloc(ctx, tgid, ck, size, &key, 0);
         return Ok(0);
     }
-    if let Some(v) = AGG.get_ptr_mut(&key) {
+    if let Some(v) = AGG.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of the value.
         unsafe {
             (*v).count += 1;
@@ -235,11 +248,18 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
         }
         return Ok(0);
     }
-    match AGG.insert(&key, &AggValue { count: 1, bytes: size }, u64::from(BPF_NOEXIST)) {
+    match AGG.insert(
+        key,
+        AggValue {
+            count: 1,
+            bytes: size,
+        },
+        u64::from(BPF_NOEXIST),
+    ) {
         Ok(()) => send_alloc(ctx, tgid, ck, size, &key, EVENT_STACK_ONLY),
         Err(e) if e == -EEXIST => {
             // Created by another CPU meanwhile: this CPU's slot exists now.
-            if let Some(v) = AGG.get_ptr_mut(&key) {
+            if let Some(v) = AGG.get_ptr_mut(key) {
                 // SAFETY: this CPU's slot of the value.
                 unsafe {
                     (*v).count += 1;
@@ -336,16 +356,22 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
         }
         _ => return Ok(0),
     };
-    let key = PoolKey { pool, caller, arg, op, _pad: 0 };
-    if let Some(v) = POOL_AGG.get_ptr_mut(&key) {
+    let key = PoolKey {
+        pool,
+        caller,
+        arg,
+        op,
+        _pad: 0,
+    };
+    if let Some(v) = POOL_AGG.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of the value.
         unsafe { *v += 1 };
         return Ok(0);
     }
-    match POOL_AGG.insert(&key, &1, u64::from(BPF_NOEXIST)) {
+    match POOL_AGG.insert(key, 1u64, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => {
-            if let Some(v) = POOL_AGG.get_ptr_mut(&key) {
+            if let Some(v) = POOL_AGG.get_ptr_mut(key) {
                 // SAFETY: this CPU's slot of the value.
                 unsafe { *v += 1 };
             }
