@@ -19,7 +19,7 @@ use crate::target::Gone;
 
 /// Measured cost of one uprobe hit at a `PUSHQ BP` on the reference machine
 /// (see docs/benchmarks.md); used for the overhead estimate.
-pub const COST_PER_HIT_NS: f64 = 750.0;
+pub const COST_PER_HIT_NS: f64 = 1050.0;
 
 fn init_stderr_log(verbose: u8) {
     let level = match verbose {
@@ -195,16 +195,35 @@ enum Stop {
 /// Runs the event loop until `duration`, a signal, or the target going away;
 /// calls `tick` with a snapshot about every `refresh`, on a fixed schedule
 /// (ticks do not drift: `record --interval` windows stay aligned).
+/// SIGINT and SIGTERM listeners. Created before the user is told that
+/// tracing runs, so that a signal sent right after is never missed (tokio
+/// keeps a signal that arrives before the listener is polled).
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> Result<Signals> {
+        let int =
+            signal(SignalKind::interrupt()).map_err(|e| AppError::other(format!("signal: {e}")))?;
+        let term =
+            signal(SignalKind::terminate()).map_err(|e| AppError::other(format!("signal: {e}")))?;
+        Ok(Signals { int, term })
+    }
+}
+
 async fn trace_loop(
     s: &mut Session,
+    signals: Signals,
     duration: Option<Duration>,
     refresh: Duration,
     mut tick: impl FnMut(&Snapshot),
 ) -> Result<Stop> {
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(|e| AppError::other(format!("signal: {e}")))?;
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| AppError::other(format!("signal: {e}")))?;
+    let Signals {
+        int: mut sigint,
+        term: mut sigterm,
+    } = signals;
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(refresh.min(Duration::from_millis(20)));
     let mut next_tick = tokio::time::Instant::now() + refresh;
@@ -310,12 +329,13 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
             "--interval: the sites CSV gets no escape column (the compiler's reasons are known only at the end)"
         );
     }
+    let signals = Signals::listen()?;
     announce(&s);
     // The compiler runs while the target is traced.
     let job = escape.map(|r| crate::escape::Job::start(r, s.bin.build_info().clone()));
     let mut series_error = None;
     let refresh = a.interval.unwrap_or(Duration::from_secs(1));
-    let stop = trace_loop(&mut s, a.duration, refresh, |snap| {
+    let stop = trace_loop(&mut s, signals, a.duration, refresh, |snap| {
         if let Some(w) = series.as_mut()
             && series_error.is_none()
             && let Err(e) = w.window(snap)
@@ -410,9 +430,17 @@ pub async fn explain(a: ExplainArgs, verbose: u8) -> Result<()> {
             ringbuf_bytes: a.target.ringbuf_bytes,
         },
     )?;
+    let signals = Signals::listen()?;
     announce(&s);
     let job = crate::escape::Job::start(req, s.bin.build_info().clone());
-    let stop = trace_loop(&mut s, Some(a.duration), Duration::from_secs(1), |_| {}).await?;
+    let stop = trace_loop(
+        &mut s,
+        signals,
+        Some(a.duration),
+        Duration::from_secs(1),
+        |_| {},
+    )
+    .await?;
     let snap = s.snapshot();
     if s.target.launched() && matches!(stop, Stop::Signal(_) | Stop::Duration) {
         s.target.kill_launched();
@@ -757,8 +785,9 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     tokio::pin!(ui);
     let tx2 = tx.clone();
     let pid = s.target.pid;
+    let signals = Signals::listen()?;
     let feeder = async move {
-        let stop = trace_loop(&mut s, None, a.refresh, |snap| {
+        let stop = trace_loop(&mut s, signals, None, a.refresh, |snap| {
             let _ = tx.try_send(crate::tui::Feed::Snapshot(Box::new(snap.clone())));
         })
         .await;

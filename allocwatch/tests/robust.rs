@@ -430,8 +430,8 @@ fn ring_buffer_overflow_is_counted_and_reported() {
     }
 }
 
-/// More distinct keys than the kernel's aggregation map holds (70 000 types
-/// > 65 536 entries): the allocations of keys that found the map full are
+/// More distinct keys than the kernel's aggregation map holds (70 000 types,
+/// more than its 65 536 entries): the allocations of keys that found the map full are
 /// sent one by one, the summary says so, and every allocation is still
 /// counted exactly (two rounds: 140 000 calls of reflect.New).
 #[test]
