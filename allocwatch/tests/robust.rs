@@ -1011,37 +1011,53 @@ fn socket_inodes(pid: u32) -> Vec<u64> {
         .collect()
 }
 
-/// Inodes of the internet sockets (TCP, UDP, raw; v4 and v6) in `pid`'s
-/// network namespace, with the table each is in.
-fn inet_sockets(pid: u32) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    for table in [
-        "tcp", "tcp6", "udp", "udp6", "raw", "raw6", "udplite", "udplite6",
-    ] {
-        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-            continue;
-        };
-        for line in s.lines().skip(1) {
-            if let Some(ino) = line.split_whitespace().nth(9).and_then(|i| i.parse().ok()) {
-                out.push((ino, format!("{table}: {}", line.trim())));
-            }
-        }
-    }
-    out
+/// Inodes of the sockets in `pid`'s network namespace, per table
+/// (`/proc/PID/net/<table>`, the inode in column `col`).
+fn socket_table(pid: u32, table: &str) -> Vec<(u64, String)> {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+        return Vec::new();
+    };
+    // The inode's column: Unix sockets have fewer fields before it.
+    let col = if table == "unix" { 6 } else { 9 };
+    s.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let ino = line.split_whitespace().nth(col)?.parse().ok()?;
+            Some((ino, format!("{table}: {}", line.trim())))
+        })
+        .collect()
 }
 
-/// Checks, for about `dur`, that `pid` has no internet socket (listening or
-/// not). Returns how many socket fds it saw in total (Unix, netlink…).
-fn assert_no_inet_socket(pid: u32, dur: Duration, what: &str) -> usize {
+/// Checks, for about `dur`, that every socket `pid` has open is a Unix or
+/// netlink socket: none is TCP, UDP, raw or anything else that reaches
+/// the network. Returns the most socket fds it saw at once.
+fn assert_no_network_socket(pid: u32, dur: Duration, what: &str) -> usize {
     let end = Instant::now() + dur;
     let mut seen = 0;
     while Instant::now() < end {
         let mine = socket_inodes(pid);
         seen = seen.max(mine.len());
-        for (ino, desc) in inet_sockets(pid) {
+        for table in [
+            "tcp", "tcp6", "udp", "udp6", "raw", "raw6", "udplite", "udplite6",
+        ] {
+            for (ino, desc) in socket_table(pid, table) {
+                assert!(
+                    !mine.contains(&ino),
+                    "{what}: allocwatch has a network socket: {desc}"
+                );
+            }
+        }
+        let local: HashSet<u64> = ["unix", "netlink"]
+            .iter()
+            .flat_map(|t| socket_table(pid, t))
+            .map(|(ino, _)| ino)
+            .collect();
+        // A socket closed meanwhile is in no table any more: look again.
+        let still = socket_inodes(pid);
+        for ino in mine.iter().filter(|i| still.contains(i)) {
             assert!(
-                !mine.contains(&ino),
-                "{what}: allocwatch has a network socket: {desc}"
+                local.contains(ino),
+                "{what}: socket {ino} of allocwatch is neither Unix nor netlink"
             );
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -1050,8 +1066,9 @@ fn assert_no_inet_socket(pid: u32, dur: Duration, what: &str) -> usize {
 }
 
 /// allocwatch opens no network socket: while `record` and `top` (in a
-/// tmux terminal) trace a program, none of their file descriptors is a
-/// TCP, UDP or raw socket of their network namespace.
+/// tmux terminal) trace a program, every socket they have open is a Unix
+/// or netlink socket (tokio's signal handling uses a Unix socket pair);
+/// none is TCP, UDP or raw, listening or not.
 #[test]
 fn no_network_port() {
     if skip_unless_root() {
@@ -1064,8 +1081,8 @@ fn no_network_port() {
     let pid = fx.child.id().to_string();
 
     let aw = start_record(record_cmd(&["--pid", &pid]));
-    let n = assert_no_inet_socket(aw.child.id(), Duration::from_secs(1), "record");
-    eprintln!("record: {n} socket fds, none of them TCP/UDP/raw");
+    let n = assert_no_network_socket(aw.child.id(), Duration::from_secs(1), "record");
+    eprintln!("record: {n} socket fds, all Unix or netlink");
     drop(aw);
 
     let tmux_ok = Command::new("tmux")
@@ -1134,7 +1151,7 @@ fn no_network_port() {
     {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let n = assert_no_inet_socket(top_pid, Duration::from_secs(1), "top");
-    eprintln!("top: {n} socket fds, none of them TCP/UDP/raw");
+    let n = assert_no_network_socket(top_pid, Duration::from_secs(1), "top");
+    eprintln!("top: {n} socket fds, all Unix or netlink");
     drop(fx);
 }
