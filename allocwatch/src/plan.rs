@@ -320,23 +320,13 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         r
     };
 
-    let runtime_ranges = {
-        let mut fs: Vec<_> = bin.functions().collect();
-        fs.sort_by_key(|f| f.entry);
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut prev_runtime = false;
-        for f in &fs {
-            let rt = crate::symbolize::is_runtime_frame(&f.name);
-            if rt {
-                match out.last_mut() {
-                    Some(last) if prev_runtime => last.1 = last.1.max(f.end),
-                    _ => out.push((f.entry, f.end)),
-                }
-            }
-            prev_runtime = rt;
-        }
-        out
-    };
+    // A runtime function ends where the next function starts, so runs of
+    // adjacent runtime functions merge into one range.
+    let runtime_ranges = merge_ranges(
+        bin.functions()
+            .filter(|f| crate::symbolize::is_runtime_frame(&f.name))
+            .map(|f| (f.entry, f.end)),
+    );
     if runtime_ranges.len() > allocwatch_common::MAX_RANGES as usize {
         return Err(format!(
             "the runtime's functions form {} separate address ranges, more than the {} supported",
@@ -416,18 +406,25 @@ fn plan_pools(b: &mut Builder<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// Sorts `[start, end)` ranges and merges those that touch or overlap.
+fn merge_ranges(ranges: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut sorted: Vec<(u64, u64)> = ranges.collect();
+    sorted.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in sorted {
+        match out.last_mut() {
+            Some(last) if last.1 >= s => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
 impl ProbePlan {
     /// The `runtime.mallocgc*` ranges, adjacent ones merged.
     #[must_use]
     pub fn merged_malloc_ranges(&self) -> Vec<(u64, u64)> {
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        for &(s, e) in &self.malloc_ranges {
-            match out.last_mut() {
-                Some(last) if last.1 >= s => last.1 = last.1.max(e),
-                _ => out.push((s, e)),
-            }
-        }
-        out
+        merge_ranges(self.malloc_ranges.iter().copied())
     }
 
     /// True when pool probes are part of the plan.
@@ -440,6 +437,12 @@ impl ProbePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_merge_when_they_touch() {
+        let r = merge_ranges([(30, 40), (10, 20), (20, 25), (50, 60), (55, 58)].into_iter());
+        assert_eq!(r, vec![(10, 25), (30, 40), (50, 60)]);
+    }
 
     #[test]
     fn specialized_names() {

@@ -89,15 +89,6 @@ pub struct Session {
     rate_addr: Option<u64>,
 }
 
-/// Reads a word of the target's memory.
-fn read_target_u64(pid: u32, addr: u64) -> Option<u64> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, addr).ok()?;
-    Some(u64::from_le_bytes(b))
-}
-
 impl Session {
     /// Finds or launches the target, plans and attaches the probes. A
     /// launched target starts running only once everything is attached.
@@ -125,7 +116,7 @@ impl Session {
         let mut agg = Aggregator::new(GoResolver::new(bin.clone(), bias).with_pid(target.pid));
         let rate_addr = plan.mem_profile_rate_addr.map(|a| a + bias);
         if let Some(addr) = rate_addr {
-            let rate = read_target_u64(target.pid, addr).unwrap_or(0);
+            let rate = crate::target::read_u64(target.pid, addr).unwrap_or(0);
             if rate == 0 && !target.launched() {
                 target.kill_launched();
                 return Err(AppError::target(format!(
@@ -212,7 +203,7 @@ impl Session {
     pub fn collect(&mut self) {
         if let Some(rate) = self
             .rate_addr
-            .and_then(|a| read_target_u64(self.target.pid, a))
+            .and_then(|a| crate::target::read_u64(self.target.pid, a))
         {
             self.agg.set_sample_rate(rate);
         }

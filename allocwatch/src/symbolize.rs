@@ -306,21 +306,12 @@ impl Resolver for GoResolver {
         // sync.Pool: New func() any at +32 (Go 1.21–1.27); a func value points
         // to a funcval whose first word is the code pointer.
         let pid = self.pid?;
-        let funcval = read_u64(pid, pool.checked_add(32)?)?;
+        let funcval = crate::target::read_u64(pid, pool.checked_add(32)?)?;
         if funcval == 0 {
             return None;
         }
-        let code = read_u64(pid, funcval)?;
+        let code = crate::target::read_u64(pid, funcval)?;
         let f = self.bin.func_at(code.wrapping_sub(self.bias))?;
         Some(self.intern(&f.name))
     }
-}
-
-/// Reads a word of a process's memory.
-fn read_u64(pid: u32, addr: u64) -> Option<u64> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, addr).ok()?;
-    Some(u64::from_le_bytes(b))
 }

@@ -84,6 +84,16 @@ pub enum Gone {
     Replaced(String),
 }
 
+/// Reads a little-endian word of a process's memory through `/proc/PID/mem`.
+#[must_use]
+pub fn read_u64(pid: u32, addr: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(proc_path(pid, "mem")).ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, addr).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
 fn proc_path(pid: u32, what: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{what}"))
 }

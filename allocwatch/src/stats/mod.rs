@@ -333,22 +333,7 @@ impl<R: Resolver> Aggregator<R> {
 
     fn new_stack(&mut self, h: u64, typ: u64, frames: &[u64]) -> usize {
         let resolved = self.resolver.resolve_alloc(typ, frames);
-        let site = match self.site_index.get(&resolved.site) {
-            Some(&i) => i,
-            None => {
-                let i = self.sites.len();
-                self.site_index.insert(resolved.site.clone(), i);
-                self.sites.push(SiteStats {
-                    key: resolved.site,
-                    allocs: 0,
-                    bytes: 0,
-                    size_hist: [0; SIZE_BUCKETS],
-                    stack: resolved.stack,
-                    pool_new_func: resolved.pool_new_func,
-                });
-                i
-            }
-        };
+        let site = self.site_for(resolved);
         let idx = self.stacks.len();
         self.stacks.push(StackEntry {
             typ,
