@@ -14,15 +14,17 @@
 
 mod support;
 
+use support::{SiteRow, allocwatch, read_site_rows, skip_unless_root};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use support::{Variant, fixture, is_root, toolchain};
+use support::{Variant, fixture, toolchain};
 
 #[derive(Debug, Deserialize)]
 struct Site {
@@ -44,29 +46,6 @@ struct FixtureResult {
     metrics: std::collections::HashMap<String, u64>,
     #[serde(default)]
     stopped_by: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Row {
-    function: String,
-    file: String,
-    line: u32,
-    #[serde(rename = "type")]
-    type_name: String,
-    allocs: u64,
-    bytes: u64,
-}
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
-}
-
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("skipped: needs root to load eBPF programs");
-    true
 }
 
 /// Lines of a child's output, read by a thread so that waits can time out.
@@ -265,17 +244,11 @@ fn parse_result(stdout: &str) -> FixtureResult {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
 }
 
-fn read_rows(path: &Path) -> Vec<Row> {
-    let mut r =
-        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    r.deserialize().map(|x| x.expect("csv row")).collect()
-}
-
 /// Checks every site the fixture reports against the CSV rows (as tests/trace.rs).
-fn check_sites(what: &str, rows: &[Row], res: &FixtureResult, stderr: &str) {
+fn check_sites(what: &str, rows: &[SiteRow], res: &FixtureResult, stderr: &str) {
     let mut failures = Vec::new();
     for s in &res.sites {
-        let matching: Vec<&Row> = rows
+        let matching: Vec<&SiteRow> = rows
             .iter()
             .filter(|r| {
                 r.function == s.func
@@ -361,7 +334,12 @@ fn attach_exact(version: &str, variant: Variant) {
         "{what}: allocwatch failed ({aw_status}):\n{stderr}"
     );
     assert!(stderr.contains("target exited"), "{what}:\n{stderr}");
-    check_sites(&what, &read_rows(&csv), &parse_result(&stdout), &stderr);
+    check_sites(
+        &what,
+        &read_site_rows(&csv),
+        &parse_result(&stdout),
+        &stderr,
+    );
 }
 
 #[test]
@@ -433,8 +411,8 @@ fn record_spin_for(fx: &mut Proc, duration: Duration, what: &str) -> u64 {
             && stopped < duration + Duration::from_millis(1500),
         "{what}: --duration {d} stopped tracing after {stopped:?}"
     );
-    let rows = read_rows(&csv);
-    let spin: Vec<&Row> = rows
+    let rows = read_site_rows(&csv);
+    let spin: Vec<&SiteRow> = rows
         .iter()
         .filter(|r| r.function == "main.spinAlloc")
         .collect();
@@ -578,7 +556,7 @@ fn capabilities_instead_of_root() {
     );
     check_sites(
         "nobody + setcap, launch",
-        &read_rows(&csv),
+        &read_site_rows(&csv),
         &parse_result(&stdout),
         &stderr,
     );
@@ -605,7 +583,7 @@ fn capabilities_instead_of_root() {
     );
     check_sites(
         "nobody + setcap, --pid",
-        &read_rows(&csv),
+        &read_site_rows(&csv),
         &parse_result(&stdout),
         &stderr,
     );
@@ -636,7 +614,7 @@ fn capabilities_instead_of_root() {
         aw_status.success(),
         "nobody + setcap, root's process: {aw_status}\n{stderr}"
     );
-    let rows = read_rows(&csv);
+    let rows = read_site_rows(&csv);
     assert!(
         rows.iter()
             .any(|r| r.function == "main.spinAlloc" && r.allocs > 0),
@@ -672,7 +650,7 @@ fn sigint_stops_record_and_target_survives() {
         "allocwatch after SIGINT: {status}\n{stderr}"
     );
     assert!(stderr.contains("SIGINT received"), "{stderr}");
-    let rows = read_rows(&csv);
+    let rows = read_site_rows(&csv);
     let seen: u64 = rows
         .iter()
         .filter(|r| r.function == "main.spinAlloc" && r.type_name == "main.T")
@@ -714,7 +692,7 @@ fn sigterm_stops_record_and_ends_launched_program() {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the launched program {pid} outlived allocwatch"
     );
-    let rows = read_rows(&csv);
+    let rows = read_site_rows(&csv);
     assert!(
         rows.iter()
             .any(|r| r.function == "main.spinAlloc" && r.allocs > 0),

@@ -29,6 +29,8 @@
 
 mod support;
 
+use support::allocwatch;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -58,10 +60,6 @@ fn rounds(default: usize) -> usize {
         .and_then(|s| s.parse().ok())
         .filter(|r: &usize| *r > 0)
         .unwrap_or(default)
-}
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
 }
 
 fn go() -> GoToolchain {

@@ -5,16 +5,14 @@
 
 mod support;
 
+use support::allocwatch;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use support::{Variant, fixture, is_root, toolchain};
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
-}
 
 /// What one run printed and returned.
 struct Run {

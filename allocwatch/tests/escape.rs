@@ -10,6 +10,8 @@
 
 mod support;
 
+use support::{allocwatch, skip_unless_root};
+
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader};
@@ -17,19 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde::Deserialize;
-use support::{GoToolchain, Variant, build_go, is_root, target_dir, toolchain, workspace_root};
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
-}
-
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("skipped: needs root to load eBPF programs");
-    true
-}
+use support::{GoToolchain, Variant, build_go, target_dir, toolchain, workspace_root};
 
 fn escape_module() -> PathBuf {
     workspace_root().join("testdata/escape")

@@ -17,13 +17,15 @@
 
 mod support;
 
+use support::{allocwatch, skip_unless_root};
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use support::{GoToolchain, Variant, fixture, is_root, target_dir, toolchain};
+use support::{GoToolchain, Variant, fixture, target_dir, toolchain};
 
 #[derive(Debug, Deserialize)]
 struct Site {
@@ -64,18 +66,6 @@ struct Row {
     type_name: String,
     allocs: u64,
     bytes: u64,
-}
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
-}
-
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("skipped: needs root to load eBPF programs");
-    true
 }
 
 fn parse_result(stdout: &str) -> FixtureResult {

@@ -11,16 +11,13 @@
 
 mod support;
 
+use support::allocwatch;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use support::{GoToolchain, Variant, fixture, have_gcc, toolchain};
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
-}
 
 fn inspect(args: &[&str]) -> String {
     let out = Command::new(allocwatch())

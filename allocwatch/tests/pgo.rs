@@ -12,6 +12,8 @@
 
 mod support;
 
+use support::allocwatch;
+
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -70,10 +72,6 @@ struct SiteRow {
     function: String,
     line: u32,
     allocs: u64,
-}
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
 }
 
 fn go_env(cmd: &mut Command, tc: &GoToolchain) {

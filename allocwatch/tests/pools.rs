@@ -6,7 +6,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use support::allocwatch;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde::Deserialize;
@@ -63,10 +65,6 @@ struct Row {
     nil_returns: u64,
     puts: u64,
     hit_ratio: String,
-}
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
 }
 
 fn record_pools(bin: &Path, n: u32) -> (Vec<Row>, FixtureResult, String) {

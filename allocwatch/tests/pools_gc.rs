@@ -10,7 +10,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use support::allocwatch;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde::Deserialize;
@@ -69,10 +71,6 @@ struct SiteRow {
     #[serde(rename = "type")]
     type_name: String,
     allocs: u64,
-}
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
 }
 
 struct Run {

@@ -21,6 +21,8 @@
 
 mod support;
 
+use support::{SiteRow, allocwatch, read_site_rows, skip_unless_root};
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -31,7 +33,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use support::{Variant, fixture, is_root, toolchain};
+use support::{Variant, fixture, toolchain};
 
 const GO: &str = "1.27.3";
 
@@ -54,29 +56,6 @@ struct FixtureResult {
     sites: Vec<Site>,
     #[serde(default)]
     stopped_by: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Row {
-    function: String,
-    file: String,
-    line: u32,
-    #[serde(rename = "type")]
-    type_name: String,
-    allocs: u64,
-    bytes: u64,
-}
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
-}
-
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("skipped: needs root to load eBPF programs");
-    true
 }
 
 /// Lines of a child's output, read by a thread so that waits can time out.
@@ -302,18 +281,12 @@ fn parse_result(stdout: &str) -> FixtureResult {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
 }
 
-fn read_rows(path: &Path) -> Vec<Row> {
-    let mut r =
-        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    r.deserialize().map(|x| x.expect("csv row")).collect()
-}
-
 /// Every site the fixture reports has exactly its count and bytes in the
 /// CSV (summed over the rows of its function, line and type), none lost.
-fn check_sites(what: &str, rows: &[Row], res: &FixtureResult, stderr: &str) {
+fn check_sites(what: &str, rows: &[SiteRow], res: &FixtureResult, stderr: &str) {
     let mut failures = Vec::new();
     for s in &res.sites {
-        let matching: Vec<&Row> = rows
+        let matching: Vec<&SiteRow> = rows
             .iter()
             .filter(|r| {
                 r.function == s.func
@@ -367,7 +340,7 @@ fn events_lost(stderr: &str) -> u64 {
 // 1. Overflows: the ring buffer, the kernel's aggregation map
 
 /// `record --csv F [extra] -- flood` with `n` types allocated `rounds` times.
-fn record_flood(n: u32, rounds: u32, extra: &[&str]) -> (FixtureResult, Vec<Row>, String) {
+fn record_flood(n: u32, rounds: u32, extra: &[&str]) -> (FixtureResult, Vec<SiteRow>, String) {
     let bin = fixture(&toolchain(GO), "flood", Variant::Default);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
@@ -381,7 +354,7 @@ fn record_flood(n: u32, rounds: u32, extra: &[&str]) -> (FixtureResult, Vec<Row>
         status.success(),
         "record -- flood {extra:?}: {status}\n{stderr}"
     );
-    (parse_result(&stdout), read_rows(&csv), stderr)
+    (parse_result(&stdout), read_site_rows(&csv), stderr)
 }
 
 /// A flood of new keys through a one-page ring buffer loses events, and
@@ -517,7 +490,7 @@ fn exec_case(argv: &str, expect: &str, new_program: &Path) {
         "{what}: the target died"
     );
     assert_eq!(exe_of(pid), new_program, "{what}");
-    check_sites(&what, &read_rows(&csv), &res, &stderr);
+    check_sites(&what, &read_site_rows(&csv), &res, &stderr);
 }
 
 /// exec of another program (`/bin/sleep`, another Go program): the
@@ -592,7 +565,7 @@ fn exec_of_launched_program_stops_tracing() {
         "{stderr}"
     );
     assert_eq!(now, sleep);
-    let rows = read_rows(&csv);
+    let rows = read_site_rows(&csv);
     let allocs: u64 = rows
         .iter()
         .filter(|r| r.function == "main.allocT" && r.type_name == "main.T")
@@ -666,7 +639,7 @@ fn pid_reuse_is_noticed() {
         "allocwatch did not notice the reuse:\n{stderr}"
     );
     assert!(aw_status.success(), "{aw_status}\n{stderr}");
-    check_sites("PID reuse", &read_rows(&csv), &res, &stderr);
+    check_sites("PID reuse", &read_site_rows(&csv), &res, &stderr);
     // The new process runs normally.
     let mut stdin = child.stdin.take().expect("stdin");
     writeln!(stdin, "go").expect("go");
@@ -735,7 +708,7 @@ fn target_in_another_mount_namespace() {
             sites: res.sites.into_iter().filter(|s| s.count >= 0).collect(),
             ..res
         };
-        check_sites(&what, &read_rows(&csv), &res, &stderr);
+        check_sites(&what, &read_site_rows(&csv), &res, &stderr);
     }
 }
 
@@ -978,7 +951,7 @@ fn output_files_are_created_safely() {
             .starts_with("window_start_s,")
     );
     assert!(
-        read_rows(&sites)
+        read_site_rows(&sites)
             .iter()
             .any(|r| r.function == "main.allocSmall")
     );

@@ -3,15 +3,13 @@
 
 mod support;
 
+use support::allocwatch;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use support::{Variant, fixture, is_root, toolchain};
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
-}
 
 #[derive(Debug, serde::Deserialize)]
 struct Row {

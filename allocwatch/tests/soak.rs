@@ -12,7 +12,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use support::allocwatch;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
@@ -43,10 +45,6 @@ struct Row {
     type_name: String,
     allocs: u64,
     bytes: u64,
-}
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
 }
 
 /// The fixture's environment: N = 100000 (2000 goroutines, ~430k

@@ -10,6 +10,8 @@
 
 mod support;
 
+use support::allocwatch;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -21,10 +23,6 @@ use support::{Variant, build_go, fixture, is_root, toolchain};
 const TIMEOUT: Duration = Duration::from_secs(20);
 const SITES_HEADER: &str =
     "window_start_s,window_end_s,function,file,line,type,allocs,bytes,allocs_per_s,bytes_per_s";
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
-}
 
 /// Why the test cannot run here, if it cannot.
 fn skip_reason() -> Option<&'static str> {

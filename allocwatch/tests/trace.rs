@@ -7,11 +7,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use support::{SiteRow, allocwatch, read_site_rows, skip_unless_root};
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde::Deserialize;
-use support::{Variant, fixture, have_gcc, is_root, toolchain};
+use support::{Variant, fixture, have_gcc, toolchain};
 
 #[derive(Debug, Deserialize)]
 struct Site {
@@ -31,29 +33,6 @@ struct FixtureResult {
     metrics: std::collections::HashMap<String, u64>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Row {
-    function: String,
-    file: String,
-    line: u32,
-    #[serde(rename = "type")]
-    type_name: String,
-    allocs: u64,
-    bytes: u64,
-}
-
-fn allocwatch() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
-}
-
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("skipped: needs root to load eBPF programs");
-    true
-}
-
 fn parse_result(stdout: &str) -> FixtureResult {
     let line = stdout
         .lines()
@@ -62,14 +41,8 @@ fn parse_result(stdout: &str) -> FixtureResult {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
 }
 
-fn read_rows(path: &Path) -> Vec<Row> {
-    let mut r =
-        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    r.deserialize().map(|x| x.expect("csv row")).collect()
-}
-
 /// `allocwatch record --csv F -- fixture`, returning the rows and the fixture's report.
-fn record_launch(bin: &Path, n: u32) -> (Vec<Row>, FixtureResult, String) {
+fn record_launch(bin: &Path, n: u32) -> (Vec<SiteRow>, FixtureResult, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv_path = dir.path().join("sites.csv");
     let out = Command::new(allocwatch())
@@ -91,14 +64,14 @@ fn record_launch(bin: &Path, n: u32) -> (Vec<Row>, FixtureResult, String) {
         "allocwatch failed ({}):\n{stderr}\n{stdout}",
         out.status
     );
-    (read_rows(&csv_path), parse_result(&stdout), stderr)
+    (read_site_rows(&csv_path), parse_result(&stdout), stderr)
 }
 
 /// Checks every site the fixture reports against the CSV rows.
-fn check_sites(what: &str, rows: &[Row], res: &FixtureResult, stderr: &str) {
+fn check_sites(what: &str, rows: &[SiteRow], res: &FixtureResult, stderr: &str) {
     let mut failures = Vec::new();
     for s in &res.sites {
-        let matching: Vec<&Row> = rows
+        let matching: Vec<&SiteRow> = rows
             .iter()
             .filter(|r| {
                 r.function == s.func
@@ -151,7 +124,7 @@ fn check_sites(what: &str, rows: &[Row], res: &FixtureResult, stderr: &str) {
 /// timers: 4–13 measured), which allocwatch attributes to runtime frames; hence
 /// the tolerance: the runtime's count may exceed the sites' by at most 64, never
 /// fall short.
-fn check_metrics(what: &str, rows: &[Row], res: &FixtureResult) {
+fn check_metrics(what: &str, rows: &[SiteRow], res: &FixtureResult) {
     let m = |k: &str| {
         res.metrics
             .get(k)

@@ -221,3 +221,36 @@ unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+/// The allocwatch binary under test.
+pub fn allocwatch() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
+}
+
+/// True (after saying so) when the test cannot run because it needs root.
+pub fn skip_unless_root() -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("skipped: needs root to load eBPF programs");
+    true
+}
+
+/// One row of the sites CSV (`record --csv`).
+#[derive(Debug, serde::Deserialize)]
+pub struct SiteRow {
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub allocs: u64,
+    pub bytes: u64,
+}
+
+/// Every row of a sites CSV.
+pub fn read_site_rows(path: &Path) -> Vec<SiteRow> {
+    let mut r =
+        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    r.deserialize().map(|x| x.expect("csv row")).collect()
+}
