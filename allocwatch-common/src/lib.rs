@@ -24,8 +24,16 @@ pub const KEY_FRAMES: usize = 8;
 /// Distinct (stack prefix, type, size bucket) keys aggregated in the kernel.
 pub const AGG_ENTRIES: u32 = 1 << 16;
 
+/// Slots per CPU in the kernel's direct-mapped cache of short keys
+/// ([`Slot`]): a power of two.
+pub const SLOTS: u32 = 1 << SLOT_BITS;
+pub const SLOT_BITS: u32 = 11;
+
 /// Names of the maps and programs, so both sides agree.
 pub mod names {
+    pub const SLOTS: &str = "SLOTS";
+    pub const PROG_ALLOC_SPECIALIZED: &str = "alloc_specialized";
+    pub const PROG_ALLOC_SAMPLE: &str = "alloc_sample";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const MALLOC_RANGES: &str = "MALLOC_RANGES";
@@ -36,6 +44,8 @@ pub mod names {
     pub const PROG_ALLOC: &str = "alloc_entry";
     pub const PROG_POOL: &str = "pool_probe";
     pub const PROG_NOOP: &str = "noop";
+    pub const PROG_FLOOR_READ1: &str = "floor_read1";
+    pub const PROG_FLOOR_READ2: &str = "floor_read2";
     pub const TARGET_TGID: &str = "TARGET_TGID";
 }
 
@@ -120,6 +130,39 @@ pub struct AggKey {
 }
 
 const _: () = assert!(core::mem::size_of::<AggKey>() == 80);
+
+/// One slot of the per-CPU direct-mapped cache that counts allocations
+/// whose key has at most [`SLOT_FRAMES`] frames (almost all of them) without
+/// hashing a whole [`AggKey`]. A slot belongs to the first key that lands in
+/// it on its CPU for the whole session (`nframes` ≠ 0 once taken); other
+/// keys that land there are counted in the aggregation map instead, so every
+/// allocation is counted exactly once, in a slot or in the map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Slot {
+    pub typ: u64,
+    pub frames: [u64; SLOT_FRAMES],
+    pub bucket: u32,
+    /// 0 while the slot is free.
+    pub nframes: u32,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// Frames a [`Slot`] holds: the return address of the probed entry and,
+/// when that one is in the runtime (`newobject`, `makeslice`, …), the next.
+pub const SLOT_FRAMES: usize = 2;
+
+const _: () = assert!(core::mem::size_of::<Slot>() == 48);
+
+/// The slot of a short key: a multiplicative hash of its fields.
+#[inline(always)]
+#[must_use]
+pub const fn slot_index(typ: u64, f0: u64, f1: u64, bucket: u32) -> u32 {
+    let h = (f0 ^ f1.rotate_left(17) ^ typ.rotate_left(35) ^ bucket as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> (64 - SLOT_BITS)) as u32
+}
 
 /// Per-CPU totals of one [`AggKey`].
 #[repr(C)]
@@ -254,4 +297,6 @@ mod user {
     unsafe impl aya::Pod for super::AggValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PoolKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Slot {}
 }

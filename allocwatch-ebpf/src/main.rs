@@ -1,33 +1,41 @@
 //! allocwatch's eBPF programs.
 //!
-//! Two uprobe programs serve every attach point; the attach cookie
-//! (`allocwatch_common::cookie`) says what the point is:
-//!
-//! - `alloc_entry` runs at the `PUSHQ BP` of `runtime.mallocgc` and of the
-//!   size-specialized allocation entries. It reads the Go register ABI
-//!   arguments (RAX = size, RBX = `*_type`) and skips nested hits (a
-//!   specialized entry called by `runtime.mallocgc*`). It then walks the frame
-//!   pointers from the return address through the runtime's own frames to the
-//!   first frame outside the runtime (the allocation site), and counts the
-//!   allocation in `AGG` under (type, those return addresses, size bucket). The
-//!   first time a key is seen, its full user stack goes to userspace through
-//!   the ring buffer. Allocations the map cannot hold (full, or runtime frames
-//!   too deep for a key) are sent one by one.
+//! - `alloc_entry` (at `runtime.mallocgc`), `alloc_specialized` (at Go
+//!   1.27's size-specialized entries) and `alloc_sample` (at
+//!   `runtime.profilealloc`, sampled mode) run at the `PUSHQ BP` after the
+//!   stack check. They are one function compiled three times with the kind of
+//!   entry as a constant, so a hit pays for neither the attach cookie nor a
+//!   PID check (the kernel runs a uprobe attached for one process only in
+//!   that process; tests/attach.rs checks it). They read the Go register ABI
+//!   arguments (RAX = size, RBX = `*_type`), skip nested hits (a specialized
+//!   entry called by `runtime.mallocgc*`), and walk the frame pointers from
+//!   the return address through the runtime's own frames to the first frame
+//!   outside the runtime (the allocation site).
+//! - Where the counting goes: a key of at most two return addresses (the
+//!   site is the caller, or the caller's caller: almost every allocation) is
+//!   counted in its slot of `SLOTS`, a per-CPU direct-mapped cache that costs
+//!   no hashing of a whole key; a slot belongs to the first key that lands in
+//!   it. Other keys go to the per-CPU hash map `AGG` under (type, return
+//!   addresses, size bucket). The first time a key is seen (per CPU for a
+//!   slot), its full user stack goes to userspace through the ring buffer.
+//!   Allocations neither can hold (map full, or runtime frames too deep for a
+//!   key) are sent one by one.
 //! - `pool_probe` runs at `sync.(*Pool).Get`/`Put` and at the two miss paths
 //!   inside `Get`, and counts each operation in `POOL_AGG` under (pool,
 //!   caller, operation).
+//! - `noop`, `floor_read1` and `floor_read2` are for benchmarks: the floor
+//!   costs of a hit.
 //!
-//! Aggregating in the kernel keeps the cost of a traced allocation close to
-//! the cost of the uprobe trap itself (docs/benchmarks.md has the numbers).
 //! Every hit is counted in `COUNTERS`, and so is every event that did not fit
-//! in the ring buffer: nothing is dropped silently.
+//! in the ring buffer: nothing is dropped silently. docs/benchmarks.md has
+//! what each part costs.
 #![no_std]
 #![no_main]
 
 use allocwatch_common::{
     AGG_ENTRIES, AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, KEY_FRAMES, MAX_FRAMES,
     MAX_RANGES, MallocRanges, POOL_ENTRIES, PoolEvent, PoolKey, RINGBUF_BYTES, SAMPLE_SIZE_MASK,
-    SAMPLED_BIT, cookie, counter, size_bucket,
+    SAMPLED_BIT, Slot, cookie, counter, size_bucket, slot_index,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -60,6 +68,9 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[map]
+static SLOTS: PerCpuArray<Slot> = PerCpuArray::with_max_entries(allocwatch_common::SLOTS, 0);
 
 #[map]
 static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
@@ -116,6 +127,18 @@ fn in_ranges(r: &'static MallocRanges, addr: u64) -> bool {
     } else {
         n
     };
+    // Most addresses lie outside the ranges' hull: user code comes after
+    // the runtime in a Go binary's text.
+    let (Some(first), Some(last)) = (r.ranges.first(), r.ranges.get((hi as usize).wrapping_sub(1)))
+    else {
+        return false;
+    };
+    // SAFETY: reads of a loader-set constant.
+    if addr >= unsafe { core::ptr::read_volatile(&last[1]) }
+        || addr < unsafe { core::ptr::read_volatile(&first[0]) }
+    {
+        return false;
+    }
     let mut i = 0;
     // ceil(log2(MAX_RANGES)) + 1 steps always suffice.
     while i < 10 {
@@ -171,28 +194,37 @@ fn regs(ctx: &ProbeContext) -> Regs {
 
 #[uprobe]
 pub fn alloc_entry(ctx: ProbeContext) -> u32 {
-    match try_alloc_entry(&ctx) {
-        Ok(r) | Err(r) => r,
-    }
+    alloc(&ctx, cookie::ALLOC_ENTRY);
+    0
 }
 
-fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid != target_tgid() {
-        bump(counter::OTHER_PROCESS);
-        return Ok(0);
-    }
+#[uprobe]
+pub fn alloc_specialized(ctx: ProbeContext) -> u32 {
+    alloc(&ctx, cookie::ALLOC_SPECIALIZED);
+    0
+}
+
+#[uprobe]
+pub fn alloc_sample(ctx: ProbeContext) -> u32 {
+    alloc(&ctx, cookie::ALLOC_SAMPLE);
+    0
+}
+
+/// The hot path, one copy per kind of entry (`kind` is a constant in each),
+/// so that no hit pays for the attach cookie or the PID: the kernel runs a
+/// uprobe attached for one process only for that process.
+#[inline(always)]
+fn alloc(ctx: &ProbeContext, kind: u32) {
     bump(counter::HITS);
-    // SAFETY: the helper only reads the context's attach cookie.
-    let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let regs = regs(ctx);
     // At the PUSHQ BP, [RSP] is still the return address.
     // SAFETY: reads user memory through the checked helper.
-    let ret0: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.map_err(|_| 0u32)?;
-    let kind = cookie::kind(ck);
+    let Ok(ret0) = (unsafe { bpf_probe_read_user(regs.rsp as *const u64) }) else {
+        return;
+    };
     if kind == cookie::ALLOC_SPECIALIZED && in_ranges(&MALLOC_RANGES, ret0) {
         bump(counter::NESTED);
-        return Ok(0);
+        return;
     }
     // profilealloc(mp, x, size) knows no type; it is called from the
     // allocation functions, so its walk to the site is the same.
@@ -206,17 +238,74 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
     } else {
         (regs.rax, regs.rbx, size_bucket(regs.rax))
     };
+    // The common cases: the site is the caller (Go 1.27's size-specialized
+    // calls) or the caller's caller (newobject, makeslice, ...).
+    let mut f1 = 0;
+    let mut nframes = 1;
+    let mut bp = regs.rbp;
+    if in_ranges(&RUNTIME_RANGES, ret0) {
+        // SAFETY: checked user read of a frame record [saved BP, return address].
+        let Ok(rec) = (unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }) else {
+            count_key(ctx, size, &short_key(typ, ret0, 0, 1, bucket));
+            return;
+        };
+        bp = rec[0];
+        f1 = rec[1];
+        nframes = 2;
+        if f1 != 0 && in_ranges(&RUNTIME_RANGES, f1) {
+            walk_and_count(ctx, size, short_key(typ, ret0, f1, 2, bucket), bp, f1);
+            return;
+        }
+    }
+    let idx = slot_index(typ, ret0, f1, bucket);
+    if let Some(s) = SLOTS.get_ptr_mut(idx) {
+        // SAFETY: this CPU's slot; only this CPU's programs write it.
+        unsafe {
+            if (*s).nframes == nframes
+                && (*s).frames[0] == ret0
+                && (*s).frames[1] == f1
+                && (*s).typ == typ
+                && (*s).bucket == bucket
+            {
+                (*s).count += 1;
+                (*s).bytes += size;
+                return;
+            }
+            if (*s).nframes == 0 {
+                (*s).typ = typ;
+                (*s).frames = [ret0, f1];
+                (*s).bucket = bucket;
+                (*s).count = 1;
+                (*s).bytes = size;
+                core::ptr::write_volatile(&raw mut (*s).nframes, nframes);
+                // Its stack (at most once per CPU; userspace keeps the first).
+                send_alloc(ctx, size, &short_key(typ, ret0, f1, nframes, bucket), EVENT_STACK_ONLY);
+                return;
+            }
+        }
+    }
+    // The slot belongs to another key.
+    count_key(ctx, size, &short_key(typ, ret0, f1, nframes, bucket));
+}
+
+#[inline(always)]
+fn short_key(typ: u64, f0: u64, f1: u64, nframes: u32, bucket: u32) -> AggKey {
     let mut key = AggKey {
         typ,
         frames: [0; KEY_FRAMES],
-        nframes: 1,
+        nframes,
         bucket,
     };
-    key.frames[0] = ret0;
-    // Walk the frame pointers through the runtime's frames to the site.
-    let mut ret = ret0;
-    let mut bp = regs.rbp;
-    let mut n: usize = 1;
+    key.frames[0] = f0;
+    key.frames[1] = f1;
+    key
+}
+
+/// Walks the frame pointers on from `bp` (`ret` is the return address
+/// already in `key`, still inside the runtime) to the site, then counts.
+#[inline(always)]
+fn walk_and_count(ctx: &ProbeContext, size: u64, mut key: AggKey, mut bp: u64, mut ret: u64) {
+    let mut n: usize = 2;
     while n < KEY_FRAMES {
         if !in_ranges(&RUNTIME_RANGES, ret) {
             break;
@@ -237,16 +326,23 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
     if n == KEY_FRAMES && in_ranges(&RUNTIME_RANGES, ret) {
         // The site lies deeper than a key reaches: send this allocation alone.
         bump(counter::KEY_TRUNCATED);
-        send_alloc(ctx, tgid, ck, size, &key, 0);
-        return Ok(0);
+        send_alloc(ctx, size, &key, 0);
+        return;
     }
+    count_key(ctx, size, &key);
+}
+
+/// Counts one allocation under `key` in the aggregation map (the first
+/// time, also sends its stack).
+#[inline(always)]
+fn count_key(ctx: &ProbeContext, size: u64, key: &AggKey) {
     if let Some(v) = AGG.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of the value.
         unsafe {
             (*v).count += 1;
             (*v).bytes += size;
         }
-        return Ok(0);
+        return;
     }
     match AGG.insert(
         key,
@@ -256,7 +352,7 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
         },
         u64::from(BPF_NOEXIST),
     ) {
-        Ok(()) => send_alloc(ctx, tgid, ck, size, &key, EVENT_STACK_ONLY),
+        Ok(()) => send_alloc(ctx, size, key, EVENT_STACK_ONLY),
         Err(e) if e == -EEXIST => {
             // Created by another CPU meanwhile: this CPU's slot exists now.
             if let Some(v) = AGG.get_ptr_mut(key) {
@@ -269,19 +365,21 @@ fn try_alloc_entry(ctx: &ProbeContext) -> Result<u32, u32> {
         }
         Err(_) => {
             bump(counter::AGG_FULL);
-            send_alloc(ctx, tgid, ck, size, &key, 0);
+            send_alloc(ctx, size, key, 0);
         }
     }
-    Ok(0)
 }
 
 /// Sends one allocation with its full user stack.
 #[inline(always)]
-fn send_alloc(ctx: &ProbeContext, tgid: u32, ck: u64, size: u64, key: &AggKey, flags: u32) {
+fn send_alloc(ctx: &ProbeContext, size: u64, key: &AggKey, flags: u32) {
     let Some(mut entry) = EVENTS.reserve::<AllocEvent>(0) else {
         lost(ctx, flags);
         return;
     };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the helper only reads the context's attach cookie.
+    let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points to reserved ring buffer memory of the right size;
     // every field is written before submit.
@@ -394,6 +492,42 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
         }
     }
     Ok(0)
+}
+
+/// Per CPU: where the `floor_read*` programs store what they read.
+#[map]
+static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Benchmarks only: the least a program must do to attribute an allocation
+/// made directly by its site (Go 1.27's size-specialized calls): one user
+/// read, of the return address at `[RSP]`.
+#[uprobe]
+pub fn floor_read1(ctx: ProbeContext) -> u32 {
+    let regs = regs(&ctx);
+    // SAFETY: checked user read.
+    let ret: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
+    if let Some(p) = SCRATCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe { *p = ret };
+    }
+    0
+}
+
+/// Benchmarks only: the same for an allocation that passes one runtime
+/// frame (`newobject` → `mallocgc`): two user reads, the return address and
+/// the caller's frame record.
+#[uprobe]
+pub fn floor_read2(ctx: ProbeContext) -> u32 {
+    let regs = regs(&ctx);
+    // SAFETY: checked user reads.
+    let ret: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
+    // SAFETY: as above.
+    let rec: [u64; 2] = unsafe { bpf_probe_read_user(regs.rbp as *const [u64; 2]) }.unwrap_or([0; 2]);
+    if let Some(p) = SCRATCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe { *p = ret ^ rec[1] };
+    }
+    0
 }
 
 /// Does nothing: attached at the same points as the real programs by the

@@ -67,6 +67,9 @@ pub struct TargetArgs {
     /// Benchmarks only: attach empty eBPF programs at the same points.
     #[arg(long, hide = true)]
     pub noop_programs: bool,
+    /// Benchmarks only: attach these floor programs at the same points.
+    #[arg(long, hide = true, value_enum, conflicts_with = "noop_programs")]
+    pub bench_programs: Option<crate::probe::BenchPrograms>,
     /// Tests only: the ring buffer's size in bytes (a power of two, at least 4096) instead of 32 MiB.
     #[arg(long, hide = true, value_name = "BYTES", value_parser = parse_ringbuf_bytes)]
     pub ringbuf_bytes: Option<u32>,
@@ -76,6 +79,16 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
+    /// The floor programs a benchmark asked for, if any.
+    #[must_use]
+    pub fn bench(&self) -> Option<crate::probe::BenchPrograms> {
+        if self.noop_programs {
+            Some(crate::probe::BenchPrograms::Noop)
+        } else {
+            self.bench_programs
+        }
+    }
+
     /// Whether sync.Pool is traced: by default in exact mode, on request in sampled mode.
     #[must_use]
     pub fn trace_pools(&self) -> bool {

@@ -310,7 +310,7 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         &spec,
         Options {
             pools: a.target.trace_pools(),
-            noop: a.target.noop_programs,
+            bench: a.target.bench(),
             mode: a.target.mode,
             ringbuf_bytes: a.target.ringbuf_bytes,
         },
@@ -425,7 +425,7 @@ pub async fn explain(a: ExplainArgs, verbose: u8) -> Result<()> {
         &spec,
         Options {
             pools: a.target.trace_pools(),
-            noop: a.target.noop_programs,
+            bench: a.target.bench(),
             mode: a.target.mode,
             ringbuf_bytes: a.target.ringbuf_bytes,
         },
@@ -747,7 +747,7 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
         &spec,
         Options {
             pools: a.target.trace_pools(),
-            noop: a.target.noop_programs,
+            bench: a.target.bench(),
             mode: a.target.mode,
             ringbuf_bytes: a.target.ringbuf_bytes,
         },

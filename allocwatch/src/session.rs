@@ -31,8 +31,8 @@ pub enum TargetSpec {
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub pools: bool,
-    /// Attach empty programs instead of the real ones (benchmarks only).
-    pub noop: bool,
+    /// Attach floor programs instead of the real ones (benchmarks only).
+    pub bench: Option<crate::probe::BenchPrograms>,
     pub mode: crate::plan::Mode,
     /// Ring buffer size in bytes instead of the default (tests only).
     pub ringbuf_bytes: Option<u32>,
@@ -167,7 +167,7 @@ impl Session {
             0
         };
         let load = LoadOptions {
-            noop: opts.noop,
+            bench: opts.bench,
             ringbuf_bytes: opts.ringbuf_bytes,
         };
         let tracer = Tracer::attach_programs(&plan, &target.exe, target.pid, bias, load)?;

@@ -7,7 +7,8 @@
 //! Every benchmark is an `#[ignore]`d test, so the normal test suite skips
 //! them. Environment: `ALLOCWATCH_BENCH_SECONDS` (run time of one
 //! measurement, default 3), `ALLOCWATCH_BENCH_ROUNDS` (repetitions of each
-//! measurement, default 5 for the allocation benchmark and 3 for the others).
+//! measurement, default 5 for the allocation benchmarks 1 and 7 and 3 for the
+//! others).
 //!
 //! The machine they were written for is a shared, noisy 2-vCPU VM, so:
 //! - the variants of one benchmark run interleaved in one test, in an order
@@ -337,9 +338,17 @@ impl Mode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tracer {
     None,
+    /// `allocwatch record --csv F`: exact mode (the default).
     Allocwatch,
+    /// `allocwatch record --mode sampled --csv F`: the runtime's own
+    /// memory-profile samples (needs a target with memory profiling on).
+    AllocwatchSampled,
     /// `allocwatch record --noop-programs`: empty programs at the same probes.
     Noop,
+    /// `allocwatch record --bench-programs read1|read2`: programs that only
+    /// make the user reads attribution needs (1: the return address; 2: and
+    /// the caller's frame record) at the same probes.
+    ReadFloor(&'static str),
     /// A bpftrace one-liner counting user stacks at this function's entry.
     Bpftrace(&'static str),
     /// bpftrace counting hits only (`@ = count()`), no stack: the cost of
@@ -352,7 +361,9 @@ impl Tracer {
         match self {
             Tracer::None => "untraced".into(),
             Tracer::Allocwatch => "allocwatch".into(),
+            Tracer::AllocwatchSampled => "allocwatch sampled".into(),
             Tracer::Noop => "noop (floor)".into(),
+            Tracer::ReadFloor(n) => format!("{n} (read floor)"),
             Tracer::Bpftrace(f) => format!("bpftrace {f} ustack(3)"),
             Tracer::BpftraceCount(f) => format!("bpftrace {f} count only"),
         }
@@ -365,6 +376,9 @@ struct Run {
     threads: u32,
     tracer: Tracer,
     bpf_stats: bool,
+    /// Run spin built with memory profiling on ([`spin_memprofile_bin`])
+    /// instead of the plain fixture.
+    profiling: bool,
 }
 
 #[derive(Debug, Default)]
@@ -390,6 +404,11 @@ struct Outcome {
     /// allocwatch CSV: allocations at the workload's site (Small, Big) or
     /// gets / puts of `main.benchPool` (Pool).
     csv_site_allocs: Option<u64>,
+    /// allocwatch sampled CSV: the estimated allocations at the workload's
+    /// function (any type: samples have none). Not exact, never compared.
+    csv_sampled_allocs: Option<u64>,
+    /// allocwatch's summary: `N probe hits: about …`.
+    hits: Option<u64>,
     csv_pool: Option<(u64, u64)>,
     /// bpftrace: sum of its counts.
     bpftrace_total: Option<u64>,
@@ -397,6 +416,102 @@ struct Outcome {
 
 fn spin_bin() -> PathBuf {
     fixture(&go(), "spin", Variant::Default)
+}
+
+/// Added to spin's package by [`spin_memprofile_bin`] (through `go build
+/// -overlay`, nothing is written into testdata/).
+const MEMPROFILE_GO: &str = r#"package main
+
+import (
+	"os"
+	"runtime"
+)
+
+// Keeps runtime.MemProfile reachable, so that the linker leaves memory
+// profiling on (runtime.MemProfileRate = 512 KiB): allocwatch --mode sampled
+// probes the runtime's own samples.
+func init() {
+	if os.Getenv("ALLOCWATCH_NEVER") == "1" {
+		runtime.MemProfile(nil, false)
+	}
+}
+"#;
+
+/// Spin with memory profiling on. The fixture never references
+/// `runtime.MemProfile`, so the linker sets `runtime.disableMemoryProfiling`
+/// and `--mode sampled` refuses it; this is the same package plus one file
+/// that references it, built like `support::build_go` builds fixtures and
+/// cached under `target/fixtures/go<version>/memprofile/`.
+fn spin_memprofile_bin() -> PathBuf {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+    let tc = go();
+    let testdata = support::workspace_root().join("testdata");
+    let src = testdata.join("fixtures/spin");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
+        .unwrap_or_else(|e| panic!("read {}: {e}", src.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    files.sort();
+    let mut h = DefaultHasher::new();
+    for f in files.iter().chain([&testdata.join("go.mod")]) {
+        f.file_name().hash(&mut h);
+        std::fs::read(f)
+            .unwrap_or_else(|e| panic!("read {}: {e}", f.display()))
+            .hash(&mut h);
+    }
+    MEMPROFILE_GO.hash(&mut h);
+    tc.version.hash(&mut h);
+    let out_dir = support::target_dir()
+        .join("fixtures")
+        .join(format!("go{}", tc.version))
+        .join("memprofile");
+    let out = out_dir.join(format!("spin-memprofile-{:016x}", h.finish()));
+    if out.exists() {
+        return out;
+    }
+    std::fs::create_dir_all(&out_dir).expect("create fixture dir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let extra = work.path().join("memprofile.go");
+    std::fs::write(&extra, MEMPROFILE_GO).expect("write memprofile.go");
+    let overlay = work.path().join("overlay.json");
+    let mut replace = serde_json::Map::new();
+    replace.insert(
+        src.join("zz_bench_memprofile.go").display().to_string(),
+        extra.display().to_string().into(),
+    );
+    let json = serde_json::json!({ "Replace": replace });
+    std::fs::write(&overlay, json.to_string()).expect("write overlay.json");
+    let tmp = out_dir.join(format!(".spin-memprofile.{}.tmp", std::process::id()));
+    let output = Command::new(tc.go())
+        .current_dir(&testdata)
+        .arg("build")
+        .arg("-o")
+        .arg(&tmp)
+        .arg(format!("-overlay={}", overlay.display()))
+        .arg("./fixtures/spin")
+        .env("GOROOT", &tc.goroot)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env(
+            "GOCACHE",
+            support::target_dir().join("gocache").join(&tc.version),
+        )
+        .env("GOPATH", support::target_dir().join("gopath"))
+        .env("GOAMD64", "v1")
+        .env("CGO_ENABLED", "0")
+        .env_remove("GOEXPERIMENT")
+        .output()
+        .expect("run go build");
+    assert!(
+        output.status.success(),
+        "go {} build spin with memory profiling on failed:\n{}",
+        tc.version,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&tmp, &out).expect("rename fixture into place");
+    out
 }
 
 /// Parses `key=value` from the fixture's `bench …` line.
@@ -454,11 +569,16 @@ fn start_tracer(run: Run, pid: u32, bin: &Path, dir: &Path) -> Option<(Proc, Lin
     let timeout = Duration::from_secs(120);
     match run.tracer {
         Tracer::None => None,
-        Tracer::Allocwatch | Tracer::Noop => {
+        Tracer::Allocwatch | Tracer::AllocwatchSampled | Tracer::Noop | Tracer::ReadFloor(_) => {
             let mut cmd = Command::new(allocwatch());
             cmd.arg("record").arg("--pid").arg(pid.to_string());
             if run.tracer == Tracer::Noop {
                 cmd.arg("--noop-programs");
+            } else if let Tracer::ReadFloor(n) = run.tracer {
+                cmd.arg("--bench-programs").arg(n);
+            } else if run.tracer == Tracer::AllocwatchSampled {
+                cmd.args(["--mode", "sampled", "--csv"])
+                    .arg(dir.join("sites.csv"));
             } else {
                 cmd.arg("--csv").arg(dir.join("sites.csv"));
                 if run.mode == Mode::Pool {
@@ -517,7 +637,11 @@ fn start_tracer(run: Run, pid: u32, bin: &Path, dir: &Path) -> Option<(Proc, Lin
 /// One run: start the fixture (waiting), attach the tracer, release the
 /// workload for `seconds()`, collect everything.
 fn spin_run(run: Run) -> Outcome {
-    let bin = spin_bin();
+    let bin = if run.profiling {
+        spin_memprofile_bin()
+    } else {
+        spin_bin()
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(&bin);
     cmd.env("GOMAXPROCS", run.threads.to_string())
@@ -607,6 +731,11 @@ fn spin_run(run: Run) -> Outcome {
                     .and_then(|l| number_before(l, " ms"));
                 o.allocs = number_before(&log, " allocations").map(|x| x as u64);
                 o.lost = number_after(&log, "events lost:").map(|x| x as u64);
+                o.hits = log
+                    .lines()
+                    .find(|l| l.contains(" probe hits: about"))
+                    .and_then(|l| number_before(l, " probe hits"))
+                    .map(|x| x as u64);
                 if let Some(l) = log
                     .lines()
                     .find(|l| l.contains("ns in eBPF programs per hit"))
@@ -632,6 +761,15 @@ fn spin_run(run: Run) -> Outcome {
                         .map(|v| v[0]);
                     }
                 }
+                if run.tracer == Tracer::AllocwatchSampled {
+                    // Samples know no type: match the function only.
+                    o.csv_sampled_allocs = read_csv_counts(
+                        &dir.path().join("sites.csv"),
+                        &[("function", run.mode.site().0)],
+                        &["allocs"],
+                    )
+                    .map(|v| v[0]);
+                }
             }
         }
     }
@@ -648,9 +786,10 @@ fn interleaved(variants: &[Run], rounds: usize) -> Vec<Vec<Outcome>> {
             let v = variants[i];
             let o = spin_run(v);
             println!(
-                "  round {}/{rounds} {:?} {} threads={}: n={} cpu {:.1} ns/op, wall {:.1} ns/op{}{}",
+                "  round {}/{rounds} {:?}{} {} threads={}: n={} cpu {:.1} ns/op, wall {:.1} ns/op{}{}",
                 r + 1,
                 v.mode,
+                if v.profiling { " (profiling on)" } else { "" },
                 v.tracer.name(),
                 v.threads,
                 o.n,
@@ -726,6 +865,7 @@ fn b1_alloc_overhead() {
         threads: 1,
         tracer,
         bpf_stats: false,
+        profiling: false,
     };
     let variants = [
         r(Mode::Small, Tracer::None),
@@ -740,6 +880,8 @@ fn b1_alloc_overhead() {
         r(Mode::Big, Tracer::Noop),
         r(Mode::Big, Tracer::Bpftrace("runtime.mallocgc")),
         r(Mode::Big, Tracer::BpftraceCount("runtime.mallocgc")),
+        r(Mode::Small, Tracer::ReadFloor("read1")),
+        r(Mode::Big, Tracer::ReadFloor("read2")),
     ];
     let res = interleaved(&variants, rounds(5));
     let mut failures = Vec::new();
@@ -750,12 +892,14 @@ fn b1_alloc_overhead() {
             &mut failures,
         );
     }
-    for (mode, base, what) in [
-        (Mode::Small, 0, "24 B object (mallocgcSmallNoScanSC3)"),
-        (Mode::Big, 4, "128 B object (newobject → mallocgc)"),
+    for (mode, base, readfloor, what) in [
+        (Mode::Small, 0, 9, "24 B object (mallocgcSmallNoScanSC3)"),
+        (Mode::Big, 4, 10, "128 B object (newobject → mallocgc)"),
     ] {
         let m = |i: usize| median(&cpu(&res[base + i]));
         let (u, aw, noop, bt) = (m(0), m(1), m(2), m(3));
+        let rf = median(&cpu(&res[readfloor]));
+        let reads = if mode == Mode::Small { 1 } else { 2 };
         let tag = if mode == Mode::Small { "small" } else { "big" };
         note(&format!("{what}: CPU ns per allocation, every run:"));
         for (i, name) in ["untraced", "allocwatch", "noop", "bpftrace"]
@@ -810,6 +954,26 @@ fn b1_alloc_overhead() {
             (aw - u) / (noop - u),
             "×",
             Goal::AtMost(1.15),
+        );
+        note(&format!(
+            "  {:<10} cpu [{}]  wall [{}]",
+            format!("read{reads}"),
+            list(&cpu(&res[readfloor])),
+            list(&wall(&res[readfloor]))
+        ));
+        row(
+            &format!("{tag}: traced, read floor ({reads} user read(s), nothing else)"),
+            rf,
+            "ns/alloc",
+            Goal::None,
+        );
+        row(
+            &format!(
+                "{tag}: read floor / floor (added cost): the least any attributing program costs"
+            ),
+            (rf - u) / (noop - u),
+            "×",
+            Goal::None,
         );
         row(
             &format!("{tag}: allocwatch / floor (total cost)"),
@@ -885,6 +1049,7 @@ fn b2_two_threads_cpu_and_loss() {
         threads: 2,
         tracer,
         bpf_stats: false,
+        profiling: false,
     };
     let variants = [r(Tracer::None), r(Tracer::Allocwatch)];
     let res = interleaved(&variants, rounds(3));
@@ -1144,6 +1309,7 @@ fn b4_pool_overhead() {
         threads: 1,
         tracer,
         bpf_stats: false,
+        profiling: false,
     };
     let variants = [r(Tracer::None), r(Tracer::Allocwatch), r(Tracer::Noop)];
     let res = interleaved(&variants, rounds(3));
@@ -1292,6 +1458,7 @@ fn b6_bpf_program_time() {
         threads: 1,
         tracer,
         bpf_stats: true,
+        profiling: false,
     };
     let variants = [
         r(Mode::Small, Tracer::Allocwatch),
@@ -1323,6 +1490,142 @@ fn b6_bpf_program_time() {
             Goal::None,
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// 7. Sampled mode: the slowdown of the target
+
+#[test]
+#[ignore = "benchmark: cargo xtask bench"]
+fn b7_sampled_overhead() {
+    if skip_unless_root() {
+        return;
+    }
+    println!(
+        "\n## 7. Slowdown by `record --mode sampled` (and exact), spin with memory profiling on, 1 thread, GOMAXPROCS=1 GOGC=off, Go {GO} ({} s per run)",
+        seconds()
+    );
+    let r = |mode, tracer| Run {
+        mode,
+        threads: 1,
+        tracer,
+        bpf_stats: false,
+        profiling: true,
+    };
+    let variants = [
+        r(Mode::Small, Tracer::None),
+        r(Mode::Small, Tracer::Allocwatch),
+        r(Mode::Small, Tracer::AllocwatchSampled),
+        r(Mode::Big, Tracer::None),
+        r(Mode::Big, Tracer::Allocwatch),
+        r(Mode::Big, Tracer::AllocwatchSampled),
+    ];
+    let res = interleaved(&variants, rounds(5));
+    let mut failures = Vec::new();
+    for (v, outcomes) in variants.iter().zip(&res) {
+        let what = format!("{:?} {}", v.mode, v.tracer.name());
+        // Exact mode's counts must be exact; sampled mode's are estimates.
+        check_counts(&what, outcomes, &mut failures);
+        if v.tracer != Tracer::AllocwatchSampled {
+            continue;
+        }
+        let func = v.mode.site().0;
+        for (i, o) in outcomes.iter().enumerate() {
+            match o.csv_sampled_allocs {
+                Some(a) if a > 0 => {}
+                Some(_) => failures.push(format!(
+                    "{what} run {}: the sampled CSV's {func} row has 0 allocations",
+                    i + 1
+                )),
+                None => failures.push(format!(
+                    "{what} run {}: the sampled CSV has no row for {func}",
+                    i + 1
+                )),
+            }
+            if o.lost != Some(0) {
+                failures.push(format!(
+                    "{what} run {}: events lost: {}",
+                    i + 1,
+                    o.lost.map_or("(no summary)".to_string(), |x| x.to_string())
+                ));
+            }
+        }
+    }
+    note(
+        "spin plus one file referencing runtime.MemProfile (the plain fixture has memory profiling disabled by the linker, which sampled mode refuses): all three variants run this binary, so the runtime's own sampling (MemProfileRate 512 KiB) is in the untraced figure too",
+    );
+    for (mode, base, what) in [
+        (Mode::Small, 0, "24 B object (mallocgcSmallNoScanSC3)"),
+        (Mode::Big, 3, "128 B object (newobject → mallocgc)"),
+    ] {
+        let tag = if mode == Mode::Small { "small" } else { "big" };
+        let m = |i: usize| median(&cpu(&res[base + i]));
+        let (u, exact, sampled) = (m(0), m(1), m(2));
+        note(&format!(
+            "{what}, profiling on: CPU ns per allocation, every run (wall: the fixture's own figure):"
+        ));
+        for (i, name) in ["untraced", "exact", "sampled"].iter().enumerate() {
+            note(&format!(
+                "  {name:<9} cpu [{}]  wall [{}]",
+                list(&cpu(&res[base + i])),
+                list(&wall(&res[base + i]))
+            ));
+        }
+        let sampled_runs = &res[base + 2];
+        let per_run = |f: &dyn Fn(&Outcome) -> Option<u64>| -> String {
+            sampled_runs
+                .iter()
+                .map(|o| f(o).map_or("?".to_string(), |x| x.to_string()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        note(&format!(
+            "  sampled: probe hits (samples) [{}], estimated allocations at {} [{}], fixture's allocations [{}], events lost [{}]",
+            per_run(&|o| o.hits),
+            mode.site().0,
+            per_run(&|o| o.csv_sampled_allocs),
+            per_run(&|o| Some(o.n)),
+            per_run(&|o| o.lost),
+        ));
+        let wm = |i: usize| median(&wall(&res[base + i]));
+        note(&format!(
+            "  wall-clock medians: untraced {:.1}, exact {:.1}, sampled {:.1} ns/alloc",
+            wm(0),
+            wm(1),
+            wm(2)
+        ));
+        row(
+            &format!("{tag}, profiling on: untraced"),
+            u,
+            "ns/alloc",
+            Goal::None,
+        );
+        row(
+            &format!("{tag}, profiling on: traced, allocwatch exact"),
+            exact,
+            "ns/alloc",
+            Goal::None,
+        );
+        row(
+            &format!("{tag}, profiling on: traced, allocwatch sampled"),
+            sampled,
+            "ns/alloc",
+            Goal::None,
+        );
+        row(
+            &format!("{tag}: sampled: slowdown vs untraced"),
+            100.0 * (sampled / u - 1.0),
+            "%",
+            Goal::AtMost(3.0),
+        );
+        row(
+            &format!("{tag}: exact: slowdown vs untraced"),
+            100.0 * (exact / u - 1.0),
+            "%",
+            Goal::None,
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 // ---------------------------------------------------------------------------

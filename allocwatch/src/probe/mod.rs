@@ -7,13 +7,14 @@ use std::path::Path;
 
 use allocwatch_common::{
     AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, MAX_FRAMES, MAX_RANGES, MallocRanges,
-    PoolEvent, PoolKey, counter, kind, names,
+    PoolEvent, PoolKey, SLOT_FRAMES, Slot, cookie, counter, kind, names,
 };
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use aya_log::EbpfLogger;
+use std::collections::HashMap;
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{AppError, Result};
@@ -48,13 +49,24 @@ pub enum Event<'a> {
 /// size compiled into the object).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
-    /// Attach an empty program at every probe instead (benchmarks: the
-    /// floor cost of the trap alone).
-    pub noop: bool,
+    /// Benchmarks: attach one of the floor programs at every probe instead.
+    pub bench: Option<BenchPrograms>,
     /// Size of the `EVENTS` ring buffer in bytes instead of
     /// [`RINGBUF_BYTES`](allocwatch_common::RINGBUF_BYTES): a power of two
     /// multiple of the page size (tests shrink it to make it overflow).
     pub ringbuf_bytes: Option<u32>,
+}
+
+/// The programs benchmarks attach instead of the real ones, to measure floors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPrograms {
+    /// An empty program: the cost of the uprobe trap alone.
+    Noop,
+    /// One user read of the return address: the least any attribution needs.
+    Read1,
+    /// Two user reads (return address and the caller's frame record): the
+    /// least attribution through one runtime frame needs.
+    Read2,
 }
 
 /// What the kernel could not do the cheap way, summed over CPUs.
@@ -77,6 +89,7 @@ pub struct Tracer {
     ring: AsyncFd<RingBuf<MapData>>,
     logger: Option<AsyncFd<EbpfLogger<&'static dyn log::Log>>>,
     counters: PerCpuArray<MapData, u64>,
+    slots: PerCpuArray<MapData, Slot>,
     agg: PerCpuHashMap<MapData, AggKey, AggValue>,
     pool_agg: PerCpuHashMap<MapData, PoolKey, u64>,
     attached: usize,
@@ -111,6 +124,34 @@ fn to_ranges(vaddr_ranges: &[(u64, u64)], bias: u64) -> Result<MallocRanges> {
     }
     r.count = vaddr_ranges.len() as u64;
     Ok(r)
+}
+
+/// The key a slot counts under.
+fn slot_key(s: &Slot) -> AggKey {
+    let mut frames = [0; allocwatch_common::KEY_FRAMES];
+    frames[..SLOT_FRAMES].copy_from_slice(&s.frames);
+    AggKey {
+        typ: s.typ,
+        frames,
+        nframes: s.nframes.min(SLOT_FRAMES as u32),
+        bucket: s.bucket,
+    }
+}
+
+/// The program that serves a probe.
+fn program_for(program: Program, kind: u32, bench: Option<BenchPrograms>) -> &'static str {
+    match bench {
+        Some(BenchPrograms::Noop) => return names::PROG_NOOP,
+        Some(BenchPrograms::Read1) => return names::PROG_FLOOR_READ1,
+        Some(BenchPrograms::Read2) => return names::PROG_FLOOR_READ2,
+        None => {}
+    }
+    match (program, kind) {
+        (Program::Pool, _) => names::PROG_POOL,
+        (Program::Alloc, cookie::ALLOC_SPECIALIZED) => names::PROG_ALLOC_SPECIALIZED,
+        (Program::Alloc, cookie::ALLOC_SAMPLE) => names::PROG_ALLOC_SAMPLE,
+        (Program::Alloc, _) => names::PROG_ALLOC,
+    }
 }
 
 /// The decoded bytes of one ring buffer record.
@@ -198,25 +239,12 @@ impl Tracer {
             return Err(AppError::target("PID 0 cannot be traced"));
         };
         let mut attached = 0;
-        for prog_kind in [Program::Alloc, Program::Pool] {
-            let mut probes: Vec<_> = plan
-                .probes
-                .iter()
-                .filter(|p| p.program == prog_kind)
-                .collect();
-            // Get last: a Get is never counted without its Put and miss
-            // probes already in place (no spurious misses or "not put").
-            probes.sort_by_key(|p| {
-                allocwatch_common::cookie::kind(p.cookie) == allocwatch_common::cookie::POOL_GET
-            });
-            if probes.is_empty() {
-                continue;
-            }
-            let name = match prog_kind {
-                _ if opts.noop => names::PROG_NOOP,
-                Program::Alloc => names::PROG_ALLOC,
-                Program::Pool => names::PROG_POOL,
-            };
+        // Get last: a Get is never counted without its Put and miss probes
+        // already in place (no spurious misses or "not put").
+        let mut probes: Vec<_> = plan.probes.iter().collect();
+        probes.sort_by_key(|p| cookie::kind(p.cookie) == cookie::POOL_GET);
+        for p in probes {
+            let name = program_for(p.program, cookie::kind(p.cookie), opts.bench);
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| {
@@ -227,17 +255,21 @@ impl Tracer {
             if prog.fd().is_err() {
                 prog.load().map_err(|e| load_error(&e))?;
             }
-            for p in probes {
-                let point = UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
-                    cookie: Some(p.cookie),
-                };
-                prog.attach(point, exe, UProbeScope::OneProcess(pid)).map_err(|e| {
-                    AppError::env(format!("cannot attach a uprobe to {}+{:#x}: {e}", p.function, p.offset))
-                        .hint("the kernel needs uprobes (CONFIG_UPROBE_EVENTS) and BPF cookies (≥ 5.15)")
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
+                cookie: Some(p.cookie),
+            };
+            prog.attach(point, exe, UProbeScope::OneProcess(pid))
+                .map_err(|e| {
+                    AppError::env(format!(
+                        "cannot attach a uprobe to {}+{:#x}: {e}",
+                        p.function, p.offset
+                    ))
+                    .hint(
+                        "the kernel needs uprobes (CONFIG_UPROBE_EVENTS) and BPF cookies (≥ 5.15)",
+                    )
                 })?;
-                attached += 1;
-            }
+            attached += 1;
         }
         let ring = RingBuf::try_from(
             ebpf.take_map(names::EVENTS)
@@ -250,6 +282,11 @@ impl Tracer {
         let counters = PerCpuArray::try_from(
             ebpf.take_map(names::COUNTERS)
                 .ok_or_else(|| AppError::other("counters map missing from the eBPF object"))?,
+        )
+        .map_err(|e| load_error(&e))?;
+        let slots = PerCpuArray::try_from(
+            ebpf.take_map(names::SLOTS)
+                .ok_or_else(|| AppError::other("slot map missing from the eBPF object"))?,
         )
         .map_err(|e| load_error(&e))?;
         let agg = PerCpuHashMap::try_from(
@@ -274,6 +311,7 @@ impl Tracer {
             ring,
             logger,
             counters,
+            slots,
             agg,
             pool_agg,
             attached,
@@ -329,20 +367,39 @@ impl Tracer {
         }
     }
 
-    /// Hands every key of the kernel's aggregation map, with its totals summed
-    /// over CPUs, to `f`.
+    /// Hands every key the kernel counted, with its totals summed over CPUs
+    /// (from the slots and the aggregation map), to `f`, once per key.
     pub fn read_aggregates(&self, mut f: impl FnMut(&AggKey, AggValue)) {
+        let mut totals: HashMap<AggKey, AggValue> = HashMap::new();
+        let mut add = |k: AggKey, v: &AggValue| {
+            let t = totals.entry(k).or_default();
+            t.count += v.count;
+            t.bytes += v.bytes;
+        };
+        for i in 0..allocwatch_common::SLOTS {
+            match self.slots.get(&i, 0) {
+                Ok(per_cpu) => {
+                    for s in per_cpu.iter().filter(|s| s.nframes != 0) {
+                        add(
+                            slot_key(s),
+                            &AggValue {
+                                count: s.count,
+                                bytes: s.bytes,
+                            },
+                        );
+                    }
+                }
+                Err(e) => log::debug!("reading slot {i}: {e}"),
+            }
+        }
         for item in self.agg.iter() {
             match item {
-                Ok((k, per_cpu)) => {
-                    let v = per_cpu.iter().fold(AggValue::default(), |a, v| AggValue {
-                        count: a.count + v.count,
-                        bytes: a.bytes + v.bytes,
-                    });
-                    f(&k, v);
-                }
+                Ok((k, per_cpu)) => per_cpu.iter().for_each(|v| add(k, v)),
                 Err(e) => log::debug!("reading the aggregation map: {e}"),
             }
+        }
+        for (k, v) in &totals {
+            f(k, *v);
         }
     }
 
@@ -362,7 +419,15 @@ impl Tracer {
     #[must_use]
     pub fn program_run_time(&self) -> (u64, u64) {
         let mut total = (0, 0);
-        for name in [names::PROG_ALLOC, names::PROG_POOL, names::PROG_NOOP] {
+        for name in [
+            names::PROG_ALLOC,
+            names::PROG_ALLOC_SPECIALIZED,
+            names::PROG_ALLOC_SAMPLE,
+            names::PROG_POOL,
+            names::PROG_NOOP,
+            names::PROG_FLOOR_READ1,
+            names::PROG_FLOOR_READ2,
+        ] {
             if let Some(info) = self._ebpf.program(name).and_then(|p| p.info().ok()) {
                 total.0 += u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
                 total.1 += info.run_count();
