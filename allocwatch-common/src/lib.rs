@@ -32,6 +32,7 @@ pub const SLOT_BITS: u32 = 11;
 /// Names of the maps and programs, so both sides agree.
 pub mod names {
     pub const SLOTS: &str = "SLOTS";
+    pub const MODE: &str = "MODE";
     pub const PROG_ALLOC_SPECIALIZED: &str = "alloc_specialized";
     pub const PROG_ALLOC_SAMPLE: &str = "alloc_sample";
     pub const EVENTS: &str = "EVENTS";
@@ -81,6 +82,16 @@ pub mod cookie {
     pub const fn index(cookie: u64) -> u32 {
         cookie as u32
     }
+}
+
+/// Which allocation programs count, in the one-entry `MODE` array: the
+/// others return right after counting their hit. A switchable session keeps
+/// both kinds of probes attached while it changes modes, and flips this.
+pub mod mode {
+    /// `alloc_entry` and `alloc_specialized` count; `alloc_sample` does not.
+    pub const EXACT: u32 = 0;
+    /// `alloc_sample` counts; the exact entries do not.
+    pub const SAMPLED: u32 = 1;
 }
 
 /// Indexes into the per-CPU `COUNTERS` array.

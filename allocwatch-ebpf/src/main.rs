@@ -35,7 +35,7 @@
 use allocwatch_common::{
     AGG_ENTRIES, AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, KEY_FRAMES, MAX_FRAMES,
     MAX_RANGES, MallocRanges, POOL_ENTRIES, PoolEvent, PoolKey, RINGBUF_BYTES, SAMPLE_SIZE_MASK,
-    SAMPLED_BIT, Slot, cookie, counter, size_bucket, slot_index,
+    SAMPLED_BIT, Slot, cookie, counter, mode, size_bucket, slot_index,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -45,7 +45,7 @@ use aya_ebpf::{
         generated::{bpf_get_attach_cookie, bpf_get_stack},
     },
     macros::{map, uprobe},
-    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
 };
 use aya_log_ebpf::warn;
@@ -68,6 +68,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// `allocwatch_common::mode`: which allocation programs count.
+#[map]
+static MODE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 static SLOTS: PerCpuArray<Slot> = PerCpuArray::with_max_entries(allocwatch_common::SLOTS, 0);
@@ -216,6 +220,10 @@ pub fn alloc_sample(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn alloc(ctx: &ProbeContext, kind: u32) {
     bump(counter::HITS);
+    let sampled = MODE.get(0).is_some_and(|m| *m == mode::SAMPLED);
+    if sampled != (kind == cookie::ALLOC_SAMPLE) {
+        return;
+    }
     let regs = regs(ctx);
     // At the PUSHQ BP, [RSP] is still the return address.
     // SAFETY: reads user memory through the checked helper.

@@ -64,6 +64,11 @@ pub struct TargetArgs {
     /// memory-profile samples (about one per MemProfileRate bytes), scaled like pprof — near-zero cost.
     #[arg(long, value_enum, default_value_t = crate::plan::Mode::Exact)]
     pub mode: crate::plan::Mode,
+    /// record and top: start exact; when tracing costs the target more than PCT % of one CPU core
+    /// for 3 s, switch to sampled mode, and back to exact when exact would cost under 0.75 × PCT
+    /// again. Each switch is announced and every output row says which mode counted it.
+    #[arg(long, value_name = "PCT", value_parser = parse_percent, conflicts_with = "mode")]
+    pub max_overhead: Option<f64>,
     /// Benchmarks only: attach empty eBPF programs at the same points.
     #[arg(long, hide = true)]
     pub noop_programs: bool,
@@ -203,9 +208,22 @@ pub struct InspectArgs {
     /// The plan of this mode.
     #[arg(long, value_enum, default_value_t = crate::plan::Mode::Exact)]
     pub mode: crate::plan::Mode,
+    /// record and top: start exact; when tracing costs the target more than PCT % of one CPU core
+    /// for 3 s, switch to sampled mode, and back to exact when exact would cost under 0.75 × PCT
+    /// again. Each switch is announced and every output row says which mode counted it.
+    #[arg(long, value_name = "PCT", value_parser = parse_percent, conflicts_with = "mode")]
+    pub max_overhead: Option<f64>,
 }
 
 /// Parses a ring buffer size: a power of two from 4096 (a page) to 1 GiB.
+/// Parses a percentage of one core: `5`, `0.5`, `5%`.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 100.0 => Ok(x),
+        _ => Err(format!("`{s}` is not a percentage above 0 and at most 100")),
+    }
+}
+
 pub fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(n) if n.is_power_of_two() && (4096..=1 << 30).contains(&n) => Ok(n),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::budget::Budget;
 use crate::cli::{ExplainArgs, FoldedWeight, InspectArgs, RecordArgs, TargetArgs, TopArgs};
 use crate::error::{AppError, Result};
 use crate::export::csv::{PoolsCsv, SitesCsv};
@@ -19,7 +20,7 @@ use crate::target::Gone;
 
 /// Measured cost of one uprobe hit at a `PUSHQ BP` on the reference machine
 /// (see docs/benchmarks.md); used for the overhead estimate.
-pub const COST_PER_HIT_NS: f64 = 1050.0;
+pub use crate::budget::COST_PER_HIT_NS;
 
 fn init_stderr_log(verbose: u8) {
     let level = match verbose {
@@ -72,6 +73,7 @@ pub fn inspect(a: &InspectArgs, verbose: u8) -> Result<()> {
         PlanOptions {
             pools: !a.no_pools,
             mode: a.mode,
+            switchable: false,
         },
     )
     .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
@@ -192,6 +194,13 @@ enum Stop {
     Target(Gone),
 }
 
+/// What the event loop hands over at every refresh: the snapshot, and the
+/// mode switch `--max-overhead` just made (with its notice), if any.
+struct Tick<'a> {
+    snap: &'a Snapshot,
+    switch: Option<(&'a crate::budget::Switch, &'a str)>,
+}
+
 /// Runs the event loop until `duration`, a signal, or the target going away;
 /// calls `tick` with a snapshot about every `refresh`, on a fixed schedule
 /// (ticks do not drift: `record --interval` windows stay aligned).
@@ -218,7 +227,8 @@ async fn trace_loop(
     signals: Signals,
     duration: Option<Duration>,
     refresh: Duration,
-    mut tick: impl FnMut(&Snapshot),
+    mut budget: Option<&mut Budget>,
+    mut tick: impl FnMut(Tick<'_>),
 ) -> Result<Stop> {
     let Signals {
         int: mut sigint,
@@ -242,7 +252,15 @@ async fn trace_loop(
                         // Far behind (a stalled process): skip, do not burst.
                         next_tick = now + refresh;
                     }
-                    tick(&s.snapshot());
+                    let snap = s.snapshot();
+                    let switch = budget.as_deref_mut().and_then(|b| {
+                        let sw = b.observe(snap.elapsed, snap.counters.hits, snap.total_allocs)?;
+                        Some((sw, b.notice(&sw)))
+                    });
+                    if let Some((sw, _)) = &switch {
+                        s.switch_to(sw.to)?;
+                    }
+                    tick(Tick { snap: &snap, switch: switch.as_ref().map(|(sw, n)| (sw, n.as_str())) });
                 }
             }
             () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
@@ -256,6 +274,14 @@ async fn trace_loop(
     s.pump();
     s.flush_logs();
     Ok(stop)
+}
+
+/// The mode as the dashboard's header shows it.
+fn mode_label(mode: crate::plan::Mode, max_overhead: Option<f64>) -> String {
+    match max_overhead {
+        Some(pct) => format!("{} (--max-overhead {pct}%)", mode.name()),
+        None => mode.name().into(),
+    }
 }
 
 fn human_bytes(b: u64) -> String {
@@ -313,13 +339,17 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
             bench: a.target.bench(),
             mode: a.target.mode,
             ringbuf_bytes: a.target.ringbuf_bytes,
+            max_overhead: a.target.max_overhead,
         },
     )?;
+    // Sampled counts are estimates: the rows say which mode counted them.
+    let mode_column =
+        a.target.mode == crate::plan::Mode::Sampled || a.target.max_overhead.is_some();
     // With --interval the CSV files are at their final paths from now on
     // and grow by one flushed window per tick (see export::series).
     let mut series = match a.interval {
         Some(_) => Some(
-            IntervalCsv::start(csv_file.take(), pools_file.take())
+            IntervalCsv::start_with_mode(csv_file.take(), pools_file.take(), mode_column)
                 .map_err(|e| AppError::other(e.to_string()))?,
         ),
         None => None,
@@ -335,10 +365,14 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     let job = escape.map(|r| crate::escape::Job::start(r, s.bin.build_info().clone()));
     let mut series_error = None;
     let refresh = a.interval.unwrap_or(Duration::from_secs(1));
-    let stop = trace_loop(&mut s, signals, a.duration, refresh, |snap| {
+    let mut budget = a.target.max_overhead.map(|pct| Budget::new(pct, s.mode()));
+    let stop = trace_loop(&mut s, signals, a.duration, refresh, budget.as_mut(), |t| {
+        if let Some((_, notice)) = t.switch {
+            eprintln!("allocwatch: {notice}");
+        }
         if let Some(w) = series.as_mut()
             && series_error.is_none()
-            && let Err(e) = w.window(snap)
+            && let Err(e) = w.window(t.snap)
         {
             log::error!("{e}");
             series_error = Some(e);
@@ -363,7 +397,7 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
             .source
             .is_some()
             .then(|| crate::escape::cmd::column(analysis.clone()));
-        written.push(write_sites(f, &snap, column)?);
+        written.push(write_sites(f, &snap, column, mode_column)?);
     }
     if let Some(f) = pools_file.take() {
         written.push(write_pools(f, &snap)?);
@@ -378,7 +412,7 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
             start: std::time::SystemTime::now()
                 .checked_sub(snap.elapsed)
                 .unwrap_or(std::time::UNIX_EPOCH),
-            comments: profile_comments(&s, &snap),
+            comments: profile_comments(&s, &snap, budget.as_ref()),
         };
         written.push(write_output(f, |w| pprof::write(&snap, &meta, w))?);
     }
@@ -409,6 +443,13 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         s.target.kill_launched();
     }
     summary(&s, &snap, &stop, &written, a.top);
+    if let Some(b) = &budget {
+        eprintln!(
+            "allocwatch: mode switches (--max-overhead {}% of one core): {}; rows counted in sampled mode are marked sampled (or mixed) in the mode column",
+            b.pct,
+            b.history()
+        );
+    }
     if let Some(an) = &analysis {
         crate::escape::cmd::print_summary(an, &snap, a.top);
     }
@@ -428,6 +469,7 @@ pub async fn explain(a: ExplainArgs, verbose: u8) -> Result<()> {
             bench: a.target.bench(),
             mode: a.target.mode,
             ringbuf_bytes: a.target.ringbuf_bytes,
+            max_overhead: None,
         },
     )?;
     let signals = Signals::listen()?;
@@ -438,6 +480,7 @@ pub async fn explain(a: ExplainArgs, verbose: u8) -> Result<()> {
         signals,
         Some(a.duration),
         Duration::from_secs(1),
+        None,
         |_| {},
     )
     .await?;
@@ -506,7 +549,7 @@ fn check_distinct_outputs(a: &RecordArgs) -> Result<()> {
 }
 
 /// What a profile says about how it was made.
-fn profile_comments(s: &Session, snap: &Snapshot) -> Vec<String> {
+fn profile_comments(s: &Session, snap: &Snapshot, budget: Option<&Budget>) -> Vec<String> {
     let how = match s.plan.mode {
         crate::plan::Mode::Exact => [
             pprof::EXACT_COMMENT,
@@ -520,6 +563,13 @@ fn profile_comments(s: &Session, snap: &Snapshot) -> Vec<String> {
         ],
     };
     let mut c: Vec<String> = how.iter().map(ToString::to_string).collect();
+    if let Some(b) = budget {
+        c.push(format!(
+            "--max-overhead {}% of one core: mode switches: {}; samples counted in sampled mode have the label mode=sampled (or mixed): their values are estimates",
+            b.pct,
+            b.history()
+        ));
+    }
     c.push(format!(
         "target: PID {} ({}), {}; recorded for {:.2} s",
         s.target.pid,
@@ -557,16 +607,13 @@ fn write_sites(
     mut f: AtomicFile,
     snap: &Snapshot,
     escape: Option<crate::export::csv::EscapeColumn>,
+    mode_column: bool,
 ) -> Result<PathBuf> {
     let dest = f.dest().to_path_buf();
     let err = |e: &dyn std::fmt::Display| {
         AppError::other(format!("cannot write {}: {e}", dest.display()))
     };
-    let mut w = match escape {
-        Some(col) => SitesCsv::with_escape(f.writer(), col),
-        None => SitesCsv::new(f.writer()),
-    }
-    .map_err(|e| err(&e))?;
+    let mut w = SitesCsv::with_columns(f.writer(), escape, mode_column).map_err(|e| err(&e))?;
     w.write_window(Duration::ZERO, snap).map_err(|e| err(&e))?;
     w.flush().map_err(|e| err(&e))?;
     drop(w);
@@ -599,7 +646,11 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
         s.target.pid,
         s.target.exe_display,
         s.plan.go_version,
-        s.plan.mode.name(),
+        if s.plan.switchable {
+            "exact/sampled (--max-overhead)"
+        } else {
+            s.plan.mode.name()
+        },
         secs,
         snap.total_allocs,
         human_bytes(snap.total_bytes),
@@ -750,6 +801,7 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
             bench: a.target.bench(),
             mode: a.target.mode,
             ringbuf_bytes: a.target.ringbuf_bytes,
+            max_overhead: a.target.max_overhead,
         },
     )?;
     let info = crate::tui::TargetInfo {
@@ -758,7 +810,7 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
         go_version: s.plan.go_version.clone(),
         stripped: s.plan.stripped,
         pie: s.plan.pie,
-        mode: s.plan.mode.name().into(),
+        mode: mode_label(s.mode(), a.target.max_overhead),
         cost_per_hit_ns: COST_PER_HIT_NS,
         log_path: log_path.display().to_string(),
         warnings: s.plan.warnings.clone(),
@@ -785,10 +837,19 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     tokio::pin!(ui);
     let tx2 = tx.clone();
     let pid = s.target.pid;
+    let max_overhead = a.target.max_overhead;
     let signals = Signals::listen()?;
     let feeder = async move {
-        let stop = trace_loop(&mut s, signals, None, a.refresh, |snap| {
-            let _ = tx.try_send(crate::tui::Feed::Snapshot(Box::new(snap.clone())));
+        let mut budget = max_overhead.map(|pct| Budget::new(pct, s.mode()));
+        let stop = trace_loop(&mut s, signals, None, a.refresh, budget.as_mut(), |t| {
+            if let Some((sw, notice)) = t.switch {
+                log::warn!("{notice}");
+                let _ = tx.try_send(crate::tui::Feed::ModeSwitch {
+                    mode: mode_label(sw.to, max_overhead),
+                    notice: notice.to_owned(),
+                });
+            }
+            let _ = tx.try_send(crate::tui::Feed::Snapshot(Box::new(t.snap.clone())));
         })
         .await;
         let snap = s.snapshot();

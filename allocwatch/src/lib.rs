@@ -6,6 +6,7 @@
 //! by [`symbolize`]) → the dashboard ([`tui`]) and files ([`export`]).
 //! [`session`] runs that chain for `record` and `top`.
 
+pub mod budget;
 pub mod cli;
 pub mod commands;
 pub mod envcheck;

@@ -73,6 +73,8 @@ pub struct ProbePlan {
     #[serde(skip)]
     pub runtime_ranges: Vec<(u64, u64)>,
     pub mode: Mode,
+    /// Starts in `mode` and may switch between exact and sampled.
+    pub switchable: bool,
     /// Sampled mode: the vaddr of `runtime.MemProfileRate`.
     pub mem_profile_rate_addr: Option<u64>,
     pub pools: PoolTracing,
@@ -84,6 +86,10 @@ pub struct ProbePlan {
 pub struct PlanOptions {
     pub pools: bool,
     pub mode: Mode,
+    /// Exact mode that may switch to sampled and back (`--max-overhead`):
+    /// `runtime.profilealloc` is probed too (its program stays idle until
+    /// the switch).
+    pub switchable: bool,
 }
 
 impl Default for PlanOptions {
@@ -91,6 +97,7 @@ impl Default for PlanOptions {
         PlanOptions {
             pools: true,
             mode: Mode::Exact,
+            switchable: false,
         }
     }
 }
@@ -292,22 +299,20 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         .collect();
     specialized.sort_by_key(|f| f.entry);
     let mut mem_profile_rate = None;
-    match opts.mode {
-        Mode::Exact => {
-            b.entry("runtime.mallocgc", cookie::ALLOC_ENTRY)?;
-            for f in &specialized {
-                b.entry(&f.name, cookie::ALLOC_SPECIALIZED)?;
-            }
+    if opts.mode == Mode::Exact {
+        b.entry("runtime.mallocgc", cookie::ALLOC_ENTRY)?;
+        for f in &specialized {
+            b.entry(&f.name, cookie::ALLOC_SPECIALIZED)?;
         }
-        Mode::Sampled => {
-            b.entry("runtime.profilealloc", cookie::ALLOC_SAMPLE)?;
-            mem_profile_rate = find_mem_profile_rate(bin);
-            let Some(rate_addr) = mem_profile_rate else {
-                return Err("cannot find runtime.MemProfileRate in runtime.profilealloc".into());
-            };
-            if memory_profiling_disabled(bin, rate_addr) == Some(true) {
-                return Err(SAMPLING_DISABLED.into());
-            }
+    }
+    if opts.mode == Mode::Sampled || opts.switchable {
+        b.entry("runtime.profilealloc", cookie::ALLOC_SAMPLE)?;
+        mem_profile_rate = find_mem_profile_rate(bin);
+        let Some(rate_addr) = mem_profile_rate else {
+            return Err("cannot find runtime.MemProfileRate in runtime.profilealloc".into());
+        };
+        if memory_profiling_disabled(bin, rate_addr) == Some(true) {
+            return Err(SAMPLING_DISABLED.into());
         }
     }
     let malloc_ranges: Vec<(u64, u64)> = {
@@ -367,6 +372,7 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         malloc_ranges,
         runtime_ranges,
         mode: opts.mode,
+        switchable: opts.switchable,
         mem_profile_rate_addr: mem_profile_rate,
         pools,
         warnings: b.warnings,

@@ -36,6 +36,8 @@ pub struct Options {
     pub mode: crate::plan::Mode,
     /// Ring buffer size in bytes instead of the default (tests only).
     pub ringbuf_bytes: Option<u32>,
+    /// `--max-overhead`: start exact, ready to switch to sampled and back.
+    pub max_overhead: Option<f64>,
 }
 
 /// Opens and parses a Go executable, mapping failures to target errors.
@@ -87,6 +89,8 @@ pub struct Session {
     kinds: Vec<u32>,
     /// Sampled mode: the runtime address of `runtime.MemProfileRate`.
     rate_addr: Option<u64>,
+    /// The mode counting now (a switchable session changes it).
+    mode: crate::plan::Mode,
 }
 
 impl Session {
@@ -113,17 +117,23 @@ impl Session {
             }
         };
         let kinds = plan.probes.iter().map(|p| cookie::kind(p.cookie)).collect();
+        let mode = plan.mode;
         let mut agg = Aggregator::new(GoResolver::new(bin.clone(), bias).with_pid(target.pid));
         let rate_addr = plan.mem_profile_rate_addr.map(|a| a + bias);
         if let Some(addr) = rate_addr {
             let rate = crate::target::read_u64(target.pid, addr).unwrap_or(0);
             if rate == 0 && !target.launched() {
                 target.kill_launched();
+                let hint = if plan.switchable {
+                    "leave out --max-overhead, or leave runtime.MemProfileRate at its default in the program"
+                } else {
+                    "use --mode exact, or leave runtime.MemProfileRate at its default in the program"
+                };
                 return Err(AppError::target(format!(
                     "PID {}: runtime.MemProfileRate is 0: the program turned memory profiling off, so there are no samples",
                     target.pid
                 ))
-                .hint("use --mode exact, or leave runtime.MemProfileRate at its default in the program"));
+                .hint(hint));
             }
             agg.set_sample_rate(rate);
         }
@@ -147,6 +157,7 @@ impl Session {
             attach_time,
             kinds,
             rate_addr,
+            mode,
         })
     }
 
@@ -158,9 +169,19 @@ impl Session {
             PlanOptions {
                 pools: opts.pools,
                 mode: opts.mode,
+                switchable: opts.max_overhead.is_some(),
             },
         )
-        .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
+        .map_err(|e| {
+            if opts.max_overhead.is_some() && e == plan::SAMPLING_DISABLED {
+                AppError::target(format!(
+                    "{what}: --max-overhead needs the runtime's memory-profile samples to fall back on, but memory profiling is disabled in this program"
+                ))
+                .hint("leave out --max-overhead, or have the program import runtime/pprof (or reference runtime.MemProfile)")
+            } else {
+                AppError::target(format!("{what}: cannot plan probes: {e}"))
+            }
+        })?;
         let bias = if bin.is_pie() {
             target.load_bias(bin.first_load_vaddr())?
         } else {
@@ -227,6 +248,36 @@ impl Session {
         self.collect();
         self.agg
             .snapshot(self.started.elapsed(), self.tracer.counters())
+    }
+
+    /// The mode counting now.
+    #[must_use]
+    pub fn mode(&self) -> crate::plan::Mode {
+        self.mode
+    }
+
+    /// Switches a switchable session to `to`, without a moment counted twice
+    /// or not at all: the other mode's probes are attached first (idle), then
+    /// the counting programs change in one map write, then the exact probes
+    /// go (in sampled mode; the kernel detaches them in the background).
+    pub fn switch_to(&mut self, to: crate::plan::Mode) -> Result<()> {
+        use crate::plan::Mode;
+        if to == self.mode || !self.plan.switchable {
+            return Ok(());
+        }
+        self.collect();
+        match to {
+            Mode::Sampled => {
+                self.tracer.set_mode(Mode::Sampled)?;
+                self.tracer.detach_exact();
+            }
+            Mode::Exact => {
+                self.tracer.attach_exact()?;
+                self.tracer.set_mode(Mode::Exact)?;
+            }
+        }
+        self.mode = to;
+        Ok(())
     }
 
     /// Time (ns) and runs of the eBPF programs so far.

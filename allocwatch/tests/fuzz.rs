@@ -679,6 +679,7 @@ fn exercise(bin: GoBinary, rng: &mut u64) {
                 PlanOptions {
                     pools: false,
                     mode: Mode::Sampled,
+                    switchable: false,
                 },
             );
         }
@@ -688,6 +689,7 @@ fn exercise(bin: GoBinary, rng: &mut u64) {
                 PlanOptions {
                     pools: true,
                     mode: Mode::Exact,
+                    switchable: true,
                 },
             );
         }

@@ -747,6 +747,7 @@ fn probed_bytes(pid: u32, bin: &Path) -> Vec<(String, u8, u8)> {
         allocwatch::plan::PlanOptions {
             pools: true,
             mode: allocwatch::plan::Mode::Exact,
+            switchable: false,
         },
     )
     .expect("plan");

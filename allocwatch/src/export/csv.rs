@@ -2,7 +2,10 @@
 //!
 //! Sites: `window_start_s,window_end_s,function,file,line,type,allocs,bytes,allocs_per_s,bytes_per_s`,
 //! one row per (function, file, line, type) and window, sorted by bytes descending;
-//! with `--source`, a last column `escape`: the compiler's reason chain (empty when unknown).
+//! with `--source`, a column `escape`: the compiler's reason chain (empty when unknown);
+//! with `--mode sampled` or `--max-overhead`, a last column `mode`: `exact`, `sampled` (the
+//! counts are estimates scaled from the runtime's samples) or `mixed` (both: the mode switched
+//! within the window).
 //! Pools: `window_start_s,window_end_s,pool,new_func,gets,hits,misses,nil_returns,puts,hit_ratio`.
 
 use std::io::Write;
@@ -55,23 +58,29 @@ pub type EscapeColumn = Box<dyn Fn(&SiteKey) -> String + Send>;
 pub struct SitesCsv<W: Write> {
     w: csv::Writer<W>,
     escape: Option<EscapeColumn>,
+    mode: bool,
 }
 
 impl<W: Write> SitesCsv<W> {
     pub fn new(out: W) -> csv::Result<Self> {
-        let mut w = csv::Writer::from_writer(out);
-        w.write_record(SITES_HEADER)?;
-        Ok(SitesCsv { w, escape: None })
+        Self::with_columns(out, None, false)
     }
 
     /// The same, with the column `escape` appended, filled by `escape`.
     pub fn with_escape(out: W, escape: EscapeColumn) -> csv::Result<Self> {
+        Self::with_columns(out, Some(escape), false)
+    }
+
+    /// The columns, then `escape` if given, then `mode` if asked for.
+    pub fn with_columns(out: W, escape: Option<EscapeColumn>, mode: bool) -> csv::Result<Self> {
         let mut w = csv::Writer::from_writer(out);
-        w.write_record(SITES_HEADER.iter().chain(&["escape"]))?;
-        Ok(SitesCsv {
-            w,
-            escape: Some(escape),
-        })
+        let extra = escape
+            .is_some()
+            .then_some("escape")
+            .into_iter()
+            .chain(mode.then_some("mode"));
+        w.write_record(SITES_HEADER.into_iter().chain(extra))?;
+        Ok(SitesCsv { w, escape, mode })
     }
 
     /// Writes one row per site of `window` (a difference of two snapshots,
@@ -98,10 +107,12 @@ impl<W: Write> SitesCsv<W> {
                 &rate(site.allocs, secs_f),
                 &rate(site.bytes, secs_f),
             ];
-            match &self.escape {
-                Some(f) => self.w.write_record(row.iter().chain(&[f(k).as_str()]))?,
-                None => self.w.write_record(row)?,
-            }
+            let escape = self.escape.as_ref().map(|f| f(k));
+            let extra = escape
+                .as_deref()
+                .into_iter()
+                .chain(self.mode.then(|| site.mode()));
+            self.w.write_record(row.into_iter().chain(extra))?;
         }
         Ok(())
     }
@@ -189,6 +200,7 @@ mod tests {
                 size_hist: [0; SIZE_BUCKETS],
                 stack: Arc::from(Vec::<Frame>::new()),
                 pool_new_func: None,
+                sampled_allocs: 0,
             }],
             pools: vec![],
             counters: Counters::default(),
@@ -214,6 +226,45 @@ mod tests {
             out,
             "window_start_s,window_end_s,function,file,line,type,allocs,bytes,allocs_per_s,bytes_per_s,escape\n\
              0.000,2.000,main.f,/x/main.go,3,main.T,10,240,5.0,120.0,returned pointer: moved to heap: 3\n"
+        );
+    }
+
+    #[test]
+    fn mode_column_says_how_each_row_was_counted() {
+        let site = |f: &str, allocs, sampled_allocs| SiteStats {
+            key: SiteKey {
+                function: Arc::from(f),
+                file: Arc::from("/x/main.go"),
+                line: 3,
+                type_name: Arc::from(""),
+            },
+            allocs,
+            bytes: allocs,
+            size_hist: [0; SIZE_BUCKETS],
+            stack: Arc::from(Vec::<Frame>::new()),
+            pool_new_func: None,
+            sampled_allocs,
+        };
+        let snap = Snapshot {
+            elapsed: Duration::from_secs(1),
+            sites: vec![
+                site("main.a", 30, 0),
+                site("main.b", 20, 20),
+                site("main.c", 10, 4),
+            ],
+            ..Snapshot::default()
+        };
+        let mut w =
+            SitesCsv::with_columns(Vec::new(), Some(Box::new(|_: &SiteKey| "e".into())), true)
+                .unwrap();
+        w.write_window(Duration::ZERO, &snap).unwrap();
+        let out = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "window_start_s,window_end_s,function,file,line,type,allocs,bytes,allocs_per_s,bytes_per_s,escape,mode\n\
+             0.000,1.000,main.a,/x/main.go,3,,30,30,30.0,30.0,e,exact\n\
+             0.000,1.000,main.b,/x/main.go,3,,20,20,20.0,20.0,e,sampled\n\
+             0.000,1.000,main.c,/x/main.go,3,,10,10,10.0,10.0,e,mixed\n"
         );
     }
 }

@@ -59,6 +59,7 @@ pub(crate) mod test_support {
             size_hist: [0; SIZE_BUCKETS],
             stack: Arc::from(stack),
             pool_new_func: None,
+            sampled_allocs: 0,
         }
     }
 

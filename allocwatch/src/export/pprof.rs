@@ -300,12 +300,20 @@ pub fn build(snap: &Snapshot, meta: &ProfileMeta) -> Profile {
         p.sample.push(Sample {
             location_id: ids,
             value: vec![sat_i64(site.allocs), sat_i64(site.bytes)],
-            label: vec![Label {
+            label: std::iter::once(Label {
                 key: type_key,
                 str: strings.get(&site.key.type_name),
                 num: 0,
                 num_unit: 0,
-            }],
+            })
+            .chain((site.sampled_allocs > 0).then(|| Label {
+                // Estimated (sampled mode, or a --max-overhead switch).
+                key: strings.get("mode"),
+                str: strings.get(site.mode()),
+                num: 0,
+                num_unit: 0,
+            }))
+            .collect(),
         });
     }
     p.string_table = strings.table;

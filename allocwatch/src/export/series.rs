@@ -94,10 +94,23 @@ impl IntervalCsv {
     /// # Errors
     /// When a file cannot be written or renamed into place.
     pub fn start(sites: Option<AtomicFile>, pools: Option<AtomicFile>) -> Result<Self, WriteError> {
+        Self::start_with_mode(sites, pools, false)
+    }
+
+    /// The same; `mode`: the sites CSV gets the `mode` column.
+    ///
+    /// # Errors
+    /// When a file cannot be written or renamed into place.
+    pub fn start_with_mode(
+        sites: Option<AtomicFile>,
+        pools: Option<AtomicFile>,
+        mode: bool,
+    ) -> Result<Self, WriteError> {
         let sites = match sites {
             Some(f) => {
                 let (sink, path) = open(f)?;
-                let mut w = SitesCsv::new(sink).map_err(|e| werr(&path)(e.into()))?;
+                let mut w =
+                    SitesCsv::with_columns(sink, None, mode).map_err(|e| werr(&path)(e.into()))?;
                 w.flush().map_err(werr(&path))?;
                 Some(Out { w, path })
             }

@@ -9,9 +9,9 @@ use allocwatch_common::{
     AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, MAX_FRAMES, MAX_RANGES, MallocRanges,
     PoolEvent, PoolKey, SLOT_FRAMES, Slot, cookie, counter, kind, names,
 };
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::UProbe;
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use aya_log::EbpfLogger;
 use std::collections::HashMap;
@@ -93,6 +93,14 @@ pub struct Tracer {
     agg: PerCpuHashMap<MapData, AggKey, AggValue>,
     pool_agg: PerCpuHashMap<MapData, PoolKey, u64>,
     attached: usize,
+    /// Which allocation programs count (`allocwatch_common::mode`).
+    mode: Array<MapData, u32>,
+    /// The exact-mode allocation probes and, while attached, their links
+    /// (a switchable session detaches them in sampled mode).
+    exact: Vec<crate::plan::PlannedProbe>,
+    exact_links: Vec<(&'static str, UProbeLinkId)>,
+    exe: std::path::PathBuf,
+    pid: NonZeroU32,
     /// Keeps the kernel's run-time statistics of BPF programs on.
     _stats: Option<std::os::fd::OwnedFd>,
     // Last: the programs and their links go when the rest is done.
@@ -136,6 +144,44 @@ fn slot_key(s: &Slot) -> AggKey {
         nframes: s.nframes.min(SLOT_FRAMES as u32),
         bucket: s.bucket,
     }
+}
+
+/// An exact-mode allocation entry (not a sample, not a pool probe).
+fn is_exact_entry(p: &crate::plan::PlannedProbe) -> bool {
+    p.program == Program::Alloc && cookie::kind(p.cookie) != cookie::ALLOC_SAMPLE
+}
+
+/// Loads (once) the program that serves `p` and attaches it there.
+fn attach_one(
+    ebpf: &mut Ebpf,
+    p: &crate::plan::PlannedProbe,
+    exe: &Path,
+    pid: NonZeroU32,
+    bench: Option<BenchPrograms>,
+) -> Result<(&'static str, UProbeLinkId)> {
+    let name = program_for(p.program, cookie::kind(p.cookie), bench);
+    let prog: &mut UProbe = ebpf
+        .program_mut(name)
+        .ok_or_else(|| AppError::other(format!("program {name} missing from the eBPF object")))?
+        .try_into()
+        .map_err(|e| load_error(&e))?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| load_error(&e))?;
+    }
+    let point = UProbeAttachPoint {
+        location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
+        cookie: Some(p.cookie),
+    };
+    let id = prog
+        .attach(point, exe, UProbeScope::OneProcess(pid))
+        .map_err(|e| {
+            AppError::env(format!(
+                "cannot attach a uprobe to {}+{:#x}: {e}",
+                p.function, p.offset
+            ))
+            .hint("the kernel needs uprobes (CONFIG_UPROBE_EVENTS) and BPF cookies (≥ 5.15)")
+        })?;
+    Ok((name, id))
 }
 
 /// The program that serves a probe.
@@ -238,39 +284,34 @@ impl Tracer {
         let Some(pid) = NonZeroU32::new(tgid) else {
             return Err(AppError::target("PID 0 cannot be traced"));
         };
-        let mut attached = 0;
+        let mut mode = Array::<MapData, u32>::try_from(
+            ebpf.take_map(names::MODE)
+                .ok_or_else(|| AppError::other("mode map missing from the eBPF object"))?,
+        )
+        .map_err(|e| load_error(&e))?;
+        let initial = match plan.mode {
+            crate::plan::Mode::Exact => allocwatch_common::mode::EXACT,
+            crate::plan::Mode::Sampled => allocwatch_common::mode::SAMPLED,
+        };
+        mode.set(0, initial, 0).map_err(|e| load_error(&e))?;
         // Get last: a Get is never counted without its Put and miss probes
         // already in place (no spurious misses or "not put").
         let mut probes: Vec<_> = plan.probes.iter().collect();
         probes.sort_by_key(|p| cookie::kind(p.cookie) == cookie::POOL_GET);
-        for p in probes {
-            let name = program_for(p.program, cookie::kind(p.cookie), opts.bench);
-            let prog: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| {
-                    AppError::other(format!("program {name} missing from the eBPF object"))
-                })?
-                .try_into()
-                .map_err(|e| load_error(&e))?;
-            if prog.fd().is_err() {
-                prog.load().map_err(|e| load_error(&e))?;
+        let mut exact_links = Vec::new();
+        for p in &probes {
+            let (name, id) = attach_one(&mut ebpf, p, exe, pid, opts.bench)?;
+            if is_exact_entry(p) {
+                exact_links.push((name, id));
             }
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
-                cookie: Some(p.cookie),
-            };
-            prog.attach(point, exe, UProbeScope::OneProcess(pid))
-                .map_err(|e| {
-                    AppError::env(format!(
-                        "cannot attach a uprobe to {}+{:#x}: {e}",
-                        p.function, p.offset
-                    ))
-                    .hint(
-                        "the kernel needs uprobes (CONFIG_UPROBE_EVENTS) and BPF cookies (≥ 5.15)",
-                    )
-                })?;
-            attached += 1;
         }
+        let attached = probes.len();
+        let exact = plan
+            .probes
+            .iter()
+            .filter(|p| is_exact_entry(p))
+            .cloned()
+            .collect();
         let ring = RingBuf::try_from(
             ebpf.take_map(names::EVENTS)
                 .ok_or_else(|| AppError::other("ring buffer map missing from the eBPF object"))?,
@@ -315,9 +356,64 @@ impl Tracer {
             agg,
             pool_agg,
             attached,
+            mode,
+            exact,
+            exact_links,
+            exe: exe.to_path_buf(),
+            pid,
             _stats: stats,
             _ebpf: ebpf,
         })
+    }
+
+    /// Makes the allocation programs of `mode` count (and the others idle).
+    pub fn set_mode(&mut self, mode: crate::plan::Mode) -> Result<()> {
+        let v = match mode {
+            crate::plan::Mode::Exact => allocwatch_common::mode::EXACT,
+            crate::plan::Mode::Sampled => allocwatch_common::mode::SAMPLED,
+        };
+        self.mode
+            .set(0, v, 0)
+            .map_err(|e| AppError::other(format!("cannot switch modes: {e}")))
+    }
+
+    /// Detaches the exact-mode allocation probes. The kernel takes ~0.1 s
+    /// per uprobe to detach, so that happens on a thread of its own; the
+    /// probes' programs stop counting as soon as the mode is sampled.
+    pub fn detach_exact(&mut self) {
+        let mut links = Vec::new();
+        for (name, id) in self.exact_links.drain(..) {
+            let Some(prog) = self
+                ._ebpf
+                .program_mut(name)
+                .and_then(|p| <&mut UProbe>::try_from(p).ok())
+            else {
+                continue;
+            };
+            match prog.take_link(id) {
+                Ok(l) => links.push(l),
+                Err(e) => log::debug!("taking a link of {name}: {e}"),
+            }
+        }
+        self.attached -= links.len();
+        let n = links.len();
+        if let Err(e) = std::thread::Builder::new()
+            .name("detach".into())
+            .spawn(move || drop(links))
+        {
+            log::debug!("detaching on this thread ({e})");
+        }
+        log::info!("detaching {n} exact-mode probes");
+    }
+
+    /// Attaches the exact-mode allocation probes again.
+    pub fn attach_exact(&mut self) -> Result<()> {
+        for p in &self.exact {
+            let (name, id) = attach_one(&mut self._ebpf, p, &self.exe, self.pid, None)?;
+            self.exact_links.push((name, id));
+            self.attached += 1;
+        }
+        Ok(())
     }
 
     /// Number of uprobes attached.

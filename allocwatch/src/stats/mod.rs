@@ -77,6 +77,24 @@ pub struct SiteStats {
     pub stack: Arc<[Frame]>,
     /// Set when the allocation was made by a `sync.Pool`'s `New` (a pool miss).
     pub pool_new_func: Option<Arc<str>>,
+    /// Of `allocs`, how many are estimates scaled from the runtime's
+    /// memory-profile samples (sampled mode).
+    pub sampled_allocs: u64,
+}
+
+impl SiteStats {
+    /// How the counts were made: `exact`, `sampled` (estimates), or `mixed`
+    /// (both: a mode switch happened meanwhile).
+    #[must_use]
+    pub fn mode(&self) -> &'static str {
+        if self.sampled_allocs == 0 {
+            "exact"
+        } else if self.sampled_allocs >= self.allocs {
+            "sampled"
+        } else {
+            "mixed"
+        }
+    }
 }
 
 /// Kernel-side counters (summed over CPUs).
@@ -261,6 +279,9 @@ impl<R: Resolver> Aggregator<R> {
         let s = &mut self.sites[site];
         s.allocs += dc;
         s.bytes += db;
+        if key.bucket & SAMPLED_BIT != 0 {
+            s.sampled_allocs += dc;
+        }
         s.size_hist[bucket.min(SIZE_BUCKETS - 1)] += dc;
         self.total_allocs += dc;
         self.total_bytes += db;
@@ -325,6 +346,7 @@ impl<R: Resolver> Aggregator<R> {
                     size_hist: [0; SIZE_BUCKETS],
                     stack: resolved.stack,
                     pool_new_func: resolved.pool_new_func,
+                    sampled_allocs: 0,
                 });
                 i
             }
@@ -406,6 +428,7 @@ impl Snapshot {
                 if let Some(b) = before.get(&s.key) {
                     d.allocs = s.allocs.saturating_sub(b.allocs);
                     d.bytes = s.bytes.saturating_sub(b.bytes);
+                    d.sampled_allocs = s.sampled_allocs.saturating_sub(b.sampled_allocs);
                     for (x, y) in d.size_hist.iter_mut().zip(b.size_hist.iter()) {
                         *x = x.saturating_sub(*y);
                     }

@@ -631,6 +631,13 @@ impl App {
                 }
             }
             Feed::Notice(text) => self.status = Some(Status { text, error: false }),
+            Feed::ModeSwitch { mode, notice } => {
+                self.info.mode = mode;
+                self.status = Some(Status {
+                    text: notice,
+                    error: false,
+                });
+            }
             Feed::Escape(a) => {
                 let mut warnings = a.warnings.clone();
                 if let Some(t) = self.history.back() {
@@ -1220,13 +1227,13 @@ impl App {
             .with_context(|| format!("failed to create {}", path.display()))?;
         match self.tab {
             Tab::Sites => {
-                let mut w = match &self.escape {
-                    Some(a) => SitesCsv::with_escape(
-                        file.writer(),
-                        crate::escape::cmd::column(Some(a.clone())),
-                    )?,
-                    None => SitesCsv::new(file.writer())?,
-                };
+                // Sampled (or switching) sessions say how each row was counted.
+                let mode = !self.info.mode.is_empty() && self.info.mode != "exact";
+                let escape = self
+                    .escape
+                    .as_ref()
+                    .map(|a| crate::escape::cmd::column(Some(a.clone())));
+                let mut w = SitesCsv::with_columns(file.writer(), escape, mode)?;
                 w.write_window(self.shown.start, &snap)?;
                 w.flush()?;
             }

@@ -31,6 +31,8 @@ pub enum Feed {
     TargetExited(String),
     /// A message for the status line.
     Notice(String),
+    /// `--max-overhead` switched modes: the header's mode, and why (status line).
+    ModeSwitch { mode: String, notice: String },
     /// The compiler's escape analysis of the target's source (`--source`):
     /// the site detail shows each site's reason chain and suggestions.
     Escape(std::sync::Arc<crate::escape::Analysis>),

@@ -84,6 +84,7 @@ fn site(
             ),
         ]),
         pool_new_func: pool.map(Arc::from),
+        sampled_allocs: 0,
     }
 }
 

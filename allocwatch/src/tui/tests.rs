@@ -725,3 +725,16 @@ fn render_is_fast_with_many_sites() {
     };
     assert!(frame <= limit, "{frame:?} per frame");
 }
+
+#[test]
+fn mode_switch_changes_the_header_and_says_why() {
+    let mut app = fed();
+    assert!(screen(&mut app, 160, 30).contains("· exact"));
+    app.on_feed(Feed::ModeSwitch {
+        mode: "sampled (--max-overhead 5%)".into(),
+        notice: "at 12.0 s: tracing cost ~31.2% of one core, over the 5% budget for 3 s: switching to sampled mode".into(),
+    });
+    let s = screen(&mut app, 160, 30);
+    assert!(s.contains("· sampled (--max-overhead 5%)"), "{s}");
+    assert!(s.contains("switching to sampled mode"), "{s}");
+}
