@@ -259,7 +259,8 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
         };
         bp = rec[0];
         f1 = rec[1];
-        nframes = 2;
+        // A zero return address ends the stack (as in the walk below).
+        nframes = if f1 == 0 { 1 } else { 2 };
         if f1 != 0 && in_ranges(&RUNTIME_RANGES, f1) {
             walk_and_count(ctx, size, short_key(typ, ret0, f1, 2, bucket), bp, f1);
             return;
