@@ -20,6 +20,9 @@ pub const COST_PER_HIT_NS: f64 = 1050.0;
 /// How long the cost must stay over (or under) the budget before a switch.
 pub const SUSTAIN: Duration = Duration::from_secs(3);
 
+/// Tolerance on [`SUSTAIN`] for refreshes that come a little early.
+const SLACK: Duration = Duration::from_millis(250);
+
 /// Sampled mode switches back below this fraction of the budget.
 pub const BACK_BELOW: f64 = 0.75;
 
@@ -54,8 +57,8 @@ pub struct Budget {
     pub pct: f64,
     mode: Mode,
     last: Option<(Duration, u64, u64)>,
-    /// Since when the condition for a switch has held.
-    since: Option<Duration>,
+    /// Since when (and the totals then) the condition for a switch has held.
+    since: Option<(Duration, u64, u64)>,
     /// Exact mode's hits per allocation (nested entries, pool probes), to
     /// turn an allocation rate into exact mode's hit rate.
     hits_per_alloc: f64,
@@ -80,8 +83,35 @@ impl Budget {
         self.mode
     }
 
-    /// Takes the totals at `t`; returns a switch to make now, if any (the
-    /// caller makes it; the controller already counts on the new mode).
+    /// What the current mode's condition measures over `dt` with `dh` hits
+    /// and `da` allocations: the cost (exact: measured; sampled: what exact
+    /// would cost), and whether it calls for a switch.
+    fn judge(&self, dt: Duration, dh: u64, da: u64) -> (f64, bool) {
+        match self.mode {
+            Mode::Exact => {
+                let c = cost_pct(dh, dt);
+                (c, c > self.pct)
+            }
+            Mode::Sampled => {
+                #[expect(clippy::cast_precision_loss, reason = "an estimate")]
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "an estimate"
+                )]
+                let exact_hits = (da as f64 * self.hits_per_alloc) as u64;
+                let c = cost_pct(exact_hits, dt);
+                (c, c < self.pct * BACK_BELOW)
+            }
+        }
+    }
+
+    /// Takes the totals at `t` (about once a second); returns a switch to
+    /// make now, if any (the caller makes it; the controller already counts
+    /// on the new mode). A switch needs every observation for [`SUSTAIN`]
+    /// to call for it, and so must the average over that whole time (which
+    /// is what the switch reports: one sample of the runtime stands for
+    /// thousands of small allocations, so a single second is noisy).
     pub fn observe(&mut self, t: Duration, hits: u64, allocs: u64) -> Option<Switch> {
         let (t0, h0, a0) = self.last.replace((t, hits, allocs))?;
         let dt = t.saturating_sub(t0);
@@ -90,30 +120,27 @@ impl Budget {
         }
         let dh = hits.saturating_sub(h0);
         let da = allocs.saturating_sub(a0);
-        let (cost, want) = match self.mode {
-            Mode::Exact => {
-                if da > 0 {
-                    #[expect(clippy::cast_precision_loss, reason = "a ratio")]
-                    let r = dh as f64 / da as f64;
-                    self.hits_per_alloc = r.clamp(1.0, 4.0);
-                }
-                let c = cost_pct(dh, dt);
-                (c, c > self.pct)
-            }
-            Mode::Sampled => {
-                #[expect(clippy::cast_precision_loss, reason = "an estimate")]
-                let exact_hits = (da as f64 * self.hits_per_alloc) as u64;
-                let c = cost_pct(exact_hits, dt);
-                (c, c < self.pct * BACK_BELOW)
-            }
-        };
-        if !want {
+        if self.mode == Mode::Exact && da > 0 {
+            #[expect(clippy::cast_precision_loss, reason = "a ratio")]
+            let r = dh as f64 / da as f64;
+            self.hits_per_alloc = r.clamp(1.0, 4.0);
+        }
+        if !self.judge(dt, dh, da).1 {
             self.since = None;
             return None;
         }
-        let since = *self.since.get_or_insert(t0);
-        let sustained = t.saturating_sub(since);
-        if sustained < SUSTAIN {
+        let (ts, hs, as_) = *self.since.get_or_insert((t0, h0, a0));
+        let sustained = t.saturating_sub(ts);
+        // Refreshes land a few ms early or late: a tick's worth of slack.
+        if sustained + SLACK < SUSTAIN {
+            return None;
+        }
+        let (cost, want) = self.judge(
+            sustained,
+            hits.saturating_sub(hs),
+            allocs.saturating_sub(as_),
+        );
+        if !want {
             return None;
         }
         let to = match self.mode {
@@ -137,18 +164,20 @@ impl Budget {
     pub fn notice(&self, sw: &Switch) -> String {
         match sw.to {
             Mode::Sampled => format!(
-                "at {:.1} s: tracing cost ~{:.1}% of one core, over the {}% budget for {} s: switching to sampled mode (counts from here on are estimates)",
+                "at {:.1} s: tracing cost ~{:.1}% of one core, over the {}% budget for {:.0} s: switching to sampled mode (counts from here on are estimates)",
                 sw.at.as_secs_f64(),
                 sw.cost_pct,
                 self.pct,
-                sw.sustained.as_secs()
+                sw.sustained.as_secs_f64()
             ),
             Mode::Exact => format!(
-                "at {:.1} s: exact tracing would cost ~{:.1}% of one core, under the {}% budget for {} s: switching back to exact mode",
+                "at {:.1} s: exact tracing would cost ~{:.1}% of one core, under {}% ({} × the {}% budget) for {:.0} s: switching back to exact mode",
                 sw.at.as_secs_f64(),
                 sw.cost_pct,
+                self.pct * BACK_BELOW,
+                BACK_BELOW,
                 self.pct,
-                sw.sustained.as_secs()
+                sw.sustained.as_secs_f64()
             ),
         }
     }

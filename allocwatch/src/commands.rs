@@ -194,16 +194,17 @@ enum Stop {
     Target(Gone),
 }
 
-/// What the event loop hands over at every refresh: the snapshot, and the
-/// mode switch `--max-overhead` just made (with its notice), if any.
-struct Tick<'a> {
-    snap: &'a Snapshot,
-    switch: Option<(&'a crate::budget::Switch, &'a str)>,
+/// What the event loop hands over.
+enum Tick<'a> {
+    /// The snapshot at a refresh.
+    Window(&'a Snapshot),
+    /// A mode switch `--max-overhead` just made, with its notice.
+    Switch(&'a crate::budget::Switch, &'a str),
 }
 
-/// Runs the event loop until `duration`, a signal, or the target going away;
-/// calls `tick` with a snapshot about every `refresh`, on a fixed schedule
-/// (ticks do not drift: `record --interval` windows stay aligned).
+/// How often `--max-overhead` looks at the cost (whatever the refresh).
+const BUDGET_EVERY: Duration = Duration::from_secs(1);
+
 /// SIGINT and SIGTERM listeners. Created before the user is told that
 /// tracing runs, so that a signal sent right after is never missed (tokio
 /// keeps a signal that arrives before the listener is polled).
@@ -222,6 +223,10 @@ impl Signals {
     }
 }
 
+/// Runs the event loop until `duration`, a signal, or the target going away;
+/// calls `tick` with a snapshot about every `refresh`, on a fixed schedule
+/// (ticks do not drift: `record --interval` windows stay aligned), and with
+/// each mode switch `budget` decides on (it looks every second).
 async fn trace_loop(
     s: &mut Session,
     signals: Signals,
@@ -237,6 +242,7 @@ async fn trace_loop(
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(refresh.min(Duration::from_millis(20)));
     let mut next_tick = tokio::time::Instant::now() + refresh;
+    let mut next_budget = tokio::time::Instant::now() + BUDGET_EVERY;
     let stop = loop {
         tokio::select! {
             () = s.events_ready() => { s.pump(); }
@@ -246,21 +252,21 @@ async fn trace_loop(
                     break Stop::Target(g);
                 }
                 let now = tokio::time::Instant::now();
+                if let Some(b) = budget.as_deref_mut() && now >= next_budget {
+                    next_budget = (next_budget + BUDGET_EVERY).max(now);
+                    let snap = s.snapshot();
+                    if let Some(sw) = b.observe(snap.elapsed, snap.counters.hits, snap.total_allocs) {
+                        s.switch_to(sw.to)?;
+                        tick(Tick::Switch(&sw, &b.notice(&sw)));
+                    }
+                }
                 if now >= next_tick {
                     next_tick += refresh;
                     if next_tick <= now {
                         // Far behind (a stalled process): skip, do not burst.
                         next_tick = now + refresh;
                     }
-                    let snap = s.snapshot();
-                    let switch = budget.as_deref_mut().and_then(|b| {
-                        let sw = b.observe(snap.elapsed, snap.counters.hits, snap.total_allocs)?;
-                        Some((sw, b.notice(&sw)))
-                    });
-                    if let Some((sw, _)) = &switch {
-                        s.switch_to(sw.to)?;
-                    }
-                    tick(Tick { snap: &snap, switch: switch.as_ref().map(|(sw, n)| (sw, n.as_str())) });
+                    tick(Tick::Window(&s.snapshot()));
                 }
             }
             () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
@@ -366,18 +372,25 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     let mut series_error = None;
     let refresh = a.interval.unwrap_or(Duration::from_secs(1));
     let mut budget = a.target.max_overhead.map(|pct| Budget::new(pct, s.mode()));
-    let stop = trace_loop(&mut s, signals, a.duration, refresh, budget.as_mut(), |t| {
-        if let Some((_, notice)) = t.switch {
-            eprintln!("allocwatch: {notice}");
-        }
-        if let Some(w) = series.as_mut()
-            && series_error.is_none()
-            && let Err(e) = w.window(t.snap)
-        {
-            log::error!("{e}");
-            series_error = Some(e);
-        }
-    })
+    let stop = trace_loop(
+        &mut s,
+        signals,
+        a.duration,
+        refresh,
+        budget.as_mut(),
+        |t| match t {
+            Tick::Switch(_, notice) => eprintln!("allocwatch: {notice}"),
+            Tick::Window(snap) => {
+                if let Some(w) = series.as_mut()
+                    && series_error.is_none()
+                    && let Err(e) = w.window(snap)
+                {
+                    log::error!("{e}");
+                    series_error = Some(e);
+                }
+            }
+        },
+    )
     .await?;
     let snap = s.snapshot();
     let analysis = job
@@ -841,16 +854,25 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     let signals = Signals::listen()?;
     let feeder = async move {
         let mut budget = max_overhead.map(|pct| Budget::new(pct, s.mode()));
-        let stop = trace_loop(&mut s, signals, None, a.refresh, budget.as_mut(), |t| {
-            if let Some((sw, notice)) = t.switch {
-                log::warn!("{notice}");
-                let _ = tx.try_send(crate::tui::Feed::ModeSwitch {
-                    mode: mode_label(sw.to, max_overhead),
-                    notice: notice.to_owned(),
-                });
-            }
-            let _ = tx.try_send(crate::tui::Feed::Snapshot(Box::new(t.snap.clone())));
-        })
+        let stop = trace_loop(
+            &mut s,
+            signals,
+            None,
+            a.refresh,
+            budget.as_mut(),
+            |t| match t {
+                Tick::Switch(sw, notice) => {
+                    log::warn!("{notice}");
+                    let _ = tx.try_send(crate::tui::Feed::ModeSwitch {
+                        mode: mode_label(sw.to, max_overhead),
+                        notice: notice.to_owned(),
+                    });
+                }
+                Tick::Window(snap) => {
+                    let _ = tx.try_send(crate::tui::Feed::Snapshot(Box::new(snap.clone())));
+                }
+            },
+        )
         .await;
         let snap = s.snapshot();
         let _ = tx2.send(crate::tui::Feed::Snapshot(Box::new(snap))).await;

@@ -73,7 +73,9 @@ pub struct ProbePlan {
     #[serde(skip)]
     pub runtime_ranges: Vec<(u64, u64)>,
     pub mode: Mode,
-    /// Starts in `mode` and may switch between exact and sampled.
+    /// Starts in `mode` and may switch between exact and sampled (`record`
+    /// and `top` only: not part of `inspect`'s output).
+    #[serde(skip)]
     pub switchable: bool,
     /// Sampled mode: the vaddr of `runtime.MemProfileRate`.
     pub mem_profile_rate_addr: Option<u64>,
