@@ -17,7 +17,7 @@
 
 mod support;
 
-use support::{SiteRow, allocwatch, read_site_rows, skip_unless_root};
+use support::{SiteRow, allocwatch, parse_result, read_site_rows, skip_unless_root};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -239,14 +239,6 @@ fn record_cmd(args: &[&str]) -> Command {
     c
 }
 
-fn parse_result(stdout: &str) -> FixtureResult {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("result "))
-        .unwrap_or_else(|| panic!("fixture printed no result line:\n{stdout}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
-}
-
 /// Checks every site the fixture reports against the CSV rows (as tests/trace.rs).
 fn check_sites(what: &str, rows: &[SiteRow], res: &FixtureResult, stderr: &str) {
     let mut failures = Vec::new();
@@ -443,7 +435,7 @@ fn check_unharmed(mut fx: Proc, seen: u64, what: &str) {
         status.success(),
         "{what}: target ended with {status}:\n{stdout}"
     );
-    let res = parse_result(&stdout);
+    let res: FixtureResult = parse_result(&stdout);
     assert_eq!(res.stopped_by, "signal", "{what}");
     assert!(
         res.n > seen,
@@ -766,7 +758,8 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
         status_b.success(),
         "{what}: fixture B failed ({status_b}):\n{stdout_b}"
     );
-    let (res_a, res_b) = (parse_result(&stdout_a), parse_result(&stdout_b));
+    let (res_a, res_b): (FixtureResult, FixtureResult) =
+        (parse_result(&stdout_a), parse_result(&stdout_b));
     assert_eq!(
         (res_a.n, res_a.stopped_by.as_str()),
         (u64::from(N_A), "limit"),

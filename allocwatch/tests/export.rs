@@ -17,7 +17,7 @@
 
 mod support;
 
-use support::{allocwatch, skip_unless_root};
+use support::{allocwatch, parse_result, skip_unless_root};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -66,14 +66,6 @@ struct Row {
     type_name: String,
     allocs: u64,
     bytes: u64,
-}
-
-fn parse_result(stdout: &str) -> FixtureResult {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("result "))
-        .unwrap_or_else(|| panic!("fixture printed no result line:\n{stdout}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
 }
 
 fn read_rows(path: &Path) -> Vec<Row> {
@@ -406,7 +398,7 @@ fn profile_outputs(version: &str) {
         &bin,
         &[("ALLOCWATCH_N", "1000")],
     );
-    let res = parse_result(&stdout);
+    let res: FixtureResult = parse_result(&stdout);
     let what = format!("{} allocs", res.go);
     let rows = read_rows(&p("sites.csv"));
     let csv_fns = by_function(&rows);
@@ -600,7 +592,7 @@ fn interval_phases(version: &str) {
         &bin,
         &[],
     );
-    let res = parse_result(&stdout);
+    let res: FixtureResult = parse_result(&stdout);
     let what = format!("{} phases", res.go);
     let rows = read_rows(&csv_path);
     let ws = windows(&what, &rows);

@@ -24,7 +24,7 @@
 
 mod support;
 
-use support::{Variant, allocwatch, fixture, skip_unless_root, toolchain};
+use support::{Variant, allocwatch, fixture, parse_result, skip_unless_root, toolchain};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -185,7 +185,7 @@ fn record(version: &str, interval: Option<&str>) -> Recording {
         stderr.contains("events lost: 0"),
         "{what}: events were lost:\n{stderr}"
     );
-    let res = parse_result(&stdout);
+    let res: FixtureResult = parse_result(&stdout);
     eprintln!("--- {what}: phases {:?}", res.phases);
     let what = format!("{} {what}", res.go);
     assert_eq!(
@@ -272,14 +272,6 @@ fn record(version: &str, interval: Option<&str>) -> Recording {
         to_sampled,
         back,
     }
-}
-
-fn parse_result(stdout: &str) -> FixtureResult {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("result "))
-        .unwrap_or_else(|| panic!("fixture printed no result line:\n{stdout}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
 }
 
 /// Prints the rows of `main.*` (for the test's log).

@@ -21,7 +21,7 @@
 
 mod support;
 
-use support::{SiteRow, allocwatch, read_site_rows, skip_unless_root};
+use support::{SiteRow, allocwatch, parse_result, read_site_rows, skip_unless_root};
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -271,14 +271,6 @@ fn start_record(cmd: Command) -> Proc {
         aw.out.seen.join("\n")
     );
     aw
-}
-
-fn parse_result(stdout: &str) -> FixtureResult {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("result "))
-        .unwrap_or_else(|| panic!("fixture printed no result line:\n{stdout}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
 }
 
 /// Every site the fixture reports has exactly its count and bytes in the
@@ -606,7 +598,7 @@ fn pid_reuse_is_noticed() {
     fx.close_stdin();
     let (status, stdout) = fx.finish(Duration::from_secs(30));
     assert!(status.success(), "execer: {status}\n{stdout}");
-    let res = parse_result(&stdout);
+    let res: FixtureResult = parse_result(&stdout);
     drop(fx);
     // Other processes on the machine fork too: retry until the PID is ours.
     let (mut reused, mut tries) = (None, 0);
@@ -649,7 +641,7 @@ fn pid_reuse_is_noticed() {
     drop(stdin);
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
-    let res2 = parse_result(&String::from_utf8_lossy(&out.stdout));
+    let res2: FixtureResult = parse_result(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(res2.n, 1000);
 }
 
@@ -705,7 +697,7 @@ fn target_in_another_mount_namespace() {
         let (aw_status, stderr) = aw.finish(Duration::from_secs(20));
         assert!(aw_status.success(), "{what}: {aw_status}\n{stderr}");
         assert!(stderr.contains("target exited"), "{what}:\n{stderr}");
-        let res = parse_result(&stdout);
+        let res: FixtureResult = parse_result(&stdout);
         // mapInsert's count is not deterministic; the others are exact.
         let res = FixtureResult {
             sites: res.sites.into_iter().filter(|s| s.count >= 0).collect(),
@@ -832,7 +824,7 @@ fn sigkill_leaves_no_probe_behind() {
     fx.signal(libc::SIGTERM);
     let (status, stdout) = fx.finish(Duration::from_secs(10));
     assert!(status.success(), "{stdout}");
-    assert_eq!(parse_result(&stdout).stopped_by, "signal");
+    assert_eq!(parse_result::<FixtureResult>(&stdout).stopped_by, "signal");
 }
 
 // ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{SiteRow, allocwatch, read_site_rows, skip_unless_root};
+use support::{SiteRow, allocwatch, parse_result, read_site_rows, skip_unless_root};
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -31,14 +31,6 @@ struct FixtureResult {
     sites: Vec<Site>,
     #[serde(default)]
     metrics: std::collections::HashMap<String, u64>,
-}
-
-fn parse_result(stdout: &str) -> FixtureResult {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("result "))
-        .unwrap_or_else(|| panic!("fixture printed no result line:\n{stdout}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
 }
 
 /// `allocwatch record --csv F -- fixture`, returning the rows and the fixture's report.

@@ -254,3 +254,12 @@ pub fn read_site_rows(path: &Path) -> Vec<SiteRow> {
         csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     r.deserialize().map(|x| x.expect("csv row")).collect()
 }
+
+/// The fixture's `result <json>` line on its stdout, parsed.
+pub fn parse_result<T: serde::de::DeserializeOwned>(stdout: &str) -> T {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("result "))
+        .unwrap_or_else(|| panic!("fixture printed no result line:\n{stdout}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
+}
