@@ -17,13 +17,12 @@
 
 mod support;
 
+use support::proc::Proc;
 use support::{SiteRow, allocwatch, parse_result, read_site_rows, skip_unless_root};
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -51,161 +50,7 @@ struct FixtureResult {
     stopped_by: String,
 }
 
-/// Lines of a child's output, read by a thread so that waits can time out.
-struct Lines {
-    rx: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn spawn(r: impl Read + Send + 'static) -> Lines {
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first line for which `pred` holds, waiting at most `timeout`.
-    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if pred(&l) {
-                        return Some(l);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-            }
-        }
-    }
-
-    /// Everything until EOF (the writer has exited).
-    fn finish(&mut self, timeout: Duration) -> String {
-        self.wait_for(timeout, |_| false);
-        self.seen.join("\n")
-    }
-}
-
-/// A child process that is killed and reaped when the test ends, whatever happens.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: Lines,
-    name: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// Spawns `cmd` with stdin piped and `stdout` or `stderr` (`read_stderr`) read line by line.
-    fn spawn(mut cmd: Command, name: &str, read_stderr: bool) -> Proc {
-        cmd.stdin(Stdio::piped());
-        if read_stderr {
-            cmd.stderr(Stdio::piped()).stdout(Stdio::null());
-        } else {
-            cmd.stdout(Stdio::piped());
-        }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let stdin = child.stdin.take();
-        let out = if read_stderr {
-            Lines::spawn(child.stderr.take().expect("stderr"))
-        } else {
-            Lines::spawn(child.stdout.take().expect("stdout"))
-        };
-        Proc {
-            child,
-            stdin,
-            out,
-            name: name.to_string(),
-        }
-    }
-
-    /// A fixture started with `ALLOCWATCH_WAIT=1`, after its `ready <pid>` line.
-    fn ready(cmd: Command, name: &str) -> (Proc, u32) {
-        let mut p = Proc::spawn(cmd, name, false);
-        let line = p
-            .out
-            .wait_for(Duration::from_secs(30), |l| l.starts_with("ready "))
-            .unwrap_or_else(|| panic!("{name} never printed `ready`: {:?}", p.out.seen));
-        let pid: u32 = line["ready ".len()..].trim().parse().expect("ready <pid>");
-        assert_eq!(pid, p.child.id(), "ready line names another process");
-        (p, pid)
-    }
-
-    /// Lets a waiting fixture start its workload.
-    fn go(&mut self) {
-        let mut stdin = self.stdin.take().expect("stdin");
-        writeln!(stdin, "go").expect("write to fixture");
-        drop(stdin);
-    }
-
-    /// Waits for the exit (killing it after `timeout`) and returns the status and all output.
-    fn finish(&mut self, timeout: Duration) -> (ExitStatus, String) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "{} did not exit within {timeout:?}; output so far:\n{}",
-                    self.name,
-                    self.out.seen.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let out = self.out.finish(Duration::from_secs(5));
-        (status, out)
-    }
-
-    /// True while the process runs (not exited, not a zombie, not stopped).
-    fn running(&mut self) -> bool {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return false;
-        }
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let state = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 2..].chars().next())
-            .unwrap_or('?');
-        matches!(state, 'R' | 'S')
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        let r = unsafe { kill(pid, sig) };
-        assert_eq!(r, 0, "kill {pid}");
-    }
-}
-
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-const SIGTERM: i32 = 15;
+const SIGTERM: i32 = libc::SIGTERM;
 
 fn fixture_cmd(bin: &Path, n: Option<u32>) -> Command {
     let mut c = Command::new(bin);

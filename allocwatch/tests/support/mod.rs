@@ -4,6 +4,8 @@
 //! under `target/fixtures/`.
 #![allow(dead_code)]
 
+pub mod proc;
+
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,182 @@
+//! Child processes that tests talk to line by line: a fixture waiting with
+//! `ALLOCWATCH_WAIT=1`, or allocwatch itself.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// Lines of a child's output, read by a thread so that waits can time out.
+pub struct Lines {
+    rx: Receiver<String>,
+    /// Every line received so far.
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn spawn(r: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line for which `pred` holds, waiting at most `timeout`.
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return Some(l);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Consumes the lines already received (they describe the past).
+    pub fn drain(&mut self) {
+        while let Ok(l) = self.rx.try_recv() {
+            self.seen.push(l);
+        }
+    }
+
+    /// Everything until EOF (the writer has exited).
+    pub fn finish(&mut self, timeout: Duration) -> String {
+        self.wait_for(timeout, |_| false);
+        self.seen.join("\n")
+    }
+}
+
+/// A child process that is killed and reaped when the test ends, whatever happens.
+pub struct Proc {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    pub out: Lines,
+    pub name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdin piped and `stdout` or `stderr` (`read_stderr`) read line by line.
+    pub fn spawn(mut cmd: Command, name: &str, read_stderr: bool) -> Proc {
+        cmd.stdin(Stdio::piped());
+        if read_stderr {
+            cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+        } else {
+            cmd.stdout(Stdio::piped());
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdin = child.stdin.take();
+        let out = if read_stderr {
+            Lines::spawn(child.stderr.take().expect("stderr"))
+        } else {
+            Lines::spawn(child.stdout.take().expect("stdout"))
+        };
+        Proc {
+            child,
+            stdin,
+            out,
+            name: name.to_string(),
+        }
+    }
+
+    /// A fixture started with `ALLOCWATCH_WAIT=1`, after its `ready <pid>` line.
+    pub fn ready(cmd: Command, name: &str) -> (Proc, u32) {
+        let mut p = Proc::spawn(cmd, name, false);
+        let pid = p.wait_ready();
+        assert_eq!(pid, p.child.id(), "ready line names another process");
+        (p, pid)
+    }
+
+    /// Waits for a `ready <pid>` line and returns the PID.
+    pub fn wait_ready(&mut self) -> u32 {
+        let line = self
+            .out
+            .wait_for(Duration::from_secs(30), |l| l.starts_with("ready "))
+            .unwrap_or_else(|| panic!("{} never printed `ready`: {:?}", self.name, self.out.seen));
+        line["ready ".len()..].trim().parse().expect("ready <pid>")
+    }
+
+    /// Writes one line to the child's stdin.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to child");
+        stdin.flush().expect("flush");
+    }
+
+    /// Closes the child's stdin.
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Lets a waiting fixture start its workload (and closes its stdin).
+    pub fn go(&mut self) {
+        self.send("go");
+        self.close_stdin();
+    }
+
+    /// Waits for the exit (killing it after `timeout`) and returns the status and all output.
+    pub fn finish(&mut self, timeout: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{} did not exit within {timeout:?}; output so far:\n{}",
+                    self.name,
+                    self.out.seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let out = self.out.finish(Duration::from_secs(5));
+        (status, out)
+    }
+
+    /// True while the process runs (not exited, not a zombie, not stopped).
+    pub fn running(&mut self) -> bool {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return false;
+        }
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].chars().next())
+            .unwrap_or('?');
+        matches!(state, 'R' | 'S')
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        let r = unsafe { libc::kill(pid, sig) };
+        assert_eq!(r, 0, "kill {pid}");
+    }
+}
