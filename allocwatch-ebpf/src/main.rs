@@ -131,18 +131,6 @@ fn in_ranges(r: &'static MallocRanges, addr: u64) -> bool {
     } else {
         n
     };
-    // Most addresses lie outside the ranges' hull: user code comes after
-    // the runtime in a Go binary's text.
-    let (Some(first), Some(last)) = (r.ranges.first(), r.ranges.get((hi as usize).wrapping_sub(1)))
-    else {
-        return false;
-    };
-    // SAFETY: reads of a loader-set constant.
-    if addr >= unsafe { core::ptr::read_volatile(&last[1]) }
-        || addr < unsafe { core::ptr::read_volatile(&first[0]) }
-    {
-        return false;
-    }
     let mut i = 0;
     // ceil(log2(MAX_RANGES)) + 1 steps always suffice.
     while i < 10 {
@@ -251,12 +239,11 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
     let mut f1 = 0;
     let mut nframes = 1;
     let mut bp = regs.rbp;
-    if in_ranges(&RUNTIME_RANGES, ret0) {
-        // SAFETY: checked user read of a frame record [saved BP, return address].
-        let Ok(rec) = (unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }) else {
-            count_key(ctx, size, &short_key(typ, ret0, 0, 1, bucket));
-            return;
-        };
+    // SAFETY (the read): checked user read of a frame record [saved BP,
+    // return address]; when it fails, the key ends at `ret0`.
+    if in_ranges(&RUNTIME_RANGES, ret0)
+        && let Ok(rec) = unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }
+    {
         bp = rec[0];
         f1 = rec[1];
         // A zero return address ends the stack (as in the walk below).
