@@ -94,6 +94,13 @@ impl TargetArgs {
         }
     }
 
+    /// Whether the sites CSV says per row which mode counted it: when some
+    /// counts can be sampled estimates.
+    #[must_use]
+    pub fn mode_column(&self) -> bool {
+        self.mode == crate::plan::Mode::Sampled || self.max_overhead.is_some()
+    }
+
     /// Whether sync.Pool is traced: by default in exact mode, on request in sampled mode.
     #[must_use]
     pub fn trace_pools(&self) -> bool {
@@ -208,14 +215,8 @@ pub struct InspectArgs {
     /// The plan of this mode.
     #[arg(long, value_enum, default_value_t = crate::plan::Mode::Exact)]
     pub mode: crate::plan::Mode,
-    /// record and top: start exact; when tracing costs the target more than PCT % of one CPU core
-    /// for 3 s, switch to sampled mode, and back to exact when exact would cost under 0.75 × PCT
-    /// again. Each switch is announced and every output row says which mode counted it.
-    #[arg(long, value_name = "PCT", value_parser = parse_percent, conflicts_with = "mode")]
-    pub max_overhead: Option<f64>,
 }
 
-/// Parses a ring buffer size: a power of two from 4096 (a page) to 1 GiB.
 /// Parses a percentage of one core: `5`, `0.5`, `5%`.
 pub fn parse_percent(s: &str) -> Result<f64, String> {
     match s.trim().trim_end_matches('%').parse::<f64>() {
@@ -224,6 +225,7 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a ring buffer size: a power of two from 4096 (a page) to 1 GiB.
 pub fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(n) if n.is_power_of_two() && (4096..=1 << 30).contains(&n) => Ok(n),

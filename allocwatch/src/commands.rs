@@ -252,21 +252,27 @@ async fn trace_loop(
                     break Stop::Target(g);
                 }
                 let now = tokio::time::Instant::now();
-                if let Some(b) = budget.as_deref_mut() && now >= next_budget {
+                let budget_due = budget.is_some() && now >= next_budget;
+                let window_due = now >= next_tick;
+                if !(budget_due || window_due) {
+                    continue;
+                }
+                // One snapshot (a read of every kernel map) serves both.
+                let snap = s.snapshot();
+                if budget_due && let Some(b) = budget.as_deref_mut() {
                     next_budget = (next_budget + BUDGET_EVERY).max(now);
-                    let snap = s.snapshot();
                     if let Some(sw) = b.observe(snap.elapsed, snap.counters.hits, snap.total_allocs) {
                         s.switch_to(sw.to)?;
                         tick(Tick::Switch(&sw, &b.notice(&sw)));
                     }
                 }
-                if now >= next_tick {
+                if window_due {
                     next_tick += refresh;
                     if next_tick <= now {
                         // Far behind (a stalled process): skip, do not burst.
                         next_tick = now + refresh;
                     }
-                    tick(Tick::Window(&s.snapshot()));
+                    tick(Tick::Window(&snap));
                 }
             }
             () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
@@ -349,13 +355,12 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         },
     )?;
     // Sampled counts are estimates: the rows say which mode counted them.
-    let mode_column =
-        a.target.mode == crate::plan::Mode::Sampled || a.target.max_overhead.is_some();
+    let mode_column = a.target.mode_column();
     // With --interval the CSV files are at their final paths from now on
     // and grow by one flushed window per tick (see export::series).
     let mut series = match a.interval {
         Some(_) => Some(
-            IntervalCsv::start_with_mode(csv_file.take(), pools_file.take(), mode_column)
+            IntervalCsv::start(csv_file.take(), pools_file.take(), mode_column)
                 .map_err(|e| AppError::other(e.to_string()))?,
         ),
         None => None,
@@ -824,6 +829,7 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
         stripped: s.plan.stripped,
         pie: s.plan.pie,
         mode: mode_label(s.mode(), a.target.max_overhead),
+        mode_column: a.target.mode_column(),
         cost_per_hit_ns: COST_PER_HIT_NS,
         log_path: log_path.display().to_string(),
         warnings: s.plan.warnings.clone(),

@@ -265,7 +265,6 @@ impl Session {
         if to == self.mode || !self.plan.switchable {
             return Ok(());
         }
-        self.collect();
         match to {
             Mode::Sampled => {
                 self.tracer.set_mode(Mode::Sampled)?;

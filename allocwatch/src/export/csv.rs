@@ -66,12 +66,8 @@ impl<W: Write> SitesCsv<W> {
         Self::with_columns(out, None, false)
     }
 
-    /// The same, with the column `escape` appended, filled by `escape`.
-    pub fn with_escape(out: W, escape: EscapeColumn) -> csv::Result<Self> {
-        Self::with_columns(out, Some(escape), false)
-    }
-
-    /// The columns, then `escape` if given, then `mode` if asked for.
+    /// The columns, then `escape` (filled by `escape`) if given, then
+    /// `mode` if asked for.
     pub fn with_columns(out: W, escape: Option<EscapeColumn>, mode: bool) -> csv::Result<Self> {
         let mut w = csv::Writer::from_writer(out);
         let extra = escape
@@ -215,9 +211,12 @@ mod tests {
             "window_start_s,window_end_s,function,file,line,type,allocs,bytes,allocs_per_s,bytes_per_s\n\
              0.000,2.000,main.f,/x/main.go,3,main.T,10,240,5.0,120.0\n"
         );
-        let mut w = SitesCsv::with_escape(
+        let mut w = SitesCsv::with_columns(
             Vec::new(),
-            Box::new(|k: &SiteKey| format!("returned pointer: moved to heap: {}", k.line)),
+            Some(Box::new(|k: &SiteKey| {
+                format!("returned pointer: moved to heap: {}", k.line)
+            })),
+            false,
         )
         .unwrap();
         w.write_window(Duration::ZERO, &snap).unwrap();

@@ -93,15 +93,8 @@ impl IntervalCsv {
     ///
     /// # Errors
     /// When a file cannot be written or renamed into place.
-    pub fn start(sites: Option<AtomicFile>, pools: Option<AtomicFile>) -> Result<Self, WriteError> {
-        Self::start_with_mode(sites, pools, false)
-    }
-
-    /// The same; `mode`: the sites CSV gets the `mode` column.
-    ///
-    /// # Errors
-    /// When a file cannot be written or renamed into place.
-    pub fn start_with_mode(
+    /// With `mode`, the sites CSV gets the `mode` column.
+    pub fn start(
         sites: Option<AtomicFile>,
         pools: Option<AtomicFile>,
         mode: bool,
@@ -201,7 +194,8 @@ mod tests {
     fn windows_are_differences_and_reach_the_file_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sites.csv");
-        let mut ic = IntervalCsv::start(Some(AtomicFile::create(&path).unwrap()), None).unwrap();
+        let mut ic =
+            IntervalCsv::start(Some(AtomicFile::create(&path).unwrap()), None, false).unwrap();
         // Published with its header before the first window.
         assert_eq!(read(&path).lines().count(), 1);
         let st = || vec![frame("main.f", 3)];
@@ -249,7 +243,8 @@ mod tests {
     fn bytes_read_after_their_count_still_add_up() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sites.csv");
-        let mut ic = IntervalCsv::start(Some(AtomicFile::create(&path).unwrap()), None).unwrap();
+        let mut ic =
+            IntervalCsv::start(Some(AtomicFile::create(&path).unwrap()), None, false).unwrap();
         let st = || vec![frame("main.f", 3)];
         ic.window(&snapshot(1, vec![site("main.f", 3, "main.T", 2, 24, st())]))
             .unwrap();
@@ -268,7 +263,8 @@ mod tests {
     fn empty_tail_is_not_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pools.csv");
-        let mut ic = IntervalCsv::start(None, Some(AtomicFile::create(&path).unwrap())).unwrap();
+        let mut ic =
+            IntervalCsv::start(None, Some(AtomicFile::create(&path).unwrap()), false).unwrap();
         let s = snapshot(1, vec![]);
         ic.window(&s).unwrap();
         ic.finish(&s).unwrap();

@@ -146,6 +146,14 @@ fn slot_key(s: &Slot) -> AggKey {
     }
 }
 
+/// The `MODE` map's value for `mode`.
+fn mode_value(mode: crate::plan::Mode) -> u32 {
+    match mode {
+        crate::plan::Mode::Exact => allocwatch_common::mode::EXACT,
+        crate::plan::Mode::Sampled => allocwatch_common::mode::SAMPLED,
+    }
+}
+
 /// An exact-mode allocation entry (not a sample, not a pool probe).
 fn is_exact_entry(p: &crate::plan::PlannedProbe) -> bool {
     p.program == Program::Alloc && cookie::kind(p.cookie) != cookie::ALLOC_SAMPLE
@@ -289,11 +297,8 @@ impl Tracer {
                 .ok_or_else(|| AppError::other("mode map missing from the eBPF object"))?,
         )
         .map_err(|e| load_error(&e))?;
-        let initial = match plan.mode {
-            crate::plan::Mode::Exact => allocwatch_common::mode::EXACT,
-            crate::plan::Mode::Sampled => allocwatch_common::mode::SAMPLED,
-        };
-        mode.set(0, initial, 0).map_err(|e| load_error(&e))?;
+        mode.set(0, mode_value(plan.mode), 0)
+            .map_err(|e| load_error(&e))?;
         // Get last: a Get is never counted without its Put and miss probes
         // already in place (no spurious misses or "not put").
         let mut probes: Vec<_> = plan.probes.iter().collect();
@@ -368,12 +373,8 @@ impl Tracer {
 
     /// Makes the allocation programs of `mode` count (and the others idle).
     pub fn set_mode(&mut self, mode: crate::plan::Mode) -> Result<()> {
-        let v = match mode {
-            crate::plan::Mode::Exact => allocwatch_common::mode::EXACT,
-            crate::plan::Mode::Sampled => allocwatch_common::mode::SAMPLED,
-        };
         self.mode
-            .set(0, v, 0)
+            .set(0, mode_value(mode), 0)
             .map_err(|e| AppError::other(format!("cannot switch modes: {e}")))
     }
 

@@ -1227,13 +1227,11 @@ impl App {
             .with_context(|| format!("failed to create {}", path.display()))?;
         match self.tab {
             Tab::Sites => {
-                // Sampled (or switching) sessions say how each row was counted.
-                let mode = !self.info.mode.is_empty() && self.info.mode != "exact";
                 let escape = self
                     .escape
                     .as_ref()
                     .map(|a| crate::escape::cmd::column(Some(a.clone())));
-                let mut w = SitesCsv::with_columns(file.writer(), escape, mode)?;
+                let mut w = SitesCsv::with_columns(file.writer(), escape, self.info.mode_column)?;
                 w.write_window(self.shown.start, &snap)?;
                 w.flush()?;
             }

@@ -14,6 +14,9 @@ pub struct TargetInfo {
     pub pie: bool,
     /// "exact" or "sampled"
     pub mode: String,
+    /// Counts may be sampled estimates: the CSV export says per row which
+    /// mode counted it (`--mode sampled`, `--max-overhead`).
+    pub mode_column: bool,
     /// Measured cost of one probe hit to the target, in nanoseconds.
     pub cost_per_hit_ns: f64,
     /// Where allocwatch's log goes while the dashboard owns the terminal.

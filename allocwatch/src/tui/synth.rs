@@ -23,6 +23,7 @@ pub fn info() -> TargetInfo {
         stripped: false,
         pie: true,
         mode: "exact".to_owned(),
+        mode_column: false,
         cost_per_hit_ns: 250.0,
         log_path: "/tmp/allocwatch-4242.log".to_owned(),
         warnings: Vec::new(),
