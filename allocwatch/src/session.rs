@@ -203,6 +203,12 @@ impl Session {
         tracer.drain(|ev| match ev {
             Event::KeyStack { key, frames } => agg.add_key_stack(&kernel_key(key), frames),
             Event::Alloc {
+                size,
+                sampled: true,
+                frames,
+                ..
+            } => agg.add_sample(size, frames),
+            Event::Alloc {
                 size, typ, frames, ..
             } => agg.add_alloc(typ, size, frames),
             Event::Pool {

@@ -103,6 +103,23 @@ fn elem_type_at_call(bin: &GoBinary, ret_va: u64, reg: Register) -> Option<u64> 
     None
 }
 
+/// The runtime boxes 2-, 4- and 8-byte values, strings and slices that it
+/// converts to an interface (`convT16`, `convT32`, `convT64`,
+/// `convTstring`, `convTslice`) in objects of its own named types
+/// (`runtime.uint64InterfacePtr`, ...): a name only the runtime's sources
+/// explain. What such an object holds, in words a Go engineer reads.
+fn boxed_type_name(name: &str) -> Option<String> {
+    let what = match name.strip_prefix("runtime.")? {
+        "uint16InterfacePtr" => "uint16",
+        "uint32InterfacePtr" => "uint32",
+        "uint64InterfacePtr" => "uint64",
+        "stringInterfacePtr" => "string",
+        "sliceInterfacePtr" => "slice",
+        _ => return None,
+    };
+    Some(format!("{what} (boxed in an interface)"))
+}
+
 /// Resolves addresses of one traced process through its executable.
 pub struct GoResolver {
     bin: Arc<GoBinary>,
@@ -181,7 +198,7 @@ impl GoResolver {
             return t.clone();
         }
         let name = match self.bin.type_name(va) {
-            TypeName::Named(n) => n,
+            TypeName::Named(n) => boxed_type_name(&n).unwrap_or(n),
             TypeName::Dynamic => "<dynamic type>".to_string(),
             TypeName::Nil => "<untyped>".to_string(),
         };

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use allocwatch_common::{
     AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, MAX_FRAMES, MAX_RANGES, MallocRanges,
-    PoolEvent, PoolKey, SLOT_FRAMES, Slot, cookie, counter, kind, names,
+    PoolEvent, PoolKey, SAMPLED_BIT, SLOT_FRAMES, Slot, cookie, counter, kind, names,
 };
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::UProbe;
@@ -35,6 +35,8 @@ pub enum Event<'a> {
         cookie: u64,
         size: u64,
         typ: u64,
+        /// A memory-profile sample (sampled mode), to be scaled.
+        sampled: bool,
         frames: &'a [u64],
     },
     Pool {
@@ -228,6 +230,7 @@ fn decode(buf: &[u8]) -> Option<Event<'_>> {
                     cookie: ev.cookie,
                     size: ev.size,
                     typ: ev.key.typ,
+                    sampled: ev.key.bucket & SAMPLED_BIT != 0,
                     frames,
                 })
             }

@@ -171,6 +171,9 @@ pub struct Aggregator<R> {
     site_index: HashMap<SiteKey, usize>,
     pools: pools::Pools,
     keys: HashMap<KernelKey, KeyEntry>,
+    /// Samples sent alone, per (site, size): how many, and how many
+    /// allocations they have been counted as so far.
+    lone_samples: HashMap<(usize, u64), (u64, u64)>,
     /// `runtime.MemProfileRate` of the target (sampled mode).
     sample_rate: u64,
     total_allocs: u64,
@@ -188,6 +191,18 @@ pub fn sample_scale(size: u64, rate: u64) -> f64 {
     #[expect(clippy::cast_precision_loss, reason = "sizes and rates far below 2^52")]
     let x = size as f64 / rate as f64;
     1.0 / -(-x).exp_m1()
+}
+
+/// The type word under which sampled stacks are cached (no real type
+/// descriptor lies at the top of the address space).
+const SAMPLED_STACK: u64 = u64::MAX;
+
+/// A sample carries no type: its site's type stays empty rather than a guess
+/// (`<untyped>` would make a second row of the same site).
+fn blank_sampled_type(resolved: &mut Resolved) {
+    if &*resolved.site.type_name == "<untyped>" {
+        resolved.site.type_name = Arc::from("");
+    }
 }
 
 fn hash_stack(typ: u64, frames: &[u64]) -> u64 {
@@ -219,6 +234,7 @@ impl<R: Resolver> Aggregator<R> {
             site_index: HashMap::new(),
             pools: pools::Pools::default(),
             keys: HashMap::new(),
+            lone_samples: HashMap::new(),
             sample_rate: 0,
             total_allocs: 0,
             total_bytes: 0,
@@ -231,37 +247,93 @@ impl<R: Resolver> Aggregator<R> {
 
     /// Records one allocation. `frames` is the raw user stack of the event.
     pub fn add_alloc(&mut self, typ: u64, size: u64, frames: &[u64]) {
-        let h = hash_stack(typ, frames);
-        let site = match self.by_hash.get(&h).and_then(|c| {
-            c.iter()
-                .find(|&&i| self.stacks[i].typ == typ && *self.stacks[i].frames == *frames)
-        }) {
-            Some(&i) => self.stacks[i].site,
-            None => self.new_stack(h, typ, frames),
+        let site = self.stack_site(typ, frames, false);
+        self.add_to_site(site, 1, size, size_bucket(size), false);
+    }
+
+    /// Records one memory-profile sample of `size` bytes that the kernel
+    /// could not aggregate (its runtime frames are deeper than a key, as
+    /// where maps grow): scaled exactly like an aggregated sample.
+    pub fn add_sample(&mut self, size: u64, frames: &[u64]) {
+        let site = self.stack_site(0, frames, true);
+        // Scaled from the running number of samples of this size at this
+        // site, as for a kernel key: rounding each sample alone would add
+        // up to half an allocation per sample.
+        let (samples, reported) = {
+            let e = self.lone_samples.entry((site, size)).or_default();
+            e.0 += 1;
+            *e
         };
+        let (count, _) = self.scale_samples(samples, size);
+        let dc = count.saturating_sub(reported);
+        if let Some(e) = self.lone_samples.get_mut(&(site, size)) {
+            e.1 = count;
+        }
+        self.add_to_site(site, dc, dc.saturating_mul(size), size_bucket(size), true);
+    }
+
+    /// The site of a raw stack, resolved once per distinct stack.
+    fn stack_site(&mut self, typ: u64, frames: &[u64], sampled: bool) -> usize {
+        // A sample's stack resolves to an untyped site of its own.
+        let typ_key = if sampled { SAMPLED_STACK } else { typ };
+        let h = hash_stack(typ_key, frames);
+        let known = self.by_hash.get(&h).and_then(|c| {
+            c.iter()
+                .find(|&&i| self.stacks[i].typ == typ_key && *self.stacks[i].frames == *frames)
+        });
+        if let Some(&i) = known {
+            return self.stacks[i].site;
+        }
+        let mut resolved = self.resolver.resolve_alloc(typ, frames);
+        if sampled {
+            blank_sampled_type(&mut resolved);
+        }
+        let site = self.site_for(resolved);
+        let idx = self.stacks.len();
+        self.stacks.push(StackEntry {
+            typ: typ_key,
+            frames: frames.into(),
+            site,
+        });
+        self.by_hash.entry(h).or_default().push(idx);
+        site
+    }
+
+    /// `samples` memory-profile samples of `size` bytes each, as the
+    /// (allocations, bytes) they stand for at the target's sampling rate.
+    fn scale_samples(&self, samples: u64, size: u64) -> (u64, u64) {
+        #[expect(clippy::cast_precision_loss, reason = "sample counts are small")]
+        let est = samples as f64 * sample_scale(size, self.sample_rate);
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "rounded estimate"
+        )]
+        let est = est.round() as u64;
+        (est, est.saturating_mul(size))
+    }
+
+    fn add_to_site(&mut self, site: usize, allocs: u64, bytes: u64, bucket: usize, sampled: bool) {
         let s = &mut self.sites[site];
-        s.allocs += 1;
-        s.bytes += size;
-        s.size_hist[size_bucket(size)] += 1;
-        self.total_allocs += 1;
-        self.total_bytes += size;
+        s.allocs += allocs;
+        s.bytes += bytes;
+        if sampled {
+            s.sampled_allocs += allocs;
+        }
+        s.size_hist[bucket.min(SIZE_BUCKETS - 1)] += allocs;
+        self.total_allocs += allocs;
+        self.total_bytes += bytes;
     }
 
     /// Takes the kernel's cumulative totals of one key; the difference since
     /// the last read is added to the key's site.
     pub fn set_key_totals(&mut self, key: &KernelKey, count: u64, bytes: u64) {
-        let (count, bytes, bucket) = if key.bucket & SAMPLED_BIT != 0 {
+        let sampled = key.bucket & SAMPLED_BIT != 0;
+        let (count, bytes, bucket) = if sampled {
             // `count` samples of exactly `size` bytes each.
             let size = u64::from(key.bucket & SAMPLE_SIZE_MASK);
-            #[expect(clippy::cast_precision_loss, reason = "sample counts are small")]
-            let est = count as f64 * sample_scale(size, self.sample_rate);
-            #[expect(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                reason = "rounded estimate"
-            )]
-            let est = est.round() as u64;
-            (est, est.saturating_mul(size), size_bucket(size))
+            let (c, b) = self.scale_samples(count, size);
+            (c, b, size_bucket(size))
         } else {
             (count, bytes, key.bucket as usize)
         };
@@ -276,15 +348,7 @@ impl<R: Resolver> Aggregator<R> {
         if dc == 0 && db == 0 {
             return;
         }
-        let s = &mut self.sites[site];
-        s.allocs += dc;
-        s.bytes += db;
-        if key.bucket & SAMPLED_BIT != 0 {
-            s.sampled_allocs += dc;
-        }
-        s.size_hist[bucket.min(SIZE_BUCKETS - 1)] += dc;
-        self.total_allocs += dc;
-        self.total_bytes += db;
+        self.add_to_site(site, dc, db, bucket, sampled);
     }
 
     /// Sets the target's `runtime.MemProfileRate` (sampled mode).
@@ -318,9 +382,8 @@ impl<R: Resolver> Aggregator<R> {
             return *e;
         }
         let mut resolved = self.resolver.resolve_alloc(key.typ, &key.resolver_frames());
-        if key.bucket & SAMPLED_BIT != 0 && &*resolved.site.type_name == "<untyped>" {
-            // A sample carries no type: leave it empty rather than guess.
-            resolved.site.type_name = Arc::from("");
+        if key.bucket & SAMPLED_BIT != 0 {
+            blank_sampled_type(&mut resolved);
         }
         let site = self.site_for(resolved);
         let e = KeyEntry {
@@ -351,19 +414,6 @@ impl<R: Resolver> Aggregator<R> {
                 i
             }
         }
-    }
-
-    fn new_stack(&mut self, h: u64, typ: u64, frames: &[u64]) -> usize {
-        let resolved = self.resolver.resolve_alloc(typ, frames);
-        let site = self.site_for(resolved);
-        let idx = self.stacks.len();
-        self.stacks.push(StackEntry {
-            typ,
-            frames: frames.into(),
-            site,
-        });
-        self.by_hash.entry(h).or_default().push(idx);
-        site
     }
 
     /// Records one pool operation.

@@ -19,7 +19,11 @@ impl Resolver for Fake {
                 function: f.function.clone(),
                 file: f.file.clone(),
                 line: f.line,
-                type_name: Arc::from(format!("T{typ}")),
+                type_name: if typ == 0 {
+                    Arc::from("<untyped>")
+                } else {
+                    Arc::from(format!("T{typ}"))
+                },
             },
             stack: Arc::from(vec![f]),
             pool_new_func: None,
@@ -150,4 +154,32 @@ fn sampled_keys_are_scaled() {
     let want = (10.0 * sample_scale(1024, 1024)).round() as u64;
     assert_eq!(s.total_allocs, want);
     assert_eq!(s.total_bytes, want * 1024);
+}
+
+/// A sample the kernel could not aggregate (its runtime frames are deeper
+/// than a key: maps that grow) is scaled like an aggregated one, and its
+/// site is the aggregated samples' row, not a second, `<untyped>` one.
+#[test]
+fn unaggregated_samples_are_scaled_into_the_same_row() {
+    let mut a = Aggregator::new(Fake);
+    a.set_sample_rate(4096);
+    let key = KernelKey {
+        typ: 0,
+        frames: [0x10, 0, 0, 0, 0, 0, 0, 0],
+        nframes: 1,
+        bucket: allocwatch_common::SAMPLED_BIT | 1024,
+    };
+    a.set_key_totals(&key, 2, 2 * 1024);
+    // The same site reached through a deep stack, sent alone.
+    a.add_sample(1024, &[0, 0x10, 0x99, 0x98]);
+    a.add_sample(1024, &[0, 0x10, 0x99, 0x98]);
+    let s = a.snapshot(Duration::from_secs(1), Counters::default());
+    assert_eq!(s.sites.len(), 1, "{:?}", s.sites);
+    let site = &s.sites[0];
+    assert_eq!(&*site.key.type_name, "");
+    // 1 / (1 - e^(-1024/4096)) = 4.5208 allocations per sample, by hand.
+    let per_sample = 4.520_812_f64;
+    assert_eq!(site.allocs, 2 * (2.0 * per_sample).round() as u64);
+    assert_eq!(site.bytes, site.allocs * 1024);
+    assert_eq!(site.mode(), "sampled");
 }
