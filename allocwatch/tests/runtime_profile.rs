@@ -224,8 +224,12 @@ fn exact_mode_agrees_with_the_rate_1_profile_on_iterators() {
     if skip_unless_root() {
         return;
     }
-    for version in ["1.23.9", "1.27.3"] {
-        let bin = fixture(&toolchain(version), "iters", Variant::Default);
+    for (version, variant) in [
+        ("1.23.9", Variant::Default),
+        ("1.27.3", Variant::Default),
+        ("1.27.3", Variant::Stripped),
+    ] {
+        let bin = fixture(&toolchain(version), "iters", variant);
         let (mine, runtime, _) = run(&bin, &[], &[("GODEBUG", "memprofilerate=1")], true);
         let mut report = String::new();
         let mut bad = 0;
