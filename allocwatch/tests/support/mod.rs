@@ -265,3 +265,32 @@ pub fn parse_result<T: serde::de::DeserializeOwned>(stdout: &str) -> T {
         .unwrap_or_else(|| panic!("fixture printed no result line:\n{stdout}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
 }
+
+/// The first byte of every instruction allocwatch probes in `bin` (exact
+/// mode, pools traced) as process `pid` sees it — `0xcc` where the kernel
+/// installed a uprobe — and as the file has it, by function. For non-PIE
+/// executables (the plan's addresses are the run-time addresses).
+pub fn probed_bytes(pid: u32, bin: &Path) -> Vec<(String, u8, u8)> {
+    use std::os::unix::fs::FileExt;
+    let gb = allocwatch::gobin::GoBinary::open(bin).expect("parse");
+    assert!(!gb.is_pie(), "probed_bytes reads non-PIE executables only");
+    let plan = allocwatch::plan::plan(
+        &gb,
+        allocwatch::plan::PlanOptions {
+            pools: true,
+            mode: allocwatch::plan::Mode::Exact,
+            switchable: false,
+        },
+    )
+    .expect("plan");
+    let file = std::fs::read(bin).expect("read");
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
+    plan.probes
+        .iter()
+        .map(|p| {
+            let mut b = [0u8; 1];
+            mem.read_exact_at(&mut b, p.vaddr).expect("read mem");
+            (p.function.clone(), b[0], file[p.file_offset as usize])
+        })
+        .collect()
+}
