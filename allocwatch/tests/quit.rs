@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use support::proc::Proc;
 use support::{
-    Variant, allocwatch, fixture, parse_result, probed_bytes, skip_unless_root, toolchain,
+    Variant, allocwatch, fixture, parse_result, probe_sites, read_probed, skip_unless_root,
+    toolchain,
 };
 
 const GO: &str = "1.27.3";
@@ -49,8 +50,9 @@ fn record_then_stop(stop: Stop) {
     c.env("ALLOCWATCH_SECONDS", "120").env("GOMAXPROCS", "1");
     let mut fx = Proc::spawn(c, "spin", false);
     let pid = fx.child.id();
+    let sites = probe_sites(&bin);
     std::thread::sleep(Duration::from_millis(200));
-    for (f, now, file) in probed_bytes(pid, &bin) {
+    for (f, now, file) in read_probed(pid, &sites) {
         assert_eq!(now, file, "{f} differs before tracing");
     }
     let mut args = vec!["record".to_string(), "--pid".into(), pid.to_string()];
@@ -64,7 +66,7 @@ fn record_then_stop(stop: Stop) {
         .out
         .wait_for(Duration::from_secs(30), |l| l.contains("tracing PID"));
     assert!(tracing.is_some(), "not tracing: {:?}", aw.out.seen);
-    let during = probed_bytes(pid, &bin);
+    let during = read_probed(pid, &sites);
     assert!(
         during.iter().all(|(_, now, _)| *now == 0xcc),
         "{stop:?}: probed instructions while traced: {during:x?}"
@@ -79,7 +81,7 @@ fn record_then_stop(stop: Stop) {
     let printed = Instant::now();
     // Read at once: nothing may still be attached when the summary says
     // tracing is over.
-    let at_summary = probed_bytes(pid, &bin);
+    let at_summary = read_probed(pid, &sites);
     assert!(summary.is_some(), "{stop:?}: no summary: {:?}", aw.out.seen);
     while matches!(aw.child.try_wait(), Ok(None)) && printed.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(5));
@@ -94,7 +96,7 @@ fn record_then_stop(stop: Stop) {
             "{stop:?}: {f} still probed when the summary was printed: {at_summary:x?}"
         );
     }
-    for (f, now, file) in probed_bytes(pid, &bin) {
+    for (f, now, file) in read_probed(pid, &sites) {
         assert_eq!(
             now, file,
             "{stop:?}: {f} still probed after allocwatch exited"

@@ -18,7 +18,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Variant, build_go, fixture, is_root, probed_bytes, toolchain};
+use support::{Variant, build_go, fixture, is_root, probe_sites, read_probed, toolchain};
 
 /// How long after `q` the shell may take to be back. Generous on purpose,
 /// as the machine may be busy: it takes ~0.1–0.2 s, where it took 2–4 s
@@ -722,8 +722,9 @@ fn quit_is_instant_and_releases_the_target() {
             .expect("start spin"),
     );
     let pid = target.pid();
+    let sites = probe_sites(&spin);
     std::thread::sleep(Duration::from_millis(200));
-    for (f, now, file) in probed_bytes(pid, &spin) {
+    for (f, now, file) in read_probed(pid, &sites) {
         assert_eq!(now, file, "{f} differs before tracing");
     }
     let tmux = Tmux::start(&top_script(dir.path(), &format!("--pid {pid}")));
@@ -732,7 +733,7 @@ fn quit_is_instant_and_releases_the_target() {
             .iter()
             .any(|r| first_word(r) == "main.spinAlloc")
     });
-    let during = probed_bytes(pid, &spin);
+    let during = read_probed(pid, &sites);
     assert!(
         during.iter().all(|(_, now, _)| *now == 0xcc),
         "probed instructions while traced: {during:x?}"
@@ -742,7 +743,7 @@ fn quit_is_instant_and_releases_the_target() {
     let took = quit_timed(&tmux);
     // The shell printed top's status: top has exited and was reaped.
     assert!(gone(top), "allocwatch (PID {top}) still there after EXIT=");
-    let after = probed_bytes(pid, &spin);
+    let after = read_probed(pid, &sites);
     check_restored(&tmux);
     eprintln!("q → shell back: {took:?}");
     for (f, now, file) in &after {
