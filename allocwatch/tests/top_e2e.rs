@@ -702,15 +702,9 @@ fn quit_timed(tmux: &Tmux) -> Duration {
     pressed.elapsed()
 }
 
-/// `q` gives the shell back at once: the terminal is restored, allocwatch
-/// has exited, and every probe is gone from the target, which runs on
-/// (the probed instructions read back as the file's bytes through
-/// /proc/PID/mem, `0xcc` while traced).
-#[test]
-fn quit_is_instant_and_releases_the_target() {
-    skip_unless_ready!();
+/// Go 1.27's spin, allocating for up to 2 minutes, untraced (killed on drop).
+fn running_spin() -> (PathBuf, Proc) {
     let spin = fixture(&toolchain("1.27.3"), "spin", Variant::Default);
-    let dir = tempfile::tempdir().expect("tempdir");
     let target = Proc(
         Command::new(&spin)
             .env("ALLOCWATCH_SECONDS", "120")
@@ -721,6 +715,27 @@ fn quit_is_instant_and_releases_the_target() {
             .spawn()
             .expect("start spin"),
     );
+    (spin, target)
+}
+
+/// Waits for spin's site on the dashboard.
+fn wait_for_spin(tmux: &Tmux) {
+    tmux.wait_for("main.spinAlloc", |s| {
+        table_rows(s, "Function")
+            .iter()
+            .any(|r| first_word(r) == "main.spinAlloc")
+    });
+}
+
+/// `q` gives the shell back at once: the terminal is restored, allocwatch
+/// has exited, and every probe is gone from the target, which runs on
+/// (the probed instructions read back as the file's bytes through
+/// /proc/PID/mem, `0xcc` while traced).
+#[test]
+fn quit_is_instant_and_releases_the_target() {
+    skip_unless_ready!();
+    let (spin, target) = running_spin();
+    let dir = tempfile::tempdir().expect("tempdir");
     let pid = target.pid();
     let sites = probe_sites(&spin);
     std::thread::sleep(Duration::from_millis(200));
@@ -728,11 +743,7 @@ fn quit_is_instant_and_releases_the_target() {
         assert_eq!(now, file, "{f} differs before tracing");
     }
     let tmux = Tmux::start(&top_script(dir.path(), &format!("--pid {pid}")));
-    tmux.wait_for("main.spinAlloc", |s| {
-        table_rows(s, "Function")
-            .iter()
-            .any(|r| first_word(r) == "main.spinAlloc")
-    });
+    wait_for_spin(&tmux);
     let during = read_probed(pid, &sites);
     assert!(
         during.iter().all(|(_, now, _)| *now == 0xcc),
@@ -807,25 +818,11 @@ fn top_launches_a_program() {
 #[test]
 fn closing_the_terminal_ends_top() {
     skip_unless_ready!();
-    let spin = fixture(&toolchain("1.27.3"), "spin", Variant::Default);
+    let (_, target) = running_spin();
     let dir = tempfile::tempdir().expect("tempdir");
-    let target = Proc(
-        Command::new(&spin)
-            .env("ALLOCWATCH_SECONDS", "60")
-            .env("GOMAXPROCS", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start spin"),
-    );
     let pid = target.pid();
     let tmux = Tmux::start(&top_script(dir.path(), &format!("--pid {pid}")));
-    tmux.wait_for("main.spinAlloc", |s| {
-        table_rows(s, "Function")
-            .iter()
-            .any(|r| first_word(r) == "main.spinAlloc")
-    });
+    wait_for_spin(&tmux);
     let top = allocwatch_in_pane(&tmux);
 
     let _ = tmux.cmd().arg("kill-server").output();
