@@ -17,12 +17,11 @@ use tokio::io::unix::AsyncFd;
 
 use crate::error::{AppError, Result};
 use crate::plan::{ProbePlan, Program};
+use crate::stats::Counters;
+use links::{Attacher, Links, is_exact_entry};
 
 mod links;
 mod multi;
-
-use crate::stats::Counters;
-use links::{Attacher, Links, is_exact_entry};
 
 /// The eBPF object built by `build.rs`.
 static BPF_OBJECT: &[u8] =
