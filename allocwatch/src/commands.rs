@@ -398,6 +398,8 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     )
     .await?;
     let snap = s.snapshot();
+    // Tracing is over: the target is released before anything is written.
+    s.release_target();
     let analysis = job
         .and_then(crate::escape::cmd::finish)
         .map(std::sync::Arc::new);
@@ -503,6 +505,7 @@ pub async fn explain(a: ExplainArgs, verbose: u8) -> Result<()> {
     )
     .await?;
     let snap = s.snapshot();
+    s.release_target();
     if s.target.launched() && matches!(stop, Stop::Signal(_) | Stop::Duration) {
         s.target.kill_launched();
     }
@@ -858,7 +861,7 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     let pid = s.target.pid;
     let max_overhead = a.target.max_overhead;
     let signals = Signals::listen()?;
-    let feeder = async move {
+    let feeder = async {
         let mut budget = max_overhead.map(|pct| Budget::new(pct, s.mode()));
         let stop = trace_loop(
             &mut s,
@@ -889,36 +892,45 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
             Err(e) => format!("tracing failed: {}", e.message),
         };
         let _ = tx2.send(crate::tui::Feed::TargetExited(msg)).await;
-        drop(s);
+        // Nothing left to trace: the numbers stay on screen.
+        s.release_target();
         std::future::pending::<()>().await;
     };
     let result = tokio::select! {
         r = &mut ui => r.map_err(|e| AppError::other(format!("{e:#}"))),
         () = feeder => Ok(()),
     };
+    // The way out, in this order: the dashboard has given the terminal back
+    // (`tui::run` restores it before it returns); the target is released
+    // (every probe detached at once); a program allocwatch launched is
+    // stopped; the process exits.
+    s.release_target();
     if launched {
         // A program allocwatch started does not outlive the dashboard.
-        // SAFETY: kill(2) on the PID of our own child.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        // Reap it (up to 2 s, then SIGKILL) so that no zombie is left behind.
-        let mut reaped = false;
-        for _ in 0..20 {
-            // SAFETY: waitpid on our own child, without blocking.
-            if unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) } != 0 {
-                reaped = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if !reaped {
-            // SAFETY: as above.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
-            }
-        }
+        stop_launched(pid);
     }
     result
+}
+
+/// Stops a program `top` launched: SIGTERM, reaped (no zombie left
+/// behind) as soon as it exits, SIGKILL after 2 s.
+fn stop_launched(pid: u32) {
+    let pid = pid.cast_signed();
+    // SAFETY: kill(2) on the PID of our own child, not reaped yet.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        // SAFETY: waitpid on our own child, without blocking.
+        if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } != 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
 }
 
 fn init_file_log(path: &Path) -> Result<()> {

@@ -313,4 +313,14 @@ impl Session {
     pub fn flush_logs(&mut self) {
         self.tracer.flush_logs();
     }
+
+    /// Gives the target back once tracing is over (after the last
+    /// snapshot): first whatever allocwatch changed in the target is set
+    /// back, then every probe is detached, all at once; returns when the
+    /// kernel has removed them all, so the target runs untouched from then
+    /// on. The kernel's maps stay readable. Idempotent; dropping the
+    /// session does the same.
+    pub fn release_target(&mut self) {
+        self.tracer.detach();
+    }
 }

@@ -1139,8 +1139,8 @@ struct Attach {
     wall_ms: f64,
     /// allocwatch's CPU time (all threads) when the line was read.
     cpu_ms: f64,
-    /// From the summary line (printed once tracing stopped) to the exit:
-    /// detaching the probes.
+    /// From the summary line to the exit (the probes are detached before
+    /// the summary is printed; benchmark 8 measures quitting).
     detach_ms: f64,
     probes: u64,
 }
@@ -1239,7 +1239,7 @@ fn b3_attach_time() {
             let (name, bin, args, ready) = &targets[(k + r) % targets.len()];
             let a = attach_once(bin, args, ready);
             println!(
-                "  round {}/{n} {name}: {} ms reported, {:.0} ms until the line, {:.0} ms CPU, {} probes; detach {:.0} ms",
+                "  round {}/{n} {name}: {} ms reported, {:.0} ms until the line, {:.0} ms CPU, {} probes; summary → exit {:.0} ms",
                 r + 1,
                 a.reported_ms,
                 a.wall_ms,
@@ -1258,7 +1258,7 @@ fn b3_attach_time() {
         let cpus: Vec<f64> = v.iter().map(|a| a.cpu_ms).collect();
         let detach: Vec<f64> = v.iter().map(|a| a.detach_ms).collect();
         note(&format!(
-            "{name} ({mb:.1} MB, {} probes): reported [{}] ms, allocwatch start → line [{}] ms, allocwatch CPU until then [{}] ms, summary → exit (detach) [{}] ms",
+            "{name} ({mb:.1} MB, {} probes): reported [{}] ms, allocwatch start → line [{}] ms, allocwatch CPU until then [{}] ms, summary → exit [{}] ms",
             v[0].probes,
             list(&reported),
             list(&walls),
@@ -1283,7 +1283,7 @@ fn b3_attach_time() {
             Goal::None,
         );
         row(
-            &format!("detach: summary line → exit, {name}"),
+            &format!("summary line → exit, {name}"),
             median(&detach),
             "ms",
             Goal::None,
@@ -1626,6 +1626,223 @@ fn b7_sampled_overhead() {
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// 8. Quitting: record's summary → exit, top's `q` → shell back
+
+/// One allocwatch binary to quit, and how.
+struct Quitter {
+    name: &'static str,
+    bin: PathBuf,
+    /// Extra environment (`ALLOCWATCH_UPROBE_LINKS=perf`).
+    env: &'static [(&'static str, &'static str)],
+}
+
+/// spin, running untraced (killed on drop).
+fn running_spin() -> Proc {
+    let mut fx = Proc::spawn(
+        Command::new(spin_bin())
+            .env("ALLOCWATCH_SECONDS", "600")
+            .env("GOMAXPROCS", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        "spin",
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        matches!(fx.child.try_wait(), Ok(None)),
+        "spin did not start"
+    );
+    fx
+}
+
+/// `record --pid --duration 1s`: ms from the summary line to the exit
+/// (reaped), and from the end of the duration to the exit.
+fn quit_record(q: &Quitter, pid: i32) -> (f64, f64) {
+    let mut aw = Proc::spawn(
+        Command::new(&q.bin)
+            .args(["record", "--duration", "1s", "--pid", &pid.to_string()])
+            .envs(q.env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        q.name,
+    );
+    let mut lines = Lines::spawn(aw.child.stderr.take().expect("stderr"));
+    lines
+        .until(Duration::from_secs(60), |l| l.contains("tracing PID"))
+        .unwrap_or_else(|| panic!("{} did not attach:\n{}", q.name, lines.text()));
+    let attached = Instant::now();
+    let summary = lines.until(Duration::from_secs(60), |l| l.contains("events lost:"));
+    let printed = Instant::now();
+    let end = aw.reap(Duration::from_secs(60));
+    assert!(
+        summary.is_some() && end.success,
+        "{}:\n{}",
+        q.name,
+        lines.rest(Duration::from_secs(5))
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    (ms(printed.elapsed()), ms(attached.elapsed()) - 1e3)
+}
+
+/// `top --pid` in a 120×40 tmux session of its own: ms from sending `q` to
+/// the shell printing top's exit status.
+fn quit_top(q: &Quitter, pid: i32, dir: &Path) -> f64 {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let socket = format!(
+        "allocwatch-bench-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let tmux = |args: &[&str]| -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &socket, "-f", "/dev/null"])
+            .args(args)
+            .env("TERM", "xterm-256color")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let env: String = q.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    let script = format!(
+        "{env}'{}' top --pid {pid} --refresh 250ms --log-file '{}'; echo EXIT=$?; exec sleep 600",
+        q.bin.display(),
+        dir.join("top.log").display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "-s",
+        "aw",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let start = Instant::now();
+    while !tmux(&["capture-pane", "-p", "-t", "aw"]).contains("main.spinAlloc") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}: no dashboard:\n{}",
+            q.name,
+            tmux(&["capture-pane", "-p", "-t", "aw"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pressed = Instant::now();
+    tmux(&["send-keys", "-t", "aw", "-l", "q"]);
+    while !tmux(&["capture-pane", "-p", "-t", "aw"]).contains("EXIT=0") {
+        assert!(
+            pressed.elapsed() < Duration::from_secs(60),
+            "{}: no EXIT=0 after q",
+            q.name
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = pressed.elapsed().as_secs_f64() * 1e3;
+    tmux(&["kill-server"]);
+    took
+}
+
+#[test]
+#[ignore = "benchmark: cargo xtask bench"]
+fn b8_quit() {
+    if skip_unless_root() {
+        return;
+    }
+    let tmux_ok = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    println!("\n## 8. Quitting: `record` summary → exit, `top` q → shell back (spin, Go {GO})");
+    let mut quitters = vec![
+        Quitter {
+            name: "allocwatch",
+            bin: allocwatch(),
+            env: &[],
+        },
+        Quitter {
+            name: "allocwatch, one perf link per probe",
+            bin: allocwatch(),
+            env: &[("ALLOCWATCH_UPROBE_LINKS", "perf")],
+        },
+    ];
+    // An older build, measured in the same run for a before/after figure.
+    if let Some(b) = std::env::var_os("ALLOCWATCH_BENCH_BASELINE") {
+        quitters.push(Quitter {
+            name: "baseline",
+            bin: PathBuf::from(b),
+            env: &[],
+        });
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = rounds(5);
+    let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); quitters.len()];
+    for r in 0..n {
+        for k in 0..quitters.len() {
+            let i = (k + r) % quitters.len();
+            let q = &quitters[i];
+            let fx = running_spin();
+            let (summary, stop) = quit_record(q, fx.pid());
+            let top = if tmux_ok {
+                quit_top(q, fx.pid(), dir.path())
+            } else {
+                f64::NAN
+            };
+            println!(
+                "  round {}/{n} {}: record summary → exit {summary:.0} ms, duration end → exit {stop:.0} ms; top q → shell {top:.0} ms",
+                r + 1,
+                q.name
+            );
+            runs[i].push((summary, stop, top));
+        }
+    }
+    if !tmux_ok {
+        note("tmux is not installed: top's q → shell back was not measured");
+    }
+    for (q, v) in quitters.iter().zip(&runs) {
+        let col = |f: fn(&(f64, f64, f64)) -> f64| v.iter().map(f).collect::<Vec<f64>>();
+        let (summary, stop, top) = (col(|x| x.0), col(|x| x.1), col(|x| x.2));
+        note(&format!(
+            "{}: record summary → exit [{}] ms, duration end → exit [{}] ms, top q → shell [{}] ms",
+            q.name,
+            list(&summary),
+            list(&stop),
+            list(&top)
+        ));
+        let goal = if q.name == "allocwatch" {
+            Goal::AtMost(300.0)
+        } else {
+            Goal::None
+        };
+        row(
+            &format!("quit: record summary → exit, {}", q.name),
+            median(&summary),
+            "ms",
+            goal,
+        );
+        row(
+            &format!("quit: record --duration end → exit, {}", q.name),
+            median(&stop),
+            "ms",
+            Goal::None,
+        );
+        row(
+            &format!("quit: top q → shell back, {}", q.name),
+            median(&top),
+            "ms",
+            goal,
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

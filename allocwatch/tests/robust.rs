@@ -22,7 +22,7 @@
 mod support;
 
 use support::proc::Proc;
-use support::{SiteRow, allocwatch, parse_result, read_site_rows, skip_unless_root};
+use support::{SiteRow, allocwatch, parse_result, probed_bytes, read_site_rows, skip_unless_root};
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -576,32 +576,6 @@ fn pace(fx: &mut Proc, skip: usize, count: usize) -> f64 {
         }
     }
     best
-}
-
-/// The first byte of every probed instruction as the process sees it
-/// (`0xcc` where a uprobe is installed) and as the file has it.
-fn probed_bytes(pid: u32, bin: &Path) -> Vec<(String, u8, u8)> {
-    use std::os::unix::fs::FileExt;
-    let gb = allocwatch::gobin::GoBinary::open(bin).expect("parse");
-    let plan = allocwatch::plan::plan(
-        &gb,
-        allocwatch::plan::PlanOptions {
-            pools: true,
-            mode: allocwatch::plan::Mode::Exact,
-            switchable: false,
-        },
-    )
-    .expect("plan");
-    let file = std::fs::read(bin).expect("read");
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
-    plan.probes
-        .iter()
-        .map(|p| {
-            let mut b = [0u8; 1];
-            mem.read_exact_at(&mut b, p.vaddr).expect("read mem");
-            (p.function.clone(), b[0], file[p.file_offset as usize])
-        })
-        .collect()
 }
 
 /// allocwatch killed with SIGKILL while tracing: no clean-up code runs, yet

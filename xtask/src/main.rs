@@ -34,6 +34,10 @@ enum Cmd {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3)]
         seconds: u32,
+        /// Another allocwatch binary (e.g. built from an older commit) that
+        /// the quit benchmark also measures, in the same run.
+        #[arg(long)]
+        baseline: Option<std::path::PathBuf>,
     },
     /// rustfmt and clippy on the workspace and on the eBPF crate.
     Lint,
@@ -51,9 +55,9 @@ fn main() -> Result<()> {
             setup::setup()?;
             demo()
         }
-        Cmd::Bench { seconds } => {
+        Cmd::Bench { seconds, baseline } => {
             setup::setup()?;
-            bench::bench(seconds)
+            bench::bench(seconds, baseline.as_deref())
         }
         Cmd::Lint => lint(),
     }

@@ -10,8 +10,6 @@ use allocwatch_common::{
     PoolEvent, PoolKey, SAMPLED_BIT, SLOT_FRAMES, Slot, cookie, counter, kind, names,
 };
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::UProbe;
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use aya_log::EbpfLogger;
 use std::collections::HashMap;
@@ -20,6 +18,10 @@ use tokio::io::unix::AsyncFd;
 use crate::error::{AppError, Result};
 use crate::plan::{ProbePlan, Program};
 use crate::stats::Counters;
+use links::{Attacher, Links, is_exact_entry};
+
+mod links;
+mod multi;
 
 /// The eBPF object built by `build.rs`.
 static BPF_OBJECT: &[u8] =
@@ -86,7 +88,8 @@ pub struct Fallbacks {
     pub lost_stacks: u64,
 }
 
-/// Loaded programs with their probes attached. Dropping it detaches every probe.
+/// Loaded programs with their probes attached. Dropping it (or
+/// [`Tracer::detach`]) detaches every probe, all at once.
 pub struct Tracer {
     ring: AsyncFd<RingBuf<MapData>>,
     logger: Option<AsyncFd<EbpfLogger<&'static dyn log::Log>>>,
@@ -94,22 +97,22 @@ pub struct Tracer {
     slots: PerCpuArray<MapData, Slot>,
     agg: PerCpuHashMap<MapData, AggKey, AggValue>,
     pool_agg: PerCpuHashMap<MapData, PoolKey, u64>,
-    attached: usize,
+    /// Every probe attached now.
+    links: Links,
     /// Which allocation programs count (`allocwatch_common::mode`).
     mode: Array<MapData, u32>,
-    /// The exact-mode allocation probes and, while attached, their links
-    /// (a switchable session detaches them in sampled mode).
+    /// The exact-mode allocation probes (a switchable session detaches
+    /// them in sampled mode and attaches them again).
     exact: Vec<crate::plan::PlannedProbe>,
-    exact_links: Vec<(&'static str, UProbeLinkId)>,
     exe: std::path::PathBuf,
-    pid: NonZeroU32,
+    pid: u32,
     /// Keeps the kernel's run-time statistics of BPF programs on.
     _stats: Option<std::os::fd::OwnedFd>,
     // Last: the programs and their links go when the rest is done.
     _ebpf: Ebpf,
 }
 
-fn load_error(e: &dyn std::fmt::Display) -> AppError {
+pub(super) fn load_error(e: &dyn std::fmt::Display) -> AppError {
     AppError::env(format!("cannot load the eBPF programs: {e}"))
         .hint("allocwatch needs root, or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, and a kernel ≥ 5.15 with BTF")
 }
@@ -156,46 +159,35 @@ fn mode_value(mode: crate::plan::Mode) -> u32 {
     }
 }
 
-/// An exact-mode allocation entry (not a sample, not a pool probe).
-fn is_exact_entry(p: &crate::plan::PlannedProbe) -> bool {
-    p.program == Program::Alloc && cookie::kind(p.cookie) != cookie::ALLOC_SAMPLE
-}
-
-/// Loads (once) the program that serves `p` and attaches it there.
-fn attach_one(
-    ebpf: &mut Ebpf,
-    p: &crate::plan::PlannedProbe,
-    exe: &Path,
-    pid: NonZeroU32,
-    bench: Option<BenchPrograms>,
-) -> Result<(&'static str, UProbeLinkId)> {
-    let name = program_for(p.program, cookie::kind(p.cookie), bench);
-    let prog: &mut UProbe = ebpf
-        .program_mut(name)
-        .ok_or_else(|| AppError::other(format!("program {name} missing from the eBPF object")))?
-        .try_into()
-        .map_err(|e| load_error(&e))?;
-    if prog.fd().is_err() {
-        prog.load().map_err(|e| load_error(&e))?;
+/// Multi-uprobe links where the kernel has them, unless
+/// `ALLOCWATCH_UPROBE_LINKS=perf` asks for one perf-event link per probe
+/// (the only way on kernels before 6.6; see `links`).
+fn attacher(ebpf: &Ebpf, plan: &ProbePlan, bench: Option<BenchPrograms>) -> Attacher {
+    if std::env::var_os("ALLOCWATCH_UPROBE_LINKS").is_some_and(|v| v == "perf") {
+        return Attacher::PerProbe;
     }
-    let point = UProbeAttachPoint {
-        location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
-        cookie: Some(p.cookie),
-    };
-    let id = prog
-        .attach(point, exe, UProbeScope::OneProcess(pid))
-        .map_err(|e| {
-            AppError::env(format!(
-                "cannot attach a uprobe to {}+{:#x}: {e}",
-                p.function, p.offset
-            ))
-            .hint("the kernel needs uprobes (CONFIG_UPROBE_EVENTS) and BPF cookies (≥ 5.15)")
-        })?;
-    Ok((name, id))
+    let mut names: Vec<&'static str> = plan
+        .probes
+        .iter()
+        .map(|p| program_for(p.program, cookie::kind(p.cookie), bench))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    match multi::Programs::load(ebpf, BPF_OBJECT, &names) {
+        Ok(p) => Attacher::Multi(p),
+        Err(e) => {
+            log::info!("multi-uprobe links unavailable ({e}): one link per probe");
+            Attacher::PerProbe
+        }
+    }
 }
 
 /// The program that serves a probe.
-fn program_for(program: Program, kind: u32, bench: Option<BenchPrograms>) -> &'static str {
+pub(super) fn program_for(
+    program: Program,
+    kind: u32,
+    bench: Option<BenchPrograms>,
+) -> &'static str {
     match bench {
         Some(BenchPrograms::Noop) => return names::PROG_NOOP,
         Some(BenchPrograms::Read1) => return names::PROG_FLOOR_READ1,
@@ -284,6 +276,8 @@ impl Tracer {
             loader.map_max_entries(names::EVENTS, bytes);
         }
         let mut ebpf = loader.load(BPF_OBJECT).map_err(|e| load_error(&e))?;
+        // Before any map leaves `ebpf` (the logger takes its own).
+        let attacher = attacher(&ebpf, plan, opts.bench);
         let logger = match EbpfLogger::init(&mut ebpf) {
             // SAFETY: the logger owns its ring buffer map's fd for its whole life.
             Ok(l) => unsafe { AsyncFd::register(l) }.ok(),
@@ -306,14 +300,11 @@ impl Tracer {
         // already in place (no spurious misses or "not put").
         let mut probes: Vec<_> = plan.probes.iter().collect();
         probes.sort_by_key(|p| cookie::kind(p.cookie) == cookie::POOL_GET);
-        let mut exact_links = Vec::new();
-        for p in &probes {
-            let (name, id) = attach_one(&mut ebpf, p, exe, pid, opts.bench)?;
-            if is_exact_entry(p) {
-                exact_links.push((name, id));
-            }
+        let mut links = Links::new(attacher);
+        if let Err(e) = links.attach(&mut ebpf, &probes, exe, pid.get(), opts.bench) {
+            links.detach_all(&mut ebpf);
+            return Err(e);
         }
-        let attached = probes.len();
         let exact = plan
             .probes
             .iter()
@@ -363,12 +354,11 @@ impl Tracer {
             slots,
             agg,
             pool_agg,
-            attached,
+            links,
             mode,
             exact,
-            exact_links,
             exe: exe.to_path_buf(),
-            pid,
+            pid: pid.get(),
             _stats: stats,
             _ebpf: ebpf,
         })
@@ -381,49 +371,37 @@ impl Tracer {
             .map_err(|e| AppError::other(format!("cannot switch modes: {e}")))
     }
 
-    /// Detaches the exact-mode allocation probes. The kernel takes ~0.1 s
-    /// per uprobe to detach, so that happens on a thread of its own; the
-    /// probes' programs stop counting as soon as the mode is sampled.
+    /// Detaches the exact-mode allocation probes, on a thread of their own
+    /// (the kernel takes ~0.1 s or more to release uprobes); the probes'
+    /// programs stop counting as soon as the mode is sampled.
     pub fn detach_exact(&mut self) {
-        let mut links = Vec::new();
-        for (name, id) in self.exact_links.drain(..) {
-            let Some(prog) = self
-                ._ebpf
-                .program_mut(name)
-                .and_then(|p| <&mut UProbe>::try_from(p).ok())
-            else {
-                continue;
-            };
-            match prog.take_link(id) {
-                Ok(l) => links.push(l),
-                Err(e) => log::debug!("taking a link of {name}: {e}"),
-            }
-        }
-        self.attached -= links.len();
-        let n = links.len();
-        if let Err(e) = std::thread::Builder::new()
-            .name("detach".into())
-            .spawn(move || drop(links))
-        {
-            log::debug!("detaching on this thread ({e})");
-        }
-        log::info!("detaching {n} exact-mode probes");
+        let n = self.links.detach_exact_background(&mut self._ebpf);
+        log::info!("detaching the exact-mode probes ({n} links)");
     }
 
     /// Attaches the exact-mode allocation probes again.
     pub fn attach_exact(&mut self) -> Result<()> {
-        for p in &self.exact {
-            let (name, id) = attach_one(&mut self._ebpf, p, &self.exe, self.pid, None)?;
-            self.exact_links.push((name, id));
-            self.attached += 1;
+        let probes: Vec<_> = self.exact.iter().collect();
+        self.links
+            .attach(&mut self._ebpf, &probes, &self.exe, self.pid, None)
+    }
+
+    /// Detaches every probe, all at once, and returns when the kernel has
+    /// removed them all from the target (also those a switch to sampled
+    /// mode was still detaching). The maps stay readable. Dropping the
+    /// tracer does the same.
+    pub fn detach(&mut self) {
+        let t0 = std::time::Instant::now();
+        let n = self.links.detach_all(&mut self._ebpf);
+        if n > 0 {
+            log::info!("detached every probe ({n} links) in {:?}", t0.elapsed());
         }
-        Ok(())
     }
 
     /// Number of uprobes attached.
     #[must_use]
     pub fn attached(&self) -> usize {
-        self.attached
+        self.links.count()
     }
 
     /// Hands every event now in the ring buffer to `f`; returns how many.
@@ -518,6 +496,9 @@ impl Tracer {
     /// kernel measures them (the time spent in the programs, not in the trap).
     #[must_use]
     pub fn program_run_time(&self) -> (u64, u64) {
+        if let Some(progs) = self.links.multi() {
+            return progs.run_time();
+        }
         let mut total = (0, 0);
         for name in [
             names::PROG_ALLOC,
@@ -574,5 +555,13 @@ impl Tracer {
     #[must_use]
     pub fn ring_fd(&self) -> i32 {
         self.ring.get_ref().as_raw_fd()
+    }
+}
+
+impl Drop for Tracer {
+    /// Detaches every probe at once before the programs and maps go (the
+    /// programs would otherwise drop their links one after another).
+    fn drop(&mut self) {
+        self.detach();
     }
 }

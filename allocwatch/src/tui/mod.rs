@@ -20,8 +20,6 @@ mod tests;
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -73,17 +71,15 @@ pub async fn run(
 
     let mut guard = terminal::setup()?;
     let (tx, keys) = mpsc::channel(64);
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader =
-        terminal::spawn_input(tx, stop.clone()).context("failed to start the key reader")?;
+    let (reader, mut stop) = terminal::spawn_input(tx).context("failed to start the key reader")?;
 
     let mut app = App::new(info, opts);
     let result = drive(&mut guard.terminal, &mut app, feed, keys, shutdown).await;
 
-    stop.store(true, Ordering::Relaxed);
     let restored = guard.restore();
-    // The reader wakes up every 100 ms; wait for it so it cannot steal
-    // keys typed at the shell afterwards — but not forever.
+    stop.stop();
+    // Wait for the reader (woken at once) so it cannot steal keys typed at
+    // the shell afterwards — but not forever.
     terminal::join_input(reader, Duration::from_secs(1)).await;
     result?;
     if given_back {

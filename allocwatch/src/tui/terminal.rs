@@ -8,6 +8,7 @@
 //! since crossterm's async `EventStream` is not enabled in this build.
 
 use std::io::{self, IsTerminal, Write};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
@@ -150,16 +151,23 @@ enum TtyWait {
 }
 
 /// Waits up to `timeout` for input on standard input, the terminal
-/// crossterm reads keys from.
-fn wait_tty(timeout: Duration) -> io::Result<TtyWait> {
-    let mut fd = libc::pollfd {
-        fd: libc::STDIN_FILENO,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+/// crossterm reads keys from, or for `wake` to become readable.
+fn wait_tty(timeout: Duration, wake: &io::PipeReader) -> io::Result<TtyWait> {
+    let mut fds = [
+        libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd that outlives the call.
-    let r = unsafe { libc::poll(&raw mut fd, 1, ms) };
+    // SAFETY: two valid pollfds that outlive the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
     if r < 0 {
         let e = io::Error::last_os_error();
         return if e.kind() == io::ErrorKind::Interrupted {
@@ -168,33 +176,47 @@ fn wait_tty(timeout: Duration) -> io::Result<TtyWait> {
             Err(e)
         };
     }
-    if r > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+    if r > 0 && fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
         return Ok(TtyWait::Gone);
     }
     Ok(TtyWait::Open)
 }
 
-/// Reads terminal events on a thread until `stop` is set or the receiver is
-/// gone; a read error, or the terminal hanging up, is forwarded and ends the
-/// thread.
+/// Stops the key reader at once: sets its flag and wakes it from its wait.
+pub struct InputStop {
+    flag: Arc<AtomicBool>,
+    wake: io::PipeWriter,
+}
+
+impl InputStop {
+    pub fn stop(&mut self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.wake.write_all(&[1]);
+    }
+}
+
+/// Reads terminal events on a thread until it is stopped (the returned
+/// [`InputStop`]) or the receiver is gone; a read error, or the terminal
+/// hanging up, is forwarded and ends the thread.
 ///
 /// crossterm is only asked for events that are already parsed or whose bytes
 /// are waiting: it reads a hung-up terminal in an endless loop (`read`
-/// returns 0 forever), so the thread checks for a hangup itself first.
+/// returns 0 forever), so the thread checks for a hangup itself first. A
+/// key typed after the stop is left for the shell.
 ///
 /// # Errors
 /// When the thread cannot be started.
-pub fn spawn_input(
-    tx: mpsc::Sender<io::Result<Event>>,
-    stop: Arc<AtomicBool>,
-) -> io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
+pub fn spawn_input(tx: mpsc::Sender<io::Result<Event>>) -> io::Result<(JoinHandle<()>, InputStop)> {
+    let (wake_rx, wake) = io::pipe()?;
+    let flag = Arc::new(AtomicBool::new(false));
+    let stop = flag.clone();
+    let reader = std::thread::Builder::new()
         .name("allocwatch-keys".to_owned())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::SeqCst) {
                 let ev = match event::poll(Duration::ZERO) {
                     Ok(true) => event::read(),
-                    Ok(false) => match wait_tty(Duration::from_millis(100)) {
+                    Ok(false) => match wait_tty(Duration::from_millis(100), &wake_rx) {
                         Ok(TtyWait::Open) => continue,
                         Ok(TtyWait::Gone) => Err(io::Error::new(
                             io::ErrorKind::BrokenPipe,
@@ -209,7 +231,8 @@ pub fn spawn_input(
                     break;
                 }
             }
-        })
+        })?;
+    Ok((reader, InputStop { flag, wake }))
 }
 
 /// Waits up to `limit` for the key reader to end. A reader that does not
@@ -222,7 +245,7 @@ pub async fn join_input(reader: JoinHandle<()>, limit: Duration) {
             log::warn!("the key reader did not stop within {limit:?}; leaving it behind");
             return;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let _ = reader.join();
 }

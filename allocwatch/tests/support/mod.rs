@@ -265,3 +265,46 @@ pub fn parse_result<T: serde::de::DeserializeOwned>(stdout: &str) -> T {
         .unwrap_or_else(|| panic!("fixture printed no result line:\n{stdout}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
 }
+
+/// Where allocwatch probes `bin` (exact mode, pools traced): function,
+/// run-time address and the file's first byte of the instruction there.
+/// For non-PIE executables (the plan's addresses are the run-time ones).
+pub fn probe_sites(bin: &Path) -> Vec<(String, u64, u8)> {
+    let gb = allocwatch::gobin::GoBinary::open(bin).expect("parse");
+    assert!(!gb.is_pie(), "probe_sites reads non-PIE executables only");
+    let plan = allocwatch::plan::plan(
+        &gb,
+        allocwatch::plan::PlanOptions {
+            pools: true,
+            mode: allocwatch::plan::Mode::Exact,
+            switchable: false,
+        },
+    )
+    .expect("plan");
+    let file = std::fs::read(bin).expect("read");
+    plan.probes
+        .iter()
+        .map(|p| (p.function.clone(), p.vaddr, file[p.file_offset as usize]))
+        .collect()
+}
+
+/// The first byte of every probed instruction of `sites` as process `pid`
+/// sees it — `0xcc` where the kernel installed a uprobe — and as the file
+/// has it, by function.
+pub fn read_probed(pid: u32, sites: &[(String, u64, u8)]) -> Vec<(String, u8, u8)> {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
+    sites
+        .iter()
+        .map(|(f, vaddr, file)| {
+            let mut b = [0u8; 1];
+            mem.read_exact_at(&mut b, *vaddr).expect("read mem");
+            (f.clone(), b[0], *file)
+        })
+        .collect()
+}
+
+/// [`read_probed`] at every [`probe_sites`] of `bin`.
+pub fn probed_bytes(pid: u32, bin: &Path) -> Vec<(String, u8, u8)> {
+    read_probed(pid, &probe_sites(bin))
+}
