@@ -341,7 +341,8 @@ enum Tracer {
     /// `allocwatch record --csv F`: exact mode (the default).
     Allocwatch,
     /// `allocwatch record --mode sampled --csv F`: the runtime's own
-    /// memory-profile samples (needs a target with memory profiling on).
+    /// memory-profile samples (spin has memory profiling off: allocwatch
+    /// switches it on for the session).
     AllocwatchSampled,
     /// `allocwatch record --noop-programs`: empty programs at the same probes.
     Noop,
@@ -376,9 +377,6 @@ struct Run {
     threads: u32,
     tracer: Tracer,
     bpf_stats: bool,
-    /// Run spin built with memory profiling on ([`spin_memprofile_bin`])
-    /// instead of the plain fixture.
-    profiling: bool,
 }
 
 #[derive(Debug, Default)]
@@ -416,102 +414,6 @@ struct Outcome {
 
 fn spin_bin() -> PathBuf {
     fixture(&go(), "spin", Variant::Default)
-}
-
-/// Added to spin's package by [`spin_memprofile_bin`] (through `go build
-/// -overlay`, nothing is written into testdata/).
-const MEMPROFILE_GO: &str = r#"package main
-
-import (
-	"os"
-	"runtime"
-)
-
-// Keeps runtime.MemProfile reachable, so that the linker leaves memory
-// profiling on (runtime.MemProfileRate = 512 KiB): allocwatch --mode sampled
-// probes the runtime's own samples.
-func init() {
-	if os.Getenv("ALLOCWATCH_NEVER") == "1" {
-		runtime.MemProfile(nil, false)
-	}
-}
-"#;
-
-/// Spin with memory profiling on. The fixture never references
-/// `runtime.MemProfile`, so the linker sets `runtime.disableMemoryProfiling`
-/// and `--mode sampled` refuses it; this is the same package plus one file
-/// that references it, built like `support::build_go` builds fixtures and
-/// cached under `target/fixtures/go<version>/memprofile/`.
-fn spin_memprofile_bin() -> PathBuf {
-    use std::collections::hash_map::DefaultHasher;
-    use std::hash::{Hash, Hasher};
-    let tc = go();
-    let testdata = support::workspace_root().join("testdata");
-    let src = testdata.join("fixtures/spin");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-        .unwrap_or_else(|e| panic!("read {}: {e}", src.display()))
-        .map(|e| e.expect("dir entry").path())
-        .collect();
-    files.sort();
-    let mut h = DefaultHasher::new();
-    for f in files.iter().chain([&testdata.join("go.mod")]) {
-        f.file_name().hash(&mut h);
-        std::fs::read(f)
-            .unwrap_or_else(|e| panic!("read {}: {e}", f.display()))
-            .hash(&mut h);
-    }
-    MEMPROFILE_GO.hash(&mut h);
-    tc.version.hash(&mut h);
-    let out_dir = support::target_dir()
-        .join("fixtures")
-        .join(format!("go{}", tc.version))
-        .join("memprofile");
-    let out = out_dir.join(format!("spin-memprofile-{:016x}", h.finish()));
-    if out.exists() {
-        return out;
-    }
-    std::fs::create_dir_all(&out_dir).expect("create fixture dir");
-    let work = tempfile::tempdir().expect("tempdir");
-    let extra = work.path().join("memprofile.go");
-    std::fs::write(&extra, MEMPROFILE_GO).expect("write memprofile.go");
-    let overlay = work.path().join("overlay.json");
-    let mut replace = serde_json::Map::new();
-    replace.insert(
-        src.join("zz_bench_memprofile.go").display().to_string(),
-        extra.display().to_string().into(),
-    );
-    let json = serde_json::json!({ "Replace": replace });
-    std::fs::write(&overlay, json.to_string()).expect("write overlay.json");
-    let tmp = out_dir.join(format!(".spin-memprofile.{}.tmp", std::process::id()));
-    let output = Command::new(tc.go())
-        .current_dir(&testdata)
-        .arg("build")
-        .arg("-o")
-        .arg(&tmp)
-        .arg(format!("-overlay={}", overlay.display()))
-        .arg("./fixtures/spin")
-        .env("GOROOT", &tc.goroot)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env(
-            "GOCACHE",
-            support::target_dir().join("gocache").join(&tc.version),
-        )
-        .env("GOPATH", support::target_dir().join("gopath"))
-        .env("GOAMD64", "v1")
-        .env("CGO_ENABLED", "0")
-        .env_remove("GOEXPERIMENT")
-        .output()
-        .expect("run go build");
-    assert!(
-        output.status.success(),
-        "go {} build spin with memory profiling on failed:\n{}",
-        tc.version,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::rename(&tmp, &out).expect("rename fixture into place");
-    out
 }
 
 /// Parses `key=value` from the fixture's `bench …` line.
@@ -637,11 +539,7 @@ fn start_tracer(run: Run, pid: u32, bin: &Path, dir: &Path) -> Option<(Proc, Lin
 /// One run: start the fixture (waiting), attach the tracer, release the
 /// workload for `seconds()`, collect everything.
 fn spin_run(run: Run) -> Outcome {
-    let bin = if run.profiling {
-        spin_memprofile_bin()
-    } else {
-        spin_bin()
-    };
+    let bin = spin_bin();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(&bin);
     cmd.env("GOMAXPROCS", run.threads.to_string())
@@ -786,10 +684,9 @@ fn interleaved(variants: &[Run], rounds: usize) -> Vec<Vec<Outcome>> {
             let v = variants[i];
             let o = spin_run(v);
             println!(
-                "  round {}/{rounds} {:?}{} {} threads={}: n={} cpu {:.1} ns/op, wall {:.1} ns/op{}{}",
+                "  round {}/{rounds} {:?} {} threads={}: n={} cpu {:.1} ns/op, wall {:.1} ns/op{}{}",
                 r + 1,
                 v.mode,
-                if v.profiling { " (profiling on)" } else { "" },
                 v.tracer.name(),
                 v.threads,
                 o.n,
@@ -865,7 +762,6 @@ fn b1_alloc_overhead() {
         threads: 1,
         tracer,
         bpf_stats: false,
-        profiling: false,
     };
     let variants = [
         r(Mode::Small, Tracer::None),
@@ -1049,7 +945,6 @@ fn b2_two_threads_cpu_and_loss() {
         threads: 2,
         tracer,
         bpf_stats: false,
-        profiling: false,
     };
     let variants = [r(Tracer::None), r(Tracer::Allocwatch)];
     let res = interleaved(&variants, rounds(3));
@@ -1309,7 +1204,6 @@ fn b4_pool_overhead() {
         threads: 1,
         tracer,
         bpf_stats: false,
-        profiling: false,
     };
     let variants = [r(Tracer::None), r(Tracer::Allocwatch), r(Tracer::Noop)];
     let res = interleaved(&variants, rounds(3));
@@ -1458,7 +1352,6 @@ fn b6_bpf_program_time() {
         threads: 1,
         tracer,
         bpf_stats: true,
-        profiling: false,
     };
     let variants = [
         r(Mode::Small, Tracer::Allocwatch),
@@ -1502,7 +1395,7 @@ fn b7_sampled_overhead() {
         return;
     }
     println!(
-        "\n## 7. Slowdown by `record --mode sampled` (and exact), spin with memory profiling on, 1 thread, GOMAXPROCS=1 GOGC=off, Go {GO} ({} s per run)",
+        "\n## 7. Slowdown by `record --mode sampled` (and exact), spin (memory profiling off: switched on by allocwatch), 1 thread, GOMAXPROCS=1 GOGC=off, Go {GO} ({} s per run)",
         seconds()
     );
     let r = |mode, tracer| Run {
@@ -1510,7 +1403,6 @@ fn b7_sampled_overhead() {
         threads: 1,
         tracer,
         bpf_stats: false,
-        profiling: true,
     };
     let variants = [
         r(Mode::Small, Tracer::None),
@@ -1552,7 +1444,7 @@ fn b7_sampled_overhead() {
         }
     }
     note(
-        "spin plus one file referencing runtime.MemProfile (the plain fixture has memory profiling disabled by the linker, which sampled mode refuses): all three variants run this binary, so the runtime's own sampling (MemProfileRate 512 KiB) is in the untraced figure too",
+        "the plain spin fixture: it never references runtime.MemProfile, so the linker switched memory profiling off (MemProfileRate 0): untraced and exact runs have no runtime sampling at all; in sampled runs allocwatch sets MemProfileRate to 512 KiB for the session, so the runtime's own sampling (profilealloc, mProf_Malloc) is part of the sampled figure",
     );
     for (mode, base, what) in [
         (Mode::Small, 0, "24 B object (mallocgcSmallNoScanSC3)"),
@@ -1562,7 +1454,7 @@ fn b7_sampled_overhead() {
         let m = |i: usize| median(&cpu(&res[base + i]));
         let (u, exact, sampled) = (m(0), m(1), m(2));
         note(&format!(
-            "{what}, profiling on: CPU ns per allocation, every run (wall: the fixture's own figure):"
+            "{what}: CPU ns per allocation, every run (wall: the fixture's own figure):"
         ));
         for (i, name) in ["untraced", "exact", "sampled"].iter().enumerate() {
             note(&format!(
@@ -1595,19 +1487,19 @@ fn b7_sampled_overhead() {
             wm(2)
         ));
         row(
-            &format!("{tag}, profiling on: untraced"),
+            &format!("{tag}, profiling off: untraced"),
             u,
             "ns/alloc",
             Goal::None,
         );
         row(
-            &format!("{tag}, profiling on: traced, allocwatch exact"),
+            &format!("{tag}, profiling off: traced, allocwatch exact"),
             exact,
             "ns/alloc",
             Goal::None,
         );
         row(
-            &format!("{tag}, profiling on: traced, allocwatch sampled"),
+            &format!("{tag}, profiling switched on by allocwatch: traced, allocwatch sampled"),
             sampled,
             "ns/alloc",
             Goal::None,
