@@ -18,7 +18,7 @@
 mod support;
 
 use support::proc::Proc;
-use support::{allocwatch, parse_result, read_site_rows};
+use support::{allocwatch, parse_result, read_site_rows, read_word};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -147,16 +147,6 @@ struct NoProfileResult {
     rate_before: u64,
     rate_after: u64,
     sites: Vec<NoProfileSite>,
-}
-
-/// Reads the 8-byte word at `addr` of process `pid` through `/proc/PID/mem`.
-fn read_word(pid: u32, addr: u64) -> u64 {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/PID/mem");
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, addr)
-        .unwrap_or_else(|e| panic!("read {addr:#x} of PID {pid}: {e}"));
-    u64::from_le_bytes(b)
 }
 
 /// The `.symtab` address of `name`, and the first byte the file holds

@@ -18,7 +18,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Variant, build_go, fixture, is_root, toolchain};
+use support::{Variant, build_go, fixture, is_root, read_word, toolchain};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const SITES_HEADER: &str =
@@ -755,15 +755,6 @@ fn closing_the_terminal_ends_top() {
     }
     assert!(!gone(pid), "the traced program died with the dashboard");
     drop(tmux);
-}
-
-/// The word at `addr` of process `pid`, read through `/proc/PID/mem`.
-fn read_word(pid: u32, addr: u64) -> u64 {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/PID/mem");
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, addr).expect("read /proc/PID/mem");
-    u64::from_le_bytes(b)
 }
 
 /// `top --mode sampled` on a program with memory profiling off: the header

@@ -265,3 +265,13 @@ pub fn parse_result<T: serde::de::DeserializeOwned>(stdout: &str) -> T {
         .unwrap_or_else(|| panic!("fixture printed no result line:\n{stdout}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad result JSON ({e}): {line}"))
 }
+
+/// The 8-byte word at `addr` of process `pid`, read through `/proc/PID/mem`.
+pub fn read_word(pid: u32, addr: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/PID/mem");
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, addr)
+        .unwrap_or_else(|e| panic!("read {addr:#x} of PID {pid}: {e}"));
+    u64::from_le_bytes(b)
+}
