@@ -342,8 +342,8 @@ enum Tracer {
     Allocwatch,
     /// `allocwatch record --mode sampled --csv F`: the runtime's own
     /// memory-profile samples (spin has memory profiling off: allocwatch
-    /// switches it on for the session).
-    AllocwatchSampled,
+    /// switches it on for the session), with `--sample-rate N` when given.
+    AllocwatchSampled(Option<u64>),
     /// `allocwatch record --noop-programs`: empty programs at the same probes.
     Noop,
     /// `allocwatch record --bench-programs read1|read2`: programs that only
@@ -362,7 +362,8 @@ impl Tracer {
         match self {
             Tracer::None => "untraced".into(),
             Tracer::Allocwatch => "allocwatch".into(),
-            Tracer::AllocwatchSampled => "allocwatch sampled".into(),
+            Tracer::AllocwatchSampled(None) => "allocwatch sampled".into(),
+            Tracer::AllocwatchSampled(Some(r)) => format!("allocwatch sampled --sample-rate {r}"),
             Tracer::Noop => "noop (floor)".into(),
             Tracer::ReadFloor(n) => format!("{n} (read floor)"),
             Tracer::Bpftrace(f) => format!("bpftrace {f} ustack(3)"),
@@ -471,16 +472,19 @@ fn start_tracer(run: Run, pid: u32, bin: &Path, dir: &Path) -> Option<(Proc, Lin
     let timeout = Duration::from_secs(120);
     match run.tracer {
         Tracer::None => None,
-        Tracer::Allocwatch | Tracer::AllocwatchSampled | Tracer::Noop | Tracer::ReadFloor(_) => {
+        Tracer::Allocwatch | Tracer::AllocwatchSampled(_) | Tracer::Noop | Tracer::ReadFloor(_) => {
             let mut cmd = Command::new(allocwatch());
             cmd.arg("record").arg("--pid").arg(pid.to_string());
             if run.tracer == Tracer::Noop {
                 cmd.arg("--noop-programs");
             } else if let Tracer::ReadFloor(n) = run.tracer {
                 cmd.arg("--bench-programs").arg(n);
-            } else if run.tracer == Tracer::AllocwatchSampled {
+            } else if let Tracer::AllocwatchSampled(rate) = run.tracer {
                 cmd.args(["--mode", "sampled", "--csv"])
                     .arg(dir.join("sites.csv"));
+                if let Some(r) = rate {
+                    cmd.arg("--sample-rate").arg(r.to_string());
+                }
             } else {
                 cmd.arg("--csv").arg(dir.join("sites.csv"));
                 if run.mode == Mode::Pool {
@@ -659,7 +663,7 @@ fn spin_run(run: Run) -> Outcome {
                         .map(|v| v[0]);
                     }
                 }
-                if run.tracer == Tracer::AllocwatchSampled {
+                if let Tracer::AllocwatchSampled(_) = run.tracer {
                     // Samples know no type: match the function only.
                     o.csv_sampled_allocs = read_csv_counts(
                         &dir.path().join("sites.csv"),
@@ -1388,6 +1392,44 @@ fn b6_bpf_program_time() {
 // ---------------------------------------------------------------------------
 // 7. Sampled mode: the slowdown of the target
 
+/// `--sample-rate` of b7's dense runs: 64 times the samples of 512 KiB.
+const DENSE_RATE: u64 = 8192;
+
+/// Samples (probe hits) per allocation of each run.
+fn hits_per_alloc(v: &[Outcome]) -> Vec<f64> {
+    v.iter()
+        .map(|o| o.hits.unwrap_or(0) as f64 / o.n.max(1) as f64)
+        .collect()
+}
+
+/// The cost of one sample (the runtime's profilealloc + allocwatch's probe),
+/// from the dense runs' slowdown per sample, and the slowdown it predicts
+/// at 512 KiB: a figure the noise of a shared machine moves far less than
+/// a difference of 1 % between two medians.
+fn per_sample_cost(tag: &str, untraced: f64, sampled: &[Outcome], dense: &[Outcome]) {
+    let dense_cpu = median(&cpu(dense));
+    let dense_hits = median(&hits_per_alloc(dense));
+    let per_sample = (dense_cpu - untraced) / dense_hits.max(f64::MIN_POSITIVE);
+    let hits = median(&hits_per_alloc(sampled));
+    note(&format!(
+        "  --sample-rate {DENSE_RATE}: cpu [{}] ns/alloc, {:.5} samples per allocation (512 KiB: {hits:.6}): {per_sample:.0} ns per sample",
+        list(&cpu(dense)),
+        dense_hits
+    ));
+    row(
+        &format!("{tag}: cost of one sample (--sample-rate {DENSE_RATE} runs)"),
+        per_sample,
+        "ns",
+        Goal::None,
+    );
+    row(
+        &format!("{tag}: sampled: slowdown predicted from it at 512 KiB"),
+        100.0 * per_sample * hits / untraced,
+        "%",
+        Goal::AtMost(3.0),
+    );
+}
+
 #[test]
 #[ignore = "benchmark: cargo xtask bench"]
 fn b7_sampled_overhead() {
@@ -1407,10 +1449,13 @@ fn b7_sampled_overhead() {
     let variants = [
         r(Mode::Small, Tracer::None),
         r(Mode::Small, Tracer::Allocwatch),
-        r(Mode::Small, Tracer::AllocwatchSampled),
+        r(Mode::Small, Tracer::AllocwatchSampled(None)),
         r(Mode::Big, Tracer::None),
         r(Mode::Big, Tracer::Allocwatch),
-        r(Mode::Big, Tracer::AllocwatchSampled),
+        r(Mode::Big, Tracer::AllocwatchSampled(None)),
+        // 64 times the samples: the cost of one sample stands out of the noise.
+        r(Mode::Small, Tracer::AllocwatchSampled(Some(DENSE_RATE))),
+        r(Mode::Big, Tracer::AllocwatchSampled(Some(DENSE_RATE))),
     ];
     let res = interleaved(&variants, rounds(5));
     let mut failures = Vec::new();
@@ -1418,7 +1463,7 @@ fn b7_sampled_overhead() {
         let what = format!("{:?} {}", v.mode, v.tracer.name());
         // Exact mode's counts must be exact; sampled mode's are estimates.
         check_counts(&what, outcomes, &mut failures);
-        if v.tracer != Tracer::AllocwatchSampled {
+        if !matches!(v.tracer, Tracer::AllocwatchSampled(_)) {
             continue;
         }
         let func = v.mode.site().0;
@@ -1446,9 +1491,9 @@ fn b7_sampled_overhead() {
     note(
         "the plain spin fixture: it never references runtime.MemProfile, so the linker switched memory profiling off (MemProfileRate 0): untraced and exact runs have no runtime sampling at all; in sampled runs allocwatch sets MemProfileRate to 512 KiB for the session, so the runtime's own sampling (profilealloc, mProf_Malloc) is part of the sampled figure",
     );
-    for (mode, base, what) in [
-        (Mode::Small, 0, "24 B object (mallocgcSmallNoScanSC3)"),
-        (Mode::Big, 3, "128 B object (newobject → mallocgc)"),
+    for (mode, base, dense, what) in [
+        (Mode::Small, 0, 6, "24 B object (mallocgcSmallNoScanSC3)"),
+        (Mode::Big, 3, 7, "128 B object (newobject → mallocgc)"),
     ] {
         let tag = if mode == Mode::Small { "small" } else { "big" };
         let m = |i: usize| median(&cpu(&res[base + i]));
@@ -1516,6 +1561,7 @@ fn b7_sampled_overhead() {
             "%",
             Goal::None,
         );
+        per_sample_cost(tag, u, &res[base + 2], &res[dense]);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

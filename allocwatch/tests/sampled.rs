@@ -11,6 +11,8 @@
 //!   The rate is read by the test through `/proc/PID/mem` at the address the
 //!   program itself prints (`&runtime.MemProfileRate`), cross-checked with
 //!   the symbol table of unstripped builds.
+//! - A program with profiling off launched by `record -- PROGRAM` runs with
+//!   512 KiB from its start (the runtime does not zero it), within 10 %.
 //! - `--sample-rate` on a program with profiling on: the old rate (512 KiB)
 //!   is back after exit; `--max-overhead` on a program with profiling off
 //!   starts and sets the rate back too.
@@ -464,5 +466,59 @@ fn bad_sample_rates_are_usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
         assert!(!stderr.contains("tracing PID"), "{args:?}: {stderr}");
+    }
+}
+
+/// `record --mode sampled -- PROGRAM` on a program with memory profiling
+/// off: allocwatch keeps the runtime from zeroing the rate at start (the
+/// program sees 512 KiB from its first line) and the estimates are within
+/// 10 % of its counts (Go 1.21 and 1.27, stripped).
+#[test]
+fn launched_program_with_profiling_off_is_sampled_from_the_start() {
+    if !is_root() {
+        eprintln!("skipped: needs root to load eBPF programs");
+        return;
+    }
+    for version in ["1.21.13", "1.27.3"] {
+        let bin = fixture(&toolchain(version), "noprofile", Variant::Stripped);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let csv = dir.path().join("sites.csv");
+        let out = Command::new(allocwatch())
+            .args(["record", "--mode", "sampled", "--csv"])
+            .arg(&csv)
+            .arg("--")
+            .arg(&bin)
+            .env("GOMAXPROCS", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run allocwatch");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "go{version}: {}\n{stderr}",
+            out.status
+        );
+        assert!(
+            stderr.contains("memory profiling is off in PID"),
+            "go{version}:\n{stderr}"
+        );
+        let res: NoProfileResult = parse_result(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(res.rate_before, 524_288, "go{version}: the rate at start");
+        let rows = read_site_rows(&csv);
+        for s in &res.sites {
+            let allocs: u64 = rows
+                .iter()
+                .filter(|r| r.function == s.func)
+                .map(|r| r.allocs)
+                .sum();
+            #[allow(clippy::cast_precision_loss)]
+            let off = (allocs as f64 - s.count as f64).abs() / s.count as f64;
+            assert!(
+                off <= 0.10,
+                "go{version}: {}: estimated {allocs}, true {}",
+                s.func,
+                s.count
+            );
+        }
     }
 }
