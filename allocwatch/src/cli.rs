@@ -69,6 +69,11 @@ pub struct TargetArgs {
     /// again. Each switch is announced and every output row says which mode counted it.
     #[arg(long, value_name = "PCT", value_parser = parse_percent, conflicts_with = "mode")]
     pub max_overhead: Option<f64>,
+    /// Sampled mode and --max-overhead: set the target's runtime.MemProfileRate to BYTES (about one
+    /// sample per BYTES allocated) for the session; the old rate is set back when allocwatch exits.
+    /// Without it, a program that has memory profiling off (rate 0) gets 524288, the Go default.
+    #[arg(long, value_name = "BYTES", value_parser = parse_sample_rate, allow_negative_numbers = true)]
+    pub sample_rate: Option<u64>,
     /// Benchmarks only: attach empty eBPF programs at the same points.
     #[arg(long, hide = true)]
     pub noop_programs: bool,
@@ -225,6 +230,17 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a `--sample-rate`: a positive number of bytes (`runtime.MemProfileRate`
+/// is a Go `int`).
+pub fn parse_sample_rate(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n.unsigned_abs()),
+        _ => Err(format!(
+            "`{s}` is not a positive number of bytes (e.g. 524288, the Go default; 1 records every allocation)"
+        )),
+    }
+}
+
 /// Parses a ring buffer size: a power of two from 4096 (a page) to 1 GiB.
 pub fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
@@ -299,6 +315,45 @@ mod tests {
         for bad in ["", "0", "2048", "5000", "2147483648", "-4096", "4k"] {
             assert!(parse_ringbuf_bytes(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn sample_rates() {
+        assert_eq!(parse_sample_rate("524288"), Ok(524_288));
+        assert_eq!(parse_sample_rate("1"), Ok(1));
+        for bad in ["", "0", "-1", "-524288", "4k", "1.5", "9223372036854775808"] {
+            assert!(parse_sample_rate(bad).is_err(), "{bad}");
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let err = parse(&[
+            "allocwatch",
+            "record",
+            "--mode",
+            "sampled",
+            "--sample-rate",
+            "-5",
+            "--pid",
+            "1",
+        ])
+        .expect_err("negative rate");
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("not a positive number of bytes"),
+            "{err}"
+        );
+        assert!(
+            parse(&[
+                "allocwatch",
+                "top",
+                "--mode",
+                "sampled",
+                "--sample-rate",
+                "4096",
+                "--pid",
+                "1"
+            ])
+            .is_ok()
+        );
     }
 
     #[test]

@@ -43,6 +43,12 @@ fn init_stderr_log(verbose: u8) {
 }
 
 fn target_spec(t: &TargetArgs) -> Result<TargetSpec> {
+    if t.sample_rate.is_some() && t.mode != crate::plan::Mode::Sampled && t.max_overhead.is_none() {
+        return Err(AppError::usage(
+            "--sample-rate sets the rate of the runtime's memory-profile samples, which only sampled mode uses",
+        )
+        .hint("add --mode sampled (or --max-overhead PCT)"));
+    }
     match (t.pid, t.command.is_empty()) {
         (Some(pid), true) => Ok(TargetSpec::Pid(pid)),
         (None, false) => Ok(TargetSpec::Launch(t.command.clone())),
@@ -107,6 +113,12 @@ fn print_plan(out: &mut impl Write, what: &str, p: &ProbePlan) -> std::io::Resul
             p.mode.name()
         )?,
         None => writeln!(out, "mode:          {}", p.mode.name())?,
+    }
+    if p.memory_profiling_disabled == Some(true) {
+        writeln!(
+            out,
+            "memory profiling: off (the program never references runtime.MemProfile); tracing sets runtime.MemProfileRate for the session"
+        )?;
     }
     writeln!(
         out,
@@ -289,10 +301,12 @@ async fn trace_loop(
 }
 
 /// The mode as the dashboard's header shows it.
-fn mode_label(mode: crate::plan::Mode, max_overhead: Option<f64>) -> String {
+fn mode_label(mode: crate::plan::Mode, max_overhead: Option<f64>, rate: Option<&str>) -> String {
+    let rate = rate.unwrap_or_default();
     match max_overhead {
-        Some(pct) => format!("{} (--max-overhead {pct}%)", mode.name()),
-        None => mode.name().into(),
+        Some(pct) => format!("{} (--max-overhead {pct}%{rate})", mode.name()),
+        None if rate.is_empty() => mode.name().into(),
+        None => format!("{} ({})", mode.name(), rate.trim_start_matches(", ")),
     }
 }
 
@@ -352,6 +366,7 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
             mode: a.target.mode,
             ringbuf_bytes: a.target.ringbuf_bytes,
             max_overhead: a.target.max_overhead,
+            sample_rate: a.target.sample_rate,
         },
     )?;
     // Sampled counts are estimates: the rows say which mode counted them.
@@ -398,7 +413,9 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     )
     .await?;
     let snap = s.snapshot();
-    // Tracing is over: the target is released before anything is written.
+    // Tracing is over: the target is given back (its MemProfileRate set
+    // back, every probe detached) before anything is written.
+    restore_rate(&s);
     s.release_target();
     let analysis = job
         .and_then(crate::escape::cmd::finish)
@@ -490,6 +507,7 @@ pub async fn explain(a: ExplainArgs, verbose: u8) -> Result<()> {
             mode: a.target.mode,
             ringbuf_bytes: a.target.ringbuf_bytes,
             max_overhead: None,
+            sample_rate: a.target.sample_rate,
         },
     )?;
     let signals = Signals::listen()?;
@@ -505,6 +523,7 @@ pub async fn explain(a: ExplainArgs, verbose: u8) -> Result<()> {
     )
     .await?;
     let snap = s.snapshot();
+    restore_rate(&s);
     s.release_target();
     if s.target.launched() && matches!(stop, Stop::Signal(_) | Stop::Duration) {
         s.target.kill_launched();
@@ -534,6 +553,9 @@ fn announce(s: &Session) {
     for w in &s.plan.warnings {
         let _ = writeln!(e, "allocwatch: warning: {w}");
     }
+    if let Some(r) = s.rate_override() {
+        let _ = writeln!(e, "allocwatch: {}", r.announcement());
+    }
     let _ = writeln!(
         e,
         "allocwatch: tracing PID {} ({}): {} probes attached in {} ms",
@@ -543,6 +565,15 @@ fn announce(s: &Session) {
         s.attach_time.as_millis()
     );
     let _ = e.flush();
+}
+
+/// Sets the target's `runtime.MemProfileRate` back (when allocwatch set it)
+/// and says so. Dropping the session would too; this is the moment: right
+/// after the last counts were read.
+fn restore_rate(s: &Session) {
+    if let Some(m) = s.rate_override().and_then(|r| r.restore()) {
+        eprintln!("allocwatch: {m}");
+    }
 }
 
 /// Two outputs at one path would overwrite each other.
@@ -823,19 +854,27 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
             mode: a.target.mode,
             ringbuf_bytes: a.target.ringbuf_bytes,
             max_overhead: a.target.max_overhead,
+            sample_rate: a.target.sample_rate,
         },
     )?;
+    // The header names the rate allocwatch set (the status line says why).
+    let rate = s.rate_override();
+    let rate_note = rate
+        .as_ref()
+        .map(|r| format!(", MemProfileRate {} set by allocwatch", r.set));
+    let mut warnings = s.plan.warnings.clone();
+    warnings.extend(rate.as_ref().map(|r| r.announcement()));
     let info = crate::tui::TargetInfo {
         pid: s.target.pid,
         command: s.target.command.clone(),
         go_version: s.plan.go_version.clone(),
         stripped: s.plan.stripped,
         pie: s.plan.pie,
-        mode: mode_label(s.mode(), a.target.max_overhead),
+        mode: mode_label(s.mode(), a.target.max_overhead, rate_note.as_deref()),
         mode_column: a.target.mode_column(),
         cost_per_hit_ns: COST_PER_HIT_NS,
         log_path: log_path.display().to_string(),
-        warnings: s.plan.warnings.clone(),
+        warnings,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     if let Some(req) = escape {
@@ -873,7 +912,7 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
                 Tick::Switch(sw, notice) => {
                     log::warn!("{notice}");
                     let _ = tx.try_send(crate::tui::Feed::ModeSwitch {
-                        mode: mode_label(sw.to, max_overhead),
+                        mode: mode_label(sw.to, max_overhead, rate_note.as_deref()),
                         notice: notice.to_owned(),
                     });
                 }
@@ -885,12 +924,16 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
         .await;
         let snap = s.snapshot();
         let _ = tx2.send(crate::tui::Feed::Snapshot(Box::new(snap))).await;
-        let msg = match &stop {
+        let mut msg = match &stop {
             Ok(Stop::Target(Gone::Exited(m) | Gone::Replaced(m))) => format!("pid {pid} {m}"),
             Ok(Stop::Signal(sig)) => format!("tracing stopped by {sig}"),
             Ok(Stop::Duration) => "tracing stopped".into(),
             Err(e) => format!("tracing failed: {}", e.message),
         };
+        if let Some(m) = s.rate_override().and_then(|r| r.restore()) {
+            log::info!("{m}");
+            msg = format!("{msg}; {m}");
+        }
         let _ = tx2.send(crate::tui::Feed::TargetExited(msg)).await;
         // Nothing left to trace: the numbers stay on screen.
         s.release_target();
@@ -902,8 +945,12 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     };
     // The way out, in this order: the dashboard has given the terminal back
     // (`tui::run` restores it before it returns); the target is released
-    // (every probe detached at once); a program allocwatch launched is
-    // stopped; the process exits.
+    // (its MemProfileRate set back, every probe detached at once); a
+    // program allocwatch launched is stopped; the process exits.
+    if let Some(m) = rate.and_then(|r| r.restore()) {
+        log::info!("{m}");
+        eprintln!("allocwatch: {m}");
+    }
     s.release_target();
     if launched {
         // A program allocwatch started does not outlive the dashboard.

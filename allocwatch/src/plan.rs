@@ -79,6 +79,14 @@ pub struct ProbePlan {
     pub switchable: bool,
     /// Sampled mode: the vaddr of `runtime.MemProfileRate`.
     pub mem_profile_rate_addr: Option<u64>,
+    /// Sampled mode: whether the linker switched memory profiling off (the
+    /// program never references `runtime.MemProfile`), so that the runtime
+    /// sets `MemProfileRate` to 0 at start; `None` when not known. Tracing
+    /// then sets the rate itself for the session.
+    pub memory_profiling_disabled: Option<bool>,
+    /// The vaddr of `runtime.disableMemoryProfiling` (sampled mode).
+    #[serde(skip)]
+    pub disable_flag_addr: Option<u64>,
     pub pools: PoolTracing,
     pub warnings: Vec<String>,
 }
@@ -126,13 +134,14 @@ impl Mode {
     }
 }
 
-/// Whether the linker disabled memory profiling (`runtime.disableMemoryProfiling`,
-/// set when the program never references `runtime.MemProfile`): then the
-/// runtime sets `MemProfileRate = 0` at start and there are no samples. Found
-/// in `runtime.schedinit` as the flag tested right before
-/// `MemProfileRate = 0`; `None` when that code is not recognised.
+/// `runtime.disableMemoryProfiling` (set by the linker when the program
+/// never references `runtime.MemProfile`; then the runtime sets
+/// `MemProfileRate = 0` at start): its vaddr and whether it is set. Found in
+/// `runtime.schedinit` as the flag compared right before the store of 0 to
+/// `MemProfileRate`; `None` when that code is not recognised. Works without
+/// symbols.
 #[must_use]
-pub fn memory_profiling_disabled(bin: &GoBinary, rate_addr: u64) -> Option<bool> {
+pub fn memory_profiling_flag(bin: &GoBinary, rate_addr: u64) -> Option<(u64, bool)> {
     use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
     let f = bin.func_by_name("runtime.schedinit")?;
     let code = bin.code(&f)?;
@@ -149,7 +158,8 @@ pub fn memory_profiling_disabled(bin: &GoBinary, rate_addr: u64) -> Option<bool>
             && ins.is_ip_rel_memory_operand()
             && ins.ip_rel_memory_address() == rate_addr
         {
-            return flag.and_then(|a| bin.read_ptr(a)).map(|w| w & 0xff != 0);
+            let a = flag?;
+            return bin.initial_byte(a).map(|b| (a, b != 0));
         }
     }
     None
@@ -272,12 +282,6 @@ impl Builder<'_> {
     }
 }
 
-/// Why sampled mode cannot work on some binaries.
-pub const SAMPLING_DISABLED: &str = "memory profiling is disabled in this program: it never references \
-     runtime.MemProfile, so the linker set runtime.disableMemoryProfiling and the runtime samples nothing \
-     (MemProfileRate = 0); use --mode exact, or have the program import runtime/pprof (or reference \
-     runtime.MemProfile) to get samples";
-
 /// Computes the probe plan of a Go executable.
 pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
     let info = bin.build_info();
@@ -301,6 +305,7 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         .collect();
     specialized.sort_by_key(|f| f.entry);
     let mut mem_profile_rate = None;
+    let mut flag = None;
     if opts.mode == Mode::Exact {
         b.entry("runtime.mallocgc", cookie::ALLOC_ENTRY)?;
         for f in &specialized {
@@ -313,8 +318,13 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         let Some(rate_addr) = mem_profile_rate else {
             return Err("cannot find runtime.MemProfileRate in runtime.profilealloc".into());
         };
-        if memory_profiling_disabled(bin, rate_addr) == Some(true) {
-            return Err(SAMPLING_DISABLED.into());
+        flag = memory_profiling_flag(bin, rate_addr);
+        if flag.is_none() {
+            b.warnings.push(
+                "cannot tell whether the linker switched memory profiling off (runtime.schedinit not recognised): \
+                 a launched program may have no samples"
+                    .into(),
+            );
         }
     }
     let malloc_ranges: Vec<(u64, u64)> = {
@@ -376,6 +386,8 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         mode: opts.mode,
         switchable: opts.switchable,
         mem_profile_rate_addr: mem_profile_rate,
+        memory_profiling_disabled: flag.map(|(_, set)| set),
+        disable_flag_addr: flag.map(|(a, _)| a),
         pools,
         warnings: b.warnings,
     })

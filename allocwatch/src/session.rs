@@ -17,7 +17,7 @@ use crate::plan::{self, PlanOptions, ProbePlan};
 use crate::probe::{Event, Fallbacks, LoadOptions, Tracer};
 use crate::stats::{Aggregator, PoolOp, Snapshot};
 use crate::symbolize::GoResolver;
-use crate::target::{Gone, Target};
+use crate::target::{Gone, RateOverride, Target};
 
 /// What to trace.
 #[derive(Clone, Debug)]
@@ -38,7 +38,14 @@ pub struct Options {
     pub ringbuf_bytes: Option<u32>,
     /// `--max-overhead`: start exact, ready to switch to sampled and back.
     pub max_overhead: Option<f64>,
+    /// `--sample-rate`: the `runtime.MemProfileRate` to set for the session
+    /// (sampled mode, `--max-overhead`).
+    pub sample_rate: Option<u64>,
 }
+
+/// The rate allocwatch sets in a program that has memory profiling off: the
+/// runtime's default (`runtime.MemProfileRate = 512 * 1024`).
+pub const DEFAULT_SAMPLE_RATE: u64 = 512 * 1024;
 
 /// Opens and parses a Go executable, mapping failures to target errors.
 pub fn open_binary(path: &Path, what: &str) -> Result<GoBinary> {
@@ -91,6 +98,8 @@ pub struct Session {
     rate_addr: Option<u64>,
     /// The mode counting now (a switchable session changes it).
     mode: crate::plan::Mode,
+    /// The `runtime.MemProfileRate` allocwatch set, set back at the end.
+    rate_override: Option<Arc<RateOverride>>,
 }
 
 impl Session {
@@ -109,7 +118,7 @@ impl Session {
                 Target::launch(argv)?
             }
         };
-        let (bin, plan, tracer, bias) = match Self::prepare(&target, opts) {
+        let (bin, plan, tracer, bias, rate_override) = match Self::prepare(&target, opts) {
             Ok(parts) => parts,
             Err(e) => {
                 target.kill_launched();
@@ -121,20 +130,8 @@ impl Session {
         let mut agg = Aggregator::new(GoResolver::new(bin.clone(), bias).with_pid(target.pid));
         let rate_addr = plan.mem_profile_rate_addr.map(|a| a + bias);
         if let Some(addr) = rate_addr {
+            // The rate in force (allocwatch's, when it set one).
             let rate = crate::target::read_u64(target.pid, addr).unwrap_or(0);
-            if rate == 0 && !target.launched() {
-                target.kill_launched();
-                let hint = if plan.switchable {
-                    "leave out --max-overhead, or leave runtime.MemProfileRate at its default in the program"
-                } else {
-                    "use --mode exact, or leave runtime.MemProfileRate at its default in the program"
-                };
-                return Err(AppError::target(format!(
-                    "PID {}: runtime.MemProfileRate is 0: the program turned memory profiling off, so there are no samples",
-                    target.pid
-                ))
-                .hint(hint));
-            }
             agg.set_sample_rate(rate);
         }
         let attach_time = t0.elapsed();
@@ -158,10 +155,15 @@ impl Session {
             kinds,
             rate_addr,
             mode,
+            rate_override: rate_override.map(Arc::new),
         })
     }
 
-    fn prepare(target: &Target, opts: Options) -> Result<(Arc<GoBinary>, ProbePlan, Tracer, u64)> {
+    #[expect(clippy::type_complexity, reason = "the parts of a session, once")]
+    fn prepare(
+        target: &Target,
+        opts: Options,
+    ) -> Result<(Arc<GoBinary>, ProbePlan, Tracer, u64, Option<RateOverride>)> {
         let what = format!("PID {} ({})", target.pid, target.exe_display);
         let bin = Arc::new(open_binary(&target.exe, &what)?);
         let plan = plan::plan(
@@ -172,16 +174,7 @@ impl Session {
                 switchable: opts.max_overhead.is_some(),
             },
         )
-        .map_err(|e| {
-            if opts.max_overhead.is_some() && e == plan::SAMPLING_DISABLED {
-                AppError::target(format!(
-                    "{what}: --max-overhead needs the runtime's memory-profile samples to fall back on, but memory profiling is disabled in this program"
-                ))
-                .hint("leave out --max-overhead, or have the program import runtime/pprof (or reference runtime.MemProfile)")
-            } else {
-                AppError::target(format!("{what}: cannot plan probes: {e}"))
-            }
-        })?;
+        .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
         let bias = if bin.is_pie() {
             target.load_bias(bin.first_load_vaddr())?
         } else {
@@ -191,8 +184,18 @@ impl Session {
             bench: opts.bench,
             ringbuf_bytes: opts.ringbuf_bytes,
         };
+        // Before attaching: the runtime's first samples at a new rate (one
+        // per P right away, from Go 1.24) fall before counting starts.
+        let rate_override = set_sample_rate(target, &plan, bias, opts.sample_rate)?;
         let tracer = Tracer::attach_programs(&plan, &target.exe, target.pid, bias, load)?;
-        Ok((bin, plan, tracer, bias))
+        Ok((bin, plan, tracer, bias, rate_override))
+    }
+
+    /// The `runtime.MemProfileRate` allocwatch set for this session (it is
+    /// set back on [`RateOverride::restore`], or when the last holder drops it).
+    #[must_use]
+    pub fn rate_override(&self) -> Option<Arc<RateOverride>> {
+        self.rate_override.clone()
     }
 
     /// Moves every event in the ring buffer into the aggregator.
@@ -228,9 +231,12 @@ impl Session {
     /// Reads the kernel's aggregated totals into the aggregator (after
     /// draining the ring buffer, so that new keys arrive with their stacks).
     pub fn collect(&mut self) {
+        // The live rate; 0 (switched off, or set back at the end) produces
+        // no samples and would unscale the ones already counted.
         if let Some(rate) = self
             .rate_addr
             .and_then(|a| crate::target::read_u64(self.target.pid, a))
+            .filter(|&r| r > 0)
         {
             self.agg.set_sample_rate(rate);
         }
@@ -323,4 +329,48 @@ impl Session {
     pub fn release_target(&mut self) {
         self.tracer.detach();
     }
+}
+
+/// Sets `runtime.MemProfileRate` for a sampled (or switchable) session when
+/// the program has memory profiling off, or `--sample-rate` asks for a
+/// rate: the runtime reads it on every allocation, so it takes effect at
+/// once. A launched program that has not run yet would set the rate to 0
+/// at start when the linker switched profiling off: its
+/// `runtime.disableMemoryProfiling` is cleared too.
+fn set_sample_rate(
+    target: &Target,
+    plan: &ProbePlan,
+    bias: u64,
+    requested: Option<u64>,
+) -> Result<Option<RateOverride>> {
+    let Some(addr) = plan.mem_profile_rate_addr.map(|a| a + bias) else {
+        return Ok(None);
+    };
+    let pid = target.pid;
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        AppError::target(format!(
+            "PID {pid}: cannot {what} runtime.MemProfileRate at {addr:#x}: {e}"
+        ))
+        .hint("use --mode exact")
+    };
+    let live = crate::target::read_u64(pid, addr)
+        .ok_or_else(|| fail("read", &"/proc/PID/mem is not readable"))?;
+    let linker_disabled = plan.memory_profiling_disabled == Some(true);
+    // Not started yet: the file's 512 KiB, which the runtime would zero.
+    let clear_flag = target.launched() && linker_disabled;
+    let old = if clear_flag { 0 } else { live };
+    let Some(set) = requested.or((old == 0).then_some(DEFAULT_SAMPLE_RATE)) else {
+        return Ok(None);
+    };
+    if set == old {
+        return Ok(None);
+    }
+    let mem = crate::target::open_mem(pid).map_err(|e| fail("open /proc/PID/mem to set", &e))?;
+    if clear_flag && let Some(flag) = plan.disable_flag_addr {
+        crate::target::clear_byte(&mem, flag + bias)
+            .map_err(|e| fail("clear runtime.disableMemoryProfiling to keep", &e))?;
+    }
+    RateOverride::apply(mem, pid, addr, old, set, linker_disabled)
+        .map_err(|e| fail("set", &e))
+        .map(Some)
 }

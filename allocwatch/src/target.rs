@@ -94,6 +94,148 @@ pub fn read_u64(pid: u32, addr: u64) -> Option<u64> {
     Some(u64::from_le_bytes(b))
 }
 
+/// Writes a little-endian word into the address space behind `mem` (a
+/// `/proc/PID/mem` opened for writing) and reads it back.
+pub fn write_u64(mem: &std::fs::File, addr: u64, value: u64) -> std::io::Result<()> {
+    write_verified(mem, addr, &value.to_le_bytes())
+}
+
+/// Writes `bytes` at `addr` through `mem` and checks that they read back.
+fn write_verified(mem: &std::fs::File, addr: u64, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    mem.write_all_at(bytes, addr)?;
+    let mut back = vec![0u8; bytes.len()];
+    mem.read_exact_at(&mut back, addr)?;
+    if back != bytes {
+        return Err(std::io::Error::other(format!(
+            "wrote {bytes:02x?} at {addr:#x} but read back {back:02x?}"
+        )));
+    }
+    Ok(())
+}
+
+/// `runtime.MemProfileRate` as allocwatch set it in the target for one
+/// session: set back to its old value by [`RateOverride::restore`] (at the
+/// end of the session) or on drop (every other way out but `SIGKILL`).
+///
+/// All reads and writes go through the `/proc/PID/mem` opened when the
+/// rate was set: the kernel ties it to that address space, so a process
+/// that has exec'd or exited (and a process that reuses its PID) is never
+/// written to.
+pub struct RateOverride {
+    mem: std::fs::File,
+    pid: u32,
+    /// Runtime address of `runtime.MemProfileRate`.
+    addr: u64,
+    /// The rate the program had (what is set back).
+    pub old: u64,
+    /// The rate allocwatch set.
+    pub set: u64,
+    /// Whether the linker had switched memory profiling off.
+    pub linker_disabled: bool,
+    restored: std::sync::atomic::AtomicBool,
+}
+
+/// Opens `/proc/PID/mem` for reading and writing.
+pub fn open_mem(pid: u32) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(proc_path(pid, "mem"))
+}
+
+impl RateOverride {
+    /// Sets the rate at `addr` (a runtime address) to `set` through `mem`,
+    /// remembering `old` as the value to set back. The write is checked by
+    /// reading the word back.
+    pub fn apply(
+        mem: std::fs::File,
+        pid: u32,
+        addr: u64,
+        old: u64,
+        set: u64,
+        linker_disabled: bool,
+    ) -> std::io::Result<RateOverride> {
+        write_u64(&mem, addr, set)?;
+        Ok(RateOverride {
+            mem,
+            pid,
+            addr,
+            old,
+            set,
+            linker_disabled,
+            restored: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// What allocwatch did, in one line (stderr, the dashboard).
+    #[must_use]
+    pub fn announcement(&self) -> String {
+        if self.old == 0 {
+            let why = if self.linker_disabled {
+                ": the program never references runtime.MemProfile, so the linker switched memory profiling off"
+            } else {
+                ""
+            };
+            format!(
+                "memory profiling is off in PID {} (runtime.MemProfileRate = 0{why}); allocwatch set runtime.MemProfileRate to {} for this session and sets it back to 0 when it exits",
+                self.pid, self.set
+            )
+        } else {
+            format!(
+                "allocwatch set runtime.MemProfileRate of PID {} to {} (--sample-rate) for this session; it was {} and is set back when allocwatch exits",
+                self.pid, self.set, self.old
+            )
+        }
+    }
+
+    /// Sets the old rate back, once: `None` when already done or when the
+    /// process is gone (nothing to set back), else what happened. A rate
+    /// the program changed itself meanwhile is left as it is.
+    pub fn restore(&self) -> Option<String> {
+        use std::os::unix::fs::FileExt;
+        use std::sync::atomic::Ordering;
+        if self.restored.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let mut b = [0u8; 8];
+        // A process that has exited or exec'd reads nothing (or fails).
+        self.mem.read_exact_at(&mut b, self.addr).ok()?;
+        let now = u64::from_le_bytes(b);
+        if now != self.set {
+            return Some(format!(
+                "runtime.MemProfileRate of PID {} is {now}, no longer the {} allocwatch set: left as it is",
+                self.pid, self.set
+            ));
+        }
+        Some(match write_u64(&self.mem, self.addr, self.old) {
+            Ok(()) => format!(
+                "runtime.MemProfileRate of PID {} set back to {}",
+                self.pid, self.old
+            ),
+            Err(e) => format!(
+                "cannot set runtime.MemProfileRate of PID {} back to {}: {e}",
+                self.pid, self.old
+            ),
+        })
+    }
+}
+
+impl Drop for RateOverride {
+    fn drop(&mut self) {
+        if let Some(m) = self.restore() {
+            log::info!("{m}");
+        }
+    }
+}
+
+/// Clears the byte at `addr` (`runtime.disableMemoryProfiling`) in a
+/// launched process that has not run yet, so that the runtime keeps
+/// `runtime.MemProfileRate` instead of setting it to 0 at start.
+pub fn clear_byte(mem: &std::fs::File, addr: u64) -> std::io::Result<()> {
+    write_verified(mem, addr, &[0])
+}
+
 fn proc_path(pid: u32, what: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{what}"))
 }

@@ -341,8 +341,9 @@ enum Tracer {
     /// `allocwatch record --csv F`: exact mode (the default).
     Allocwatch,
     /// `allocwatch record --mode sampled --csv F`: the runtime's own
-    /// memory-profile samples (needs a target with memory profiling on).
-    AllocwatchSampled,
+    /// memory-profile samples (spin has memory profiling off: allocwatch
+    /// switches it on for the session), with `--sample-rate N` when given.
+    AllocwatchSampled(Option<u64>),
     /// `allocwatch record --noop-programs`: empty programs at the same probes.
     Noop,
     /// `allocwatch record --bench-programs read1|read2`: programs that only
@@ -361,7 +362,8 @@ impl Tracer {
         match self {
             Tracer::None => "untraced".into(),
             Tracer::Allocwatch => "allocwatch".into(),
-            Tracer::AllocwatchSampled => "allocwatch sampled".into(),
+            Tracer::AllocwatchSampled(None) => "allocwatch sampled".into(),
+            Tracer::AllocwatchSampled(Some(r)) => format!("allocwatch sampled --sample-rate {r}"),
             Tracer::Noop => "noop (floor)".into(),
             Tracer::ReadFloor(n) => format!("{n} (read floor)"),
             Tracer::Bpftrace(f) => format!("bpftrace {f} ustack(3)"),
@@ -376,9 +378,6 @@ struct Run {
     threads: u32,
     tracer: Tracer,
     bpf_stats: bool,
-    /// Run spin built with memory profiling on ([`spin_memprofile_bin`])
-    /// instead of the plain fixture.
-    profiling: bool,
 }
 
 #[derive(Debug, Default)]
@@ -416,102 +415,6 @@ struct Outcome {
 
 fn spin_bin() -> PathBuf {
     fixture(&go(), "spin", Variant::Default)
-}
-
-/// Added to spin's package by [`spin_memprofile_bin`] (through `go build
-/// -overlay`, nothing is written into testdata/).
-const MEMPROFILE_GO: &str = r#"package main
-
-import (
-	"os"
-	"runtime"
-)
-
-// Keeps runtime.MemProfile reachable, so that the linker leaves memory
-// profiling on (runtime.MemProfileRate = 512 KiB): allocwatch --mode sampled
-// probes the runtime's own samples.
-func init() {
-	if os.Getenv("ALLOCWATCH_NEVER") == "1" {
-		runtime.MemProfile(nil, false)
-	}
-}
-"#;
-
-/// Spin with memory profiling on. The fixture never references
-/// `runtime.MemProfile`, so the linker sets `runtime.disableMemoryProfiling`
-/// and `--mode sampled` refuses it; this is the same package plus one file
-/// that references it, built like `support::build_go` builds fixtures and
-/// cached under `target/fixtures/go<version>/memprofile/`.
-fn spin_memprofile_bin() -> PathBuf {
-    use std::collections::hash_map::DefaultHasher;
-    use std::hash::{Hash, Hasher};
-    let tc = go();
-    let testdata = support::workspace_root().join("testdata");
-    let src = testdata.join("fixtures/spin");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-        .unwrap_or_else(|e| panic!("read {}: {e}", src.display()))
-        .map(|e| e.expect("dir entry").path())
-        .collect();
-    files.sort();
-    let mut h = DefaultHasher::new();
-    for f in files.iter().chain([&testdata.join("go.mod")]) {
-        f.file_name().hash(&mut h);
-        std::fs::read(f)
-            .unwrap_or_else(|e| panic!("read {}: {e}", f.display()))
-            .hash(&mut h);
-    }
-    MEMPROFILE_GO.hash(&mut h);
-    tc.version.hash(&mut h);
-    let out_dir = support::target_dir()
-        .join("fixtures")
-        .join(format!("go{}", tc.version))
-        .join("memprofile");
-    let out = out_dir.join(format!("spin-memprofile-{:016x}", h.finish()));
-    if out.exists() {
-        return out;
-    }
-    std::fs::create_dir_all(&out_dir).expect("create fixture dir");
-    let work = tempfile::tempdir().expect("tempdir");
-    let extra = work.path().join("memprofile.go");
-    std::fs::write(&extra, MEMPROFILE_GO).expect("write memprofile.go");
-    let overlay = work.path().join("overlay.json");
-    let mut replace = serde_json::Map::new();
-    replace.insert(
-        src.join("zz_bench_memprofile.go").display().to_string(),
-        extra.display().to_string().into(),
-    );
-    let json = serde_json::json!({ "Replace": replace });
-    std::fs::write(&overlay, json.to_string()).expect("write overlay.json");
-    let tmp = out_dir.join(format!(".spin-memprofile.{}.tmp", std::process::id()));
-    let output = Command::new(tc.go())
-        .current_dir(&testdata)
-        .arg("build")
-        .arg("-o")
-        .arg(&tmp)
-        .arg(format!("-overlay={}", overlay.display()))
-        .arg("./fixtures/spin")
-        .env("GOROOT", &tc.goroot)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env(
-            "GOCACHE",
-            support::target_dir().join("gocache").join(&tc.version),
-        )
-        .env("GOPATH", support::target_dir().join("gopath"))
-        .env("GOAMD64", "v1")
-        .env("CGO_ENABLED", "0")
-        .env_remove("GOEXPERIMENT")
-        .output()
-        .expect("run go build");
-    assert!(
-        output.status.success(),
-        "go {} build spin with memory profiling on failed:\n{}",
-        tc.version,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::rename(&tmp, &out).expect("rename fixture into place");
-    out
 }
 
 /// Parses `key=value` from the fixture's `bench …` line.
@@ -569,16 +472,19 @@ fn start_tracer(run: Run, pid: u32, bin: &Path, dir: &Path) -> Option<(Proc, Lin
     let timeout = Duration::from_secs(120);
     match run.tracer {
         Tracer::None => None,
-        Tracer::Allocwatch | Tracer::AllocwatchSampled | Tracer::Noop | Tracer::ReadFloor(_) => {
+        Tracer::Allocwatch | Tracer::AllocwatchSampled(_) | Tracer::Noop | Tracer::ReadFloor(_) => {
             let mut cmd = Command::new(allocwatch());
             cmd.arg("record").arg("--pid").arg(pid.to_string());
             if run.tracer == Tracer::Noop {
                 cmd.arg("--noop-programs");
             } else if let Tracer::ReadFloor(n) = run.tracer {
                 cmd.arg("--bench-programs").arg(n);
-            } else if run.tracer == Tracer::AllocwatchSampled {
+            } else if let Tracer::AllocwatchSampled(rate) = run.tracer {
                 cmd.args(["--mode", "sampled", "--csv"])
                     .arg(dir.join("sites.csv"));
+                if let Some(r) = rate {
+                    cmd.arg("--sample-rate").arg(r.to_string());
+                }
             } else {
                 cmd.arg("--csv").arg(dir.join("sites.csv"));
                 if run.mode == Mode::Pool {
@@ -637,11 +543,7 @@ fn start_tracer(run: Run, pid: u32, bin: &Path, dir: &Path) -> Option<(Proc, Lin
 /// One run: start the fixture (waiting), attach the tracer, release the
 /// workload for `seconds()`, collect everything.
 fn spin_run(run: Run) -> Outcome {
-    let bin = if run.profiling {
-        spin_memprofile_bin()
-    } else {
-        spin_bin()
-    };
+    let bin = spin_bin();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(&bin);
     cmd.env("GOMAXPROCS", run.threads.to_string())
@@ -761,7 +663,7 @@ fn spin_run(run: Run) -> Outcome {
                         .map(|v| v[0]);
                     }
                 }
-                if run.tracer == Tracer::AllocwatchSampled {
+                if let Tracer::AllocwatchSampled(_) = run.tracer {
                     // Samples know no type: match the function only.
                     o.csv_sampled_allocs = read_csv_counts(
                         &dir.path().join("sites.csv"),
@@ -786,10 +688,9 @@ fn interleaved(variants: &[Run], rounds: usize) -> Vec<Vec<Outcome>> {
             let v = variants[i];
             let o = spin_run(v);
             println!(
-                "  round {}/{rounds} {:?}{} {} threads={}: n={} cpu {:.1} ns/op, wall {:.1} ns/op{}{}",
+                "  round {}/{rounds} {:?} {} threads={}: n={} cpu {:.1} ns/op, wall {:.1} ns/op{}{}",
                 r + 1,
                 v.mode,
-                if v.profiling { " (profiling on)" } else { "" },
                 v.tracer.name(),
                 v.threads,
                 o.n,
@@ -865,7 +766,6 @@ fn b1_alloc_overhead() {
         threads: 1,
         tracer,
         bpf_stats: false,
-        profiling: false,
     };
     let variants = [
         r(Mode::Small, Tracer::None),
@@ -1049,7 +949,6 @@ fn b2_two_threads_cpu_and_loss() {
         threads: 2,
         tracer,
         bpf_stats: false,
-        profiling: false,
     };
     let variants = [r(Tracer::None), r(Tracer::Allocwatch)];
     let res = interleaved(&variants, rounds(3));
@@ -1309,7 +1208,6 @@ fn b4_pool_overhead() {
         threads: 1,
         tracer,
         bpf_stats: false,
-        profiling: false,
     };
     let variants = [r(Tracer::None), r(Tracer::Allocwatch), r(Tracer::Noop)];
     let res = interleaved(&variants, rounds(3));
@@ -1458,7 +1356,6 @@ fn b6_bpf_program_time() {
         threads: 1,
         tracer,
         bpf_stats: true,
-        profiling: false,
     };
     let variants = [
         r(Mode::Small, Tracer::Allocwatch),
@@ -1495,6 +1392,44 @@ fn b6_bpf_program_time() {
 // ---------------------------------------------------------------------------
 // 7. Sampled mode: the slowdown of the target
 
+/// `--sample-rate` of b7's dense runs: 64 times the samples of 512 KiB.
+const DENSE_RATE: u64 = 8192;
+
+/// Samples (probe hits) per allocation of each run.
+fn hits_per_alloc(v: &[Outcome]) -> Vec<f64> {
+    v.iter()
+        .map(|o| o.hits.unwrap_or(0) as f64 / o.n.max(1) as f64)
+        .collect()
+}
+
+/// The cost of one sample (the runtime's profilealloc + allocwatch's probe),
+/// from the dense runs' slowdown per sample, and the slowdown it predicts
+/// at 512 KiB: a figure the noise of a shared machine moves far less than
+/// a difference of 1 % between two medians.
+fn per_sample_cost(tag: &str, untraced: f64, sampled: &[Outcome], dense: &[Outcome]) {
+    let dense_cpu = median(&cpu(dense));
+    let dense_hits = median(&hits_per_alloc(dense));
+    let per_sample = (dense_cpu - untraced) / dense_hits.max(f64::MIN_POSITIVE);
+    let hits = median(&hits_per_alloc(sampled));
+    note(&format!(
+        "  --sample-rate {DENSE_RATE}: cpu [{}] ns/alloc, {:.5} samples per allocation (512 KiB: {hits:.6}): {per_sample:.0} ns per sample",
+        list(&cpu(dense)),
+        dense_hits
+    ));
+    row(
+        &format!("{tag}: cost of one sample (--sample-rate {DENSE_RATE} runs)"),
+        per_sample,
+        "ns",
+        Goal::None,
+    );
+    row(
+        &format!("{tag}: sampled: slowdown predicted from it at 512 KiB"),
+        100.0 * per_sample * hits / untraced,
+        "%",
+        Goal::AtMost(3.0),
+    );
+}
+
 #[test]
 #[ignore = "benchmark: cargo xtask bench"]
 fn b7_sampled_overhead() {
@@ -1502,7 +1437,7 @@ fn b7_sampled_overhead() {
         return;
     }
     println!(
-        "\n## 7. Slowdown by `record --mode sampled` (and exact), spin with memory profiling on, 1 thread, GOMAXPROCS=1 GOGC=off, Go {GO} ({} s per run)",
+        "\n## 7. Slowdown by `record --mode sampled` (and exact), spin (memory profiling off: switched on by allocwatch), 1 thread, GOMAXPROCS=1 GOGC=off, Go {GO} ({} s per run)",
         seconds()
     );
     let r = |mode, tracer| Run {
@@ -1510,15 +1445,17 @@ fn b7_sampled_overhead() {
         threads: 1,
         tracer,
         bpf_stats: false,
-        profiling: true,
     };
     let variants = [
         r(Mode::Small, Tracer::None),
         r(Mode::Small, Tracer::Allocwatch),
-        r(Mode::Small, Tracer::AllocwatchSampled),
+        r(Mode::Small, Tracer::AllocwatchSampled(None)),
         r(Mode::Big, Tracer::None),
         r(Mode::Big, Tracer::Allocwatch),
-        r(Mode::Big, Tracer::AllocwatchSampled),
+        r(Mode::Big, Tracer::AllocwatchSampled(None)),
+        // 64 times the samples: the cost of one sample stands out of the noise.
+        r(Mode::Small, Tracer::AllocwatchSampled(Some(DENSE_RATE))),
+        r(Mode::Big, Tracer::AllocwatchSampled(Some(DENSE_RATE))),
     ];
     let res = interleaved(&variants, rounds(5));
     let mut failures = Vec::new();
@@ -1526,7 +1463,7 @@ fn b7_sampled_overhead() {
         let what = format!("{:?} {}", v.mode, v.tracer.name());
         // Exact mode's counts must be exact; sampled mode's are estimates.
         check_counts(&what, outcomes, &mut failures);
-        if v.tracer != Tracer::AllocwatchSampled {
+        if !matches!(v.tracer, Tracer::AllocwatchSampled(_)) {
             continue;
         }
         let func = v.mode.site().0;
@@ -1552,17 +1489,17 @@ fn b7_sampled_overhead() {
         }
     }
     note(
-        "spin plus one file referencing runtime.MemProfile (the plain fixture has memory profiling disabled by the linker, which sampled mode refuses): all three variants run this binary, so the runtime's own sampling (MemProfileRate 512 KiB) is in the untraced figure too",
+        "the plain spin fixture: it never references runtime.MemProfile, so the linker switched memory profiling off (MemProfileRate 0): untraced and exact runs have no runtime sampling at all; in sampled runs allocwatch sets MemProfileRate to 512 KiB for the session, so the runtime's own sampling (profilealloc, mProf_Malloc) is part of the sampled figure",
     );
-    for (mode, base, what) in [
-        (Mode::Small, 0, "24 B object (mallocgcSmallNoScanSC3)"),
-        (Mode::Big, 3, "128 B object (newobject → mallocgc)"),
+    for (mode, base, dense, what) in [
+        (Mode::Small, 0, 6, "24 B object (mallocgcSmallNoScanSC3)"),
+        (Mode::Big, 3, 7, "128 B object (newobject → mallocgc)"),
     ] {
         let tag = if mode == Mode::Small { "small" } else { "big" };
         let m = |i: usize| median(&cpu(&res[base + i]));
         let (u, exact, sampled) = (m(0), m(1), m(2));
         note(&format!(
-            "{what}, profiling on: CPU ns per allocation, every run (wall: the fixture's own figure):"
+            "{what}: CPU ns per allocation, every run (wall: the fixture's own figure):"
         ));
         for (i, name) in ["untraced", "exact", "sampled"].iter().enumerate() {
             note(&format!(
@@ -1595,19 +1532,19 @@ fn b7_sampled_overhead() {
             wm(2)
         ));
         row(
-            &format!("{tag}, profiling on: untraced"),
+            &format!("{tag}, profiling off: untraced"),
             u,
             "ns/alloc",
             Goal::None,
         );
         row(
-            &format!("{tag}, profiling on: traced, allocwatch exact"),
+            &format!("{tag}, profiling off: traced, allocwatch exact"),
             exact,
             "ns/alloc",
             Goal::None,
         );
         row(
-            &format!("{tag}, profiling on: traced, allocwatch sampled"),
+            &format!("{tag}, profiling switched on by allocwatch: traced, allocwatch sampled"),
             sampled,
             "ns/alloc",
             Goal::None,
@@ -1624,6 +1561,7 @@ fn b7_sampled_overhead() {
             "%",
             Goal::None,
         );
+        per_sample_cost(tag, u, &res[base + 2], &res[dense]);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -71,7 +71,7 @@ fn file_offset(elf: &[u8], vaddr: u64) -> Option<u64> {
     })
 }
 
-const PLAN_FIELDS: [&str; 12] = [
+const PLAN_FIELDS: [&str; 13] = [
     "go_version",
     "stripped",
     "pie",
@@ -82,6 +82,7 @@ const PLAN_FIELDS: [&str; 12] = [
     "malloc_ranges",
     "mode",
     "mem_profile_rate_addr",
+    "memory_profiling_disabled",
     "pools",
     "warnings",
 ];
@@ -145,9 +146,10 @@ fn check_binary(tc: &GoToolchain, variant: Variant) {
     );
     assert_eq!(plan["mode"], "exact", "{what}: the default mode");
     assert!(
-        plan["mem_profile_rate_addr"].is_null(),
+        plan["mem_profile_rate_addr"].is_null() && plan["memory_profiling_disabled"].is_null(),
         "{what}: exact mode"
     );
+    check_sampled_plan(&what, &bin, &elf);
 
     let probes = plan["probes"].as_array().expect("probes");
     for p in probes {
@@ -295,6 +297,45 @@ fn check_binary(tc: &GoToolchain, variant: Variant) {
             "{what}: {w}"
         );
     }
+}
+
+/// `inspect --mode sampled`: where `runtime.MemProfileRate` is, and that the
+/// linker switched memory profiling off (the `pools` fixture never
+/// references `runtime.MemProfile`): against `.symtab` where there is one,
+/// and the rate's initial 512 KiB in the file everywhere.
+fn check_sampled_plan(what: &str, bin: &std::path::Path, elf: &[u8]) {
+    use object::{Object, ObjectSymbol};
+    let plan = inspect_json(&["--mode", "sampled", bin.to_str().unwrap()]);
+    assert_eq!(plan["mode"], "sampled", "{what}");
+    assert_eq!(
+        plan["memory_profiling_disabled"], true,
+        "{what}: memory profiling is off"
+    );
+    let addr = u(&plan["mem_profile_rate_addr"]);
+    let off = usize::try_from(file_offset(elf, addr).expect("rate in the file")).unwrap();
+    assert_eq!(
+        le(elf, off, 8),
+        512 * 1024,
+        "{what}: the rate's initial value"
+    );
+    let obj = object::File::parse(elf).expect("parse ELF");
+    let sym = |name: &str| {
+        obj.symbols()
+            .find(|s| s.name() == Ok(name))
+            .map(|s| s.address())
+    };
+    if let Some(a) = sym("runtime.MemProfileRate") {
+        assert_eq!(addr, a, "{what}: runtime.MemProfileRate vs .symtab");
+        let flag = sym("runtime.disableMemoryProfiling").expect("the flag's symbol");
+        let off = usize::try_from(file_offset(elf, flag).expect("flag in the file")).unwrap();
+        assert_eq!(elf[off], 1, "{what}: the linker set disableMemoryProfiling");
+    }
+    let text = inspect(&["--mode", "sampled", bin.to_str().unwrap()]);
+    assert!(
+        text.lines().any(|l| l.starts_with("memory profiling: off")),
+        "{what}:
+{text}"
+    );
 }
 
 fn variants(tc: &GoToolchain) -> Vec<Variant> {

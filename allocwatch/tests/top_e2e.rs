@@ -18,7 +18,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Variant, build_go, fixture, is_root, probe_sites, read_probed, toolchain};
+use support::{Variant, build_go, fixture, is_root, probe_sites, read_probed, read_word, toolchain,
+};
 
 /// How long after `q` the shell may take to be back. Generous on purpose,
 /// as the machine may be busy: it takes ~0.1–0.2 s, where it took 2–4 s
@@ -837,4 +838,64 @@ fn closing_the_terminal_ends_top() {
     }
     assert!(!gone(pid), "the traced program died with the dashboard");
     drop(tmux);
+}
+
+/// `top --mode sampled` on a program with memory profiling off: the header
+/// says allocwatch set `runtime.MemProfileRate`, the program runs with it,
+/// and `q` sets it back to 0 (read through `/proc/PID/mem` at the address
+/// the program prints for the variable).
+#[test]
+fn quitting_top_sets_the_sample_rate_back() {
+    skip_unless_ready!();
+    let bin = fixture(&toolchain("1.27.3"), "noprofile", Variant::Stripped);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(&bin)
+        .env("ALLOCWATCH_WAIT", "1")
+        .env("ALLOCWATCH_MIB", "64")
+        .env("GOMAXPROCS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start noprofile");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let proc_ = Proc(child);
+    let pid = proc_.pid();
+    assert_eq!(read_line_starting(&mut out, "ready "), pid.to_string());
+    let mut rate = || {
+        stdin.write_all(b"rate\n").expect("ask the rate");
+        let line = read_line_starting(&mut out, "rate ");
+        let (r, a) = line.split_once(' ').expect("rate <value> <address>");
+        (
+            r.parse::<u64>().expect("rate"),
+            u64::from_str_radix(a.trim(), 16).expect("address"),
+        )
+    };
+    let (before, addr) = rate();
+    assert_eq!((before, read_word(pid, addr)), (0, 0), "profiling is off");
+
+    let tmux = Tmux::start(&top_script(
+        dir.path(),
+        &format!("--mode sampled --pid {pid}"),
+    ));
+    let screen = tmux.wait_for("the dashboard", |s| {
+        s.contains(&format!("allocwatch pid {pid}"))
+    });
+    assert!(
+        screen.contains("MemProfileRate 524288 set by allocwatch"),
+        "the header says allocwatch set the rate:\n{screen}"
+    );
+    assert_eq!(read_word(pid, addr), 524_288, "while the dashboard runs");
+    assert_eq!(rate().0, 524_288, "the program's own view");
+
+    let screen = quit_and_check_restored(&tmux);
+    assert!(
+        screen.contains(&format!(
+            "runtime.MemProfileRate of PID {pid} set back to 0"
+        )),
+        "{screen}"
+    );
+    assert_eq!(read_word(pid, addr), 0, "after quitting");
+    assert_eq!(rate().0, 0, "the program's own view after quitting");
 }

@@ -23,6 +23,8 @@ pub(crate) struct Segment {
     pub(crate) vaddr: u64,
     pub(crate) offset: u64,
     pub(crate) filesz: u64,
+    /// Size in memory: past `filesz`, zero-filled (`.bss`).
+    pub(crate) memsz: u64,
     pub(crate) flags: u32,
 }
 
@@ -122,6 +124,7 @@ impl ElfInfo {
                     vaddr: ph.p_vaddr(endian),
                     offset: ph.p_offset(endian),
                     filesz: ph.p_filesz(endian),
+                    memsz: ph.p_memsz(endian),
                     flags: ph.p_flags(endian),
                 }),
                 elf::PT_DYNAMIC => dynamic = Some((ph.p_offset(endian), ph.p_filesz(endian))),
@@ -234,6 +237,18 @@ impl ElfInfo {
                 self.relative_relocs.push((r_offset, r_addend));
             }
         }
+    }
+
+    /// The byte a freshly loaded image has at `vaddr`: from the file, or 0
+    /// in the zero-filled part of a segment (`.bss`).
+    pub(crate) fn initial_byte(&self, data: &[u8], vaddr: u64) -> Option<u8> {
+        if let Some(b) = self.read(data, vaddr, 1) {
+            return b.first().copied();
+        }
+        self.segments
+            .iter()
+            .any(|s| vaddr.checked_sub(s.vaddr).is_some_and(|rel| rel < s.memsz))
+            .then_some(0)
     }
 
     /// The file offset of `vaddr`, through the `PT_LOAD` segment that maps

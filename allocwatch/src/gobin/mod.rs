@@ -424,6 +424,11 @@ impl GoBinary {
     pub fn read_ptr(&self, vaddr: u64) -> Option<u64> {
         self.elf.read_ptr(self.data(), vaddr)
     }
+
+    /// The byte the loaded program starts with at `vaddr` (0 in `.bss`).
+    pub fn initial_byte(&self, vaddr: u64) -> Option<u8> {
+        self.elf.initial_byte(self.data(), vaddr)
+    }
 }
 
 /// Converts the moduledata slices into ranges of the pclntab bytes.

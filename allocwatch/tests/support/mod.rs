@@ -308,3 +308,13 @@ pub fn read_probed(pid: u32, sites: &[(String, u64, u8)]) -> Vec<(String, u8, u8
 pub fn probed_bytes(pid: u32, bin: &Path) -> Vec<(String, u8, u8)> {
     read_probed(pid, &probe_sites(bin))
 }
+
+/// The 8-byte word at `addr` of process `pid`, read through `/proc/PID/mem`.
+pub fn read_word(pid: u32, addr: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/PID/mem");
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, addr)
+        .unwrap_or_else(|e| panic!("read {addr:#x} of PID {pid}: {e}"));
+    u64::from_le_bytes(b)
+}
