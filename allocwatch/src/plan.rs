@@ -12,7 +12,9 @@
 //!   assumed): cheaper, fires once per call even after `morestack`, and keeps
 //!   the immediate caller in kernel stack walks.
 //! - `sync.Pool`: `Get` and `Put` at their frame setup, and the two miss paths
-//!   inside `Get` (the indirect call of `p.New()` and the nil return).
+//!   inside `Get` (the indirect call of `p.New()` and the nil return), and
+//!   the instruction that call returns to (the end of a miss: allocations in
+//!   between are the miss's cost).
 
 use serde::Serialize;
 
@@ -206,6 +208,7 @@ fn role_name(kind: u32) -> &'static str {
         cookie::POOL_NIL => "pool miss (nil returned)",
         cookie::POOL_PUT => "pool put",
         cookie::ALLOC_SAMPLE => "alloc sample (runtime memory profile)",
+        cookie::POOL_NEW_RET => "pool miss over (p.New() returned)",
         _ => "?",
     }
 }
@@ -237,7 +240,9 @@ impl Builder<'_> {
             vaddr,
             file_offset,
             placement,
-            program: if (cookie::POOL_GET..=cookie::POOL_PUT).contains(&kind) {
+            program: if (cookie::POOL_GET..=cookie::POOL_PUT).contains(&kind)
+                || kind == cookie::POOL_NEW_RET
+            {
                 Program::Pool
             } else {
                 Program::Alloc
@@ -400,6 +405,13 @@ fn plan_pools(b: &mut Builder<'_>) -> Result<(), String> {
         sites.new_call,
         "indirect CALL of p.New()".into(),
         cookie::POOL_NEW,
+    )?;
+    b.push(
+        GET,
+        get.entry,
+        sites.new_return,
+        "return point of the p.New() call".into(),
+        cookie::POOL_NEW_RET,
     )?;
     b.push(
         GET,

@@ -91,6 +91,8 @@ pub struct Session {
     rate_addr: Option<u64>,
     /// The mode counting now (a switchable session changes it).
     mode: crate::plan::Mode,
+    /// Sampled mode counted since the last read of the kernel's totals.
+    sampled_since_read: bool,
 }
 
 impl Session {
@@ -158,6 +160,7 @@ impl Session {
             kinds,
             rate_addr,
             mode,
+            sampled_since_read: false,
         })
     }
 
@@ -209,11 +212,11 @@ impl Session {
                 cookie: ck,
                 pool,
                 arg,
-                caller,
+                callers,
             } => {
                 let kind = kinds.get(cookie::index(ck) as usize).copied().unwrap_or(0);
                 if let Some(op) = pool_op(kind) {
-                    agg.add_pool(op, pool, arg, caller);
+                    agg.add_pool(op, pool, arg, callers);
                 }
             }
         })
@@ -233,9 +236,15 @@ impl Session {
         tracer.read_aggregates(|k, v| agg.set_key_totals(&kernel_key(k), v.count, v.bytes));
         tracer.read_pools(|k, total| {
             if let Some(op) = pool_op(k.op) {
-                agg.set_pool_total(op, k.pool, k.arg, k.caller, total);
+                agg.set_pool_total(op, k.pool, k.arg, k.callers, total);
             }
         });
+        tracer.read_pool_misses(|pool, v| agg.set_pool_miss_total(pool, v.count, v.bytes));
+        // The kernel charges misses in exact mode only.
+        if self.mode == crate::plan::Mode::Sampled || self.sampled_since_read {
+            self.agg.mark_pools_sampled();
+        }
+        self.sampled_since_read = false;
     }
 
     /// Waits until events are ready.
@@ -273,6 +282,7 @@ impl Session {
             Mode::Exact => {
                 self.tracer.attach_exact()?;
                 self.tracer.set_mode(Mode::Exact)?;
+                self.sampled_since_read = true;
             }
         }
         self.mode = to;

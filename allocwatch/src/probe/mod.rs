@@ -7,7 +7,7 @@ use std::path::Path;
 
 use allocwatch_common::{
     AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, MAX_FRAMES, MAX_RANGES, MallocRanges,
-    PoolEvent, PoolKey, SLOT_FRAMES, Slot, cookie, counter, kind, names,
+    POOL_CALLERS, PoolEvent, PoolKey, SLOT_FRAMES, Slot, cookie, counter, kind, names,
 };
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::UProbe;
@@ -41,7 +41,7 @@ pub enum Event<'a> {
         cookie: u64,
         pool: u64,
         arg: u64,
-        caller: u64,
+        callers: [u64; POOL_CALLERS],
     },
 }
 
@@ -92,6 +92,7 @@ pub struct Tracer {
     slots: PerCpuArray<MapData, Slot>,
     agg: PerCpuHashMap<MapData, AggKey, AggValue>,
     pool_agg: PerCpuHashMap<MapData, PoolKey, u64>,
+    pool_miss_agg: PerCpuHashMap<MapData, u64, AggValue>,
     attached: usize,
     /// Which allocation programs count (`allocwatch_common::mode`).
     mode: Array<MapData, u32>,
@@ -239,7 +240,7 @@ fn decode(buf: &[u8]) -> Option<Event<'_>> {
                 cookie: ev.cookie,
                 pool: ev.pool,
                 arg: ev.arg,
-                caller: ev.caller,
+                callers: ev.callers,
             })
         }
         _ => None,
@@ -300,9 +301,13 @@ impl Tracer {
         mode.set(0, mode_value(plan.mode), 0)
             .map_err(|e| load_error(&e))?;
         // Get last: a Get is never counted without its Put and miss probes
-        // already in place (no spurious misses or "not put").
+        // already in place (no spurious misses or "not put"); the end of a
+        // miss first, so that no miss begins without it.
         let mut probes: Vec<_> = plan.probes.iter().collect();
-        probes.sort_by_key(|p| cookie::kind(p.cookie) == cookie::POOL_GET);
+        probes.sort_by_key(|p| {
+            let k = cookie::kind(p.cookie);
+            (k == cookie::POOL_GET, k != cookie::POOL_NEW_RET)
+        });
         let mut exact_links = Vec::new();
         for p in &probes {
             let (name, id) = attach_one(&mut ebpf, p, exe, pid, opts.bench)?;
@@ -345,6 +350,11 @@ impl Tracer {
                 .ok_or_else(|| AppError::other("pool map missing from the eBPF object"))?,
         )
         .map_err(|e| load_error(&e))?;
+        let pool_miss_agg = PerCpuHashMap::try_from(
+            ebpf.take_map(names::POOL_MISS_AGG)
+                .ok_or_else(|| AppError::other("pool miss map missing from the eBPF object"))?,
+        )
+        .map_err(|e| load_error(&e))?;
         // Run-time statistics cost two clock reads per hit: only on request.
         let stats = if std::env::var_os("ALLOCWATCH_BPF_STATS").is_some() {
             aya::sys::enable_stats(aya::sys::Stats::RunTime)
@@ -360,6 +370,7 @@ impl Tracer {
             slots,
             agg,
             pool_agg,
+            pool_miss_agg,
             attached,
             mode,
             exact,
@@ -507,6 +518,24 @@ impl Tracer {
             match item {
                 Ok((k, per_cpu)) => f(&k, per_cpu.iter().sum()),
                 Err(e) => log::debug!("reading the pool map: {e}"),
+            }
+        }
+    }
+
+    /// Hands every pool's allocations made inside its own `p.New()` calls
+    /// (exact mode), summed over CPUs, to `f`.
+    pub fn read_pool_misses(&self, mut f: impl FnMut(u64, AggValue)) {
+        for item in self.pool_miss_agg.iter() {
+            match item {
+                Ok((pool, per_cpu)) => {
+                    let mut t = AggValue::default();
+                    for v in per_cpu.iter() {
+                        t.count += v.count;
+                        t.bytes += v.bytes;
+                    }
+                    f(pool, t);
+                }
+                Err(e) => log::debug!("reading the pool miss map: {e}"),
             }
         }
     }
