@@ -309,6 +309,19 @@ const _: () = assert!(core::mem::size_of::<MissStack>() == 16 * MISS_NESTING + 8
 /// Goroutines with a `p.New()` call in flight, tracked at most.
 pub const MISS_ENTRIES: u32 = 1 << 14;
 
+/// Per-CPU totals of one [`PoolKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolValue {
+    pub count: u64,
+    /// `bpf_ktime_get_ns()` when the key was created on this CPU (0 on the
+    /// other CPUs): userspace takes new keys in the order they were first
+    /// seen, so that a pool is named after the function that used it first.
+    pub first_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<PoolValue>() == 16);
+
 /// Distinct pool keys aggregated in the kernel.
 pub const POOL_ENTRIES: u32 = 1 << 14;
 
@@ -351,4 +364,6 @@ mod user {
     unsafe impl aya::Pod for super::Slot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MissStack {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PoolValue {}
 }

@@ -44,14 +44,14 @@
 use allocwatch_common::{
     AGG_ENTRIES, AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, KEY_FRAMES, MAX_FRAMES,
     MAX_RANGES, MISS_ENTRIES, MISS_NESTING, MallocRanges, MissStack, POOL_CALLERS, POOL_ENTRIES,
-    PoolEvent, PoolKey, RINGBUF_BYTES, SAMPLE_SIZE_MASK, SAMPLED_BIT, Slot, cookie, counter, mode,
+    PoolEvent, PoolKey, PoolValue, RINGBUF_BYTES, SAMPLE_SIZE_MASK, SAMPLED_BIT, Slot, cookie, counter, mode,
     size_bucket, slot_index,
 };
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::{bpf_get_attach_cookie, bpf_get_stack},
     },
     macros::{map, uprobe},
@@ -90,7 +90,8 @@ static SLOTS: PerCpuArray<Slot> = PerCpuArray::with_max_entries(allocwatch_commo
 static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
 
 #[map]
-static POOL_AGG: PerCpuHashMap<PoolKey, u64> = PerCpuHashMap::with_max_entries(POOL_ENTRIES, 0);
+static POOL_AGG: PerCpuHashMap<PoolKey, PoolValue> =
+    PerCpuHashMap::with_max_entries(POOL_ENTRIES, 0);
 
 /// The `p.New()` calls in flight, per goroutine (`g` pointer).
 #[map]
@@ -647,15 +648,20 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
     };
     if let Some(v) = POOL_AGG.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of the value.
-        unsafe { *v += 1 };
+        unsafe { (*v).count += 1 };
         return Ok(0);
     }
-    match POOL_AGG.insert(key, 1u64, u64::from(BPF_NOEXIST)) {
+    let first = PoolValue {
+        count: 1,
+        // SAFETY: the helper has no preconditions.
+        first_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    match POOL_AGG.insert(key, first, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => {
             if let Some(v) = POOL_AGG.get_ptr_mut(key) {
                 // SAFETY: this CPU's slot of the value.
-                unsafe { *v += 1 };
+                unsafe { (*v).count += 1 };
             }
         }
         Err(_) => {

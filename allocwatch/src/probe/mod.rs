@@ -7,7 +7,7 @@ use std::path::Path;
 
 use allocwatch_common::{
     AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, MAX_FRAMES, MAX_RANGES, MallocRanges,
-    POOL_CALLERS, PoolEvent, PoolKey, SLOT_FRAMES, Slot, cookie, counter, kind, names,
+    POOL_CALLERS, PoolEvent, PoolKey, PoolValue, SLOT_FRAMES, Slot, cookie, counter, kind, names,
 };
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::UProbe;
@@ -91,7 +91,7 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     slots: PerCpuArray<MapData, Slot>,
     agg: PerCpuHashMap<MapData, AggKey, AggValue>,
-    pool_agg: PerCpuHashMap<MapData, PoolKey, u64>,
+    pool_agg: PerCpuHashMap<MapData, PoolKey, PoolValue>,
     pool_miss_agg: PerCpuHashMap<MapData, u64, AggValue>,
     attached: usize,
     /// Which allocation programs count (`allocwatch_common::mode`).
@@ -511,14 +511,29 @@ impl Tracer {
         }
     }
 
-    /// Hands every (pool, caller, operation) of the kernel's pool map, with
-    /// its count summed over CPUs, to `f`.
+    /// Hands every (pool, callers, operation) of the kernel's pool map,
+    /// with its count summed over CPUs, to `f`, in the order the keys were
+    /// first seen.
     pub fn read_pools(&self, mut f: impl FnMut(&PoolKey, u64)) {
+        let mut keys = Vec::new();
         for item in self.pool_agg.iter() {
             match item {
-                Ok((k, per_cpu)) => f(&k, per_cpu.iter().sum()),
+                Ok((k, per_cpu)) => {
+                    let count = per_cpu.iter().map(|v| v.count).sum::<u64>();
+                    let first = per_cpu
+                        .iter()
+                        .map(|v| v.first_ns)
+                        .filter(|&t| t != 0)
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    keys.push((first, k, count));
+                }
                 Err(e) => log::debug!("reading the pool map: {e}"),
             }
+        }
+        keys.sort_by_key(|&(first, _, _)| first);
+        for (_, k, count) in &keys {
+            f(k, *count);
         }
     }
 
