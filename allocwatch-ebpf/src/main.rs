@@ -44,8 +44,8 @@
 use allocwatch_common::{
     AGG_ENTRIES, AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, KEY_FRAMES, MAX_FRAMES,
     MAX_RANGES, MISS_ENTRIES, MISS_NESTING, MallocRanges, MissStack, POOL_CALLERS, POOL_ENTRIES,
-    PoolEvent, PoolKey, PoolValue, RINGBUF_BYTES, SAMPLE_SIZE_MASK, SAMPLED_BIT, Slot, cookie, counter, mode,
-    size_bucket, slot_index,
+    PoolEvent, PoolKey, PoolValue, RINGBUF_BYTES, SAMPLE_SIZE_MASK, SAMPLED_BIT, Slot, cookie,
+    counter, mode, size_bucket, slot_index,
 };
 use aya_ebpf::{
     EbpfContext,

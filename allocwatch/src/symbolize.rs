@@ -297,10 +297,8 @@ impl Resolver for GoResolver {
             let raw = self.bin.symbolize(ret_va.wrapping_sub(1));
             for (i, f) in frames.iter().enumerate() {
                 last = Some(f.clone());
-                let wrapper = !raw.is_empty()
-                    && self
-                        .wrappers
-                        .is_wrapper_frame(&self.bin, ret_va, &raw, i);
+                let wrapper =
+                    !raw.is_empty() && self.wrappers.is_wrapper_frame(&self.bin, ret_va, &raw, i);
                 if !wrapper {
                     return f.clone();
                 }

@@ -376,7 +376,8 @@ impl<R: Resolver> Aggregator<R> {
 
     /// Records one pool operation.
     pub fn add_pool(&mut self, op: PoolOp, pool: u64, arg: u64, callers: Callers) {
-        self.pools.add(&mut self.resolver, op, pool, arg, callers, 1);
+        self.pools
+            .add(&mut self.resolver, op, pool, arg, callers, 1);
     }
 
     /// Takes the kernel's cumulative count of one (pool, callers, operation).

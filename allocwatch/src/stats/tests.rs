@@ -112,21 +112,39 @@ fn pool_miss_cost_per_pool_and_window() {
     let s0 = a.snapshot(Duration::from_secs(1), Counters::default());
     let p7 = s0.pools.iter().find(|p| p.pool == 7).expect("pool 7");
     assert_eq!(p7.stats.miss_cost(), Some((1, 1024)));
-    let heap = s0.pools.iter().find(|p| p.pool == 0x1234).expect("heap pool");
+    let heap = s0
+        .pools
+        .iter()
+        .find(|p| p.pool == 0x1234)
+        .expect("heap pool");
     assert_eq!(&*heap.name, "0x1234 (main.c300)");
     assert_eq!(heap.stats.miss_cost(), Some((3, 3 * 65536)));
     // Cumulative kernel totals: only the difference counts.
     a.set_pool_miss_total(0x1234, 5, 5 * 65536);
     let s1 = a.snapshot(Duration::from_secs(2), Counters::default());
     let w = s1.since(&s0);
-    let heap = w.pools.iter().find(|p| p.pool == 0x1234).expect("heap pool");
+    let heap = w
+        .pools
+        .iter()
+        .find(|p| p.pool == 0x1234)
+        .expect("heap pool");
     assert_eq!(heap.stats.miss_cost(), Some((2, 2 * 65536)));
     // A window during which sampled mode counted has no miss cost.
     a.mark_pools_sampled();
     let s2 = a.snapshot(Duration::from_secs(3), Counters::default());
-    assert!(s2.since(&s1).pools.iter().all(|p| p.stats.miss_cost().is_none()));
+    assert!(
+        s2.since(&s1)
+            .pools
+            .iter()
+            .all(|p| p.stats.miss_cost().is_none())
+    );
     let s3 = a.snapshot(Duration::from_secs(4), Counters::default());
-    assert!(s3.since(&s2).pools.iter().all(|p| p.stats.miss_cost().is_some()));
+    assert!(
+        s3.since(&s2)
+            .pools
+            .iter()
+            .all(|p| p.stats.miss_cost().is_some())
+    );
 }
 
 #[test]
