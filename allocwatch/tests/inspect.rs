@@ -215,7 +215,7 @@ fn check_binary(tc: &GoToolchain, variant: Variant) {
         assert!(f.starts_with("runtime.mallocgc"), "{what}: {f}");
         assert_eq!(p["placement"], PUSH_BP, "{what}: {p}");
     }
-    // The four sync.Pool probes.
+    // The five sync.Pool probes.
     for (role, function, placement) in [
         ("pool get", "sync.(*Pool).Get", Some(PUSH_BP)),
         (
@@ -224,6 +224,11 @@ fn check_binary(tc: &GoToolchain, variant: Variant) {
             Some("indirect CALL of p.New()"),
         ),
         ("pool miss (nil returned)", "sync.(*Pool).Get", None),
+        (
+            "pool miss over (p.New() returned)",
+            "sync.(*Pool).Get",
+            Some("return point of the p.New() call"),
+        ),
         ("pool put", "sync.(*Pool).Put", Some(PUSH_BP)),
     ] {
         let ps = by_role(role);
@@ -236,7 +241,7 @@ fn check_binary(tc: &GoToolchain, variant: Variant) {
     }
     assert_eq!(
         probes.len(),
-        1 + spec.len() + 4,
+        1 + spec.len() + 5,
         "{what}: unexpected probes"
     );
 
