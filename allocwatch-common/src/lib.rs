@@ -49,6 +49,7 @@ pub mod names {
     pub const PROG_FLOOR_READ1: &str = "floor_read1";
     pub const PROG_FLOOR_READ2: &str = "floor_read2";
     pub const TARGET_TGID: &str = "TARGET_TGID";
+    pub const POOL_NEW_RETURN: &str = "POOL_NEW_RETURN";
 }
 
 /// What a probe's cookie asks the program to do (upper 32 bits of the cookie;
@@ -70,10 +71,6 @@ pub mod cookie {
     /// `runtime.profilealloc(mp, x, size)` at its frame setup: one of the
     /// runtime's own memory-profile samples, size in RCX (sampled mode).
     pub const ALLOC_SAMPLE: u32 = 7;
-    /// The instruction right after the `CALL reg` of `p.New()` in `Get`
-    /// (where `New` returns to): the miss is over. A plain uprobe, never a
-    /// uretprobe (those crash Go programs).
-    pub const POOL_NEW_RET: u32 = 8;
 
     #[must_use]
     pub const fn make(kind: u32, index: u32) -> u64 {
@@ -122,8 +119,10 @@ pub mod counter {
     /// was counted in the aggregation map, only the stack is missing.
     pub const LOST_STACKS: u32 = 7;
     /// `p.New()` calls nested deeper than [`MISS_NESTING`](crate::MISS_NESTING)
-    /// in one goroutine, or with no room left in the miss map: their
-    /// allocations are charged to the enclosing miss, or to none.
+    /// in one goroutine, or with no room left in the miss map (their
+    /// allocations are charged to the enclosing miss, or to none), and
+    /// allocations during a miss made too deep below `New` to tell
+    /// (not charged).
     pub const MISS_UNTRACKED: u32 = 8;
     pub const COUNT: u32 = 9;
 }
@@ -292,9 +291,9 @@ pub const MISS_NESTING: usize = 4;
 /// The `p.New()` calls in flight in one goroutine (keyed by its `g`
 /// pointer, R14), innermost last: each pool and the goroutine's stack depth
 /// at the call (`g.stack.hi − RSP`, unchanged when Go copies the stack).
-/// An allocation is inside a miss's `New` when its own depth is greater; an
-/// entry whose depth is not smaller than the current one is stale (its
-/// `New` panicked) and is dropped.
+/// An allocation is inside a miss's `New` when `New`'s frame record (at
+/// depth + 16, holding the return address into `Get`) is on its
+/// frame-pointer chain; entries for which it is not are over and dropped.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MissStack {

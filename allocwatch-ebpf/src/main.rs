@@ -24,12 +24,16 @@
 //!   inside `Get`, and counts each operation in `POOL_AGG` under (pool, the
 //!   caller's and its callers' return addresses, operation). At the
 //!   `p.New()` call it also pushes (pool, stack depth) on the goroutine's
-//!   entry in `POOL_MISSES` (keyed by `g`, R14), and pops it at the
-//!   instruction the call returns to (a plain uprobe: no uretprobes on Go).
-//!   While any goroutine has such an entry (`MISSES_IN_FLIGHT` ≠ 0), the
-//!   exact allocation programs look their goroutine up and charge the
-//!   allocation to the innermost miss above it on the stack, per pool, in
-//!   `POOL_MISS_AGG`.
+//!   entry in `POOL_MISSES` (keyed by `g`, R14). While any goroutine has
+//!   such an entry (`MISSES_IN_FLIGHT` ≠ 0), the exact allocation programs
+//!   look their goroutine up and charge the allocation, per pool in
+//!   `POOL_MISS_AGG`, to the innermost miss whose `New` frame is still on
+//!   the stack above it (found by walking the frame pointers; its return
+//!   address is the one into `Get`). Misses whose `New` is gone are dropped
+//!   by the allocation that finds them so, and by `Get`/`Put` of the same
+//!   goroutine at the same depth or above. (No probe at the return point:
+//!   every `Get` passes that instruction, which the kernel cannot emulate;
+//!   and no uretprobes, which crash Go programs.)
 //! - `noop`, `floor_read1` and `floor_read2` are for benchmarks: the floor
 //!   costs of a hit.
 //!
@@ -72,6 +76,12 @@ static MALLOC_RANGES: MallocRanges = MallocRanges::EMPTY;
 /// Address ranges of the Go runtime's own functions, set by the loader.
 #[unsafe(no_mangle)]
 static RUNTIME_RANGES: MallocRanges = MallocRanges::EMPTY;
+
+/// Runtime address of the instruction right after the `CALL reg` of
+/// `p.New()` in `sync.(*Pool).Get` (the return address of a `New` call),
+/// set by the loader; 0 without pool tracing.
+#[unsafe(no_mangle)]
+static POOL_NEW_RETURN: u64 = 0;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
@@ -250,7 +260,7 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
     // Exact mode only: a sample is not one allocation (userspace shows the
     // miss cost as unknown for a window in sampled mode).
     if kind != cookie::ALLOC_SAMPLE && misses_in_flight() {
-        charge_miss(ctx, regs.rsp, regs.rax);
+        charge_miss(ctx, regs.rsp, regs.rbp, regs.rax);
     }
     // profilealloc(mp, x, size) knows no type; it is called from the
     // allocation functions, so its walk to the site is the same.
@@ -338,29 +348,83 @@ fn stack_depth(g: u64, rsp: u64) -> Option<u64> {
     hi.checked_sub(rsp)
 }
 
-/// Charges one allocation of `size` bytes to the pool whose `p.New()` call
-/// it is made in: the innermost miss in flight in this goroutine that lies
-/// above the allocation on its stack.
+/// Frame records an allocation walks up to find the `New` call it is in.
+const MISS_WALK: u32 = 16;
+
+/// Whether the `New` call of a miss at stack depth `d` is still on the
+/// stack above frame pointer `*bp`, walking (and advancing `*bp`) at most
+/// `*steps` < [`MISS_WALK`] frame records: `Some(true)` when the frame
+/// record of `New` is found (at `g.stack.hi − d − 16`, its return address
+/// the one into `Get`), `Some(false)` when the walk passes above it,
+/// `None` when the walk ends first.
 #[inline(always)]
-fn charge_miss(ctx: &ProbeContext, rsp: u64, size: u64) {
+fn new_is_live(bp: &mut u64, steps: &mut u32, hi: u64, d: u64) -> Option<bool> {
+    let target = hi.wrapping_sub(d).wrapping_sub(16);
+    // SAFETY: a read of a loader-set constant.
+    let ret_new = unsafe { core::ptr::read_volatile(&POOL_NEW_RETURN) };
+    while *steps < MISS_WALK {
+        if *bp == 0 || *bp > target {
+            return Some(false);
+        }
+        let rec = read_frame(*bp);
+        *steps += 1;
+        if *bp == target {
+            return Some(rec[1] == ret_new);
+        }
+        *bp = rec[0];
+    }
+    None
+}
+
+/// Charges one allocation of `size` bytes to the pool whose `p.New()` call
+/// it is made in: the innermost miss of this goroutine whose `New` is still
+/// on the stack between the allocation (frame pointer `rbp`) and `Get`.
+/// Misses whose `New` is no longer there (it returned, or panicked) are
+/// dropped on the way.
+#[inline(always)]
+fn charge_miss(ctx: &ProbeContext, rsp: u64, rbp: u64, size: u64) {
     let g = g_reg(ctx);
-    let Some(st) = POOL_MISSES.get_ptr(g) else {
+    let Some(st) = POOL_MISSES.get_ptr_mut(g) else {
         return;
     };
-    let Some(depth) = stack_depth(g, rsp) else {
+    // SAFETY: checked user read of g.stack.hi.
+    let Ok(hi) = (unsafe { bpf_probe_read_user((g + 8) as *const u64) }) else {
         return;
     };
+    let depth = hi.wrapping_sub(rsp);
     // SAFETY: the entry of this goroutine, which runs here; only its own
     // probes write it.
-    let st = unsafe { &*st };
+    let st = unsafe { &mut *st };
     let mut pool = 0;
+    let (mut bp, mut steps) = (rbp, 0);
     let mut i = MISS_NESTING;
     while i > 0 {
         i -= 1;
-        if (i as u32) < st.n && st.depths[i] < depth {
-            pool = st.pools[i];
-            break;
+        if (i as u32) >= st.n {
+            continue;
         }
+        let (Some(&d), Some(&p)) = (st.depths.get(i), st.pools.get(i)) else {
+            break;
+        };
+        let live = if d < depth {
+            new_is_live(&mut bp, &mut steps, hi, d)
+        } else {
+            Some(false)
+        };
+        match live {
+            Some(true) => {
+                pool = p;
+                break;
+            }
+            Some(false) => st.n = i as u32,
+            None => {
+                bump(counter::MISS_UNTRACKED);
+                return;
+            }
+        }
+    }
+    if st.n == 0 && POOL_MISSES.remove(g).is_ok() {
+        in_flight_add(u64::MAX);
     }
     if pool == 0 {
         return;
@@ -454,10 +518,12 @@ fn miss_begins(ctx: &ProbeContext, pool: u64, rsp: u64) {
     }
 }
 
-/// Right after the `CALL reg` of `p.New()` (RSP as at the call): the
-/// innermost miss of this goroutine is over.
+/// At `Get` or `Put` (RSP at their frame setup): the misses of this
+/// goroutine at this depth or deeper are over (their `New` returned or
+/// panicked). Allocations drop such misses too; this keeps a goroutine that
+/// stops allocating from leaving one behind.
 #[inline(always)]
-fn miss_ends(ctx: &ProbeContext, rsp: u64) {
+fn miss_prune(ctx: &ProbeContext, rsp: u64) {
     let g = g_reg(ctx);
     let Some(st) = POOL_MISSES.get_ptr_mut(g) else {
         return;
@@ -613,11 +679,19 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
     // caller and RBP the caller's frame; inside Get (the miss probes), RBP
     // is Get's frame and [RBP+8] the return address into the caller.
     let (pool, arg, first, bp) = match op {
-        cookie::POOL_GET => (regs.rax, 0, read_u64(regs.rsp), regs.rbp),
+        cookie::POOL_GET => {
+            if misses_in_flight() {
+                miss_prune(ctx, regs.rsp);
+            }
+            (regs.rax, 0, read_u64(regs.rsp), regs.rbp)
+        }
         cookie::POOL_PUT => {
             if regs.rbx == 0 {
                 // Put(nil) returns early and does not count.
                 return Ok(0);
+            }
+            if misses_in_flight() {
+                miss_prune(ctx, regs.rsp);
             }
             (regs.rax, 0, read_u64(regs.rsp), regs.rbp)
         }
@@ -631,10 +705,6 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
                 0
             };
             (regs.rcx, newfn, rec[1], rec[0])
-        }
-        cookie::POOL_NEW_RET => {
-            miss_ends(ctx, regs.rsp);
-            return Ok(0);
         }
         _ => return Ok(0),
     };

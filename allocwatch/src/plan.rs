@@ -12,9 +12,9 @@
 //!   assumed): cheaper, fires once per call even after `morestack`, and keeps
 //!   the immediate caller in kernel stack walks.
 //! - `sync.Pool`: `Get` and `Put` at their frame setup, and the two miss paths
-//!   inside `Get` (the indirect call of `p.New()` and the nil return), and
-//!   the instruction that call returns to (the end of a miss: allocations in
-//!   between are the miss's cost).
+//!   inside `Get` (the indirect call of `p.New()` and the nil return); and
+//!   the address that call returns to, which the kernel looks for on the
+//!   stack to tell an allocation inside `New` (a miss's cost).
 
 use serde::Serialize;
 
@@ -79,6 +79,9 @@ pub struct ProbePlan {
     /// and `top` only: not part of `inspect`'s output).
     #[serde(skip)]
     pub switchable: bool,
+    /// The vaddr `p.New()` returns to in `sync.(*Pool).Get` (pool tracing).
+    #[serde(skip)]
+    pub pool_new_return: Option<u64>,
     /// Sampled mode: the vaddr of `runtime.MemProfileRate`.
     pub mem_profile_rate_addr: Option<u64>,
     pub pools: PoolTracing,
@@ -208,7 +211,6 @@ fn role_name(kind: u32) -> &'static str {
         cookie::POOL_NIL => "pool miss (nil returned)",
         cookie::POOL_PUT => "pool put",
         cookie::ALLOC_SAMPLE => "alloc sample (runtime memory profile)",
-        cookie::POOL_NEW_RET => "pool miss over (p.New() returned)",
         _ => "?",
     }
 }
@@ -240,9 +242,7 @@ impl Builder<'_> {
             vaddr,
             file_offset,
             placement,
-            program: if (cookie::POOL_GET..=cookie::POOL_PUT).contains(&kind)
-                || kind == cookie::POOL_NEW_RET
-            {
+            program: if (cookie::POOL_GET..=cookie::POOL_PUT).contains(&kind) {
                 Program::Pool
             } else {
                 Program::Alloc
@@ -347,11 +347,15 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         ));
     }
 
+    let mut pool_new_return = None;
     let pools = if !opts.pools {
         PoolTracing::Disabled("turned off (--no-pools)".into())
     } else {
         match plan_pools(&mut b) {
-            Ok(()) => PoolTracing::Enabled,
+            Ok(ret) => {
+                pool_new_return = Some(ret);
+                PoolTracing::Enabled
+            }
             Err(reason) => {
                 b.probes.retain(|p| p.program != Program::Pool);
                 b.warnings.push(format!(
@@ -381,12 +385,13 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         mode: opts.mode,
         switchable: opts.switchable,
         mem_profile_rate_addr: mem_profile_rate,
+        pool_new_return,
         pools,
         warnings: b.warnings,
     })
 }
 
-fn plan_pools(b: &mut Builder<'_>) -> Result<(), String> {
+fn plan_pools(b: &mut Builder<'_>) -> Result<u64, String> {
     const GET: &str = "sync.(*Pool).Get";
     const PUT: &str = "sync.(*Pool).Put";
     let Some(get) = b.bin.func_by_name(GET) else {
@@ -409,13 +414,6 @@ fn plan_pools(b: &mut Builder<'_>) -> Result<(), String> {
     b.push(
         GET,
         get.entry,
-        sites.new_return,
-        "return point of the p.New() call".into(),
-        cookie::POOL_NEW_RET,
-    )?;
-    b.push(
-        GET,
-        get.entry,
         sites.nil_return,
         "nil return when p.New is nil".into(),
         cookie::POOL_NIL,
@@ -423,7 +421,7 @@ fn plan_pools(b: &mut Builder<'_>) -> Result<(), String> {
     if b.bin.func_by_name(PUT).is_some() {
         b.entry(PUT, cookie::POOL_PUT)?;
     }
-    Ok(())
+    Ok(get.entry + sites.new_return)
 }
 
 /// Sorts `[start, end)` ranges and merges those that touch or overlap.

@@ -215,7 +215,7 @@ fn check_binary(tc: &GoToolchain, variant: Variant) {
         assert!(f.starts_with("runtime.mallocgc"), "{what}: {f}");
         assert_eq!(p["placement"], PUSH_BP, "{what}: {p}");
     }
-    // The five sync.Pool probes.
+    // The four sync.Pool probes.
     for (role, function, placement) in [
         ("pool get", "sync.(*Pool).Get", Some(PUSH_BP)),
         (
@@ -224,11 +224,6 @@ fn check_binary(tc: &GoToolchain, variant: Variant) {
             Some("indirect CALL of p.New()"),
         ),
         ("pool miss (nil returned)", "sync.(*Pool).Get", None),
-        (
-            "pool miss over (p.New() returned)",
-            "sync.(*Pool).Get",
-            Some("return point of the p.New() call"),
-        ),
         ("pool put", "sync.(*Pool).Put", Some(PUSH_BP)),
     ] {
         let ps = by_role(role);
@@ -241,7 +236,7 @@ fn check_binary(tc: &GoToolchain, variant: Variant) {
     }
     assert_eq!(
         probes.len(),
-        1 + spec.len() + 5,
+        1 + spec.len() + 4,
         "{what}: unexpected probes"
     );
 

@@ -266,9 +266,11 @@ impl Tracer {
     ) -> Result<Tracer> {
         let ranges = to_ranges(&plan.merged_malloc_ranges(), bias)?;
         let runtime = to_ranges(&plan.runtime_ranges, bias)?;
+        let new_return = plan.pool_new_return.map_or(0, |a| a + bias);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::TARGET_TGID, &tgid, true)
+            .override_global(names::POOL_NEW_RETURN, &new_return, true)
             .override_global(names::MALLOC_RANGES, &ranges, true)
             .override_global(names::RUNTIME_RANGES, &runtime, true);
         if let Some(bytes) = opts.ringbuf_bytes {
@@ -301,13 +303,9 @@ impl Tracer {
         mode.set(0, mode_value(plan.mode), 0)
             .map_err(|e| load_error(&e))?;
         // Get last: a Get is never counted without its Put and miss probes
-        // already in place (no spurious misses or "not put"); the end of a
-        // miss first, so that no miss begins without it.
+        // already in place (no spurious misses or "not put").
         let mut probes: Vec<_> = plan.probes.iter().collect();
-        probes.sort_by_key(|p| {
-            let k = cookie::kind(p.cookie);
-            (k == cookie::POOL_GET, k != cookie::POOL_NEW_RET)
-        });
+        probes.sort_by_key(|p| cookie::kind(p.cookie) == cookie::POOL_GET);
         let mut exact_links = Vec::new();
         for p in &probes {
             let (name, id) = attach_one(&mut ebpf, p, exe, pid, opts.bench)?;
