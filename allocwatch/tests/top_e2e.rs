@@ -475,8 +475,9 @@ fn dashboard_on_the_demo_service() {
     let hit = |rows: &[&str], pool: &str| -> Option<f64> {
         let row = rows.iter().find(|r| first_word(r) == pool)?;
         let cells: Vec<&str> = row.split_whitespace().collect();
-        // Pool, New, Gets/s, Hit, Miss/s, Puts/s, Not put, Miss allocs, Callers
-        assert_eq!(cells.len(), 9, "pool row: {row}");
+        // Pool, New, Gets/s, Hit, Miss/s, Puts/s, Not put, Miss allocs,
+        // Miss bytes, Callers
+        assert_eq!(cells.len(), 10, "pool row: {row}");
         // Gets/s is known once two snapshots arrived.
         if cells[2] == "-" {
             return None;
