@@ -41,6 +41,7 @@ pub mod names {
     pub const RUNTIME_RANGES: &str = "RUNTIME_RANGES";
     pub const AGG: &str = "AGG";
     pub const POOL_AGG: &str = "POOL_AGG";
+    pub const POOL_MISS_AGG: &str = "POOL_MISS_AGG";
     pub const LOG_ONCE: &str = "LOG_ONCE";
     pub const PROG_ALLOC: &str = "alloc_entry";
     pub const PROG_POOL: &str = "pool_probe";
@@ -48,6 +49,7 @@ pub mod names {
     pub const PROG_FLOOR_READ1: &str = "floor_read1";
     pub const PROG_FLOOR_READ2: &str = "floor_read2";
     pub const TARGET_TGID: &str = "TARGET_TGID";
+    pub const POOL_NEW_RETURN: &str = "POOL_NEW_RETURN";
 }
 
 /// What a probe's cookie asks the program to do (upper 32 bits of the cookie;
@@ -116,7 +118,13 @@ pub mod counter {
     /// ([`EVENT_STACK_ONLY`](crate::EVENT_STACK_ONLY)): the allocation itself
     /// was counted in the aggregation map, only the stack is missing.
     pub const LOST_STACKS: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// `p.New()` calls nested deeper than [`MISS_NESTING`](crate::MISS_NESTING)
+    /// in one goroutine, or with no room left in the miss map (their
+    /// allocations are charged to the enclosing miss, or to none), and
+    /// allocations during a miss made too deep below `New` to tell
+    /// (not charged).
+    pub const MISS_UNTRACKED: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Event kinds (the first field of every ring buffer record).
@@ -234,6 +242,11 @@ pub struct AllocEvent {
 
 const _: () = assert!(core::mem::size_of::<AllocEvent>() == 32 + 80 + 8 * MAX_FRAMES);
 
+/// Return addresses a pool probe records, innermost first: the caller of
+/// `Get`/`Put` and its callers, so that userspace can see past forwarding
+/// wrappers (a generic `(*Pool[T]).Get`, a `getBuffer()` helper).
+pub const POOL_CALLERS: usize = 4;
+
 /// One `sync.Pool` operation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -246,21 +259,22 @@ pub struct PoolEvent {
     pub pool: u64,
     /// For `POOL_NEW`: code pointer of `p.New`; for `POOL_PUT`: the data word of `x`.
     pub arg: u64,
-    /// Return address into the caller of `Get`/`Put` (`[RSP]` at the probe),
-    /// or, for the miss probes inside `Get`, the address of `Get`'s caller
-    /// taken from the frame chain.
-    pub caller: u64,
+    /// Return addresses into the caller of `Get`/`Put` (`[RSP]` at the
+    /// probe; for the miss probes inside `Get`, taken from the frame chain)
+    /// and its callers, innermost first; 0 where the walk ended.
+    pub callers: [u64; POOL_CALLERS],
 }
 
-const _: () = assert!(core::mem::size_of::<PoolEvent>() == 40);
+const _: () = assert!(core::mem::size_of::<PoolEvent>() == 32 + 8 * POOL_CALLERS);
 
 /// What identifies a pool operation in the kernel's pool map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub pool: u64,
-    /// Return address into the function that called `Get`/`Put`.
-    pub caller: u64,
+    /// Return addresses into the function that called `Get`/`Put` and its
+    /// callers (see [`PoolEvent::callers`]).
+    pub callers: [u64; POOL_CALLERS],
     /// For `POOL_NEW`: the code pointer of `p.New`; otherwise 0.
     pub arg: u64,
     /// The probe's cookie kind (`cookie::POOL_*`).
@@ -268,7 +282,44 @@ pub struct PoolKey {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PoolKey>() == 32);
+const _: () = assert!(core::mem::size_of::<PoolKey>() == 24 + 8 * POOL_CALLERS);
+
+/// Nested `p.New()` calls tracked per goroutine (a `New` that itself gets
+/// from a pool that misses).
+pub const MISS_NESTING: usize = 4;
+
+/// The `p.New()` calls in flight in one goroutine (keyed by its `g`
+/// pointer, R14), innermost last: each pool and the goroutine's stack depth
+/// at the call (`g.stack.hi − RSP`, unchanged when Go copies the stack).
+/// An allocation is inside a miss's `New` when `New`'s frame record (at
+/// depth + 16, holding the return address into `Get`) is on its
+/// frame-pointer chain; entries for which it is not are over and dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MissStack {
+    pub pools: [u64; MISS_NESTING],
+    pub depths: [u64; MISS_NESTING],
+    pub n: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<MissStack>() == 16 * MISS_NESTING + 8);
+
+/// Goroutines with a `p.New()` call in flight, tracked at most.
+pub const MISS_ENTRIES: u32 = 1 << 14;
+
+/// Per-CPU totals of one [`PoolKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolValue {
+    pub count: u64,
+    /// `bpf_ktime_get_ns()` when the key was created on this CPU (0 on the
+    /// other CPUs): userspace takes new keys in the order they were first
+    /// seen, so that a pool is named after the function that used it first.
+    pub first_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<PoolValue>() == 16);
 
 /// Distinct pool keys aggregated in the kernel.
 pub const POOL_ENTRIES: u32 = 1 << 14;
@@ -310,4 +361,8 @@ mod user {
     unsafe impl aya::Pod for super::PoolKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Slot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MissStack {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PoolValue {}
 }

@@ -21,8 +21,19 @@
 //!   Allocations neither can hold (map full, or runtime frames too deep for a
 //!   key) are sent one by one.
 //! - `pool_probe` runs at `sync.(*Pool).Get`/`Put` and at the two miss paths
-//!   inside `Get`, and counts each operation in `POOL_AGG` under (pool,
-//!   caller, operation).
+//!   inside `Get`, and counts each operation in `POOL_AGG` under (pool, the
+//!   caller's and its callers' return addresses, operation). At the
+//!   `p.New()` call it also pushes (pool, stack depth) on the goroutine's
+//!   entry in `POOL_MISSES` (keyed by `g`, R14). While any goroutine has
+//!   such an entry (`MISSES_IN_FLIGHT` ≠ 0), the exact allocation programs
+//!   look their goroutine up and charge the allocation, per pool in
+//!   `POOL_MISS_AGG`, to the innermost miss whose `New` frame is still on
+//!   the stack above it (found by walking the frame pointers; its return
+//!   address is the one into `Get`). Misses whose `New` is gone are dropped
+//!   by the allocation that finds them so, and by `Get`/`Put` of the same
+//!   goroutine at the same depth or above. (No probe at the return point:
+//!   every `Get` passes that instruction, which the kernel cannot emulate;
+//!   and no uretprobes, which crash Go programs.)
 //! - `noop`, `floor_read1` and `floor_read2` are for benchmarks: the floor
 //!   costs of a hit.
 //!
@@ -31,21 +42,24 @@
 //! what each part costs.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "the BPF target's only atomic add")]
 
 use allocwatch_common::{
     AGG_ENTRIES, AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, KEY_FRAMES, MAX_FRAMES,
-    MAX_RANGES, MallocRanges, POOL_ENTRIES, PoolEvent, PoolKey, RINGBUF_BYTES, SAMPLE_SIZE_MASK,
-    SAMPLED_BIT, Slot, cookie, counter, mode, size_bucket, slot_index,
+    MAX_RANGES, MISS_ENTRIES, MISS_NESTING, MallocRanges, MissStack, POOL_CALLERS, POOL_ENTRIES,
+    PoolEvent, PoolKey, PoolValue, RINGBUF_BYTES, SAMPLE_SIZE_MASK, SAMPLED_BIT, Slot, cookie,
+    counter, mode, size_bucket, slot_index,
 };
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::{bpf_get_attach_cookie, bpf_get_stack},
     },
     macros::{map, uprobe},
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
 };
 use aya_log_ebpf::warn;
@@ -62,6 +76,12 @@ static MALLOC_RANGES: MallocRanges = MallocRanges::EMPTY;
 /// Address ranges of the Go runtime's own functions, set by the loader.
 #[unsafe(no_mangle)]
 static RUNTIME_RANGES: MallocRanges = MallocRanges::EMPTY;
+
+/// Runtime address of the instruction right after the `CALL reg` of
+/// `p.New()` in `sync.(*Pool).Get` (the return address of a `New` call),
+/// set by the loader; 0 without pool tracing.
+#[unsafe(no_mangle)]
+static POOL_NEW_RETURN: u64 = 0;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
@@ -80,7 +100,22 @@ static SLOTS: PerCpuArray<Slot> = PerCpuArray::with_max_entries(allocwatch_commo
 static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
 
 #[map]
-static POOL_AGG: PerCpuHashMap<PoolKey, u64> = PerCpuHashMap::with_max_entries(POOL_ENTRIES, 0);
+static POOL_AGG: PerCpuHashMap<PoolKey, PoolValue> =
+    PerCpuHashMap::with_max_entries(POOL_ENTRIES, 0);
+
+/// The `p.New()` calls in flight, per goroutine (`g` pointer).
+#[map]
+static POOL_MISSES: HashMap<u64, MissStack> = HashMap::with_max_entries(MISS_ENTRIES, 0);
+
+/// How many goroutines have an entry in `POOL_MISSES`: while 0 (almost
+/// always), an allocation pays one array read for the miss accounting.
+#[map]
+static MISSES_IN_FLIGHT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per pool: allocations (and bytes) made inside its own `p.New()` calls.
+#[map]
+static POOL_MISS_AGG: PerCpuHashMap<u64, AggValue> =
+    PerCpuHashMap::with_max_entries(POOL_ENTRIES, 0);
 
 /// Per CPU: set once the first lost event has been logged.
 #[map]
@@ -222,6 +257,11 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
         bump(counter::NESTED);
         return;
     }
+    // Exact mode only: a sample is not one allocation (userspace shows the
+    // miss cost as unknown for a window in sampled mode).
+    if kind != cookie::ALLOC_SAMPLE && misses_in_flight() {
+        charge_miss(ctx, regs.rsp, regs.rbp, regs.rax);
+    }
     // profilealloc(mp, x, size) knows no type; it is called from the
     // allocation functions, so its walk to the site is the same.
     let (size, typ, bucket) = if kind == cookie::ALLOC_SAMPLE {
@@ -282,6 +322,221 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
     }
     // The slot belongs to another key.
     count_key(ctx, size, &short_key(typ, ret0, f1, nframes, bucket));
+}
+
+/// True while some goroutine is inside a `p.New()` call: the one check the
+/// miss accounting costs an allocation otherwise.
+#[inline(always)]
+fn misses_in_flight() -> bool {
+    MISSES_IN_FLIGHT.get(0).is_some_and(|n| *n != 0)
+}
+
+/// R14: the current goroutine's `g` in Go code (register ABI).
+#[inline(always)]
+fn g_reg(ctx: &ProbeContext) -> u64 {
+    let r: *const pt_regs = ctx.regs;
+    // SAFETY: the probe's register frame; a direct context load.
+    unsafe { core::ptr::read_volatile(&raw const (*r).r14) }
+}
+
+/// The goroutine's stack depth at `rsp`: `g.stack.hi − RSP` (`g.stack.hi`
+/// is the second word of `g`). It does not change when Go copies the stack.
+#[inline(always)]
+fn stack_depth(g: u64, rsp: u64) -> Option<u64> {
+    // SAFETY: checked user read.
+    let hi: u64 = unsafe { bpf_probe_read_user((g + 8) as *const u64) }.ok()?;
+    hi.checked_sub(rsp)
+}
+
+/// Frame records an allocation walks up to find the `New` call it is in.
+const MISS_WALK: u32 = 16;
+
+/// Whether the `New` call of a miss at stack depth `d` is still on the
+/// stack above frame pointer `*bp`, walking (and advancing `*bp`) at most
+/// `*steps` < [`MISS_WALK`] frame records: `Some(true)` when the frame
+/// record of `New` is found (at `g.stack.hi − d − 16`, its return address
+/// the one into `Get`), `Some(false)` when the walk passes above it,
+/// `None` when the walk ends first.
+#[inline(always)]
+fn new_is_live(bp: &mut u64, steps: &mut u32, hi: u64, d: u64) -> Option<bool> {
+    let target = hi.wrapping_sub(d).wrapping_sub(16);
+    // SAFETY: a read of a loader-set constant.
+    let ret_new = unsafe { core::ptr::read_volatile(&POOL_NEW_RETURN) };
+    while *steps < MISS_WALK {
+        if *bp == 0 || *bp > target {
+            return Some(false);
+        }
+        let rec = read_frame(*bp);
+        *steps += 1;
+        if *bp == target {
+            return Some(rec[1] == ret_new);
+        }
+        *bp = rec[0];
+    }
+    None
+}
+
+/// Charges one allocation of `size` bytes to the pool whose `p.New()` call
+/// it is made in: the innermost miss of this goroutine whose `New` is still
+/// on the stack between the allocation (frame pointer `rbp`) and `Get`.
+/// Misses whose `New` is no longer there (it returned, or panicked) are
+/// dropped on the way.
+#[inline(always)]
+fn charge_miss(ctx: &ProbeContext, rsp: u64, rbp: u64, size: u64) {
+    let g = g_reg(ctx);
+    let Some(st) = POOL_MISSES.get_ptr_mut(g) else {
+        return;
+    };
+    // SAFETY: checked user read of g.stack.hi.
+    let Ok(hi) = (unsafe { bpf_probe_read_user((g + 8) as *const u64) }) else {
+        return;
+    };
+    let depth = hi.wrapping_sub(rsp);
+    // SAFETY: the entry of this goroutine, which runs here; only its own
+    // probes write it.
+    let st = unsafe { &mut *st };
+    let mut pool = 0;
+    let (mut bp, mut steps) = (rbp, 0);
+    let mut i = MISS_NESTING;
+    while i > 0 {
+        i -= 1;
+        if (i as u32) >= st.n {
+            continue;
+        }
+        let (Some(&d), Some(&p)) = (st.depths.get(i), st.pools.get(i)) else {
+            break;
+        };
+        let live = if d < depth {
+            new_is_live(&mut bp, &mut steps, hi, d)
+        } else {
+            Some(false)
+        };
+        match live {
+            Some(true) => {
+                pool = p;
+                break;
+            }
+            Some(false) => st.n = i as u32,
+            None => {
+                bump(counter::MISS_UNTRACKED);
+                return;
+            }
+        }
+    }
+    if st.n == 0 && POOL_MISSES.remove(g).is_ok() {
+        in_flight_add(u64::MAX);
+    }
+    if pool == 0 {
+        return;
+    }
+    if let Some(v) = POOL_MISS_AGG.get_ptr_mut(pool) {
+        // SAFETY: this CPU's slot of the value.
+        unsafe {
+            (*v).count += 1;
+            (*v).bytes += size;
+        }
+        return;
+    }
+    let first = AggValue {
+        count: 1,
+        bytes: size,
+    };
+    match POOL_MISS_AGG.insert(pool, first, u64::from(BPF_NOEXIST)) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => {
+            if let Some(v) = POOL_MISS_AGG.get_ptr_mut(pool) {
+                // SAFETY: this CPU's slot of the value.
+                unsafe {
+                    (*v).count += 1;
+                    (*v).bytes += size;
+                }
+            }
+        }
+        Err(_) => bump(counter::AGG_FULL),
+    }
+}
+
+/// Adds `delta` (±1) to the in-flight count, atomically (several CPUs).
+#[inline(always)]
+fn in_flight_add(delta: u64) {
+    if let Some(p) = MISSES_IN_FLIGHT.get_ptr_mut(0) {
+        // SAFETY: a valid, aligned map value. The BPF target has no atomic
+        // read-modify-write in `core::sync::atomic` (no compare-and-swap);
+        // the intrinsic compiles to the BPF atomic add.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                p, delta,
+            )
+        };
+    }
+}
+
+/// Entries of `st` that lie at `depth` or deeper are over (their `New`
+/// returned, or panicked): drops them.
+#[inline(always)]
+fn pop_from(st: &mut MissStack, depth: u64) {
+    let mut i = 0;
+    while i < MISS_NESTING {
+        if (i as u32) < st.n && st.depths[i] >= depth {
+            st.n = i as u32;
+            break;
+        }
+        i += 1;
+    }
+}
+
+/// At the `CALL reg` of `p.New()`: this goroutine's allocations until that
+/// call returns are the miss's.
+#[inline(always)]
+fn miss_begins(ctx: &ProbeContext, pool: u64, rsp: u64) {
+    let g = g_reg(ctx);
+    let Some(depth) = stack_depth(g, rsp) else {
+        return;
+    };
+    if let Some(st) = POOL_MISSES.get_ptr_mut(g) {
+        // SAFETY: this goroutine's entry (see `charge_miss`).
+        let st = unsafe { &mut *st };
+        pop_from(st, depth);
+        let n = st.n as usize;
+        if n < MISS_NESTING {
+            st.pools[n] = pool;
+            st.depths[n] = depth;
+            st.n += 1;
+        } else {
+            bump(counter::MISS_UNTRACKED);
+        }
+        return;
+    }
+    let mut st = MissStack::default();
+    st.pools[0] = pool;
+    st.depths[0] = depth;
+    st.n = 1;
+    if POOL_MISSES.insert(g, st, u64::from(BPF_NOEXIST)).is_ok() {
+        in_flight_add(1);
+    } else {
+        bump(counter::MISS_UNTRACKED);
+    }
+}
+
+/// At `Get` or `Put` (RSP at their frame setup): the misses of this
+/// goroutine at this depth or deeper are over (their `New` returned or
+/// panicked). Allocations drop such misses too; this keeps a goroutine that
+/// stops allocating from leaving one behind.
+#[inline(always)]
+fn miss_prune(ctx: &ProbeContext, rsp: u64) {
+    let g = g_reg(ctx);
+    let Some(st) = POOL_MISSES.get_ptr_mut(g) else {
+        return;
+    };
+    let Some(depth) = stack_depth(g, rsp) else {
+        return;
+    };
+    // SAFETY: this goroutine's entry (see `charge_miss`).
+    let st = unsafe { &mut *st };
+    pop_from(st, depth);
+    if st.n == 0 && POOL_MISSES.remove(g).is_ok() {
+        in_flight_add(u64::MAX);
+    }
 }
 
 #[inline(always)]
@@ -420,54 +675,63 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
     let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let regs = regs(ctx);
     let op = cookie::kind(ck);
-    let (pool, arg, caller) = match op {
+    // At Get's and Put's PUSHQ BP, [RSP] is the return address into the
+    // caller and RBP the caller's frame; inside Get (the miss probes), RBP
+    // is Get's frame and [RBP+8] the return address into the caller.
+    let (pool, arg, first, bp) = match op {
         cookie::POOL_GET => {
-            // SAFETY: checked user read of the return address at [RSP].
-            let ret: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
-            (regs.rax, 0, ret)
+            if misses_in_flight() {
+                miss_prune(ctx, regs.rsp);
+            }
+            (regs.rax, 0, read_u64(regs.rsp), regs.rbp)
         }
         cookie::POOL_PUT => {
             if regs.rbx == 0 {
                 // Put(nil) returns early and does not count.
                 return Ok(0);
             }
-            // SAFETY: checked user read of the return address at [RSP].
-            let ret: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
-            (regs.rax, 0, ret)
+            if misses_in_flight() {
+                miss_prune(ctx, regs.rsp);
+            }
+            (regs.rax, 0, read_u64(regs.rsp), regs.rbp)
         }
         cookie::POOL_NEW | cookie::POOL_NIL => {
-            // Inside Get, after its frame setup: Get's return address is [RBP+8].
-            // SAFETY: checked user read.
-            let ret: u64 =
-                unsafe { bpf_probe_read_user((regs.rbp + 8) as *const u64) }.unwrap_or(0);
+            let rec = read_frame(regs.rbp);
             let newfn = if op == cookie::POOL_NEW {
-                // SAFETY: checked user read of the funcval's code pointer.
-                unsafe { bpf_probe_read_user(regs.rdx as *const u64) }.unwrap_or(0)
+                miss_begins(ctx, regs.rcx, regs.rsp);
+                // The funcval's code pointer.
+                read_u64(regs.rdx)
             } else {
                 0
             };
-            (regs.rcx, newfn, ret)
+            (regs.rcx, newfn, rec[1], rec[0])
         }
         _ => return Ok(0),
     };
+    let callers = pool_callers(first, bp);
     let key = PoolKey {
         pool,
-        caller,
+        callers,
         arg,
         op,
         _pad: 0,
     };
     if let Some(v) = POOL_AGG.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of the value.
-        unsafe { *v += 1 };
+        unsafe { (*v).count += 1 };
         return Ok(0);
     }
-    match POOL_AGG.insert(key, 1u64, u64::from(BPF_NOEXIST)) {
+    let first = PoolValue {
+        count: 1,
+        // SAFETY: the helper has no preconditions.
+        first_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    match POOL_AGG.insert(key, first, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => {
             if let Some(v) = POOL_AGG.get_ptr_mut(key) {
                 // SAFETY: this CPU's slot of the value.
-                unsafe { *v += 1 };
+                unsafe { (*v).count += 1 };
             }
         }
         Err(_) => {
@@ -482,12 +746,48 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
                 cookie: ck,
                 pool,
                 arg,
-                caller,
+                callers,
             });
             entry.submit(0);
         }
     }
     Ok(0)
+}
+
+/// A user word, 0 when unreadable.
+#[inline(always)]
+fn read_u64(addr: u64) -> u64 {
+    // SAFETY: checked user read.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
+}
+
+/// A frame record [saved BP, return address], zeros when unreadable.
+#[inline(always)]
+fn read_frame(bp: u64) -> [u64; 2] {
+    // SAFETY: checked user read.
+    unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }.unwrap_or([0; 2])
+}
+
+/// `first` (the return address into the caller) and the return addresses
+/// of the callers above it, from the caller's frame pointer `bp` on.
+#[inline(always)]
+fn pool_callers(first: u64, mut bp: u64) -> [u64; POOL_CALLERS] {
+    let mut callers = [0; POOL_CALLERS];
+    callers[0] = first;
+    let mut i = 1;
+    while i < POOL_CALLERS {
+        if bp == 0 {
+            break;
+        }
+        let rec = read_frame(bp);
+        if rec[1] == 0 {
+            break;
+        }
+        callers[i] = rec[1];
+        bp = rec[0];
+        i += 1;
+    }
+    callers
 }
 
 /// Per CPU: where the `floor_read*` programs store what they read.

@@ -792,21 +792,20 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
             st.hit_ratio()
                 .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
         );
-        if let Some(nf) = &p.new_func {
-            // Allocations made under this pool's New (they have
-            // sync.(*Pool).Get on their stack): what the misses cost.
-            let (n, b) = snap
-                .sites
-                .iter()
-                .filter(|x| x.pool_new_func.as_ref() == Some(nf))
-                .fold((0, 0), |(n, b), x| (n + x.allocs, b + x.bytes));
-            if n > 0 {
+        // What this pool's own misses allocated inside New (exact mode).
+        match st.miss_cost() {
+            Some((0, _)) => {}
+            Some((n, b)) => {
                 let _ = writeln!(
                     e,
                     "    misses cost {n} allocations, {} ({b} bytes)",
                     human_bytes(b)
                 );
             }
+            None if st.misses > 0 => {
+                let _ = writeln!(e, "    misses cost: not known (sampled mode)");
+            }
+            None => {}
         }
         for c in &p.callers {
             let cs = &c.stats;

@@ -12,7 +12,9 @@
 //!   assumed): cheaper, fires once per call even after `morestack`, and keeps
 //!   the immediate caller in kernel stack walks.
 //! - `sync.Pool`: `Get` and `Put` at their frame setup, and the two miss paths
-//!   inside `Get` (the indirect call of `p.New()` and the nil return).
+//!   inside `Get` (the indirect call of `p.New()` and the nil return); and
+//!   the address that call returns to, which the kernel looks for on the
+//!   stack to tell an allocation inside `New` (a miss's cost).
 
 use serde::Serialize;
 
@@ -77,6 +79,9 @@ pub struct ProbePlan {
     /// and `top` only: not part of `inspect`'s output).
     #[serde(skip)]
     pub switchable: bool,
+    /// The vaddr `p.New()` returns to in `sync.(*Pool).Get` (pool tracing).
+    #[serde(skip)]
+    pub pool_new_return: Option<u64>,
     /// Sampled mode: the vaddr of `runtime.MemProfileRate`.
     pub mem_profile_rate_addr: Option<u64>,
     /// Sampled mode: whether the linker switched memory profiling off (the
@@ -352,11 +357,15 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         ));
     }
 
+    let mut pool_new_return = None;
     let pools = if !opts.pools {
         PoolTracing::Disabled("turned off (--no-pools)".into())
     } else {
         match plan_pools(&mut b) {
-            Ok(()) => PoolTracing::Enabled,
+            Ok(ret) => {
+                pool_new_return = Some(ret);
+                PoolTracing::Enabled
+            }
             Err(reason) => {
                 b.probes.retain(|p| p.program != Program::Pool);
                 b.warnings.push(format!(
@@ -388,12 +397,13 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         mem_profile_rate_addr: mem_profile_rate,
         memory_profiling_disabled: flag.map(|(_, set)| set),
         disable_flag_addr: flag.map(|(a, _)| a),
+        pool_new_return,
         pools,
         warnings: b.warnings,
     })
 }
 
-fn plan_pools(b: &mut Builder<'_>) -> Result<(), String> {
+fn plan_pools(b: &mut Builder<'_>) -> Result<u64, String> {
     const GET: &str = "sync.(*Pool).Get";
     const PUT: &str = "sync.(*Pool).Put";
     let Some(get) = b.bin.func_by_name(GET) else {
@@ -423,7 +433,7 @@ fn plan_pools(b: &mut Builder<'_>) -> Result<(), String> {
     if b.bin.func_by_name(PUT).is_some() {
         b.entry(PUT, cookie::POOL_PUT)?;
     }
-    Ok(())
+    Ok(get.entry + sites.new_return)
 }
 
 /// Sorts `[start, end)` ranges and merges those that touch or overlap.

@@ -100,6 +100,8 @@ pub struct Session {
     mode: crate::plan::Mode,
     /// The `runtime.MemProfileRate` allocwatch set, set back at the end.
     rate_override: Option<Arc<RateOverride>>,
+    /// Sampled mode counted since the last read of the kernel's totals.
+    sampled_since_read: bool,
 }
 
 impl Session {
@@ -156,6 +158,7 @@ impl Session {
             rate_addr,
             mode,
             rate_override: rate_override.map(Arc::new),
+            sampled_since_read: false,
         })
     }
 
@@ -218,11 +221,11 @@ impl Session {
                 cookie: ck,
                 pool,
                 arg,
-                caller,
+                callers,
             } => {
                 let kind = kinds.get(cookie::index(ck) as usize).copied().unwrap_or(0);
                 if let Some(op) = pool_op(kind) {
-                    agg.add_pool(op, pool, arg, caller);
+                    agg.add_pool(op, pool, arg, callers);
                 }
             }
         })
@@ -245,9 +248,15 @@ impl Session {
         tracer.read_aggregates(|k, v| agg.set_key_totals(&kernel_key(k), v.count, v.bytes));
         tracer.read_pools(|k, total| {
             if let Some(op) = pool_op(k.op) {
-                agg.set_pool_total(op, k.pool, k.arg, k.caller, total);
+                agg.set_pool_total(op, k.pool, k.arg, k.callers, total);
             }
         });
+        tracer.read_pool_misses(|pool, v| agg.set_pool_miss_total(pool, v.count, v.bytes));
+        // The kernel charges misses in exact mode only.
+        if self.mode == crate::plan::Mode::Sampled || self.sampled_since_read {
+            self.agg.mark_pools_sampled();
+        }
+        self.sampled_since_read = false;
     }
 
     /// Waits until events are ready.
@@ -285,6 +294,7 @@ impl Session {
             Mode::Exact => {
                 self.tracer.attach_exact()?;
                 self.tracer.set_mode(Mode::Exact)?;
+                self.sampled_since_read = true;
             }
         }
         self.mode = to;

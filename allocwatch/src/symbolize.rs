@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
-use crate::gobin::{GoBinary, TypeName};
-use crate::stats::{Frame, Resolved, Resolver, SiteKey};
+use crate::gobin::{GoBinary, TypeName, wrappers::Wrappers};
+use crate::stats::{Callers, Frame, Resolved, Resolver, SiteKey};
 
 /// True for frames that belong to the Go runtime's allocation machinery: the
 /// site is the first frame after them.
@@ -130,6 +130,8 @@ pub struct GoResolver {
     pcs: HashMap<u64, Arc<[Frame]>>,
     types: HashMap<u64, Arc<str>>,
     strings: HashMap<String, Arc<str>>,
+    /// Which pool callers only forward to `sync.Pool`.
+    wrappers: Wrappers,
 }
 
 impl GoResolver {
@@ -142,6 +144,7 @@ impl GoResolver {
             pcs: HashMap::new(),
             types: HashMap::new(),
             strings: HashMap::new(),
+            wrappers: Wrappers::default(),
         }
     }
 
@@ -303,13 +306,33 @@ impl Resolver for GoResolver {
             })
     }
 
-    fn pool_name(&mut self, pool: u64) -> Arc<str> {
-        let va = pool.wrapping_sub(self.bias);
-        match self.bin.data_symbol_at(va) {
-            Some((name, start)) if start == va => self.intern(&name),
-            Some((name, start)) => self.intern(&format!("{name}+{:#x}", va - start)),
-            None => self.intern(&format!("{pool:#x}")),
+    fn pool_user(&mut self, callers: &Callers) -> Frame {
+        let mut last = None;
+        for &ret in callers.iter().take_while(|&&r| r != 0) {
+            let frames = self.frames_of_return(ret);
+            let ret_va = ret.wrapping_sub(self.bias);
+            let raw = self.bin.symbolize(ret_va.wrapping_sub(1));
+            for (i, f) in frames.iter().enumerate() {
+                last = Some(f.clone());
+                let wrapper =
+                    !raw.is_empty() && self.wrappers.is_wrapper_frame(&self.bin, ret_va, &raw, i);
+                if !wrapper {
+                    return f.clone();
+                }
+            }
         }
+        // Wrappers all the way up the walk: the outermost seen.
+        last.unwrap_or_else(|| self.caller(callers[0]))
+    }
+
+    fn pool_symbol(&mut self, pool: u64) -> Option<Arc<str>> {
+        let va = pool.wrapping_sub(self.bias);
+        let (name, start) = self.bin.data_symbol_at(va)?;
+        Some(if start == va {
+            self.intern(&name)
+        } else {
+            self.intern(&format!("{name}+{:#x}", va - start))
+        })
     }
 
     fn function_name(&mut self, code: u64) -> Arc<str> {

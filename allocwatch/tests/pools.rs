@@ -65,6 +65,8 @@ struct Row {
     nil_returns: u64,
     puts: u64,
     hit_ratio: String,
+    miss_allocs: Option<u64>,
+    miss_bytes: Option<u64>,
 }
 
 fn record_pools(bin: &Path, n: u32) -> (Vec<Row>, FixtureResult, String) {
@@ -187,6 +189,16 @@ fn pools_for(version: &str) {
         }
         // Allocations made by each pool's New are attributed to that pool.
         for site in &res.sites {
+            let row = rows
+                .iter()
+                .find(|r| r.new_func == site.func)
+                .unwrap_or_else(|| panic!("{what}: no pool with New {}", site.func));
+            assert_eq!(
+                (row.miss_allocs, row.miss_bytes),
+                (Some(site.count), Some(site.bytes)),
+                "{what}: miss_allocs, miss_bytes of the pool with New {}",
+                site.func
+            );
             let line = miss_cost_line(&stderr, &site.func)
                 .unwrap_or_else(|| panic!("{what}: no miss cost for {}:\n{stderr}", site.func));
             assert!(

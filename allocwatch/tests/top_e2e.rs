@@ -18,7 +18,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Variant, build_go, fixture, is_root, probe_sites, read_probed, read_word, toolchain,
+use support::{
+    Variant, build_go, fixture, is_root, probe_sites, read_probed, read_word, toolchain,
 };
 
 /// How long after `q` the shell may take to be back. Generous on purpose,
@@ -488,8 +489,9 @@ fn dashboard_on_the_demo_service() {
     let hit = |rows: &[&str], pool: &str| -> Option<f64> {
         let row = rows.iter().find(|r| first_word(r) == pool)?;
         let cells: Vec<&str> = row.split_whitespace().collect();
-        // Pool, New, Gets/s, Hit, Miss/s, Puts/s, Not put, Miss allocs, Callers
-        assert_eq!(cells.len(), 9, "pool row: {row}");
+        // Pool, New, Gets/s, Hit, Miss/s, Puts/s, Not put, Miss allocs,
+        // Miss bytes, Callers
+        assert_eq!(cells.len(), 10, "pool row: {row}");
         // Gets/s is known once two snapshots arrived.
         if cells[2] == "-" {
             return None;

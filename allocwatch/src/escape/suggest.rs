@@ -232,6 +232,7 @@ mod tests {
                 misses,
                 nil_returns: 0,
                 puts,
+                ..PoolStats::default()
             },
             callers: callers
                 .iter()
@@ -246,6 +247,7 @@ mod tests {
                         misses: 0,
                         nil_returns: 0,
                         puts: *p,
+                        ..PoolStats::default()
                     },
                 })
                 .collect(),

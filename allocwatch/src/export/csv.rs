@@ -6,7 +6,9 @@
 //! with `--mode sampled` or `--max-overhead`, a last column `mode`: `exact`, `sampled` (the
 //! counts are estimates scaled from the runtime's samples) or `mixed` (both: the mode switched
 //! within the window).
-//! Pools: `window_start_s,window_end_s,pool,new_func,gets,hits,misses,nil_returns,puts,hit_ratio`.
+//! Pools: `window_start_s,window_end_s,pool,new_func,gets,hits,misses,nil_returns,puts,hit_ratio,miss_allocs,miss_bytes`;
+//! `miss_allocs`/`miss_bytes`: the allocations made inside this pool's own `New` calls (requested
+//! sizes), empty for a window (partly) traced in sampled mode, where they are not known.
 
 use std::io::Write;
 
@@ -25,7 +27,7 @@ pub const SITES_HEADER: [&str; 10] = [
     "bytes_per_s",
 ];
 
-pub const POOLS_HEADER: [&str; 10] = [
+pub const POOLS_HEADER: [&str; 12] = [
     "window_start_s",
     "window_end_s",
     "pool",
@@ -36,6 +38,8 @@ pub const POOLS_HEADER: [&str; 10] = [
     "nil_returns",
     "puts",
     "hit_ratio",
+    "miss_allocs",
+    "miss_bytes",
 ];
 
 fn secs(d: std::time::Duration) -> String {
@@ -144,6 +148,9 @@ impl<W: Write> PoolsCsv<W> {
         let (s, e) = (secs(start), secs(end));
         for p in &window.pools {
             let st = &p.stats;
+            let (miss_allocs, miss_bytes) = st
+                .miss_cost()
+                .map_or_else(Default::default, |(n, b)| (n.to_string(), b.to_string()));
             self.w.write_record([
                 s.as_str(),
                 e.as_str(),
@@ -157,6 +164,8 @@ impl<W: Write> PoolsCsv<W> {
                 &st.hit_ratio()
                     .map(|r| format!("{r:.4}"))
                     .unwrap_or_default(),
+                &miss_allocs,
+                &miss_bytes,
             ])?;
         }
         Ok(())
@@ -264,6 +273,50 @@ mod tests {
              0.000,1.000,main.a,/x/main.go,3,,30,30,30.0,30.0,e,exact\n\
              0.000,1.000,main.b,/x/main.go,3,,20,20,20.0,20.0,e,sampled\n\
              0.000,1.000,main.c,/x/main.go,3,,10,10,10.0,10.0,e,mixed\n"
+        );
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+    use crate::stats::{PoolSnapshot, PoolStats};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn pool_rows_carry_the_miss_cost_or_leave_it_empty() {
+        let pool = |name: &str, sampled_reads| PoolSnapshot {
+            pool: 0xc000_1000,
+            name: Arc::from(name),
+            new_func: Some(Arc::from("main.newBucket.func1")),
+            stats: PoolStats {
+                gets: 301,
+                misses: 300,
+                nil_returns: 0,
+                puts: 1,
+                miss_allocs: 300,
+                miss_bytes: 300 * 65536,
+                sampled_reads,
+            },
+            callers: Vec::new(),
+        };
+        let snap = Snapshot {
+            elapsed: Duration::from_secs(2),
+            pools: vec![
+                pool("0xc0001000 (main.useLarge)", 0),
+                pool("main.sampledPool", 1),
+            ],
+            ..Snapshot::default()
+        };
+        let mut w = PoolsCsv::new(Vec::new()).unwrap();
+        w.write_window(Duration::ZERO, &snap).unwrap();
+        let out = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "window_start_s,window_end_s,pool,new_func,gets,hits,misses,nil_returns,puts,hit_ratio,miss_allocs,miss_bytes\n\
+             0.000,2.000,0xc0001000 (main.useLarge),main.newBucket.func1,301,1,300,0,1,0.0033,300,19660800\n\
+             0.000,2.000,main.sampledPool,main.newBucket.func1,301,1,300,0,1,0.0033,,\n"
         );
     }
 }

@@ -20,6 +20,7 @@ mod pclntab;
 pub mod prologue;
 mod read;
 mod types;
+pub mod wrappers;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -205,6 +205,8 @@ pub struct PoolGetSites {
     /// The `CALL reg` that calls `p.New()`: a probe here counts a miss that
     /// allocates.
     pub new_call: u64,
+    /// The instruction right after `new_call`, where `p.New()` returns to.
+    pub new_return: u64,
     /// The register holding the code pointer at `new_call` (e.g. `rax`).
     pub new_call_reg: Gpr,
     /// The register holding the `p.New` funcval (the closure context
@@ -360,6 +362,7 @@ pub fn pool_get_miss_sites(code: &[u8], entry_vaddr: u64) -> Result<PoolGetSites
 
     Ok(PoolGetSites {
         new_call: off(call),
+        new_return: call.next_ip().wrapping_sub(entry_vaddr),
         new_call_reg: call_reg,
         new_fn_reg: fn_reg,
         nil_return: off(&all[nil_idx]),
@@ -457,6 +460,7 @@ mod tests {
             s,
             PoolGetSites {
                 new_call: 0xaf,
+                new_return: 0xb1,
                 new_call_reg: Gpr::Rax,
                 new_fn_reg: Gpr::Rdx,
                 nil_return: 0xa5,

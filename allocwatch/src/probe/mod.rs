@@ -7,7 +7,8 @@ use std::path::Path;
 
 use allocwatch_common::{
     AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, MAX_FRAMES, MAX_RANGES, MallocRanges,
-    PoolEvent, PoolKey, SAMPLED_BIT, SLOT_FRAMES, Slot, cookie, counter, kind, names,
+    POOL_CALLERS, PoolEvent, PoolKey, PoolValue, SAMPLED_BIT, SLOT_FRAMES, Slot, cookie, counter,
+    kind, names,
 };
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::{Ebpf, EbpfLoader};
@@ -45,7 +46,7 @@ pub enum Event<'a> {
         cookie: u64,
         pool: u64,
         arg: u64,
-        caller: u64,
+        callers: [u64; POOL_CALLERS],
     },
 }
 
@@ -96,7 +97,8 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     slots: PerCpuArray<MapData, Slot>,
     agg: PerCpuHashMap<MapData, AggKey, AggValue>,
-    pool_agg: PerCpuHashMap<MapData, PoolKey, u64>,
+    pool_agg: PerCpuHashMap<MapData, PoolKey, PoolValue>,
+    pool_miss_agg: PerCpuHashMap<MapData, u64, AggValue>,
     /// Every probe attached now.
     links: Links,
     /// Which allocation programs count (`allocwatch_common::mode`).
@@ -234,7 +236,7 @@ fn decode(buf: &[u8]) -> Option<Event<'_>> {
                 cookie: ev.cookie,
                 pool: ev.pool,
                 arg: ev.arg,
-                caller: ev.caller,
+                callers: ev.callers,
             })
         }
         _ => None,
@@ -260,9 +262,11 @@ impl Tracer {
     ) -> Result<Tracer> {
         let ranges = to_ranges(&plan.merged_malloc_ranges(), bias)?;
         let runtime = to_ranges(&plan.runtime_ranges, bias)?;
+        let new_return = plan.pool_new_return.map_or(0, |a| a + bias);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::TARGET_TGID, &tgid, true)
+            .override_global(names::POOL_NEW_RETURN, &new_return, true)
             .override_global(names::MALLOC_RANGES, &ranges, true)
             .override_global(names::RUNTIME_RANGES, &runtime, true);
         if let Some(bytes) = opts.ringbuf_bytes {
@@ -339,6 +343,11 @@ impl Tracer {
                 .ok_or_else(|| AppError::other("pool map missing from the eBPF object"))?,
         )
         .map_err(|e| load_error(&e))?;
+        let pool_miss_agg = PerCpuHashMap::try_from(
+            ebpf.take_map(names::POOL_MISS_AGG)
+                .ok_or_else(|| AppError::other("pool miss map missing from the eBPF object"))?,
+        )
+        .map_err(|e| load_error(&e))?;
         // Run-time statistics cost two clock reads per hit: only on request.
         let stats = if std::env::var_os("ALLOCWATCH_BPF_STATS").is_some() {
             aya::sys::enable_stats(aya::sys::Stats::RunTime)
@@ -355,6 +364,7 @@ impl Tracer {
             agg,
             pool_agg,
             links,
+            pool_miss_agg,
             mode,
             exact,
             exe: exe.to_path_buf(),
@@ -481,13 +491,46 @@ impl Tracer {
         }
     }
 
-    /// Hands every (pool, caller, operation) of the kernel's pool map, with
-    /// its count summed over CPUs, to `f`.
+    /// Hands every (pool, callers, operation) of the kernel's pool map,
+    /// with its count summed over CPUs, to `f`, in the order the keys were
+    /// first seen.
     pub fn read_pools(&self, mut f: impl FnMut(&PoolKey, u64)) {
+        let mut keys = Vec::new();
         for item in self.pool_agg.iter() {
             match item {
-                Ok((k, per_cpu)) => f(&k, per_cpu.iter().sum()),
+                Ok((k, per_cpu)) => {
+                    let count = per_cpu.iter().map(|v| v.count).sum::<u64>();
+                    let first = per_cpu
+                        .iter()
+                        .map(|v| v.first_ns)
+                        .filter(|&t| t != 0)
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    keys.push((first, k, count));
+                }
                 Err(e) => log::debug!("reading the pool map: {e}"),
+            }
+        }
+        keys.sort_by_key(|&(first, _, _)| first);
+        for (_, k, count) in &keys {
+            f(k, *count);
+        }
+    }
+
+    /// Hands every pool's allocations made inside its own `p.New()` calls
+    /// (exact mode), summed over CPUs, to `f`.
+    pub fn read_pool_misses(&self, mut f: impl FnMut(u64, AggValue)) {
+        for item in self.pool_miss_agg.iter() {
+            match item {
+                Ok((pool, per_cpu)) => {
+                    let mut t = AggValue::default();
+                    for v in per_cpu.iter() {
+                        t.count += v.count;
+                        t.bytes += v.bytes;
+                    }
+                    f(pool, t);
+                }
+                Err(e) => log::debug!("reading the pool miss map: {e}"),
             }
         }
     }

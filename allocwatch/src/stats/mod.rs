@@ -9,7 +9,9 @@
 
 mod pools;
 
-pub use pools::{PoolCallerStats, PoolKey, PoolOp, PoolSnapshot, PoolStats};
+pub use pools::{
+    Callers, PoolCallerStats, PoolKey, PoolOp, PoolSnapshot, PoolStats, pool_display_name,
+};
 
 use std::collections::HashMap;
 
@@ -51,8 +53,14 @@ pub trait Resolver {
     fn resolve_alloc(&mut self, typ: u64, frames: &[u64]) -> Resolved;
     /// The function containing a return address (for pool call sites).
     fn caller(&mut self, ret_addr: u64) -> Frame;
-    /// A pool's display name: its global variable, or its address.
-    fn pool_name(&mut self, pool: u64) -> Arc<str>;
+    /// The function that asked for a pool operation: of the caller of
+    /// `Get`/`Put` and its callers (`callers`, innermost first, 0 where the
+    /// walk ended), the first frame that is not a forwarding wrapper.
+    fn pool_user(&mut self, callers: &Callers) -> Frame {
+        self.caller(callers[0])
+    }
+    /// A pool's global variable (`name` or `name+0x10`), when it has one.
+    fn pool_symbol(&mut self, pool: u64) -> Option<Arc<str>>;
     /// The function at a code address (a pool's `New`).
     fn function_name(&mut self, code: u64) -> Arc<str>;
     /// A pool's `New` function read from the live pool, when it can be read
@@ -417,14 +425,34 @@ impl<R: Resolver> Aggregator<R> {
     }
 
     /// Records one pool operation.
-    pub fn add_pool(&mut self, op: PoolOp, pool: u64, arg: u64, caller: u64) {
-        self.pools.add(&mut self.resolver, op, pool, arg, caller, 1);
+    pub fn add_pool(&mut self, op: PoolOp, pool: u64, arg: u64, callers: Callers) {
+        self.pools
+            .add(&mut self.resolver, op, pool, arg, callers, 1);
     }
 
-    /// Takes the kernel's cumulative count of one (pool, caller, operation).
-    pub fn set_pool_total(&mut self, op: PoolOp, pool: u64, arg: u64, caller: u64, total: u64) {
+    /// Takes the kernel's cumulative count of one (pool, callers, operation).
+    pub fn set_pool_total(
+        &mut self,
+        op: PoolOp,
+        pool: u64,
+        arg: u64,
+        callers: Callers,
+        total: u64,
+    ) {
         self.pools
-            .set_total(&mut self.resolver, op, pool, arg, caller, total);
+            .set_total(&mut self.resolver, op, pool, arg, callers, total);
+    }
+
+    /// Takes the kernel's cumulative miss cost of one pool: allocations
+    /// made inside its own `p.New()` calls (exact mode).
+    pub fn set_pool_miss_total(&mut self, pool: u64, allocs: u64, bytes: u64) {
+        self.pools.set_miss_total(pool, allocs, bytes);
+    }
+
+    /// Says that sampled mode counted since the last read: the pools' miss
+    /// costs of the windows that include this read are unknown.
+    pub fn mark_pools_sampled(&mut self) {
+        self.pools.mark_sampled();
     }
 
     /// Number of distinct stacks seen.

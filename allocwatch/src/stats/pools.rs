@@ -1,11 +1,20 @@
 //! Per-pool and per-call-site `sync.Pool` counters.
 //!
 //! A pool is identified by its address (`*sync.Pool`), displayed by the name
-//! of the global variable holding it when the binary has one. A call site is
-//! the function (and line) that called `Get` or `Put`.
+//! of the global variable holding it when the binary has one, otherwise by
+//! its address and the function that used it first
+//! (`0xc000012345 (main.handle)`). A call site is the function (and line)
+//! that called `Get` or `Put`, past forwarding wrappers (the resolver
+//! decides which frames are wrappers, see `symbolize`).
+//!
+//! A pool's miss cost is what the kernel charged to it: the allocations made
+//! inside the `p.New()` calls of its own misses (exact mode only; a window
+//! that was partly in sampled mode has no miss cost).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use allocwatch_common::POOL_CALLERS;
 
 use super::{Frame, Resolver};
 
@@ -31,6 +40,13 @@ pub struct PoolStats {
     pub misses: u64,
     pub nil_returns: u64,
     pub puts: u64,
+    /// Allocations made inside this pool's own `p.New()` calls, and their
+    /// bytes (requested sizes), counted in exact mode.
+    pub miss_allocs: u64,
+    pub miss_bytes: u64,
+    /// Reads of the kernel's totals made while (or since) sampled mode
+    /// counted: when non-zero, the miss cost is not known.
+    pub sampled_reads: u64,
 }
 
 impl PoolStats {
@@ -53,6 +69,13 @@ impl PoolStats {
         self.gets.saturating_sub(self.puts)
     }
 
+    /// `(miss_allocs, miss_bytes)`, `None` when (part of) the window was
+    /// traced in sampled mode, where allocations are not seen one by one.
+    #[must_use]
+    pub fn miss_cost(&self) -> Option<(u64, u64)> {
+        (self.sampled_reads == 0).then_some((self.miss_allocs, self.miss_bytes))
+    }
+
     fn add(&mut self, op: PoolOp, n: u64) {
         match op {
             PoolOp::Get => self.gets += n,
@@ -68,6 +91,9 @@ impl PoolStats {
             misses: self.misses.saturating_sub(o.misses),
             nil_returns: self.nil_returns.saturating_sub(o.nil_returns),
             puts: self.puts.saturating_sub(o.puts),
+            miss_allocs: self.miss_allocs.saturating_sub(o.miss_allocs),
+            miss_bytes: self.miss_bytes.saturating_sub(o.miss_bytes),
+            sampled_reads: self.sampled_reads.saturating_sub(o.sampled_reads),
         }
     }
 }
@@ -92,20 +118,37 @@ pub struct PoolSnapshot {
 
 #[derive(Default)]
 struct PoolEntry {
+    /// The pool's data symbol, or its address and first user.
     name: Option<Arc<str>>,
     new_func: Option<Arc<str>>,
     stats: PoolStats,
-    callers: HashMap<u64, usize>,
+    callers: HashMap<Callers, usize>,
     caller_stats: Vec<PoolCallerStats>,
 }
 
 #[derive(Default)]
 pub(super) struct Pools {
     pools: HashMap<PoolKey, PoolEntry>,
-    /// return address -> caller frame, resolved once
-    callers: HashMap<u64, Frame>,
-    /// Last cumulative kernel totals per (op, pool, arg, caller).
-    totals: HashMap<(u8, u64, u64, u64), u64>,
+    /// return addresses -> the user's frame (past wrappers), resolved once
+    callers: HashMap<Callers, Frame>,
+    /// Last cumulative kernel totals per (op, pool, arg, callers).
+    totals: HashMap<(u8, u64, u64, Callers), u64>,
+    /// Last cumulative miss cost per pool (allocations, bytes).
+    miss_totals: HashMap<PoolKey, (u64, u64)>,
+}
+
+/// Return addresses of a pool operation: the caller of `Get`/`Put` and its
+/// callers, innermost first, 0 where the walk ended.
+pub type Callers = [u64; POOL_CALLERS];
+
+/// A pool's display name: its data symbol, else its address and the
+/// function that used it first.
+#[must_use]
+pub fn pool_display_name(pool: u64, symbol: Option<&str>, user: &str) -> String {
+    match symbol {
+        Some(s) => s.to_string(),
+        None => format!("{pool:#x} ({user})"),
+    }
 }
 
 impl Pools {
@@ -115,17 +158,37 @@ impl Pools {
         op: PoolOp,
         pool: u64,
         arg: u64,
-        caller: u64,
+        callers: Callers,
         total: u64,
     ) {
         let last = self
             .totals
-            .entry((op as u8, pool, arg, caller))
+            .entry((op as u8, pool, arg, callers))
             .or_insert(0);
         let d = total.saturating_sub(*last);
         *last = total;
         if d > 0 {
-            self.add(r, op, pool, arg, caller, d);
+            self.add(r, op, pool, arg, callers, d);
+        }
+    }
+
+    /// Takes the kernel's cumulative miss cost of one pool.
+    pub(super) fn set_miss_total(&mut self, pool: u64, allocs: u64, bytes: u64) {
+        let last = self.miss_totals.entry(pool).or_insert((0, 0));
+        let (da, db) = (allocs.saturating_sub(last.0), bytes.saturating_sub(last.1));
+        *last = (allocs, bytes);
+        if da > 0 || db > 0 {
+            let e = self.pools.entry(pool).or_default();
+            e.stats.miss_allocs += da;
+            e.stats.miss_bytes += db;
+        }
+    }
+
+    /// Marks every pool's miss cost as unknown for the current window
+    /// (sampled mode counted since the last read).
+    pub(super) fn mark_sampled(&mut self) {
+        for e in self.pools.values_mut() {
+            e.stats.sampled_reads += 1;
         }
     }
 
@@ -135,25 +198,32 @@ impl Pools {
         op: PoolOp,
         pool: u64,
         arg: u64,
-        caller: u64,
+        callers: Callers,
         n: u64,
     ) {
+        let frame = self
+            .callers
+            .entry(callers)
+            .or_insert_with(|| r.pool_user(&callers))
+            .clone();
         let e = self.pools.entry(pool).or_default();
         if e.name.is_none() {
-            e.name = Some(r.pool_name(pool));
-            e.new_func = r.pool_new_func(pool);
+            let symbol = r.pool_symbol(pool);
+            e.name = Some(Arc::from(pool_display_name(
+                pool,
+                symbol.as_deref(),
+                &frame.function,
+            )));
+            e.new_func = e.new_func.take().or_else(|| r.pool_new_func(pool));
         }
         if op == PoolOp::New && e.new_func.is_none() && arg != 0 {
             e.new_func = Some(r.function_name(arg));
         }
         e.stats.add(op, n);
-        let frame = self
-            .callers
-            .entry(caller)
-            .or_insert_with(|| r.caller(caller));
         // Call sites are keyed by function, not by address: the miss probes
         // (which see Get's return address) and Get agree, and a function's
         // Get and Put (on different lines) count together.
+        let caller = callers;
         let idx = match e.callers.get(&caller) {
             Some(&i) => i,
             None => {

@@ -32,8 +32,8 @@ impl Resolver for Fake {
     fn caller(&mut self, ret: u64) -> Frame {
         frame(&format!("main.c{ret:x}"))
     }
-    fn pool_name(&mut self, pool: u64) -> Arc<str> {
-        Arc::from(format!("pool{pool}"))
+    fn pool_symbol(&mut self, pool: u64) -> Option<Arc<str>> {
+        (pool < 100).then(|| Arc::from(format!("pool{pool}")))
     }
     fn function_name(&mut self, code: u64) -> Arc<str> {
         Arc::from(format!("new{code}"))
@@ -97,18 +97,72 @@ fn size_buckets() {
     assert_eq!(size_bucket(u64::MAX), SIZE_BUCKETS - 1);
 }
 
+/// Callers of a pool operation: one return address.
+fn c(ret: u64) -> Callers {
+    let mut v = [0; allocwatch_common::POOL_CALLERS];
+    v[0] = ret;
+    v
+}
+
+#[test]
+fn pool_miss_cost_per_pool_and_window() {
+    let mut a = Aggregator::new(Fake);
+    a.add_pool(PoolOp::Get, 7, 0, c(0x100));
+    a.add_pool(PoolOp::New, 7, 0x999, c(0x100));
+    a.set_pool_miss_total(7, 1, 1024);
+    // A pool seen by its miss cost first gets its name from its first caller.
+    a.set_pool_miss_total(0x1234, 3, 3 * 65536);
+    a.add_pool(PoolOp::Get, 0x1234, 0, c(0x300));
+    let s0 = a.snapshot(Duration::from_secs(1), Counters::default());
+    let p7 = s0.pools.iter().find(|p| p.pool == 7).expect("pool 7");
+    assert_eq!(p7.stats.miss_cost(), Some((1, 1024)));
+    let heap = s0
+        .pools
+        .iter()
+        .find(|p| p.pool == 0x1234)
+        .expect("heap pool");
+    assert_eq!(&*heap.name, "0x1234 (main.c300)");
+    assert_eq!(heap.stats.miss_cost(), Some((3, 3 * 65536)));
+    // Cumulative kernel totals: only the difference counts.
+    a.set_pool_miss_total(0x1234, 5, 5 * 65536);
+    let s1 = a.snapshot(Duration::from_secs(2), Counters::default());
+    let w = s1.since(&s0);
+    let heap = w
+        .pools
+        .iter()
+        .find(|p| p.pool == 0x1234)
+        .expect("heap pool");
+    assert_eq!(heap.stats.miss_cost(), Some((2, 2 * 65536)));
+    // A window during which sampled mode counted has no miss cost.
+    a.mark_pools_sampled();
+    let s2 = a.snapshot(Duration::from_secs(3), Counters::default());
+    assert!(
+        s2.since(&s1)
+            .pools
+            .iter()
+            .all(|p| p.stats.miss_cost().is_none())
+    );
+    let s3 = a.snapshot(Duration::from_secs(4), Counters::default());
+    assert!(
+        s3.since(&s2)
+            .pools
+            .iter()
+            .all(|p| p.stats.miss_cost().is_some())
+    );
+}
+
 #[test]
 fn pool_counts_and_ratio() {
     let mut a = Aggregator::new(Fake);
     for i in 0..10 {
-        a.add_pool(PoolOp::Get, 7, 0, 0x100);
+        a.add_pool(PoolOp::Get, 7, 0, c(0x100));
         if i == 0 {
-            a.add_pool(PoolOp::New, 7, 0x999, 0x100);
+            a.add_pool(PoolOp::New, 7, 0x999, c(0x100));
         }
-        a.add_pool(PoolOp::Put, 7, 0, 0x200);
+        a.add_pool(PoolOp::Put, 7, 0, c(0x200));
     }
-    a.add_pool(PoolOp::Get, 8, 0, 0x300);
-    a.add_pool(PoolOp::Nil, 8, 0, 0x300);
+    a.add_pool(PoolOp::Get, 8, 0, c(0x300));
+    a.add_pool(PoolOp::Nil, 8, 0, c(0x300));
     let s = a.snapshot(Duration::from_secs(1), Counters::default());
     assert_eq!(s.pools.len(), 2);
     let p = &s.pools[0];
@@ -120,7 +174,8 @@ fn pool_counts_and_ratio() {
             gets: 10,
             misses: 1,
             nil_returns: 0,
-            puts: 10
+            puts: 10,
+            ..PoolStats::default()
         }
     );
     assert_eq!(p.stats.hit_ratio(), Some(0.9));

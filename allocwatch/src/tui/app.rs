@@ -117,6 +117,7 @@ pub enum PoolColumn {
     PutsRate,
     NotPut,
     MissAllocs,
+    MissBytes,
     Callers,
 }
 
@@ -130,6 +131,7 @@ impl Column for PoolColumn {
         PoolColumn::PutsRate,
         PoolColumn::NotPut,
         PoolColumn::MissAllocs,
+        PoolColumn::MissBytes,
         PoolColumn::Callers,
     ];
 
@@ -143,6 +145,7 @@ impl Column for PoolColumn {
             PoolColumn::PutsRate => "Puts/s",
             PoolColumn::NotPut => "Not put",
             PoolColumn::MissAllocs => "Miss allocs",
+            PoolColumn::MissBytes => "Miss bytes",
             PoolColumn::Callers => "Callers",
         }
     }
@@ -209,8 +212,6 @@ pub struct Shown {
     pub site_rates: Vec<SiteRate>,
     /// Aligned with `totals.pools`.
     pub pool_rates: Vec<PoolRate>,
-    /// Aligned with `totals.pools`: allocations made by the pool's `New`.
-    pub pool_miss_allocs: Vec<u64>,
     pub allocs_rate: f64,
     pub bytes_rate: f64,
     /// Probe hits per second in the target.
@@ -440,10 +441,12 @@ fn cmp_sites(
 
 fn cmp_pools(
     sort: Sort<PoolColumn>,
-    a: (&PoolSnapshot, PoolRate, u64),
-    b: (&PoolSnapshot, PoolRate, u64),
+    a: (&PoolSnapshot, PoolRate),
+    b: (&PoolSnapshot, PoolRate),
 ) -> Ordering {
-    let ((pa, ra, ma), (pb, rb, mb)) = (a, b);
+    let ((pa, ra), (pb, rb)) = (a, b);
+    // An unknown miss cost (sampled mode) sorts below every known one.
+    let (ma, mb) = (pa.stats.miss_cost(), pb.stats.miss_cost());
     let primary = match sort.column {
         PoolColumn::Pool => pa.name.cmp(&pb.name),
         PoolColumn::NewFunc => pa.new_func.cmp(&pb.new_func),
@@ -461,7 +464,8 @@ fn cmp_pools(
             .stats
             .gets_without_puts()
             .cmp(&pb.stats.gets_without_puts()),
-        PoolColumn::MissAllocs => ma.cmp(&mb),
+        PoolColumn::MissAllocs => ma.map(|m| m.0).cmp(&mb.map(|m| m.0)),
+        PoolColumn::MissBytes => ma.map(|m| m.1).cmp(&mb.map(|m| m.1)),
         PoolColumn::Callers => pa.callers.len().cmp(&pb.callers.len()),
     };
     let primary = if sort.descending {
@@ -1004,32 +1008,12 @@ impl App {
             )
         };
 
-        let mut by_new: HashMap<&str, u64> = HashMap::new();
-        for s in &totals.sites {
-            if let Some(f) = &s.pool_new_func {
-                *by_new.entry(f).or_default() += s.allocs;
-            }
-        }
-        let pool_miss_allocs = totals
-            .pools
-            .iter()
-            .map(|p| {
-                p.new_func
-                    .as_deref()
-                    .and_then(|f| by_new.get(f))
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .collect();
-        drop(by_new);
-
         let shown = Shown {
             start,
             now: newest.elapsed,
             rates_known,
             site_rates,
             pool_rates,
-            pool_miss_allocs,
             allocs_rate,
             bytes_rate,
             hits_rate,
@@ -1060,14 +1044,7 @@ impl App {
         self.site_order = order;
 
         let pool_rates = &self.shown.pool_rates;
-        let misses = &self.shown.pool_miss_allocs;
-        let prow = |i: usize| {
-            (
-                &t.pools[i],
-                pool_rates.get(i).copied().unwrap_or_default(),
-                misses.get(i).copied().unwrap_or(0),
-            )
-        };
+        let prow = |i: usize| (&t.pools[i], pool_rates.get(i).copied().unwrap_or_default());
         let mut order = std::mem::take(&mut self.pool_order);
         order.clear();
         order.extend(

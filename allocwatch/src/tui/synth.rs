@@ -102,6 +102,7 @@ fn pool(
         misses,
         nil_returns,
         puts,
+        ..PoolStats::default()
     };
     let total_weight: u64 = callers.iter().map(|c| c.3).sum::<u64>().max(1);
     let callers = callers
@@ -113,6 +114,7 @@ fn pool(
                 misses: misses * w / total_weight,
                 nil_returns: nil_returns * w / total_weight,
                 puts: puts * w / total_weight,
+                ..PoolStats::default()
             },
         })
         .collect();
@@ -192,7 +194,7 @@ pub fn at(t: u64) -> Snapshot {
             None,
         ),
     ];
-    let pools = vec![
+    let mut pools = vec![
         pool(
             "main.bufPool",
             Some("main.newBuffer"),
@@ -223,6 +225,17 @@ pub fn at(t: u64) -> Snapshot {
             &[("main.render", "/srv/shop/render.go", 40, 1)],
         ),
     ];
+    // What the kernel charges a pool: the allocations of its New.
+    for p in &mut pools {
+        let new = p.new_func.clone();
+        for s in sites
+            .iter()
+            .filter(|s| new.is_some() && s.pool_new_func == new)
+        {
+            p.stats.miss_allocs += s.allocs;
+            p.stats.miss_bytes += s.bytes;
+        }
+    }
     let total_allocs = sites.iter().map(|s| s.allocs).sum();
     let total_bytes = sites.iter().map(|s| s.bytes).sum();
     Snapshot {

@@ -430,7 +430,10 @@ fn rates_use_the_window() {
         .iter()
         .position(|p| &*p.name == "main.bufPool")
         .unwrap();
-    assert_eq!(s.pool_miss_allocs[i], 40 * 20);
+    assert_eq!(
+        s.totals.pools[i].stats.miss_cost().map(|c| c.0),
+        Some(40 * 20)
+    );
     assert!((s.pool_rates[i].gets - 1000.0).abs() < 1e-6);
 }
 

@@ -502,7 +502,8 @@ fn pool_width(c: PoolColumn) -> Constraint {
         }
         PoolColumn::HitRatio => Constraint::Length(4),
         PoolColumn::NotPut | PoolColumn::Callers => Constraint::Length(8),
-        PoolColumn::MissAllocs => Constraint::Length(12),
+        PoolColumn::MissAllocs => Constraint::Length(11),
+        PoolColumn::MissBytes => Constraint::Length(10),
     }
 }
 
@@ -578,9 +579,16 @@ fn pools(f: &mut Frame, area: Rect, app: &App) {
                 PoolColumn::MissesRate => right(known(rate.misses)),
                 PoolColumn::PutsRate => right(known(rate.puts)),
                 PoolColumn::NotPut => right(format::count(p.stats.gets_without_puts())),
-                PoolColumn::MissAllocs => right(format::count(
-                    s.pool_miss_allocs.get(i).copied().unwrap_or(0),
-                )),
+                PoolColumn::MissAllocs => right(
+                    p.stats
+                        .miss_cost()
+                        .map_or_else(|| "-".to_owned(), |(n, _)| format::count(n)),
+                ),
+                PoolColumn::MissBytes => right(
+                    p.stats
+                        .miss_cost()
+                        .map_or_else(|| "-".to_owned(), |(_, b)| format::bytes(b)),
+                ),
                 PoolColumn::Callers => right(p.callers.len().to_string()),
             });
             let row = Row::new(cells).height(row_height);
@@ -866,11 +874,14 @@ fn pool_detail(f: &mut Frame, body: Rect, app: &App, key: crate::stats::PoolKey)
             Span::styled(format::ratio(ratio), hit_style(ratio)),
         ]),
         Line::from(format!(
-            "puts {} ({}/s) · gets without puts {} · allocations by misses {}",
+            "puts {} ({}/s) · gets without puts {} · misses allocated {}",
             format::count(st.puts),
             known(rate.puts),
             format::count(st.gets_without_puts()),
-            format::count(shown.pool_miss_allocs.get(idx).copied().unwrap_or(0)),
+            st.miss_cost().map_or_else(
+                || "? (sampled mode)".to_owned(),
+                |(n, b)| format!("{} ({})", format::count(n), format::bytes(b))
+            ),
         )),
     ];
     f.render_widget(Paragraph::new(info), info_area);

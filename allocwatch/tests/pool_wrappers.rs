@@ -1,0 +1,244 @@
+//! sync.Pools as real services build them, against the real kernel: pools
+//! that share one `New` (buckets made by one constructor), a generic wrapper
+//! pool, a forwarding helper, and pools without a data symbol.
+//!
+//! The `poolwrap` fixture counts its own gets, misses and puts per pool and
+//! per user function, and knows what one call of each `New` allocates
+//! (objects and requested bytes). allocwatch must charge each pool exactly
+//! the allocations of its *own* misses, name each symbol-less pool after the
+//! function that uses it, and list the functions that asked (not the
+//! wrappers) as its callers.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+use support::{Variant, allocwatch, fixture, parse_result, skip_unless_root, toolchain};
+
+#[derive(Debug, Deserialize)]
+struct PoolCount {
+    #[serde(default)]
+    func: String,
+    pool: String,
+    new_func: String,
+    gets: u64,
+    misses: u64,
+    puts: u64,
+    miss_allocs: u64,
+    miss_bytes: u64,
+    metric_objects: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct FixtureResult {
+    go: String,
+    pools: Vec<PoolCount>,
+    callsites: Vec<PoolCount>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Row {
+    pool: String,
+    new_func: String,
+    gets: u64,
+    misses: u64,
+    puts: u64,
+    miss_allocs: u64,
+    miss_bytes: u64,
+}
+
+/// The user function that names each of the fixture's pools, and the
+/// functions that use it.
+fn users(role: &str) -> (&'static str, &'static [&'static str]) {
+    match role {
+        "small" => ("main.useSmall", &["main.useSmall"]),
+        "large" => ("main.useLarge", &["main.useLarge"]),
+        "generic" => ("main.useGeneric", &["main.useGeneric", "main.useHelper"]),
+        other => panic!("unknown pool {other}"),
+    }
+}
+
+fn record(bin: &Path) -> (Vec<Row>, FixtureResult, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv_path = dir.path().join("pools.csv");
+    let out = Command::new(allocwatch())
+        .arg("record")
+        .arg("--pools-csv")
+        .arg(&csv_path)
+        .arg("--")
+        .arg(bin)
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run allocwatch");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "allocwatch failed ({}):\n{stderr}\n{stdout}",
+        out.status
+    );
+    let res: FixtureResult = parse_result(&stdout);
+    let mut r = csv::Reader::from_path(&csv_path).expect("pools csv");
+    let rows = r
+        .deserialize()
+        .map(|x| x.unwrap_or_else(|e| panic!("pools csv row: {e}\n{stderr}")))
+        .collect();
+    (rows, res, stderr)
+}
+
+/// The callers listed in the summary under the pool named `name`:
+/// `(function, [gets, misses, puts])`.
+fn summary_callers(stderr: &str, name: &str) -> Vec<(String, [u64; 3])> {
+    let mut in_pool = false;
+    let mut out = Vec::new();
+    for l in stderr.lines() {
+        let t = l.trim_start();
+        if t.starts_with("pool ") {
+            in_pool = t.starts_with(&format!("pool {name} (New:"));
+            continue;
+        }
+        let Some(rest) = t.strip_prefix("caller ").filter(|_| in_pool) else {
+            continue;
+        };
+        let func = rest.split(" (").next().unwrap_or("").to_string();
+        let v = |k: &str| -> u64 {
+            rest.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(u64::MAX)
+        };
+        out.push((func, [v("gets"), v("misses"), v("puts")]));
+    }
+    out
+}
+
+/// `0x… (user)`: an address, then the user function in parentheses.
+fn named_after(name: &str, user: &str) -> bool {
+    name.strip_suffix(&format!(" ({user})"))
+        .and_then(|a| a.strip_prefix("0x"))
+        .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A function name with its type arguments elided, as the runtime prints
+/// it (`main.NewPool[...].func1`; the symbol table spells the shape out).
+fn elide_type_args(name: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0;
+    for c in name.chars() {
+        match c {
+            '[' => {
+                if depth == 0 {
+                    out.push_str("[...]");
+                }
+                depth += 1;
+            }
+            ']' => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn check(version: &str, variant: Variant) {
+    let what = format!("go{version} {}", variant.name());
+    let bin = fixture(&toolchain(version), "poolwrap", variant);
+    let (rows, res, stderr) = record(&bin);
+
+    // The fixture's own story: one miss for the small bucket, one per Get
+    // for the large one, and the runtime saw at least what the New calls
+    // allocate (plus at most the first-use arrays of the pools themselves).
+    let want = |role: &str| {
+        res.pools
+            .iter()
+            .find(|p| p.pool == role)
+            .unwrap_or_else(|| panic!("{what}: fixture has no {role} pool"))
+    };
+    let (small, large, generic) = (want("small"), want("large"), want("generic"));
+    assert_eq!((small.misses, large.misses), (1, 300), "{what}: fixture");
+    assert_eq!(small.new_func, large.new_func, "{what}: buckets share New");
+    let phase = small.miss_allocs + large.miss_allocs;
+    assert!(
+        (phase..=phase + 4).contains(&small.metric_objects),
+        "{what}: the runtime counted {} objects in the buckets' phase, New made {phase}",
+        small.metric_objects
+    );
+    assert!(
+        (generic.miss_allocs..=generic.miss_allocs + 2).contains(&generic.metric_objects),
+        "{what}: the runtime counted {} objects in the generic phase, New made {}",
+        generic.metric_objects,
+        generic.miss_allocs
+    );
+
+    for p in &res.pools {
+        let (namer, callers) = users(&p.pool);
+        let row = rows
+            .iter()
+            .find(|r| named_after(&r.pool, namer))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{what} ({}): no pool named `0x… ({namer})` in the CSV: {:?}\n{stderr}",
+                    res.go,
+                    rows.iter().map(|r| &r.pool).collect::<Vec<_>>()
+                )
+            });
+        assert_eq!(
+            elide_type_args(&row.new_func),
+            elide_type_args(&p.new_func),
+            "{what}: New of {}",
+            p.pool
+        );
+        assert_eq!(
+            (row.gets, row.misses, row.puts),
+            (p.gets, p.misses, p.puts),
+            "{what}: {} pool (gets, misses, puts)",
+            p.pool
+        );
+        assert_eq!(
+            (row.miss_allocs, row.miss_bytes),
+            (p.miss_allocs, p.miss_bytes),
+            "{what}: {} pool: allocations and bytes of its own misses\n{stderr}",
+            p.pool
+        );
+
+        // The callers are the functions that asked, past the wrappers.
+        let listed = summary_callers(&stderr, &row.pool);
+        let mut want_callers: Vec<(String, [u64; 3])> = res
+            .callsites
+            .iter()
+            .filter(|c| callers.contains(&c.func.as_str()))
+            .map(|c| (c.func.clone(), [c.gets, c.misses, c.puts]))
+            .collect();
+        let mut got = listed.clone();
+        want_callers.sort();
+        got.sort();
+        assert_eq!(
+            got, want_callers,
+            "{what}: callers of the {} pool\n{stderr}",
+            p.pool
+        );
+    }
+}
+
+fn run(version: &str) {
+    if skip_unless_root() {
+        return;
+    }
+    for v in [Variant::Default, Variant::Stripped] {
+        check(version, v);
+    }
+}
+
+#[test]
+fn shared_new_wrappers_and_names_go1_21() {
+    run("1.21.13");
+}
+
+#[test]
+fn shared_new_wrappers_and_names_go1_27() {
+    run("1.27.3");
+}
