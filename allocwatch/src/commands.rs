@@ -16,7 +16,7 @@ use crate::export::{AtomicFile, check_writable, flame, folded, pprof};
 use crate::plan::{self, PlanOptions, ProbePlan};
 use crate::session::{self, Options, Session, TargetSpec};
 use crate::stats::Snapshot;
-use crate::target::Gone;
+use crate::target::{Gone, RateOverride};
 
 /// Measured cost of one uprobe hit at a `PUSHQ BP` on the reference machine
 /// (see docs/benchmarks.md); used for the overhead estimate.
@@ -415,8 +415,7 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     let snap = s.snapshot();
     // Tracing is over: the target is given back (its MemProfileRate set
     // back, every probe detached) before anything is written.
-    restore_rate(&s);
-    s.release_target();
+    release_target(&mut s);
     let analysis = job
         .and_then(crate::escape::cmd::finish)
         .map(std::sync::Arc::new);
@@ -523,8 +522,7 @@ pub async fn explain(a: ExplainArgs, verbose: u8) -> Result<()> {
     )
     .await?;
     let snap = s.snapshot();
-    restore_rate(&s);
-    s.release_target();
+    release_target(&mut s);
     if s.target.launched() && matches!(stop, Stop::Signal(_) | Stop::Duration) {
         s.target.kill_launched();
     }
@@ -567,11 +565,13 @@ fn announce(s: &Session) {
     let _ = e.flush();
 }
 
-/// Sets the target's `runtime.MemProfileRate` back (when allocwatch set it)
-/// and says so. Dropping the session would too; this is the moment: right
-/// after the last counts were read.
-fn restore_rate(s: &Session) {
-    if let Some(m) = s.rate_override().and_then(|r| r.restore()) {
+/// Gives the target back (its `runtime.MemProfileRate` set back when
+/// allocwatch set it, every probe detached) and says what was set back.
+/// Dropping the session would too; this is the moment: right after the
+/// last counts were read.
+fn release_target(s: &mut Session) {
+    if let Some(m) = s.release_target() {
+        log::info!("{m}");
         eprintln!("allocwatch: {m}");
     }
 }
@@ -858,11 +858,9 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     )?;
     // The header names the rate allocwatch set (the status line says why).
     let rate = s.rate_override();
-    let rate_note = rate
-        .as_ref()
-        .map(|r| format!(", MemProfileRate {} set by allocwatch", r.set));
+    let rate_note = rate.map(|r| format!(", MemProfileRate {} set by allocwatch", r.set));
     let mut warnings = s.plan.warnings.clone();
-    warnings.extend(rate.as_ref().map(|r| r.announcement()));
+    warnings.extend(rate.map(RateOverride::announcement));
     let info = crate::tui::TargetInfo {
         pid: s.target.pid,
         command: s.target.command.clone(),
@@ -929,13 +927,12 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
             Ok(Stop::Duration) => "tracing stopped".into(),
             Err(e) => format!("tracing failed: {}", e.message),
         };
-        if let Some(m) = s.rate_override().and_then(|r| r.restore()) {
+        // Nothing left to trace: the numbers stay on screen.
+        if let Some(m) = s.release_target() {
             log::info!("{m}");
             msg = format!("{msg}; {m}");
         }
         let _ = tx2.send(crate::tui::Feed::TargetExited(msg)).await;
-        // Nothing left to trace: the numbers stay on screen.
-        s.release_target();
         std::future::pending::<()>().await;
     };
     let result = tokio::select! {
@@ -946,11 +943,7 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     // (`tui::run` restores it before it returns); the target is released
     // (its MemProfileRate set back, every probe detached at once); a
     // program allocwatch launched is stopped; the process exits.
-    if let Some(m) = rate.and_then(|r| r.restore()) {
-        log::info!("{m}");
-        eprintln!("allocwatch: {m}");
-    }
-    s.release_target();
+    release_target(&mut s);
     if launched {
         // A program allocwatch started does not outlive the dashboard.
         stop_launched(pid);

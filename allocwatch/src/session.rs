@@ -99,7 +99,7 @@ pub struct Session {
     /// The mode counting now (a switchable session changes it).
     mode: crate::plan::Mode,
     /// The `runtime.MemProfileRate` allocwatch set, set back at the end.
-    rate_override: Option<Arc<RateOverride>>,
+    rate_override: Option<RateOverride>,
     /// Sampled mode counted since the last read of the kernel's totals.
     sampled_since_read: bool,
 }
@@ -157,7 +157,7 @@ impl Session {
             kinds,
             rate_addr,
             mode,
-            rate_override: rate_override.map(Arc::new),
+            rate_override,
             sampled_since_read: false,
         })
     }
@@ -194,11 +194,11 @@ impl Session {
         Ok((bin, plan, tracer, bias, rate_override))
     }
 
-    /// The `runtime.MemProfileRate` allocwatch set for this session (it is
-    /// set back on [`RateOverride::restore`], or when the last holder drops it).
+    /// The `runtime.MemProfileRate` allocwatch set for this session (set
+    /// back by [`Session::release_target`], or when the session is dropped).
     #[must_use]
-    pub fn rate_override(&self) -> Option<Arc<RateOverride>> {
-        self.rate_override.clone()
+    pub fn rate_override(&self) -> Option<&RateOverride> {
+        self.rate_override.as_ref()
     }
 
     /// Moves every event in the ring buffer into the aggregator.
@@ -335,9 +335,12 @@ impl Session {
     /// back, then every probe is detached, all at once; returns when the
     /// kernel has removed them all, so the target runs untouched from then
     /// on. The kernel's maps stay readable. Idempotent; dropping the
-    /// session does the same.
-    pub fn release_target(&mut self) {
+    /// session does the same. Returns what setting back did, the first
+    /// time something was set back (a rate allocwatch set).
+    pub fn release_target(&mut self) -> Option<String> {
+        let restored = self.rate_override.as_mut().and_then(RateOverride::restore);
         self.tracer.detach();
+        restored
     }
 }
 

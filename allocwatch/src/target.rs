@@ -133,7 +133,7 @@ pub struct RateOverride {
     pub set: u64,
     /// Whether the linker had switched memory profiling off.
     pub linker_disabled: bool,
-    restored: std::sync::atomic::AtomicBool,
+    restored: bool,
 }
 
 /// Opens `/proc/PID/mem` for reading and writing.
@@ -164,7 +164,7 @@ impl RateOverride {
             old,
             set,
             linker_disabled,
-            restored: std::sync::atomic::AtomicBool::new(false),
+            restored: false,
         })
     }
 
@@ -192,10 +192,9 @@ impl RateOverride {
     /// Sets the old rate back, once: `None` when already done or when the
     /// process is gone (nothing to set back), else what happened. A rate
     /// the program changed itself meanwhile is left as it is.
-    pub fn restore(&self) -> Option<String> {
+    pub fn restore(&mut self) -> Option<String> {
         use std::os::unix::fs::FileExt;
-        use std::sync::atomic::Ordering;
-        if self.restored.swap(true, Ordering::SeqCst) {
+        if std::mem::replace(&mut self.restored, true) {
             return None;
         }
         let mut b = [0u8; 8];
