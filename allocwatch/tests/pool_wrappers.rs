@@ -12,10 +12,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde::Deserialize;
-use support::{Variant, allocwatch, fixture, parse_result, skip_unless_root, toolchain};
+use support::{Variant, fixture, parse_result, record_pools_csv, skip_unless_root, toolchain};
 
 #[derive(Debug, Deserialize)]
 struct PoolCount {
@@ -61,33 +60,8 @@ fn users(role: &str) -> (&'static str, &'static [&'static str]) {
 }
 
 fn record(bin: &Path) -> (Vec<Row>, FixtureResult, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let csv_path = dir.path().join("pools.csv");
-    let out = Command::new(allocwatch())
-        .arg("record")
-        .arg("--pools-csv")
-        .arg(&csv_path)
-        .arg("--")
-        .arg(bin)
-        .env("GOMAXPROCS", "1")
-        .env("GOGC", "off")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run allocwatch");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "allocwatch failed ({}):\n{stderr}\n{stdout}",
-        out.status
-    );
-    let res: FixtureResult = parse_result(&stdout);
-    let mut r = csv::Reader::from_path(&csv_path).expect("pools csv");
-    let rows = r
-        .deserialize()
-        .map(|x| x.unwrap_or_else(|e| panic!("pools csv row: {e}\n{stderr}")))
-        .collect();
-    (rows, res, stderr)
+    let (rows, stdout, stderr) = record_pools_csv(bin, &[]);
+    (rows, parse_result(&stdout), stderr)
 }
 
 /// The callers listed in the summary under the pool named `name`:

@@ -6,13 +6,10 @@
 
 mod support;
 
-use support::allocwatch;
-
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde::Deserialize;
-use support::{Variant, fixture, is_root, toolchain};
+use support::{Variant, fixture, is_root, parse_result, record_pools_csv, toolchain};
 
 #[derive(Debug, Deserialize)]
 struct PoolCount {
@@ -70,35 +67,9 @@ struct Row {
 }
 
 fn record_pools(bin: &Path, n: u32) -> (Vec<Row>, FixtureResult, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let csv_path = dir.path().join("pools.csv");
-    let out = Command::new(allocwatch())
-        .arg("record")
-        .arg("--pools-csv")
-        .arg(&csv_path)
-        .arg("--")
-        .arg(bin)
-        .env("ALLOCWATCH_N", n.to_string())
-        .env("GOMAXPROCS", "1")
-        .env("GOGC", "off")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run allocwatch");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "allocwatch failed ({}):\n{stderr}\n{stdout}",
-        out.status
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("result "))
-        .expect("result line");
-    let res: FixtureResult = serde_json::from_str(line).expect("result JSON");
-    let mut r = csv::Reader::from_path(&csv_path).expect("pools csv");
-    let rows = r.deserialize().map(|x| x.expect("row")).collect();
-    (rows, res, stderr)
+    let n = n.to_string();
+    let (rows, stdout, stderr) = record_pools_csv(bin, &[("ALLOCWATCH_N", &n)]);
+    (rows, parse_result(&stdout), stderr)
 }
 
 /// The row of a fixture pool: by variable name when the binary has symbols,

@@ -318,3 +318,39 @@ pub fn read_word(pid: u32, addr: u64) -> u64 {
         .unwrap_or_else(|e| panic!("read {addr:#x} of PID {pid}: {e}"));
     u64::from_le_bytes(b)
 }
+
+/// Runs `allocwatch record --pools-csv F -- bin` with `GOMAXPROCS=1`,
+/// `GOGC=off` and `env`, asserts success, and returns the pools CSV's rows
+/// with allocwatch's stdout (the fixture's) and stderr (the summary).
+pub fn record_pools_csv<R: serde::de::DeserializeOwned>(
+    bin: &Path,
+    env: &[(&str, &str)],
+) -> (Vec<R>, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv_path = dir.path().join("pools.csv");
+    let out = Command::new(allocwatch())
+        .arg("record")
+        .arg("--pools-csv")
+        .arg(&csv_path)
+        .arg("--")
+        .arg(bin)
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run allocwatch");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "allocwatch failed ({}):\n{stderr}\n{stdout}",
+        out.status
+    );
+    let mut r = csv::Reader::from_path(&csv_path).expect("pools csv");
+    let rows = r
+        .deserialize()
+        .map(|x| x.unwrap_or_else(|e| panic!("pools csv row: {e}\n{stderr}")))
+        .collect();
+    (rows, stdout, stderr)
+}
