@@ -4,11 +4,12 @@
 //! Data flows one way: Go binary ([`gobin`]) → probe plan ([`plan`]) →
 //! probes and ring buffer ([`probe`]) → aggregation ([`stats`], symbolized
 //! by [`symbolize`]) → the dashboard ([`tui`]) and files ([`export`]).
-//! [`session`] runs that chain for `record` and `top`.
+//! [`session`] runs that chain for one process; [`runloop`] drives one or
+//! several sessions; [`cmd`] holds the commands built on them.
 
 pub mod budget;
 pub mod cli;
-pub mod commands;
+pub mod cmd;
 pub mod envcheck;
 pub mod error;
 pub mod escape;
@@ -16,6 +17,7 @@ pub mod export;
 pub mod gobin;
 pub mod plan;
 pub mod probe;
+pub mod runloop;
 pub mod session;
 pub mod stats;
 pub mod symbolize;

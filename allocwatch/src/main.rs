@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use allocwatch::cli::{Cli, Command};
-use allocwatch::commands;
+use allocwatch::cmd;
 use allocwatch::error::AppError;
 
 fn main() -> ExitCode {
@@ -25,10 +25,10 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt.block_on(async {
             match cli.command {
-                Command::Inspect(a) => commands::inspect(&a, cli.verbose),
-                Command::Record(a) => commands::record(a, cli.verbose).await,
-                Command::Top(a) => commands::top(a, cli.verbose).await,
-                Command::Explain(a) => commands::explain(a, cli.verbose).await,
+                Command::Inspect(a) => cmd::inspect(&a, cli.verbose),
+                Command::Record(a) => cmd::record(a, cli.verbose).await,
+                Command::Top(a) => cmd::top(a, cli.verbose).await,
+                Command::Explain(a) => cmd::explain(a, cli.verbose).await,
             }
         }),
         Err(e) => Err(AppError::other(format!(

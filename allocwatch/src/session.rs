@@ -123,7 +123,7 @@ impl Session {
         let (bin, plan, tracer, bias, rate_override) = match Self::prepare(&target, opts) {
             Ok(parts) => parts,
             Err(e) => {
-                target.kill_launched();
+                target.terminate();
                 return Err(e);
             }
         };
@@ -143,7 +143,7 @@ impl Session {
             target.pid
         );
         if let Err(e) = target.resume() {
-            target.kill_launched();
+            target.terminate();
             return Err(e);
         }
         Ok(Session {

@@ -71,11 +71,16 @@ pub struct Target {
     child: Option<Child>,
     /// When a launched process was first seen exiting, but not yet reapable.
     exiting_since: Option<Instant>,
+    /// A launched process runs once [`Target::resume`] let it go.
+    running: bool,
 }
 
 /// How long to wait for a launched process that is exiting to become
 /// reapable, to report its exit status rather than just "exited".
 const EXIT_STATUS_WAIT: Duration = Duration::from_secs(2);
+
+/// How long [`Target::terminate`] waits after SIGTERM before SIGKILL.
+pub const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 
 /// Why tracing ended from the target's side.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -304,6 +309,7 @@ impl Target {
             space: AddressSpace::open(pid),
             child: None,
             exiting_since: None,
+            running: true,
         })
     }
 
@@ -341,6 +347,7 @@ impl Target {
         }
         let mut t = Target::from_pid(pid)?;
         t.child = Some(child);
+        t.running = false;
         Ok(t)
     }
 
@@ -355,16 +362,33 @@ impl Target {
                     std::io::Error::last_os_error()
                 )));
             }
+            self.running = true;
         }
         Ok(())
     }
 
-    /// Kills a launched target that never ran (setup failed).
-    pub fn kill_launched(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
+    /// Stops a process allocwatch launched and reaps it (no zombie left
+    /// behind); a no-op for a target found by PID. One that never ran
+    /// (setup failed; it is still stopped before its first instruction) is
+    /// killed; one that runs gets SIGTERM, and SIGKILL if it has not exited
+    /// after [`TERMINATE_GRACE`].
+    pub fn terminate(&mut self) {
+        let Some(child) = &mut self.child else {
+            return;
+        };
+        if self.running && matches!(child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on the PID of our own child, not reaped yet.
+            unsafe { libc::kill(self.pid.cast_signed(), libc::SIGTERM) };
+            let start = Instant::now();
+            while start.elapsed() < TERMINATE_GRACE {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// True when allocwatch launched the target.
@@ -408,15 +432,6 @@ impl Target {
                 gone => gone,
             },
         }
-    }
-
-    /// Waits for a launched target and returns its exit status code.
-    pub fn wait_launched(&mut self) -> Option<i32> {
-        let child = self.child.as_mut()?;
-        child.wait().ok().map(|s| {
-            use std::os::unix::process::ExitStatusExt;
-            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
-        })
     }
 
     /// The load bias of the executable: runtime address − file vaddr, from

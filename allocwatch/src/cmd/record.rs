@@ -1,0 +1,271 @@
+//! `allocwatch record`: trace for a while, then write the files and a
+//! summary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{announce, init_stderr_log, output, release_target, summary};
+use crate::budget::Budget;
+use crate::cli::{FoldedWeight, RecordArgs};
+use crate::error::{AppError, Result};
+use crate::escape::Analysis;
+use crate::export::csv::{PoolsCsv, SitesCsv};
+use crate::export::folded::Weight;
+use crate::export::series::{IntervalCsv, WriteError};
+use crate::export::{AtomicFile, flame, folded, pprof};
+use crate::plan::Mode;
+use crate::runloop::{self, Schedule, Signals, Tick, Traced};
+use crate::session::Session;
+use crate::stats::Snapshot;
+
+/// `allocwatch record`.
+///
+/// # Errors
+/// Bad flags or outputs (before anything is attached), a target that
+/// cannot be traced, an output that cannot be written.
+pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
+    init_stderr_log(verbose);
+    let spec = a.target.spec()?;
+    // Output paths are checked before anything is attached.
+    let mut files = Files::open(&a)?;
+    let escape = a
+        .escape
+        .source
+        .as_deref()
+        .map(|d| crate::escape::cmd::request(d, a.escape.go.as_deref()))
+        .transpose()?;
+    let s = Session::start(&spec, a.target.session_options())?;
+    // With --interval the CSV files are at their final paths from now on
+    // and grow by one flushed window per tick (see export::series).
+    let mut series = match a.interval {
+        Some(_) => Some(
+            IntervalCsv::start(files.csv.take(), files.pools.take(), a.target.mode_column())
+                .map_err(|e| AppError::other(e.to_string()))?,
+        ),
+        None => None,
+    };
+    if a.interval.is_some() && a.csv.is_some() && a.escape.source.is_some() {
+        log::warn!(
+            "--interval: the sites CSV gets no escape column (the compiler's reasons are known only at the end)"
+        );
+    }
+    let signals = Signals::listen()?;
+    announce(&s);
+    // The compiler runs while the target is traced.
+    let job = escape.map(|r| crate::escape::Job::start(r, s.bin.build_info().clone()));
+    let mut traced = [Traced::new(s, a.target.max_overhead)];
+    let mut series_error = None;
+    let schedule = Schedule {
+        duration: a.duration,
+        refresh: a.interval.unwrap_or(Duration::from_secs(1)),
+    };
+    let stop = runloop::run(&mut traced, signals, schedule, |t| match t {
+        Tick::Switch { notice, .. } => eprintln!("allocwatch: {notice}"),
+        Tick::Window { snap, .. } => {
+            if let Some(w) = series.as_mut()
+                && series_error.is_none()
+                && let Err(e) = w.window(snap)
+            {
+                log::error!("{e}");
+                series_error = Some(e);
+            }
+        }
+        Tick::Gone { .. } => {}
+    })
+    .await?;
+    let [t] = &mut traced;
+    let snap = t.session.snapshot();
+    // Tracing is over: the target is given back (its MemProfileRate set
+    // back, every probe detached) before anything is written.
+    release_target(&mut t.session);
+    let analysis = job.and_then(crate::escape::cmd::finish).map(Arc::new);
+    let mut written: Vec<PathBuf> = Vec::new();
+    // A time series that failed keeps its completed windows; the other
+    // outputs are still written, and the failure is reported at the end.
+    let series_result = finish_series(series, series_error, &snap, &mut written);
+    let run = Run {
+        a: &a,
+        s: &t.session,
+        snap: &snap,
+        budget: t.budget(),
+    };
+    written.extend(files.write(&run, analysis.clone())?);
+    if stop.by_allocwatch() {
+        // A program allocwatch started does not outlive the recording.
+        t.session.target.terminate();
+    }
+    summary::print(&t.session, &snap, &stop, &written, a.top);
+    if let Some(b) = t.budget() {
+        eprintln!(
+            "allocwatch: mode switches (--max-overhead {}% of one core): {}; rows counted in sampled mode are marked sampled (or mixed) in the mode column",
+            b.pct,
+            b.history()
+        );
+    }
+    if let Some(an) = &analysis {
+        crate::escape::cmd::print_summary(an, &snap, a.top);
+    }
+    series_result.map_err(|e| AppError::other(e.to_string()))
+}
+
+fn finish_series(
+    series: Option<IntervalCsv>,
+    error: Option<WriteError>,
+    snap: &Snapshot,
+    written: &mut Vec<PathBuf>,
+) -> std::result::Result<(), WriteError> {
+    match (error, series) {
+        (Some(e), _) => Err(e),
+        (None, Some(w)) => w.finish(snap).map(|paths| written.extend(paths)),
+        (None, None) => Ok(()),
+    }
+}
+
+/// What the whole-run outputs are made of.
+struct Run<'a> {
+    a: &'a RecordArgs,
+    s: &'a Session,
+    snap: &'a Snapshot,
+    budget: Option<&'a Budget>,
+}
+
+/// The whole-run output files, opened before tracing starts.
+struct Files {
+    csv: Option<AtomicFile>,
+    pools: Option<AtomicFile>,
+    pprof: Option<AtomicFile>,
+    folded: Option<AtomicFile>,
+    svg: Option<AtomicFile>,
+}
+
+impl Files {
+    fn open(a: &RecordArgs) -> Result<Files> {
+        let [csv, pools, pprof, folded, svg] = output::create_all([
+            ("--csv", a.csv.as_deref()),
+            ("--pools-csv", a.pools_csv.as_deref()),
+            ("--pprof", a.pprof.as_deref()),
+            ("--folded", a.folded.as_deref()),
+            ("--svg", a.svg.as_deref()),
+        ])?;
+        Ok(Files {
+            csv,
+            pools,
+            pprof,
+            folded,
+            svg,
+        })
+    }
+
+    /// Writes every file still to write; returns their paths.
+    fn write(self, r: &Run<'_>, analysis: Option<Arc<Analysis>>) -> Result<Vec<PathBuf>> {
+        let snap = r.snap;
+        let mut written = Vec::new();
+        if let Some(f) = self.csv {
+            let escape =
+                r.a.escape
+                    .source
+                    .is_some()
+                    .then(|| crate::escape::cmd::column(analysis));
+            let mode_column = r.a.target.mode_column();
+            written.push(output::write(f, |w| {
+                let mut c = SitesCsv::with_columns(w, escape, mode_column)?;
+                c.write_window(Duration::ZERO, snap)?;
+                c.flush()
+            })?);
+        }
+        if let Some(f) = self.pools {
+            written.push(output::write(f, |w| {
+                let mut c = PoolsCsv::new(w)?;
+                c.write_window(Duration::ZERO, snap)?;
+                c.flush()
+            })?);
+        }
+        let weight = match r.a.folded_weight {
+            FoldedWeight::Bytes => Weight::Bytes,
+            FoldedWeight::Allocs => Weight::Allocs,
+        };
+        if let Some(f) = self.pprof {
+            let meta = pprof::ProfileMeta {
+                executable: r.s.target.exe_display.clone(),
+                start: std::time::SystemTime::now()
+                    .checked_sub(snap.elapsed)
+                    .unwrap_or(std::time::UNIX_EPOCH),
+                comments: profile_comments(r.s, snap, r.budget),
+            };
+            written.push(output::write(f, |w| pprof::write(snap, &meta, w))?);
+        }
+        if let Some(f) = self.folded {
+            written.push(output::write(f, |w| folded::write(snap, weight, w))?);
+        }
+        if let Some(f) = self.svg {
+            let meta = flame_meta(r.s, snap, weight);
+            written.push(output::write(f, |w| flame::write(snap, weight, &meta, w))?);
+        }
+        Ok(written)
+    }
+}
+
+/// A one-line description of how a profile was made.
+fn mode_comment(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Exact => pprof::EXACT_COMMENT,
+        Mode::Sampled => pprof::SAMPLED_COMMENT,
+    }
+}
+
+fn flame_meta(s: &Session, snap: &Snapshot, weight: Weight) -> flame::FlameMeta {
+    flame::FlameMeta {
+        title: format!("Heap allocations ({})", weight.unit()),
+        subtitle: Some(format!(
+            "PID {} ({}), {}: {:.2} s, {} allocations, {} bytes; {}",
+            s.target.pid,
+            s.target.exe_display,
+            s.plan.go_version,
+            snap.elapsed.as_secs_f64(),
+            snap.total_allocs,
+            snap.total_bytes,
+            mode_comment(s.plan.mode)
+        )),
+    }
+}
+
+/// What a profile says about how it was made.
+fn profile_comments(s: &Session, snap: &Snapshot, budget: Option<&Budget>) -> Vec<String> {
+    let how = match s.plan.mode {
+        Mode::Exact => {
+            "every heap allocation of the target during the recording, counted by a uprobe on the \
+             Go runtime's allocation entry points; values are neither sampled nor scaled"
+        }
+        Mode::Sampled => {
+            "the runtime's own memory-profile samples (about one per MemProfileRate bytes), \
+             scaled as pprof scales them; types are not known"
+        }
+    };
+    let mut c = vec![mode_comment(s.plan.mode).to_string(), how.to_string()];
+    if let Some(b) = budget {
+        c.push(format!(
+            "--max-overhead {}% of one core: mode switches: {}; samples counted in sampled mode have the label mode=sampled (or mixed): their values are estimates",
+            b.pct,
+            b.history()
+        ));
+    }
+    c.push(format!(
+        "target: PID {} ({}), {}; recorded for {:.2} s",
+        s.target.pid,
+        s.target.exe_display,
+        s.plan.go_version,
+        snap.elapsed.as_secs_f64()
+    ));
+    c.push(
+        "one stack per allocation site and type (the deepest seen); label type = the Go type"
+            .to_string(),
+    );
+    if snap.counters.lost > 0 {
+        c.push(format!(
+            "warning: {} events did not fit in the ring buffer: counts are low",
+            snap.counters.lost
+        ));
+    }
+    c
+}
