@@ -36,41 +36,19 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         .map(|d| crate::escape::cmd::request(d, a.escape.go.as_deref()))
         .transpose()?;
     let s = Session::start(&spec, a.target.session_options())?;
-    // With --interval the CSV files are at their final paths from now on
-    // and grow by one flushed window per tick (see export::series).
-    let mut series = match a.interval {
-        Some(_) => Some(
-            IntervalCsv::start(files.csv.take(), files.pools.take(), a.target.mode_column())
-                .map_err(|e| AppError::other(e.to_string()))?,
-        ),
-        None => None,
-    };
-    if a.interval.is_some() && a.csv.is_some() && a.escape.source.is_some() {
-        log::warn!(
-            "--interval: the sites CSV gets no escape column (the compiler's reasons are known only at the end)"
-        );
-    }
+    let mut series = Series::start(&a, &mut files)?;
     let signals = Signals::listen()?;
     announce(&s);
     // The compiler runs while the target is traced.
     let job = escape.map(|r| crate::escape::Job::start(r, s.bin.build_info().clone()));
     let mut traced = [Traced::new(s, a.target.max_overhead)];
-    let mut series_error = None;
     let schedule = Schedule {
         duration: a.duration,
         refresh: a.interval.unwrap_or(Duration::from_secs(1)),
     };
     let stop = runloop::run(&mut traced, signals, schedule, |t| match t {
         Tick::Switch { notice, .. } => eprintln!("allocwatch: {notice}"),
-        Tick::Window { snap, .. } => {
-            if let Some(w) = series.as_mut()
-                && series_error.is_none()
-                && let Err(e) = w.window(snap)
-            {
-                log::error!("{e}");
-                series_error = Some(e);
-            }
-        }
+        Tick::Window { snap, .. } => series.window(snap),
         Tick::Gone { .. } => {}
     })
     .await?;
@@ -83,7 +61,7 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     let mut written: Vec<PathBuf> = Vec::new();
     // A time series that failed keeps its completed windows; the other
     // outputs are still written, and the failure is reported at the end.
-    let series_result = finish_series(series, series_error, &snap, &mut written);
+    let series_result = series.finish(&snap, &mut written);
     let run = Run {
         a: &a,
         s: &t.session,
@@ -109,16 +87,55 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     series_result.map_err(|e| AppError::other(e.to_string()))
 }
 
-fn finish_series(
-    series: Option<IntervalCsv>,
+/// `--interval`: the CSV files as time series, one flushed window per
+/// tick. They are at their final paths from the start (see
+/// `export::series`); a series that fails keeps its completed windows.
+struct Series {
+    csv: Option<IntervalCsv>,
     error: Option<WriteError>,
-    snap: &Snapshot,
-    written: &mut Vec<PathBuf>,
-) -> std::result::Result<(), WriteError> {
-    match (error, series) {
-        (Some(e), _) => Err(e),
-        (None, Some(w)) => w.finish(snap).map(|paths| written.extend(paths)),
-        (None, None) => Ok(()),
+}
+
+impl Series {
+    fn start(a: &RecordArgs, files: &mut Files) -> Result<Series> {
+        if a.interval.is_none() {
+            return Ok(Series {
+                csv: None,
+                error: None,
+            });
+        }
+        if a.csv.is_some() && a.escape.source.is_some() {
+            log::warn!(
+                "--interval: the sites CSV gets no escape column (the compiler's reasons are known only at the end)"
+            );
+        }
+        let csv = IntervalCsv::start(files.csv.take(), files.pools.take(), a.target.mode_column())
+            .map_err(|e| AppError::other(e.to_string()))?;
+        Ok(Series {
+            csv: Some(csv),
+            error: None,
+        })
+    }
+
+    fn window(&mut self, snap: &Snapshot) {
+        if let Some(w) = self.csv.as_mut()
+            && self.error.is_none()
+            && let Err(e) = w.window(snap)
+        {
+            log::error!("{e}");
+            self.error = Some(e);
+        }
+    }
+
+    fn finish(
+        self,
+        end: &Snapshot,
+        written: &mut Vec<PathBuf>,
+    ) -> std::result::Result<(), WriteError> {
+        match (self.error, self.csv) {
+            (Some(e), _) => Err(e),
+            (None, Some(w)) => w.finish(end).map(|paths| written.extend(paths)),
+            (None, None) => Ok(()),
+        }
     }
 }
 
