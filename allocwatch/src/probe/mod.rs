@@ -63,7 +63,7 @@ pub struct LoadOptions {
 }
 
 /// The programs benchmarks attach instead of the real ones, to measure floors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BenchPrograms {
     /// An empty program: the cost of the uprobe trap alone.
     Noop,
