@@ -548,15 +548,18 @@ impl Tracer {
         total
     }
 
+    /// Kernel counter `i` (`allocwatch_common::counter`), summed over CPUs.
+    fn counter(&self, i: u32) -> u64 {
+        self.counters
+            .get(&i, 0)
+            .map(|v| v.iter().sum::<u64>())
+            .unwrap_or(0)
+    }
+
     /// The kernel-side counters, summed over CPUs.
     #[must_use]
     pub fn counters(&self) -> Counters {
-        let sum = |i: u32| {
-            self.counters
-                .get(&i, 0)
-                .map(|v| v.iter().sum::<u64>())
-                .unwrap_or(0)
-        };
+        let sum = |i: u32| self.counter(i);
         Counters {
             hits: sum(counter::HITS),
             nested: sum(counter::NESTED),
@@ -569,12 +572,7 @@ impl Tracer {
     /// and lost events that carried only a stack.
     #[must_use]
     pub fn fallbacks(&self) -> Fallbacks {
-        let sum = |i: u32| {
-            self.counters
-                .get(&i, 0)
-                .map(|v| v.iter().sum::<u64>())
-                .unwrap_or(0)
-        };
+        let sum = |i: u32| self.counter(i);
         Fallbacks {
             agg_full: sum(counter::AGG_FULL),
             key_truncated: sum(counter::KEY_TRUNCATED),
