@@ -204,15 +204,13 @@ pub fn find_toolchain(explicit: Option<&Path>, want: &str) -> Result<Toolchain, 
             Err(e) => errors.push(e),
         }
     }
-    first.ok_or_else(|| {
-        if errors.is_empty() {
-            EscapeError::NoToolchain {
-                for_analysis: false,
-            }
-        } else {
-            EscapeError::NoWorkingToolchain(errors)
-        }
-    })
+    match first {
+        Some(t) => Ok(t),
+        None if errors.is_empty() => Err(EscapeError::NoToolchain {
+            for_analysis: false,
+        }),
+        None => Err(EscapeError::NoWorkingToolchain(errors)),
+    }
 }
 
 /// The warning when the toolchain is not the target's, if any.

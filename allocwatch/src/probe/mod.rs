@@ -283,9 +283,7 @@ where
 /// Run-time statistics cost two clock reads per hit: only on request
 /// (`ALLOCWATCH_BPF_STATS`).
 fn run_time_stats() -> Option<std::os::fd::OwnedFd> {
-    if std::env::var_os("ALLOCWATCH_BPF_STATS").is_none() {
-        return None;
-    }
+    std::env::var_os("ALLOCWATCH_BPF_STATS")?;
     aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .map_err(|e| log::debug!("BPF run-time statistics unavailable: {e}"))
         .ok()
