@@ -300,13 +300,13 @@ async fn trace_loop(
     Ok(stop)
 }
 
-/// The mode as the dashboard's header shows it.
-fn mode_label(mode: crate::plan::Mode, max_overhead: Option<f64>, rate: Option<&str>) -> String {
+/// What the dashboard's header says after the mode.
+fn mode_note(max_overhead: Option<f64>, rate: Option<&str>) -> String {
     let rate = rate.unwrap_or_default();
     match max_overhead {
-        Some(pct) => format!("{} (--max-overhead {pct}%{rate})", mode.name()),
-        None if rate.is_empty() => mode.name().into(),
-        None => format!("{} ({})", mode.name(), rate.trim_start_matches(", ")),
+        Some(pct) => format!(" (--max-overhead {pct}%{rate})"),
+        None if rate.is_empty() => String::new(),
+        None => format!(" ({})", rate.trim_start_matches(", ")),
     }
 }
 
@@ -867,7 +867,8 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
         go_version: s.plan.go_version.clone(),
         stripped: s.plan.stripped,
         pie: s.plan.pie,
-        mode: mode_label(s.mode(), a.target.max_overhead, rate_note.as_deref()),
+        mode: Some(s.mode()),
+        mode_note: mode_note(a.target.max_overhead, rate_note.as_deref()),
         mode_column: a.target.mode_column(),
         cost_per_hit_ns: COST_PER_HIT_NS,
         log_path: log_path.display().to_string(),
@@ -909,7 +910,7 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
                 Tick::Switch(sw, notice) => {
                     log::warn!("{notice}");
                     let _ = tx.try_send(crate::tui::Feed::ModeSwitch {
-                        mode: mode_label(sw.to, max_overhead, rate_note.as_deref()),
+                        mode: sw.to,
                         notice: notice.to_owned(),
                     });
                 }
