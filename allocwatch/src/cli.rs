@@ -4,7 +4,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::{EnumValueParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::plan::Mode;
+use crate::probe::BenchPrograms;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,8 +66,8 @@ pub struct TargetArgs {
     pub pools: bool,
     /// exact: every allocation (a uprobe trap each, ~1 µs); sampled: the runtime's own
     /// memory-profile samples (about one per MemProfileRate bytes), scaled like pprof — near-zero cost.
-    #[arg(long, value_enum, default_value_t = crate::plan::Mode::Exact)]
-    pub mode: crate::plan::Mode,
+    #[arg(long, value_parser = mode_parser(), default_value = "exact")]
+    pub mode: Mode,
     /// record and top: start exact; when tracing costs the target more than PCT % of one CPU core
     /// for 3 s, switch to sampled mode, and back to exact when exact would cost under 0.75 × PCT
     /// again. Each switch is announced and every output row says which mode counted it.
@@ -79,7 +83,7 @@ pub struct TargetArgs {
     pub noop_programs: bool,
     /// Benchmarks only: attach these floor programs at the same points.
     #[arg(long, hide = true, value_enum, conflicts_with = "noop_programs")]
-    pub bench_programs: Option<crate::probe::BenchPrograms>,
+    pub bench_programs: Option<BenchArg>,
     /// Tests only: the ring buffer's size in bytes (a power of two, at least 4096) instead of 32 MiB.
     #[arg(long, hide = true, value_name = "BYTES", value_parser = parse_ringbuf_bytes)]
     pub ringbuf_bytes: Option<u32>,
@@ -91,11 +95,11 @@ pub struct TargetArgs {
 impl TargetArgs {
     /// The floor programs a benchmark asked for, if any.
     #[must_use]
-    pub fn bench(&self) -> Option<crate::probe::BenchPrograms> {
+    pub fn bench(&self) -> Option<BenchPrograms> {
         if self.noop_programs {
-            Some(crate::probe::BenchPrograms::Noop)
+            Some(BenchPrograms::Noop)
         } else {
-            self.bench_programs
+            self.bench_programs.map(BenchPrograms::from)
         }
     }
 
@@ -103,15 +107,15 @@ impl TargetArgs {
     /// counts can be sampled estimates.
     #[must_use]
     pub fn mode_column(&self) -> bool {
-        self.mode == crate::plan::Mode::Sampled || self.max_overhead.is_some()
+        self.mode == Mode::Sampled || self.max_overhead.is_some()
     }
 
     /// Whether sync.Pool is traced: by default in exact mode, on request in sampled mode.
     #[must_use]
     pub fn trace_pools(&self) -> bool {
         match self.mode {
-            crate::plan::Mode::Exact => !self.no_pools,
-            crate::plan::Mode::Sampled => self.pools,
+            Mode::Exact => !self.no_pools,
+            Mode::Sampled => self.pools,
         }
     }
 }
@@ -218,8 +222,54 @@ pub struct InspectArgs {
     #[arg(long)]
     pub no_pools: bool,
     /// The plan of this mode.
-    #[arg(long, value_enum, default_value_t = crate::plan::Mode::Exact)]
-    pub mode: crate::plan::Mode,
+    #[arg(long, value_parser = mode_parser(), default_value = "exact")]
+    pub mode: Mode,
+}
+
+/// The values of `--mode`: clap's side of [`Mode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    /// Every allocation, at the allocation entry points (a uprobe trap each).
+    Exact,
+    /// The runtime's own memory-profile samples (`runtime.profilealloc`, about
+    /// one per `runtime.MemProfileRate` bytes), scaled as pprof scales them.
+    Sampled,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Exact => Mode::Exact,
+            ModeArg::Sampled => Mode::Sampled,
+        }
+    }
+}
+
+/// Parses `--mode` into a [`Mode`] (with [`ModeArg`]'s values and help).
+fn mode_parser() -> impl TypedValueParser<Value = Mode> {
+    EnumValueParser::<ModeArg>::new().map(Mode::from)
+}
+
+/// The values of `--bench-programs`: clap's side of [`BenchPrograms`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchArg {
+    /// An empty program: the cost of the uprobe trap alone.
+    Noop,
+    /// One user read of the return address: the least any attribution needs.
+    Read1,
+    /// Two user reads (return address and the caller's frame record): the
+    /// least attribution through one runtime frame needs.
+    Read2,
+}
+
+impl From<BenchArg> for BenchPrograms {
+    fn from(b: BenchArg) -> BenchPrograms {
+        match b {
+            BenchArg::Noop => BenchPrograms::Noop,
+            BenchArg::Read1 => BenchPrograms::Read1,
+            BenchArg::Read2 => BenchPrograms::Read2,
+        }
+    }
 }
 
 /// Parses a percentage of one core: `5`, `0.5`, `5%`.

@@ -96,6 +96,35 @@ pub struct ProbePlan {
     pub warnings: Vec<String>,
 }
 
+/// Why no plan can be made (the program's code is not what allocwatch
+/// expects). The caller says which program.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0} not found")]
+    FunctionMissing(String),
+    #[error("code of {0} not in the file")]
+    CodeMissing(String),
+    #[error("{function}+{offset:#x} is not in a loadable segment of the file")]
+    NotLoadable { function: String, offset: u64 },
+    #[error("cannot find runtime.MemProfileRate in runtime.profilealloc")]
+    NoMemProfileRate,
+    #[error(
+        "the runtime's functions form {count} separate address ranges, more than the {max} supported"
+    )]
+    TooManyRanges { count: usize, max: u32 },
+}
+
+/// Why `sync.Pool` is not traced (allocation tracing carries on).
+#[derive(Debug, thiserror::Error)]
+enum PoolPlanError {
+    #[error("the program does not use sync.Pool")]
+    NotUsed,
+    #[error("{GET} does not have the expected shape ({0})")]
+    UnexpectedShape(prologue::ShapeError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
 /// Options that change the plan.
 #[derive(Clone, Copy, Debug)]
 pub struct PlanOptions {
@@ -118,7 +147,7 @@ impl Default for PlanOptions {
 }
 
 /// How allocations are counted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Every allocation, at the allocation entry points (a uprobe trap each).
@@ -239,11 +268,15 @@ impl Builder<'_> {
         offset: u64,
         placement: String,
         kind: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), PlanError> {
         let vaddr = func_vaddr + offset;
-        let file_offset = self.bin.file_offset(vaddr).ok_or_else(|| {
-            format!("{function}+{offset:#x} is not in a loadable segment of the file")
-        })?;
+        let file_offset = self
+            .bin
+            .file_offset(vaddr)
+            .ok_or_else(|| PlanError::NotLoadable {
+                function: function.to_string(),
+                offset,
+            })?;
         let index = u32::try_from(self.probes.len()).unwrap_or(u32::MAX);
         self.probes.push(PlannedProbe {
             function: function.to_string(),
@@ -264,15 +297,15 @@ impl Builder<'_> {
     }
 
     /// A probe at the function's frame setup.
-    fn entry(&mut self, name: &str, kind: u32) -> Result<(), String> {
+    fn entry(&mut self, name: &str, kind: u32) -> Result<(), PlanError> {
         let f = self
             .bin
             .func_by_name(name)
-            .ok_or_else(|| format!("{name} not found"))?;
+            .ok_or_else(|| PlanError::FunctionMissing(name.to_string()))?;
         let code = self
             .bin
             .code(&f)
-            .ok_or_else(|| format!("code of {name} not in the file"))?;
+            .ok_or_else(|| PlanError::CodeMissing(name.to_string()))?;
         let po = prologue::probe_offset(code, f.entry);
         let placement = match &po.kind {
             prologue::ProbeSite::PushBp => "PUSHQ BP after the stack check".to_string(),
@@ -287,8 +320,18 @@ impl Builder<'_> {
     }
 }
 
+/// Sampled mode: where `runtime.MemProfileRate` is, and
+/// `runtime.disableMemoryProfiling` (its vaddr and whether it is set).
+struct Sampling {
+    rate_addr: u64,
+    flag: Option<(u64, bool)>,
+}
+
 /// Computes the probe plan of a Go executable.
-pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
+///
+/// # Errors
+/// What in the program's code is not as expected.
+pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, PlanError> {
     let info = bin.build_info();
     let mut b = Builder {
         bin,
@@ -303,85 +346,37 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
             info.go_version
         ));
     }
-
     let mut specialized: Vec<_> = bin
         .functions()
         .filter(|f| is_specialized_entry(&f.name))
         .collect();
     specialized.sort_by_key(|f| f.entry);
-    let mut mem_profile_rate = None;
-    let mut flag = None;
     if opts.mode == Mode::Exact {
         b.entry("runtime.mallocgc", cookie::ALLOC_ENTRY)?;
         for f in &specialized {
             b.entry(&f.name, cookie::ALLOC_SPECIALIZED)?;
         }
     }
-    if opts.mode == Mode::Sampled || opts.switchable {
-        b.entry("runtime.profilealloc", cookie::ALLOC_SAMPLE)?;
-        mem_profile_rate = find_mem_profile_rate(bin);
-        let Some(rate_addr) = mem_profile_rate else {
-            return Err("cannot find runtime.MemProfileRate in runtime.profilealloc".into());
-        };
-        flag = memory_profiling_flag(bin, rate_addr);
-        if flag.is_none() {
-            b.warnings.push(
-                "cannot tell whether the linker switched memory profiling off (runtime.schedinit not recognised): \
-                 a launched program may have no samples"
-                    .into(),
-            );
-        }
-    }
-    let malloc_ranges: Vec<(u64, u64)> = {
-        let mut r: Vec<_> = bin
-            .functions()
-            .filter(|f| f.name.starts_with("runtime.mallocgc"))
-            .map(|f| (f.entry, f.end))
-            .collect();
-        r.sort_unstable();
-        r
-    };
-
-    // A runtime function ends where the next function starts, so runs of
-    // adjacent runtime functions merge into one range.
-    let runtime_ranges = merge_ranges(
-        bin.functions()
-            .filter(|f| crate::symbolize::is_runtime_frame(&f.name))
-            .map(|f| (f.entry, f.end)),
-    );
-    if runtime_ranges.len() > allocwatch_common::MAX_RANGES as usize {
-        return Err(format!(
-            "the runtime's functions form {} separate address ranges, more than the {} supported",
-            runtime_ranges.len(),
-            allocwatch_common::MAX_RANGES
-        ));
-    }
-
-    let mut pool_new_return = None;
-    let pools = if !opts.pools {
-        PoolTracing::Disabled("turned off (--no-pools)".into())
+    let sampling = if opts.mode == Mode::Sampled || opts.switchable {
+        Some(b.sampling()?)
     } else {
-        match plan_pools(&mut b) {
-            Ok(ret) => {
-                pool_new_return = Some(ret);
-                PoolTracing::Enabled
-            }
-            Err(reason) => {
-                b.probes.retain(|p| p.program != Program::Pool);
-                b.warnings.push(format!(
-                    "sync.Pool tracing disabled: {reason}; allocation tracing carries on"
-                ));
-                PoolTracing::Disabled(reason)
-            }
-        }
+        None
     };
+    let mut malloc_ranges: Vec<_> = bin
+        .functions()
+        .filter(|f| f.name.starts_with("runtime.mallocgc"))
+        .map(|f| (f.entry, f.end))
+        .collect();
+    malloc_ranges.sort_unstable();
+    let runtime_ranges = runtime_ranges(bin)?;
+    let (pools, pool_new_return) = b.pool_tracing(opts.pools);
     if info.pgo() && pools == PoolTracing::Enabled {
         b.warnings.push(
             "built with PGO: sync.Pool Get/Put may be inlined into hot callers; pool counts are incomplete for this binary"
                 .into(),
         );
     }
-
+    let flag = sampling.as_ref().and_then(|s| s.flag);
     Ok(ProbePlan {
         go_version: info.go_version.clone(),
         stripped: bin.is_stripped(),
@@ -394,7 +389,7 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
         runtime_ranges,
         mode: opts.mode,
         switchable: opts.switchable,
-        mem_profile_rate_addr: mem_profile_rate,
+        mem_profile_rate_addr: sampling.map(|s| s.rate_addr),
         memory_profiling_disabled: flag.map(|(_, set)| set),
         disable_flag_addr: flag.map(|(a, _)| a),
         pool_new_return,
@@ -403,38 +398,96 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, String> {
     })
 }
 
-fn plan_pools(b: &mut Builder<'_>) -> Result<u64, String> {
-    const GET: &str = "sync.(*Pool).Get";
-    const PUT: &str = "sync.(*Pool).Put";
-    let Some(get) = b.bin.func_by_name(GET) else {
-        return Err("the program does not use sync.Pool".into());
-    };
-    b.entry(GET, cookie::POOL_GET)?;
-    let code = b
-        .bin
-        .code(&get)
-        .ok_or_else(|| format!("code of {GET} not in the file"))?;
-    let sites = prologue::pool_get_miss_sites(code, get.entry)
-        .map_err(|e| format!("{GET} does not have the expected shape ({e})"))?;
-    b.push(
-        GET,
-        get.entry,
-        sites.new_call,
-        "indirect CALL of p.New()".into(),
-        cookie::POOL_NEW,
-    )?;
-    b.push(
-        GET,
-        get.entry,
-        sites.nil_return,
-        "nil return when p.New is nil".into(),
-        cookie::POOL_NIL,
-    )?;
-    if b.bin.func_by_name(PUT).is_some() {
-        b.entry(PUT, cookie::POOL_PUT)?;
+/// The `[start, end)` ranges of the runtime's own functions. A runtime
+/// function ends where the next function starts, so runs of adjacent
+/// runtime functions merge into one range.
+fn runtime_ranges(bin: &GoBinary) -> Result<Vec<(u64, u64)>, PlanError> {
+    let ranges = merge_ranges(
+        bin.functions()
+            .filter(|f| crate::symbolize::is_runtime_frame(&f.name))
+            .map(|f| (f.entry, f.end)),
+    );
+    if ranges.len() > allocwatch_common::MAX_RANGES as usize {
+        return Err(PlanError::TooManyRanges {
+            count: ranges.len(),
+            max: allocwatch_common::MAX_RANGES,
+        });
     }
-    Ok(get.entry + sites.new_return)
+    Ok(ranges)
 }
+
+impl Builder<'_> {
+    /// The sample probe on `runtime.profilealloc`, and where the rate and
+    /// the linker's flag are.
+    fn sampling(&mut self) -> Result<Sampling, PlanError> {
+        self.entry("runtime.profilealloc", cookie::ALLOC_SAMPLE)?;
+        let rate_addr = find_mem_profile_rate(self.bin).ok_or(PlanError::NoMemProfileRate)?;
+        let flag = memory_profiling_flag(self.bin, rate_addr);
+        if flag.is_none() {
+            self.warnings.push(
+                "cannot tell whether the linker switched memory profiling off (runtime.schedinit not recognised): \
+                 a launched program may have no samples"
+                    .into(),
+            );
+        }
+        Ok(Sampling { rate_addr, flag })
+    }
+
+    /// Whether `sync.Pool` is traced, and the vaddr `p.New()` returns to.
+    /// A pool that cannot be traced takes its probes away and leaves a
+    /// warning: allocation tracing carries on.
+    fn pool_tracing(&mut self, wanted: bool) -> (PoolTracing, Option<u64>) {
+        if !wanted {
+            return (
+                PoolTracing::Disabled("turned off (--no-pools)".into()),
+                None,
+            );
+        }
+        match self.pools() {
+            Ok(ret) => (PoolTracing::Enabled, Some(ret)),
+            Err(e) => {
+                let reason = e.to_string();
+                self.probes.retain(|p| p.program != Program::Pool);
+                self.warnings.push(format!(
+                    "sync.Pool tracing disabled: {reason}; allocation tracing carries on"
+                ));
+                (PoolTracing::Disabled(reason), None)
+            }
+        }
+    }
+
+    fn pools(&mut self) -> Result<u64, PoolPlanError> {
+        let get = self.bin.func_by_name(GET).ok_or(PoolPlanError::NotUsed)?;
+        self.entry(GET, cookie::POOL_GET)?;
+        let code = self
+            .bin
+            .code(&get)
+            .ok_or_else(|| PlanError::CodeMissing(GET.to_string()))?;
+        let sites = prologue::pool_get_miss_sites(code, get.entry)
+            .map_err(PoolPlanError::UnexpectedShape)?;
+        self.push(
+            GET,
+            get.entry,
+            sites.new_call,
+            "indirect CALL of p.New()".into(),
+            cookie::POOL_NEW,
+        )?;
+        self.push(
+            GET,
+            get.entry,
+            sites.nil_return,
+            "nil return when p.New is nil".into(),
+            cookie::POOL_NIL,
+        )?;
+        if self.bin.func_by_name(PUT).is_some() {
+            self.entry(PUT, cookie::POOL_PUT)?;
+        }
+        Ok(get.entry + sites.new_return)
+    }
+}
+
+const GET: &str = "sync.(*Pool).Get";
+const PUT: &str = "sync.(*Pool).Put";
 
 /// Sorts `[start, end)` ranges and merges those that touch or overlap.
 fn merge_ranges(ranges: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {

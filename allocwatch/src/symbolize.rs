@@ -211,67 +211,100 @@ impl GoResolver {
     }
 }
 
-impl Resolver for GoResolver {
-    fn resolve_alloc(&mut self, typ: u64, frames: &[u64]) -> Resolved {
-        // frames[0] is the probed instruction inside the allocation entry.
-        let mut runtime: Vec<Arc<str>> = Vec::new();
-        let mut stack: Vec<Frame> = Vec::new();
-        let mut pool_new_func = None;
+/// An allocation's stack split at the site: the runtime frames above it
+/// (innermost first) and the user frames from the site down.
+struct Walk {
+    runtime: Vec<Arc<str>>,
+    stack: Vec<Frame>,
+    /// The `New` function of the `sync.Pool` whose `Get` called it.
+    pool_new_func: Option<Arc<str>>,
+    /// The outermost runtime frame (the site when no user frame is known).
+    last_runtime: Option<Frame>,
+    /// The return address into the site's function (from the runtime).
+    site_ret: Option<u64>,
+}
+
+impl GoResolver {
+    /// Walks the return addresses (`frames[0]` is the probed instruction
+    /// inside the allocation entry).
+    fn walk(&mut self, frames: &[u64]) -> Walk {
+        let mut w = Walk {
+            runtime: Vec::new(),
+            stack: Vec::new(),
+            pool_new_func: None,
+            last_runtime: None,
+            site_ret: None,
+        };
         let mut prev_user: Option<Arc<str>> = None;
-        let mut last_runtime: Option<Frame> = None;
-        // The return address into the site's function (from the runtime).
-        let mut site_ret = None;
         for &ret in frames.iter().skip(1) {
             for f in self.frames_of_return(ret).iter() {
-                if stack.is_empty() && is_runtime_frame(&f.function) {
-                    runtime.push(f.function.clone());
-                    last_runtime = Some(f.clone());
+                if w.stack.is_empty() && is_runtime_frame(&f.function) {
+                    w.runtime.push(f.function.clone());
+                    w.last_runtime = Some(f.clone());
                     continue;
                 }
-                if stack.is_empty() {
-                    site_ret = Some(ret);
+                if w.stack.is_empty() {
+                    w.site_ret = Some(ret);
                 }
-                if pool_new_func.is_none() && &*f.function == POOL_GET {
-                    pool_new_func = prev_user.clone();
+                if w.pool_new_func.is_none() && &*f.function == POOL_GET {
+                    w.pool_new_func = prev_user.clone();
                 }
                 prev_user = Some(f.function.clone());
-                stack.push(f.clone());
+                w.stack.push(f.clone());
             }
         }
-        let type_name = if typ == 0 {
-            let made_by = |set: &[&str]| runtime.iter().any(|r| set.contains(&&**r));
-            if made_by(&STRING_MAKERS) {
-                self.intern("string")
-            } else if made_by(&BYTES_MAKERS) {
-                self.intern("[]uint8")
-            } else if made_by(&RUNES_MAKERS) {
-                self.intern("[]int32")
-            } else {
-                // A pointer-free slice grown or copied: the caller passed the element type.
-                let maker = runtime
-                    .last()
-                    .and_then(|r| NIL_TYPED_SLICE_MAKERS.iter().find(|(n, _)| **n == **r));
-                let elem = maker.zip(site_ret).and_then(|((_, reg), ret)| {
-                    elem_type_at_call(&self.bin, ret.wrapping_sub(self.bias), *reg)
-                });
-                match elem {
-                    Some(va) => {
-                        let e = self.type_name_va(va);
-                        self.intern(&format!("[]{e}"))
-                    }
-                    None => self.intern("<untyped>"),
-                }
-            }
-        } else {
+        w
+    }
+
+    /// The type of an allocation with type descriptor `typ` (0 when the
+    /// runtime was not given one), from the runtime frames that made it.
+    fn alloc_type(&mut self, typ: u64, w: &Walk) -> Arc<str> {
+        let runtime = &w.runtime;
+        if typ != 0 {
             let elem = self.type_name(typ);
             // The innermost runtime frames decide: a slice maker passes the element type.
             let slice = runtime.iter().take(2).any(|r| SLICE_MAKERS.contains(&&**r));
-            if slice {
+            return if slice {
                 self.intern(&format!("[]{elem}"))
             } else {
                 elem
+            };
+        }
+        let made_by = |set: &[&str]| runtime.iter().any(|r| set.contains(&&**r));
+        if made_by(&STRING_MAKERS) {
+            return self.intern("string");
+        } else if made_by(&BYTES_MAKERS) {
+            return self.intern("[]uint8");
+        } else if made_by(&RUNES_MAKERS) {
+            return self.intern("[]int32");
+        }
+        // A pointer-free slice grown or copied: the caller passed the element type.
+        let maker = runtime
+            .last()
+            .and_then(|r| NIL_TYPED_SLICE_MAKERS.iter().find(|(n, _)| **n == **r));
+        let elem = maker.zip(w.site_ret).and_then(|((_, reg), ret)| {
+            elem_type_at_call(&self.bin, ret.wrapping_sub(self.bias), *reg)
+        });
+        match elem {
+            Some(va) => {
+                let e = self.type_name_va(va);
+                self.intern(&format!("[]{e}"))
             }
-        };
+            None => self.intern("<untyped>"),
+        }
+    }
+}
+
+impl Resolver for GoResolver {
+    fn resolve_alloc(&mut self, typ: u64, frames: &[u64]) -> Resolved {
+        let w = self.walk(frames);
+        let type_name = self.alloc_type(typ, &w);
+        let Walk {
+            mut stack,
+            pool_new_func,
+            last_runtime,
+            ..
+        } = w;
         let site_frame = stack.first().cloned().or(last_runtime).unwrap_or_else(|| {
             // No frame at all could be read.
             Frame {

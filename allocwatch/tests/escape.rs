@@ -396,14 +396,18 @@ fn no_source_no_column() {
 fn bad_source_is_a_usage_error() {
     let tc = toolchain("1.27.3");
     let dir = tempfile::tempdir().unwrap();
-    for (args, want) in [
+    let source_hint = "hint: --source takes the directory of the target's Go module";
+    let go_hint = "hint: pass --go /path/to/go";
+    for (args, want, hint) in [
         (
             vec!["--source".to_string(), dir.path().display().to_string()],
             "not in a Go module",
+            source_hint,
         ),
         (
             vec!["--source".to_string(), "/nonexistent/dir".to_string()],
             "not a directory",
+            source_hint,
         ),
         (
             vec![
@@ -413,6 +417,18 @@ fn bad_source_is_a_usage_error() {
                 "/nonexistent/go".to_string(),
             ],
             "cannot run /nonexistent/go",
+            go_hint,
+        ),
+        // A working --go does not make a bad --source a toolchain problem.
+        (
+            vec![
+                "--source".to_string(),
+                "/nonexistent/dir".to_string(),
+                "--go".to_string(),
+                tc.go().display().to_string(),
+            ],
+            "not a directory",
+            source_hint,
         ),
     ] {
         let out = aw(&tc)
@@ -424,6 +440,7 @@ fn bad_source_is_a_usage_error() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(stderr.contains(hint), "{args:?}: {stderr}");
     }
 }
 

@@ -8,7 +8,6 @@ use tokio::sync::mpsc::Sender;
 use super::{COST_PER_HIT_NS, init_file_log, release_target};
 use crate::cli::TopArgs;
 use crate::error::{AppError, Result};
-use crate::plan::Mode;
 use crate::runloop::{self, Schedule, Signals, Stop, Tick, Traced};
 use crate::session::Session;
 use crate::target::{Gone, RateOverride};
@@ -60,13 +59,9 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     tokio::pin!(ui);
     let signals = Signals::listen()?;
     let mut traced = [Traced::new(s, a.target.max_overhead)];
-    let labels = ModeLabel {
-        max_overhead: a.target.max_overhead,
-        rate: rate_note,
-    };
     let result = tokio::select! {
         r = &mut ui => r.map_err(|e| AppError::other(format!("{e:#}"))),
-        () = feed(&mut traced, signals, a.refresh, &tx, &labels) => Ok(()),
+        () = feed(&mut traced, signals, a.refresh, &tx) => Ok(()),
     };
     // The way out, in this order: the dashboard has given the terminal back
     // (`tui::run` restores it before it returns); the target is released
@@ -79,21 +74,14 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     result
 }
 
-/// The mode as the dashboard's header shows it.
-struct ModeLabel {
-    max_overhead: Option<f64>,
-    /// What allocwatch set, e.g. ", MemProfileRate 524288 set by allocwatch".
-    rate: Option<String>,
-}
-
-impl ModeLabel {
-    fn of(&self, mode: Mode) -> String {
-        let rate = self.rate.as_deref().unwrap_or_default();
-        match self.max_overhead {
-            Some(pct) => format!("{} (--max-overhead {pct}%{rate})", mode.name()),
-            None if rate.is_empty() => mode.name().into(),
-            None => format!("{} ({})", mode.name(), rate.trim_start_matches(", ")),
-        }
+/// What the dashboard's header says after the mode: `--max-overhead`, and
+/// the rate allocwatch set (e.g. ", MemProfileRate 524288 set by allocwatch").
+fn mode_note(max_overhead: Option<f64>, rate: Option<&str>) -> String {
+    let rate = rate.unwrap_or_default();
+    match max_overhead {
+        Some(pct) => format!(" (--max-overhead {pct}%{rate})"),
+        None if rate.is_empty() => String::new(),
+        None => format!(" ({})", rate.trim_start_matches(", ")),
     }
 }
 
@@ -105,17 +93,14 @@ fn target_info(
 ) -> crate::tui::TargetInfo {
     let mut warnings = s.plan.warnings.clone();
     warnings.extend(s.rate_override().map(RateOverride::announcement));
-    let label = ModeLabel {
-        max_overhead: a.target.max_overhead,
-        rate: rate_note.map(str::to_owned),
-    };
     crate::tui::TargetInfo {
         pid: s.target.pid,
         command: s.target.command.clone(),
         go_version: s.plan.go_version.clone(),
         stripped: s.plan.stripped,
         pie: s.plan.pie,
-        mode: label.of(s.mode()),
+        mode: Some(s.mode()),
+        mode_note: mode_note(a.target.max_overhead, rate_note),
         mode_column: a.target.mode_column(),
         cost_per_hit_ns: COST_PER_HIT_NS,
         log_path: log_path.display().to_string(),
@@ -131,7 +116,6 @@ async fn feed(
     signals: Signals,
     refresh: std::time::Duration,
     tx: &Sender<Feed>,
-    labels: &ModeLabel,
 ) {
     let schedule = Schedule {
         duration: None,
@@ -141,7 +125,7 @@ async fn feed(
         Tick::Switch { switch, notice, .. } => {
             log::warn!("{notice}");
             let _ = tx.try_send(Feed::ModeSwitch {
-                mode: labels.of(switch.to),
+                mode: switch.to,
                 notice: notice.to_owned(),
             });
         }

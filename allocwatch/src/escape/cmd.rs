@@ -20,7 +20,7 @@ use crate::stats::{SiteKey, Snapshot};
 pub fn request(source: &Path, go: Option<&Path>) -> Result<Request, AppError> {
     Request::new(source, go).map_err(|e| {
         let err = AppError::usage(format!("--source: {e}"));
-        if e.contains("toolchain") || go.is_some() {
+        if e.is_toolchain() {
             err.hint("pass --go /path/to/go (a toolchain of the target's Go version)")
         } else {
             err.hint("--source takes the directory of the target's Go module (where its go.mod is)")

@@ -317,6 +317,65 @@ fn is_go_statement(text: &str, col: u32) -> bool {
     })
 }
 
+/// The module's files the compiler spoke of, read once each.
+struct FileTable<'a> {
+    sources: &'a dyn Sources,
+    infos: HashMap<String, FileInfo>,
+    /// The lines of the files with function literals.
+    texts: HashMap<String, Vec<String>>,
+}
+
+impl<'a> FileTable<'a> {
+    fn new(sources: &'a dyn Sources) -> Self {
+        FileTable {
+            sources,
+            infos: HashMap::new(),
+            texts: HashMap::new(),
+        }
+    }
+
+    /// The entry of `rel`, made (with its line count) on first use.
+    fn info(&mut self, rel: &str) -> &mut FileInfo {
+        let sources = self.sources;
+        self.infos
+            .entry(rel.to_string())
+            .or_insert_with(|| FileInfo {
+                lines: sources.read(rel).unwrap_or_default().lines().count(),
+                literals: Vec::new(),
+                decls: Vec::new(),
+            })
+    }
+
+    /// Records the function literal at `p` (in `rel`), and whether it is
+    /// the function of a `go` statement.
+    fn literal(&mut self, rel: &str, p: &Pos) {
+        let sources = self.sources;
+        let lines = self.texts.entry(rel.to_string()).or_insert_with(|| {
+            sources
+                .read(rel)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        });
+        let text = lines
+            .get((p.line as usize).saturating_sub(1))
+            .map_or("", String::as_str);
+        let go = is_go_statement(text, p.col);
+        self.info(rel).literals.push((p.line, p.col, go));
+    }
+
+    fn finish(mut self) -> HashMap<String, FileInfo> {
+        for fi in self.infos.values_mut() {
+            fi.literals.sort_unstable();
+            fi.literals.dedup();
+            fi.decls.sort();
+            fi.decls.dedup();
+        }
+        self.infos
+    }
+}
+
 impl EscapeIndex {
     /// Builds the index. `sources` gives the module's files (for line
     /// counts and for telling `go` statements from other closures).
@@ -328,27 +387,14 @@ impl EscapeIndex {
         sources: &dyn Sources,
     ) -> Self {
         let root = module.root.clone();
-        let mut files: HashMap<String, FileInfo> = HashMap::new();
-        let file = |rel: &str, files: &mut HashMap<String, FileInfo>| {
-            if !files.contains_key(rel) {
-                let text = sources.read(rel).unwrap_or_default();
-                files.insert(
-                    rel.to_string(),
-                    FileInfo {
-                        lines: text.lines().count(),
-                        literals: Vec::new(),
-                        decls: Vec::new(),
-                    },
-                );
-            }
-        };
+        let mut files = FileTable::new(sources);
         let mut heap = Vec::new();
         let mut heap_at: HashMap<(String, u32), Vec<usize>> = HashMap::new();
         for d in out.heap {
             let Some(rel) = rel_path(&root, &d.pos.file) else {
                 continue;
             };
-            file(&rel, &mut files);
+            files.info(&rel);
             heap_at
                 .entry((rel, d.pos.line))
                 .or_default()
@@ -366,42 +412,16 @@ impl EscapeIndex {
             let Some(rel) = rel_path(&root, &f.pos.file) else {
                 continue;
             };
-            file(&rel, &mut files);
             let name = strip_brackets(&f.name);
-            if let Some(fi) = files.get_mut(&rel) {
-                fi.decls.push((f.pos.line, name.clone()));
-            }
+            files.info(&rel).decls.push((f.pos.line, name.clone()));
             decl_of
                 .entry((f.package.clone(), name))
                 .or_insert((rel, f.pos.line));
         }
-        let mut texts: HashMap<String, Vec<String>> = HashMap::new();
         for p in out.func_literals {
-            let Some(rel) = rel_path(&root, &p.file) else {
-                continue;
-            };
-            file(&rel, &mut files);
-            let lines = texts.entry(rel.clone()).or_insert_with(|| {
-                sources
-                    .read(&rel)
-                    .unwrap_or_default()
-                    .lines()
-                    .map(str::to_string)
-                    .collect()
-            });
-            let text = lines
-                .get((p.line as usize).saturating_sub(1))
-                .map_or("", String::as_str);
-            let go = is_go_statement(text, p.col);
-            if let Some(fi) = files.get_mut(&rel) {
-                fi.literals.push((p.line, p.col, go));
+            if let Some(rel) = rel_path(&root, &p.file) {
+                files.literal(&rel, &p);
             }
-        }
-        for fi in files.values_mut() {
-            fi.literals.sort_unstable();
-            fi.literals.dedup();
-            fi.decls.sort();
-            fi.decls.dedup();
         }
         EscapeIndex {
             module,
@@ -410,7 +430,7 @@ impl EscapeIndex {
             heap_at,
             no_escape_at,
             decl_of,
-            files,
+            files: files.finish(),
         }
     }
 
@@ -527,45 +547,10 @@ impl EscapeIndex {
         if runtime_type(&key.type_name) {
             return SiteLookup::Runtime;
         }
-        let mut reasons: Vec<(u32, Reason)> = Vec::new();
-        if let Some(ix) = self.heap_at.get(&(rel.clone(), key.line)) {
-            let closure_type = key.type_name.starts_with("struct { F uintptr");
-            let diags: Vec<&HeapDiag> = ix
-                .iter()
-                .map(|&i| &self.heap[i])
-                .filter(|d| !is_constant(&d.subject))
-                .collect();
-            if key.type_name.as_ref() == "[]uintptr"
-                && !diags.iter().any(|d| match &d.subject {
-                    Subject::Expr(e) => e.contains("uintptr"),
-                    Subject::Moved(_) => false,
-                })
-            {
-                // The runtime's profiling and traceback buffers, made
-                // when a thread starts during this line.
-                return SiteLookup::Runtime;
-            }
-            let literal = |d: &&HeapDiag| d.subject == Subject::Expr("func literal".into());
-            // A closure object comes from a function literal (or a method
-            // value), anything else not from one.
-            let chosen: Vec<&HeapDiag> = if closure_type {
-                let lits: Vec<&HeapDiag> = diags.iter().copied().filter(literal).collect();
-                if lits.is_empty() { diags } else { lits }
-            } else {
-                diags.into_iter().filter(|d| !literal(d)).collect()
-            };
-            // Several decisions on one line: keep those that can have
-            // made this type.
-            let shaped: Vec<&HeapDiag> = chosen
-                .iter()
-                .copied()
-                .filter(|d| shape_matches(d, &key.type_name))
-                .collect();
-            let chosen = if shaped.is_empty() { chosen } else { shaped };
-            for d in chosen {
-                reasons.push((d.pos.col, self.reason(d, &rel, closure_type)));
-            }
-        }
+        let mut reasons = match self.heap_reasons(key, &rel) {
+            Ok(r) => r,
+            Err(l) => return l,
+        };
         if reasons.is_empty()
             && let Some(exprs) = self.no_escape_at.get(&(rel.clone(), key.line))
         {
@@ -582,6 +567,52 @@ impl EscapeIndex {
         SiteLookup::Found(Arc::new(SiteEscape {
             reasons: reasons.into_iter().map(|(_, r)| r).collect(),
         }))
+    }
+
+    /// The compiler's heap decisions at `key`'s line (in `rel`) that can
+    /// have made its object, explained, with their columns; `Err` when the
+    /// object is the runtime's own.
+    fn heap_reasons(&self, key: &SiteKey, rel: &str) -> Result<Vec<(u32, Reason)>, SiteLookup> {
+        let Some(ix) = self.heap_at.get(&(rel.to_string(), key.line)) else {
+            return Ok(Vec::new());
+        };
+        let closure_type = is_closure_type(&key.type_name);
+        let diags: Vec<&HeapDiag> = ix
+            .iter()
+            .map(|&i| &self.heap[i])
+            .filter(|d| !is_constant(&d.subject))
+            .collect();
+        if key.type_name.as_ref() == "[]uintptr"
+            && !diags.iter().any(|d| match &d.subject {
+                Subject::Expr(e) => e.contains("uintptr"),
+                Subject::Moved(_) => false,
+            })
+        {
+            // The runtime's profiling and traceback buffers, made
+            // when a thread starts during this line.
+            return Err(SiteLookup::Runtime);
+        }
+        let literal = |d: &&HeapDiag| d.subject == Subject::Expr("func literal".into());
+        // A closure object comes from a function literal (or a method
+        // value), anything else not from one.
+        let chosen: Vec<&HeapDiag> = if closure_type {
+            let lits: Vec<&HeapDiag> = diags.iter().copied().filter(literal).collect();
+            if lits.is_empty() { diags } else { lits }
+        } else {
+            diags.into_iter().filter(|d| !literal(d)).collect()
+        };
+        // Several decisions on one line: keep those that can have
+        // made this type.
+        let shaped: Vec<&HeapDiag> = chosen
+            .iter()
+            .copied()
+            .filter(|d| shape_matches(d, &key.type_name))
+            .collect();
+        let chosen = if shaped.is_empty() { chosen } else { shaped };
+        Ok(chosen
+            .into_iter()
+            .map(|d| (d.pos.col, self.reason(d, rel, closure_type)))
+            .collect())
     }
 
     fn show(&self, p: &Pos) -> String {
@@ -605,81 +636,11 @@ impl EscapeIndex {
     }
 
     fn reason(&self, d: &HeapDiag, rel: &str, closure_type: bool) -> Reason {
-        let steps = || d.flows.iter().flat_map(|f| f.steps.iter());
-        let has = |why: &str| steps().any(|s| s.why == why);
         let (headline, expr) = match &d.subject {
             Subject::Moved(n) => (format!("moved to heap: {n}"), None),
             Subject::Expr(e) => (format!("{e} escapes to heap"), Some(e.as_str())),
         };
-        let mut note = None;
-        let cause = if has("too large for stack") {
-            Cause::TooLarge
-        } else if has("non-constant size") {
-            Cause::UnknownSizeMake
-        } else if expr == Some("func literal") {
-            let go = self
-                .files
-                .get(rel)
-                .and_then(|f| {
-                    f.literals
-                        .iter()
-                        .find(|(l, c, _)| *l == d.pos.line && *c == d.pos.col)
-                })
-                .is_some_and(|x| x.2);
-            if go {
-                note = Some("the closure of a go statement".to_string());
-                Cause::GoroutineCapture
-            } else {
-                Cause::ClosureCapture
-            }
-        } else if let Some(step) = steps().find(|s| s.why == "captured by a closure") {
-            let lit = step
-                .at
-                .as_ref()
-                .and_then(|at| self.enclosing_literal(rel, &d.pos, at));
-            match lit {
-                Some((l, c, true)) => {
-                    note = Some(format!(
-                        "captured by the goroutine started at {rel}:{l}:{c}"
-                    ));
-                    Cause::GoroutineCapture
-                }
-                Some((l, c, false)) => {
-                    note = Some(format!("captured by the closure at {rel}:{l}:{c}"));
-                    Cause::ClosureCapture
-                }
-                None => Cause::ClosureCapture,
-            }
-        } else if closure_type {
-            // A method value (`x.M`) is a closure too.
-            Cause::ClosureCapture
-        } else if has("interface-converted") || expr.is_some_and(boxes_value) {
-            Cause::Interface
-        } else if has("return") {
-            Cause::ReturnedPointer
-        } else {
-            // Say where the flow ends: a call that keeps it, a global, a
-            // channel, a larger object that escapes.
-            let last = d.flows.last();
-            let holder = last
-                .and_then(|f| f.edge.split(" ← ").next())
-                .and_then(|dst| dst.strip_prefix("{storage for "))
-                .and_then(|x| x.strip_suffix('}'));
-            note = match (holder, last.and_then(|f| f.steps.last())) {
-                (Some(x), _) => Some(format!("referenced by {x}, which is on the heap")),
-                (None, Some(s)) => Some(match s.why.as_str() {
-                    "call parameter" => format!("passed to {}, which keeps it", s.expr),
-                    "send" => "sent on a channel".to_string(),
-                    "assign" => format!("stored by {}", s.expr),
-                    why => format!("{why}: {}", s.expr),
-                }),
-                (None, None) if expr.is_some_and(|e| e.starts_with("append")) => {
-                    Some("a slice that escapes outgrew its capacity".to_string())
-                }
-                (None, None) => None,
-            };
-            Cause::Other
-        };
+        let (cause, note) = self.cause(d, expr, rel, closure_type);
         let mut flow = Vec::new();
         for f in &d.flows {
             flow.push(format!("flow: {}", f.edge));
@@ -700,6 +661,100 @@ impl EscapeIndex {
             note,
         }
     }
+
+    /// The cause of heap decision `d` (about expression `expr`, or a moved
+    /// variable), with what allocwatch adds to it.
+    fn cause(
+        &self,
+        d: &HeapDiag,
+        expr: Option<&str>,
+        rel: &str,
+        closure_type: bool,
+    ) -> (Cause, Option<String>) {
+        let steps = || d.flows.iter().flat_map(|f| f.steps.iter());
+        let has = |why: &str| steps().any(|s| s.why == why);
+        if has("too large for stack") {
+            (Cause::TooLarge, None)
+        } else if has("non-constant size") {
+            (Cause::UnknownSizeMake, None)
+        } else if expr == Some("func literal") {
+            let go = self
+                .files
+                .get(rel)
+                .and_then(|f| {
+                    f.literals
+                        .iter()
+                        .find(|(l, c, _)| *l == d.pos.line && *c == d.pos.col)
+                })
+                .is_some_and(|x| x.2);
+            if go {
+                let note = "the closure of a go statement".to_string();
+                (Cause::GoroutineCapture, Some(note))
+            } else {
+                (Cause::ClosureCapture, None)
+            }
+        } else if let Some(step) = steps().find(|s| s.why == "captured by a closure") {
+            let lit = step
+                .at
+                .as_ref()
+                .and_then(|at| self.enclosing_literal(rel, &d.pos, at));
+            match lit {
+                Some((l, c, true)) => (
+                    Cause::GoroutineCapture,
+                    Some(format!(
+                        "captured by the goroutine started at {rel}:{l}:{c}"
+                    )),
+                ),
+                Some((l, c, false)) => (
+                    Cause::ClosureCapture,
+                    Some(format!("captured by the closure at {rel}:{l}:{c}")),
+                ),
+                None => (Cause::ClosureCapture, None),
+            }
+        } else if closure_type {
+            // A method value (`x.M`) is a closure too.
+            (Cause::ClosureCapture, None)
+        } else if has("interface-converted") || expr.is_some_and(boxes_value) {
+            (Cause::Interface, None)
+        } else if has("return") {
+            (Cause::ReturnedPointer, None)
+        } else {
+            (Cause::Other, where_it_goes(d, expr))
+        }
+    }
+}
+
+/// Where the flow of `d` ends: a call that keeps it, a global, a channel,
+/// a larger object that escapes.
+fn where_it_goes(d: &HeapDiag, expr: Option<&str>) -> Option<String> {
+    let last = d.flows.last();
+    let holder = last
+        .and_then(|f| f.edge.split(" ← ").next())
+        .and_then(|dst| dst.strip_prefix("{storage for "))
+        .and_then(|x| x.strip_suffix('}'));
+    match (holder, last.and_then(|f| f.steps.last())) {
+        (Some(x), _) => Some(format!("referenced by {x}, which is on the heap")),
+        (None, Some(s)) => Some(match s.why.as_str() {
+            "call parameter" => format!("passed to {}, which keeps it", s.expr),
+            "send" => "sent on a channel".to_string(),
+            "assign" => format!("stored by {}", s.expr),
+            why => format!("{why}: {}", s.expr),
+        }),
+        (None, None) if expr.is_some_and(|e| e.starts_with("append")) => {
+            Some("a slice that escapes outgrew its capacity".to_string())
+        }
+        (None, None) => None,
+    }
+}
+
+/// The type name the symbolizer gives a closure object
+/// (`struct { F uintptr; … }`).
+const CLOSURE_TYPE: &str = "struct { F uintptr";
+
+/// Whether `t` names a closure object.
+#[must_use]
+pub fn is_closure_type(t: &str) -> bool {
+    t.starts_with(CLOSURE_TYPE)
 }
 
 /// A type only the runtime allocates (`runtime.g`, `[]*runtime.g`,
@@ -740,7 +795,7 @@ fn runtime_type(t: &str) -> bool {
 /// (as the symbolizer names it: a `make([]T, n)` is `[]T`, a map's storage
 /// `[]map.group[K]V` or `maps.Map`, a closure `struct { F uintptr; … }`).
 fn shape_matches(d: &HeapDiag, t: &str) -> bool {
-    let closure = t.starts_with("struct { F uintptr");
+    let closure = is_closure_type(t);
     let map = [
         "[]map.",
         "map.",

@@ -27,7 +27,7 @@ pub mod suggest;
 mod tests;
 
 pub use index::{Cause, EscapeIndex, Reason, SiteEscape, SiteLookup};
-pub use runner::{Analysis, Request};
+pub use runner::{Analysis, EscapeError, Request};
 
 use std::sync::Arc;
 
@@ -47,7 +47,7 @@ impl Analysis {
 }
 
 /// A running analysis (on its own thread: `go build` takes seconds).
-pub struct Job(std::thread::JoinHandle<Result<Analysis, String>>);
+pub struct Job(std::thread::JoinHandle<Result<Analysis, EscapeError>>);
 
 impl Job {
     /// Starts the analysis of `req` for a target with build info `info`.
@@ -60,10 +60,8 @@ impl Job {
     ///
     /// # Errors
     /// Why the analysis failed.
-    pub fn wait(self) -> Result<Analysis, String> {
-        self.0
-            .join()
-            .unwrap_or_else(|_| Err("the escape analysis panicked".into()))
+    pub fn wait(self) -> Result<Analysis, EscapeError> {
+        self.0.join().unwrap_or(Err(EscapeError::Panicked))
     }
 }
 

@@ -185,79 +185,91 @@ struct Block {
 /// Parses the combined output of `go build -gcflags=…=-m=2`.
 #[must_use]
 pub fn parse(text: &str) -> CompilerOutput {
-    let mut out = CompilerOutput::default();
-    let mut package = String::new();
-    let mut pending: Vec<Block> = Vec::new();
-    // Index into `pending` of the block continuation lines belong to;
-    // `None` after a header allocwatch ignores (parameter leaks).
-    let mut current: Option<usize> = None;
+    let mut p = Parser::default();
     for raw in text.lines() {
         let line = raw.trim_end();
-        if let Some(p) = line.strip_prefix("# ") {
-            package = p.split_whitespace().next().unwrap_or("").to_string();
-            current = None;
+        if let Some(pkg) = line.strip_prefix("# ") {
+            p.package = pkg.split_whitespace().next().unwrap_or("").to_string();
+            p.current = None;
             continue;
         }
         let Some((pos, msg)) = split_pos(line) else {
             continue;
         };
         if msg.starts_with(' ') {
-            let m = msg.trim_start();
-            let Some(b) = current.and_then(|i| pending.get_mut(i)) else {
-                continue;
-            };
-            if let Some(edge) = m.strip_prefix("flow: ") {
-                let edge = edge.strip_suffix(':').unwrap_or(edge);
-                b.flows.push(Flow {
-                    edge: edge.replacen(" = ", " ← ", 1),
-                    steps: Vec::new(),
-                });
-            } else if let Some(step) = m.strip_prefix("from ").and_then(parse_step)
-                && let Some(f) = b.flows.last_mut()
-            {
-                f.steps.push(step);
-            }
-            continue;
+            p.continuation(msg.trim_start());
+        } else {
+            p.current = None;
+            p.message(pos, msg);
         }
-        current = None;
+    }
+    let mut out = p.out;
+    out.func_literals.sort();
+    out.func_literals.dedup();
+    out
+}
+
+/// The parser's state between lines.
+#[derive(Default)]
+struct Parser {
+    out: CompilerOutput,
+    /// The import path of the `# …` line before.
+    package: String,
+    pending: Vec<Block>,
+    /// Index into `pending` of the block continuation lines belong to;
+    /// `None` after a header allocwatch ignores (parameter leaks).
+    current: Option<usize>,
+}
+
+impl Parser {
+    /// An indented `flow: …` or `from …` line of the current block.
+    fn continuation(&mut self, m: &str) {
+        let Some(b) = self.current.and_then(|i| self.pending.get_mut(i)) else {
+            return;
+        };
+        if let Some(edge) = m.strip_prefix("flow: ") {
+            let edge = edge.strip_suffix(':').unwrap_or(edge);
+            b.flows.push(Flow {
+                edge: edge.replacen(" = ", " ← ", 1),
+                steps: Vec::new(),
+            });
+        } else if let Some(step) = m.strip_prefix("from ").and_then(parse_step)
+            && let Some(f) = b.flows.last_mut()
+        {
+            f.steps.push(step);
+        }
+    }
+
+    /// A message at `pos` that is not a continuation line.
+    fn message(&mut self, pos: Pos, msg: &str) {
         if let Some(subject) = header_subject(msg) {
-            pending.push(Block {
+            self.pending.push(Block {
                 pos,
                 subject: subject.to_string(),
                 flows: Vec::new(),
             });
-            current = Some(pending.len() - 1);
+            self.current = Some(self.pending.len() - 1);
         } else if let Some(name) = msg.strip_prefix("moved to heap: ") {
-            let flows = take_block(&mut pending, &pos, name);
-            out.heap.push(HeapDiag {
-                package: package.clone(),
-                pos,
-                subject: Subject::Moved(name.to_string()),
-                flows,
-            });
+            self.heap(pos, name, Subject::Moved(name.to_string()));
         } else if let Some(expr) = msg.strip_suffix(" escapes to heap") {
-            let flows = take_block(&mut pending, &pos, expr);
             if expr == "func literal" {
-                out.func_literals.push(pos.clone());
+                self.out.func_literals.push(pos.clone());
             }
-            out.heap.push(HeapDiag {
-                package: package.clone(),
-                pos,
-                subject: Subject::Expr(expr.to_string()),
-                flows,
-            });
+            self.heap(pos, expr, Subject::Expr(expr.to_string()));
         } else if let Some(expr) = msg.strip_suffix(" does not escape") {
             if expr == "func literal" {
-                out.func_literals.push(pos.clone());
+                self.out.func_literals.push(pos.clone());
             }
-            out.no_escape.push((package.clone(), pos, expr.to_string()));
+            self.out
+                .no_escape
+                .push((self.package.clone(), pos, expr.to_string()));
         } else if let Some(rest) = msg
             .strip_prefix("cannot inline ")
             .or_else(|| msg.strip_prefix("can inline "))
         {
             let name = inline_name(rest).to_string();
-            out.funcs.push(FuncDecl {
-                package: package.clone(),
+            self.out.funcs.push(FuncDecl {
+                package: self.package.clone(),
                 name,
                 pos,
             });
@@ -265,9 +277,18 @@ pub fn parse(text: &str) -> CompilerOutput {
         // Everything else ("inlining call to", "leaking param", "capturing
         // by", parameter-leak explanation headers) is not needed.
     }
-    out.func_literals.sort();
-    out.func_literals.dedup();
-    out
+
+    /// A heap decision about `subject` (printed as `text`), with the
+    /// explanation block before it.
+    fn heap(&mut self, pos: Pos, text: &str, subject: Subject) {
+        let flows = take_block(&mut self.pending, &pos, text);
+        self.out.heap.push(HeapDiag {
+            package: self.package.clone(),
+            pos,
+            subject,
+            flows,
+        });
+    }
 }
 
 /// Removes and returns the flows of the first pending explanation of

@@ -18,6 +18,72 @@ use std::time::{Duration, Instant};
 
 use crate::gobin::{BuildInfo, parse_go_version};
 
+/// Why the escape analysis cannot run (or `--source`/`--go` are wrong).
+#[derive(Debug, thiserror::Error)]
+pub enum EscapeError {
+    #[error("{}: {source}", path.display())]
+    BadPath {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("cannot read {}: {source}", path.display())]
+    ReadGoMod {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} has no module line", .0.display())]
+    NoModuleLine(PathBuf),
+    #[error("{} is not in a Go module (no go.mod in it or above it)", .0.display())]
+    NotInModule(PathBuf),
+    #[error("cannot run {}: {source}", go.display())]
+    CannotRun { go: PathBuf, source: std::io::Error },
+    #[error("{} does not work: {why}", go.display())]
+    GoBroken { go: PathBuf, why: String },
+    /// No toolchain at all; `for_analysis` says so when checking `--source`.
+    #[error(
+        "no Go toolchain found{} (looked on PATH, in ~/sdk, $GOROOT, /usr/local/go)",
+        if *for_analysis { " for the escape analysis" } else { "" }
+    )]
+    NoToolchain { for_analysis: bool },
+    #[error("no working Go toolchain found: {}", join(.0))]
+    NoWorkingToolchain(Vec<EscapeError>),
+    #[error("go list failed in {}: {stderr}", root.display())]
+    ListFailed { root: PathBuf, stderr: String },
+    #[error("cannot read go list output: {0}")]
+    ListOutput(serde_json::Error),
+    #[error("cannot create {}: {source}", path.display())]
+    TempDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("go build failed in {}: {tail}", root.display())]
+    BuildFailed { root: PathBuf, tail: String },
+    #[error("the escape analysis panicked")]
+    Panicked,
+}
+
+fn join(errors: &[EscapeError]) -> String {
+    let v: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    v.join("; ")
+}
+
+impl EscapeError {
+    /// True when no usable go command was found or given (rather than a
+    /// problem with the module or the build).
+    #[must_use]
+    pub fn is_toolchain(&self) -> bool {
+        matches!(
+            self,
+            EscapeError::CannotRun { .. }
+                | EscapeError::GoBroken { .. }
+                | EscapeError::NoToolchain { .. }
+                | EscapeError::NoWorkingToolchain(_)
+        )
+    }
+}
+
 /// A Go toolchain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Toolchain {
@@ -47,21 +113,27 @@ fn go_command(go: &Path) -> Command {
 }
 
 /// The version of a `go` command (`go1.27.3`), or why it cannot be run.
-pub fn go_version(go: &Path) -> Result<String, String> {
+pub fn go_version(go: &Path) -> Result<String, EscapeError> {
     let out = go_command(go)
         .args(["env", "GOVERSION"])
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", go.display()))?;
+        .map_err(|source| cannot_run(go, source))?;
     let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if out.status.success() && v.starts_with("go") {
         return Ok(v);
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    Err(format!(
-        "{} does not work: {}",
-        go.display(),
-        err.lines().next().unwrap_or("no version")
-    ))
+    Err(EscapeError::GoBroken {
+        go: go.to_path_buf(),
+        why: err.lines().next().unwrap_or("no version").to_string(),
+    })
+}
+
+fn cannot_run(go: &Path, source: std::io::Error) -> EscapeError {
+    EscapeError::CannotRun {
+        go: go.to_path_buf(),
+        source,
+    }
 }
 
 fn executable(p: &Path) -> bool {
@@ -100,7 +172,7 @@ fn candidates(want: &str) -> Vec<(PathBuf, String)> {
 
 /// Finds a toolchain: `explicit` (`--go`) when given, else the first of
 /// the usual places with version `want`, else the first that works.
-pub fn find_toolchain(explicit: Option<&Path>, want: &str) -> Result<Toolchain, String> {
+pub fn find_toolchain(explicit: Option<&Path>, want: &str) -> Result<Toolchain, EscapeError> {
     if let Some(go) = explicit {
         let version = go_version(go)?;
         return Ok(Toolchain {
@@ -132,13 +204,13 @@ pub fn find_toolchain(explicit: Option<&Path>, want: &str) -> Result<Toolchain, 
             Err(e) => errors.push(e),
         }
     }
-    first.ok_or_else(|| {
-        if errors.is_empty() {
-            "no Go toolchain found (looked on PATH, in ~/sdk, $GOROOT, /usr/local/go)".to_string()
-        } else {
-            format!("no working Go toolchain found: {}", errors.join("; "))
-        }
-    })
+    match first {
+        Some(t) => Ok(t),
+        None if errors.is_empty() => Err(EscapeError::NoToolchain {
+            for_analysis: false,
+        }),
+        None => Err(EscapeError::NoWorkingToolchain(errors)),
+    }
 }
 
 /// The warning when the toolchain is not the target's, if any.
@@ -165,27 +237,29 @@ pub fn version_warning(target: &str, used: &Toolchain) -> Option<String> {
 }
 
 /// The module containing `dir`: (root, module path from go.mod).
-pub fn find_module(dir: &Path) -> Result<(PathBuf, String), String> {
-    let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn find_module(dir: &Path) -> Result<(PathBuf, String), EscapeError> {
+    let dir = std::path::absolute(dir).map_err(|source| EscapeError::BadPath {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     if !dir.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
+        return Err(EscapeError::NotADirectory(dir));
     }
     let mut d = Some(dir.as_path());
     while let Some(cur) = d {
         let gomod = cur.join("go.mod");
         if gomod.is_file() {
-            let text = std::fs::read_to_string(&gomod)
-                .map_err(|e| format!("cannot read {}: {e}", gomod.display()))?;
-            let path = module_path(&text)
-                .ok_or_else(|| format!("{} has no module line", gomod.display()))?;
+            let text =
+                std::fs::read_to_string(&gomod).map_err(|source| EscapeError::ReadGoMod {
+                    path: gomod.clone(),
+                    source,
+                })?;
+            let path = module_path(&text).ok_or(EscapeError::NoModuleLine(gomod))?;
             return Ok((cur.to_path_buf(), path));
         }
         d = cur.parent();
     }
-    Err(format!(
-        "{} is not in a Go module (no go.mod in it or above it)",
-        dir.display()
-    ))
+    Err(EscapeError::NotInModule(dir))
 }
 
 /// The `module` line of a go.mod file.
@@ -302,7 +376,7 @@ pub fn list_packages(
     go: &Path,
     root: &Path,
     plan: &BuildPlan,
-) -> Result<Vec<super::index::Package>, String> {
+) -> Result<Vec<super::index::Package>, EscapeError> {
     let mut c = go_command(go);
     c.current_dir(root).args(["list", "-e", "-json"]);
     c.args(
@@ -312,19 +386,16 @@ pub fn list_packages(
     );
     c.arg("./...");
     apply_env(&mut c, &plan.env);
-    let out = c
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", go.display()))?;
+    let out = c.output().map_err(|source| cannot_run(go, source))?;
     if !out.status.success() {
-        return Err(format!(
-            "go list failed in {}: {}",
-            root.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(EscapeError::ListFailed {
+            root: root.to_path_buf(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     let mut pkgs = Vec::new();
     for item in serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Listed>() {
-        let l = item.map_err(|e| format!("cannot read go list output: {e}"))?;
+        let l = item.map_err(EscapeError::ListOutput)?;
         let dir = super::index::rel_path(root, &l.dir).unwrap_or_default();
         let mut files = l.go_files;
         files.extend(l.cgo_files);
@@ -340,7 +411,12 @@ pub fn list_packages(
 
 /// Runs `go build` with `-m=2` on `package` (an import path, or `./...`)
 /// and returns the compiler's output.
-pub fn compile(go: &Path, root: &Path, plan: &BuildPlan, package: &str) -> Result<String, String> {
+pub fn compile(
+    go: &Path,
+    root: &Path,
+    plan: &BuildPlan,
+    package: &str,
+) -> Result<String, EscapeError> {
     let mut c = go_command(go);
     c.current_dir(root).arg("build");
     // A single main package is linked; its executable goes nowhere.
@@ -352,7 +428,10 @@ pub fn compile(go: &Path, root: &Path, plan: &BuildPlan, package: &str) -> Resul
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         ));
-        std::fs::create_dir(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        std::fs::create_dir(&d).map_err(|source| EscapeError::TempDir {
+            path: d.clone(),
+            source,
+        })?;
         let mut o = OsString::from(&d);
         o.push("/");
         c.arg("-o").arg(o);
@@ -367,7 +446,7 @@ pub fn compile(go: &Path, root: &Path, plan: &BuildPlan, package: &str) -> Resul
     if let Some(d) = tmp {
         let _ = std::fs::remove_dir_all(d);
     }
-    let out = out.map_err(|e| format!("cannot run {}: {e}", go.display()))?;
+    let out = out.map_err(|source| cannot_run(go, source))?;
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
         let tail: Vec<&str> = text
@@ -377,11 +456,10 @@ pub fn compile(go: &Path, root: &Path, plan: &BuildPlan, package: &str) -> Resul
             .take(8)
             .collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(format!(
-            "go build failed in {}: {}",
-            root.display(),
-            tail.join("\n  ")
-        ));
+        return Err(EscapeError::BuildFailed {
+            root: root.to_path_buf(),
+            tail: tail.join("\n  "),
+        });
     }
     Ok(text)
 }
@@ -473,7 +551,10 @@ pub struct Request {
 impl Request {
     /// Checks `--source` (a directory in a Go module) and `--go` (a working
     /// go command), or that some toolchain can be found.
-    pub fn new(source: &Path, go: Option<&Path>) -> Result<Request, String> {
+    ///
+    /// # Errors
+    /// What is wrong with them ([`EscapeError::is_toolchain`] tells which).
+    pub fn new(source: &Path, go: Option<&Path>) -> Result<Request, EscapeError> {
         let (root, module_path) = find_module(source)?;
         match go {
             Some(g) => {
@@ -481,10 +562,7 @@ impl Request {
             }
             None => {
                 if candidates("go").is_empty() {
-                    return Err(
-                        "no Go toolchain found for the escape analysis (looked on PATH, in ~/sdk, $GOROOT, /usr/local/go)"
-                            .into(),
-                    );
+                    return Err(EscapeError::NoToolchain { for_analysis: true });
                 }
             }
         }
@@ -496,7 +574,10 @@ impl Request {
     }
 
     /// Runs the analysis for a target with build info `info`.
-    pub fn run(&self, info: &BuildInfo) -> Result<Analysis, String> {
+    ///
+    /// # Errors
+    /// Why the go command could not list or compile the module.
+    pub fn run(&self, info: &BuildInfo) -> Result<Analysis, EscapeError> {
         let t0 = Instant::now();
         let toolchain = find_toolchain(self.go.as_deref(), &info.go_version)?;
         let mut warnings = Vec::new();

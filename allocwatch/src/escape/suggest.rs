@@ -47,7 +47,7 @@ pub fn pool_candidate(f: &SiteFacts<'_>) -> bool {
     let reusable = !(f.type_name.is_empty()
         || f.type_name == "string"
         || f.type_name == "<untyped>"
-        || f.type_name.starts_with("struct { F uintptr"));
+        || super::index::is_closure_type(f.type_name));
     frequent && avg >= POOL_MIN_AVG_BYTES && reusable && !f.from_pool
 }
 

@@ -111,7 +111,7 @@ impl<W: Write> SitesCsv<W> {
             let extra = escape
                 .as_deref()
                 .into_iter()
-                .chain(self.mode.then(|| site.mode()));
+                .chain(self.mode.then(|| site.mode().name()));
             self.w.write_record(row.into_iter().chain(extra))?;
         }
         Ok(())

@@ -309,7 +309,7 @@ pub fn build(snap: &Snapshot, meta: &ProfileMeta) -> Profile {
             .chain((site.sampled_allocs > 0).then(|| Label {
                 // Estimated (sampled mode, or a --max-overhead switch).
                 key: strings.get("mode"),
-                str: strings.get(site.mode()),
+                str: strings.get(site.mode().name()),
                 num: 0,
                 num_unit: 0,
             }))

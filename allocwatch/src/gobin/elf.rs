@@ -74,30 +74,46 @@ fn corrupt(what: &str, err: object::read::Error) -> GoBinError {
     }
 }
 
+/// The section table of an ELF64 file.
+type SectionTable<'data> = object::read::elf::SectionTable<'data, FileHeader64<Endianness>>;
+
+/// The first bytes of the header: an ELF64 little-endian x86-64 file,
+/// long enough for its header.
+fn check_ident(data: &[u8]) -> Result<(), GoBinError> {
+    const SHORT: GoBinError = GoBinError::Truncated { what: "elf header" };
+    if data.get(..4) != Some(&elf::ELFMAG[..]) {
+        return Err(GoBinError::NotElf);
+    }
+    let class = read::u8_at(data, 4).ok_or(SHORT)?;
+    let encoding = read::u8_at(data, 5).ok_or(SHORT)?;
+    if class != elf::ELFCLASS64 || encoding != elf::ELFDATA2LSB {
+        return Err(GoBinError::UnsupportedArch {
+            what: format!(
+                "ELF class {class}, data encoding {encoding} (need 64-bit little-endian)"
+            ),
+        });
+    }
+    let machine = read::u16_at(data, 18).ok_or(SHORT)?;
+    if machine != EM_X86_64 {
+        return Err(GoBinError::UnsupportedArch {
+            what: format!("e_machine {machine} (need x86-64)"),
+        });
+    }
+    if data.len() < size_of::<FileHeader64<Endianness>>() {
+        return Err(SHORT);
+    }
+    Ok(())
+}
+
+/// True when `size` bytes at `off` do not fit in a file of `len` bytes.
+fn past_end(len: usize, off: u64, size: u64) -> bool {
+    off.checked_add(size).is_none_or(|end| end > len as u64)
+}
+
 impl ElfInfo {
     /// Reads the headers of an x86-64 little-endian ELF64 file.
     pub(crate) fn parse(data: &[u8]) -> Result<Self, GoBinError> {
-        if data.get(..4) != Some(&elf::ELFMAG[..]) {
-            return Err(GoBinError::NotElf);
-        }
-        let class = read::u8_at(data, 4).ok_or(GoBinError::Truncated { what: "elf header" })?;
-        let encoding = read::u8_at(data, 5).ok_or(GoBinError::Truncated { what: "elf header" })?;
-        if class != elf::ELFCLASS64 || encoding != elf::ELFDATA2LSB {
-            return Err(GoBinError::UnsupportedArch {
-                what: format!(
-                    "ELF class {class}, data encoding {encoding} (need 64-bit little-endian)"
-                ),
-            });
-        }
-        let machine = read::u16_at(data, 18).ok_or(GoBinError::Truncated { what: "elf header" })?;
-        if machine != EM_X86_64 {
-            return Err(GoBinError::UnsupportedArch {
-                what: format!("e_machine {machine} (need x86-64)"),
-            });
-        }
-        if data.len() < size_of::<FileHeader64<Endianness>>() {
-            return Err(GoBinError::Truncated { what: "elf header" });
-        }
+        check_ident(data)?;
         let header =
             FileHeader64::<Endianness>::parse(data).map_err(|e| corrupt("elf header", e))?;
         let endian = header.endian().map_err(|e| corrupt("elf header", e))?;
@@ -105,107 +121,20 @@ impl ElfInfo {
             is_dyn: header.e_type(endian) == elf::ET_DYN,
             ..ElfInfo::default()
         };
-
-        let file_len = data.len() as u64;
-        let past_end = |off: u64, size: u64| off.checked_add(size).is_none_or(|end| end > file_len);
-        let phsize = u64::from(header.e_phnum(endian)) * u64::from(header.e_phentsize(endian));
-        if past_end(header.e_phoff(endian), phsize) {
-            return Err(GoBinError::Truncated {
-                what: "file (the program header table extends past its end)",
-            });
-        }
-        let phdrs = header
-            .program_headers(endian, data)
-            .map_err(|e| corrupt("program headers", e))?;
-        let mut dynamic = None;
-        for ph in phdrs {
-            match ph.p_type(endian) {
-                elf::PT_LOAD => info.segments.push(Segment {
-                    vaddr: ph.p_vaddr(endian),
-                    offset: ph.p_offset(endian),
-                    filesz: ph.p_filesz(endian),
-                    memsz: ph.p_memsz(endian),
-                    flags: ph.p_flags(endian),
-                }),
-                elf::PT_DYNAMIC => dynamic = Some((ph.p_offset(endian), ph.p_filesz(endian))),
-                elf::PT_GNU_EH_FRAME => info.c_linker_traces = true,
-                _ => {}
-            }
-        }
-
-        if info.segments.iter().any(|s| past_end(s.offset, s.filesz)) {
-            return Err(GoBinError::Truncated {
-                what: "file (a loadable segment extends past its end)",
-            });
-        }
+        let dynamic = info.read_segments(header, endian, data)?;
         let shoff = header.e_shoff(endian);
         let shsize = u64::from(header.e_shnum(endian)) * u64::from(header.e_shentsize(endian));
-        if shoff != 0 && past_end(shoff, shsize) {
+        if shoff != 0 && past_end(data.len(), shoff, shsize) {
             return Err(GoBinError::Truncated {
                 what: "file (the section header table extends past its end)",
             });
         }
-
         // Section headers are optional (they can be removed without breaking
         // the program): an unreadable table is treated as absent.
-        let sections = header.sections(endian, data).ok();
         let mut rela_ranges = Vec::new();
-        if let Some(table) = &sections {
-            for sh in table.iter() {
-                let name = table.section_name(endian, sh).unwrap_or(b"");
-                let name = String::from_utf8_lossy(name).into_owned();
-                if matches!(
-                    name.as_str(),
-                    ".init" | ".fini" | ".comment" | ".eh_frame_hdr"
-                ) {
-                    info.c_linker_traces = true;
-                }
-                let sh_type = sh.sh_type(endian);
-                if sh_type != elf::SHT_NOBITS
-                    && sh_type != elf::SHT_NULL
-                    && past_end(sh.sh_offset(endian), sh.sh_size(endian))
-                {
-                    return Err(GoBinError::Truncated {
-                        what: "file (a section extends past its end)",
-                    });
-                }
-                if sh_type == elf::SHT_RELA {
-                    rela_ranges.push((sh.sh_offset(endian), sh.sh_size(endian)));
-                }
-                info.sections.push(Section {
-                    name,
-                    addr: sh.sh_addr(endian),
-                    size: if sh.sh_type(endian) == elf::SHT_NOBITS {
-                        0
-                    } else {
-                        sh.sh_size(endian)
-                    },
-                });
-            }
-            if let Ok(symtab) = table.symbols(endian, data, elf::SHT_SYMTAB) {
-                info.has_symtab = !symtab.is_empty();
-                for sym in symtab.iter() {
-                    let Ok(name) = symtab.symbol_name(endian, sym) else {
-                        continue;
-                    };
-                    let value = sym.st_value(endian);
-                    match name {
-                        b"runtime.firstmoduledata" => info.firstmoduledata = Some(value),
-                        b"runtime.pclntab" => info.pclntab_sym = Some(value),
-                        b"runtime.epclntab" => info.epclntab_sym = Some(value),
-                        _ => {}
-                    }
-                    let size = sym.st_size(endian);
-                    if sym.st_type() == elf::STT_OBJECT && size > 0 && sym.st_shndx(endian) != 0 {
-                        info.data_symbols.push(DataSymbol {
-                            name: String::from_utf8_lossy(name).into_owned(),
-                            addr: value,
-                            size,
-                        });
-                    }
-                }
-                info.data_symbols.sort_by_key(|s| s.addr);
-            }
+        if let Ok(table) = header.sections(endian, data) {
+            rela_ranges = info.read_sections(&table, endian, data)?;
+            info.read_symbols(&table, endian, data);
         }
         if rela_ranges.is_empty()
             && let Some((off, size)) = dynamic
@@ -218,6 +147,122 @@ impl ElfInfo {
         info.relative_relocs.sort_unstable();
         info.relative_relocs.dedup_by_key(|r| r.0);
         Ok(info)
+    }
+
+    /// The `PT_LOAD` segments (and the signs of a C link); returns where
+    /// `PT_DYNAMIC` is, if anywhere.
+    fn read_segments(
+        &mut self,
+        header: &FileHeader64<Endianness>,
+        endian: Endianness,
+        data: &[u8],
+    ) -> Result<Option<(u64, u64)>, GoBinError> {
+        let phsize = u64::from(header.e_phnum(endian)) * u64::from(header.e_phentsize(endian));
+        if past_end(data.len(), header.e_phoff(endian), phsize) {
+            return Err(GoBinError::Truncated {
+                what: "file (the program header table extends past its end)",
+            });
+        }
+        let phdrs = header
+            .program_headers(endian, data)
+            .map_err(|e| corrupt("program headers", e))?;
+        let mut dynamic = None;
+        for ph in phdrs {
+            match ph.p_type(endian) {
+                elf::PT_LOAD => self.segments.push(Segment {
+                    vaddr: ph.p_vaddr(endian),
+                    offset: ph.p_offset(endian),
+                    filesz: ph.p_filesz(endian),
+                    memsz: ph.p_memsz(endian),
+                    flags: ph.p_flags(endian),
+                }),
+                elf::PT_DYNAMIC => dynamic = Some((ph.p_offset(endian), ph.p_filesz(endian))),
+                elf::PT_GNU_EH_FRAME => self.c_linker_traces = true,
+                _ => {}
+            }
+        }
+        if self
+            .segments
+            .iter()
+            .any(|s| past_end(data.len(), s.offset, s.filesz))
+        {
+            return Err(GoBinError::Truncated {
+                what: "file (a loadable segment extends past its end)",
+            });
+        }
+        Ok(dynamic)
+    }
+
+    /// The section headers (and the signs of a C link); returns where the
+    /// `SHT_RELA` sections are.
+    fn read_sections(
+        &mut self,
+        table: &SectionTable<'_>,
+        endian: Endianness,
+        data: &[u8],
+    ) -> Result<Vec<(u64, u64)>, GoBinError> {
+        let mut rela_ranges = Vec::new();
+        for sh in table.iter() {
+            let name = table.section_name(endian, sh).unwrap_or(b"");
+            let name = String::from_utf8_lossy(name).into_owned();
+            if matches!(
+                name.as_str(),
+                ".init" | ".fini" | ".comment" | ".eh_frame_hdr"
+            ) {
+                self.c_linker_traces = true;
+            }
+            let sh_type = sh.sh_type(endian);
+            if sh_type != elf::SHT_NOBITS
+                && sh_type != elf::SHT_NULL
+                && past_end(data.len(), sh.sh_offset(endian), sh.sh_size(endian))
+            {
+                return Err(GoBinError::Truncated {
+                    what: "file (a section extends past its end)",
+                });
+            }
+            if sh_type == elf::SHT_RELA {
+                rela_ranges.push((sh.sh_offset(endian), sh.sh_size(endian)));
+            }
+            self.sections.push(Section {
+                name,
+                addr: sh.sh_addr(endian),
+                size: if sh_type == elf::SHT_NOBITS {
+                    0
+                } else {
+                    sh.sh_size(endian)
+                },
+            });
+        }
+        Ok(rela_ranges)
+    }
+
+    /// The runtime symbols looked up by name, and the data objects.
+    fn read_symbols(&mut self, table: &SectionTable<'_>, endian: Endianness, data: &[u8]) {
+        let Ok(symtab) = table.symbols(endian, data, elf::SHT_SYMTAB) else {
+            return;
+        };
+        self.has_symtab = !symtab.is_empty();
+        for sym in symtab.iter() {
+            let Ok(name) = symtab.symbol_name(endian, sym) else {
+                continue;
+            };
+            let value = sym.st_value(endian);
+            match name {
+                b"runtime.firstmoduledata" => self.firstmoduledata = Some(value),
+                b"runtime.pclntab" => self.pclntab_sym = Some(value),
+                b"runtime.epclntab" => self.epclntab_sym = Some(value),
+                _ => {}
+            }
+            let size = sym.st_size(endian);
+            if sym.st_type() == elf::STT_OBJECT && size > 0 && sym.st_shndx(endian) != 0 {
+                self.data_symbols.push(DataSymbol {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    addr: value,
+                    size,
+                });
+            }
+        }
+        self.data_symbols.sort_by_key(|s| s.addr);
     }
 
     fn read_relative_relocs(&mut self, data: &[u8], off: u64, size: u64) {

@@ -241,6 +241,153 @@ fn is_cond_jump(m: Mnemonic) -> Option<bool> {
     }
 }
 
+/// Why `sync.(*Pool).Get` does not have the shape [`pool_get_miss_sites`]
+/// expects: which part is missing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("undecodable instruction at +{0:#x}")]
+    Undecodable(u64),
+    #[error("expected exactly one indirect call (p.New()) in sync.(*Pool).Get, found {0}")]
+    IndirectCalls(usize),
+    #[error("the indirect call at +{0:#x} is not CALL reg")]
+    CallNotRegister(u64),
+    #[error("no MOVQ 0(reg), {reg} loading the code pointer before CALL {reg} at +{call:#x}")]
+    NoCodePointerLoad { reg: Gpr, call: u64 },
+    #[error("no TESTQ {reg}, {reg} with JNE/JE guarding the p.New() call at +{call:#x}")]
+    NoNilTest { reg: Gpr, call: u64 },
+    #[error("nil path target +{0:#x} is not an instruction boundary")]
+    NilPathNotInstruction(u64),
+}
+
+/// The decoded instructions of a function, addressed by index.
+struct Code {
+    all: Vec<Instruction>,
+    entry: u64,
+}
+
+/// The `TESTQ fn, fn; JNE/JE` guarding the `p.New()` call.
+struct NilTest {
+    /// Index of the `TEST`.
+    test: usize,
+    /// Offsets of the nil path and of the call path.
+    nil: u64,
+    call_path: u64,
+}
+
+impl Code {
+    fn decode(code: &[u8], entry: u64) -> Result<Code, ShapeError> {
+        let mut dec = decoder(code, entry);
+        let mut all = Vec::new();
+        while dec.can_decode() {
+            let ins = dec.decode();
+            if ins.is_invalid() {
+                return Err(ShapeError::Undecodable(ins.ip().wrapping_sub(entry)));
+            }
+            all.push(ins);
+        }
+        Ok(Code { all, entry })
+    }
+
+    /// Offset from the entry (addresses may wrap).
+    fn off(&self, i: &Instruction) -> u64 {
+        i.ip().wrapping_sub(self.entry)
+    }
+
+    fn index_at(&self, offset: u64) -> Option<usize> {
+        self.all.iter().position(|i| self.off(i) == offset)
+    }
+
+    /// The only indirect call (`p.New()`): its index and register.
+    fn indirect_call(&self) -> Result<(usize, Gpr), ShapeError> {
+        let indirect: Vec<usize> = self
+            .all
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| {
+                i.mnemonic() == Mnemonic::Call
+                    && matches!(i.op_kind(0), OpKind::Register | OpKind::Memory)
+            })
+            .map(|(n, _)| n)
+            .collect();
+        let [call] = indirect[..] else {
+            return Err(ShapeError::IndirectCalls(indirect.len()));
+        };
+        let reg = reg_op(&self.all[call], 0)
+            .ok_or_else(|| ShapeError::CallNotRegister(self.off(&self.all[call])))?;
+        Ok((call, reg))
+    }
+
+    /// `MOVQ 0(fn), reg` shortly before the call at `call`: its index and
+    /// `fn`.
+    fn code_pointer_load(&self, call: usize, reg: Gpr) -> Result<(usize, Gpr), ShapeError> {
+        (call.saturating_sub(BACKWARD_WINDOW)..call)
+            .rev()
+            .find_map(|n| {
+                let i = &self.all[n];
+                (i.mnemonic() == Mnemonic::Mov && reg_op(i, 0) == Some(reg))
+                    .then(|| {
+                        mem_base_disp(i, 1)
+                            .filter(|&(_, d)| d == 0)
+                            .map(|(b, _)| (n, b))
+                    })
+                    .flatten()
+            })
+            .ok_or_else(|| ShapeError::NoCodePointerLoad {
+                reg,
+                call: self.off(&self.all[call]),
+            })
+    }
+
+    /// The `TESTQ fn, fn` + `JNE`/`JE` at `n - 1`, `n` whose call path
+    /// leads to the load at `load` without passing the nil path.
+    fn nil_test_at(&self, n: usize, fn_reg: Gpr, load: usize) -> Option<NilTest> {
+        let (test, jcc) = (&self.all[n - 1], &self.all[n]);
+        let is_test = test.mnemonic() == Mnemonic::Test
+            && reg_op(test, 0) == Some(fn_reg)
+            && reg_op(test, 1) == Some(fn_reg);
+        let jne = is_cond_jump(jcc.mnemonic())?;
+        if !is_test || jcc.op_kind(0) != OpKind::NearBranch64 {
+            return None;
+        }
+        let target = jcc.near_branch64().wrapping_sub(self.entry);
+        let fallthrough = jcc.next_ip().wrapping_sub(self.entry);
+        let (nil, call_path) = if jne {
+            (fallthrough, target)
+        } else {
+            (target, fallthrough)
+        };
+        (call_path <= self.off(&self.all[load]) && call_path > self.off(jcc) && nil != call_path)
+            .then_some(NilTest {
+                test: n - 1,
+                nil,
+                call_path,
+            })
+    }
+
+    /// The pool register: the base of `MOVQ 0x20(p), fn` before the `TEST`,
+    /// when `p` survives from the load to the jump, and along the call path
+    /// to the call at `call`.
+    fn pool_register(&self, t: &NilTest, fn_reg: Gpr, call: usize) -> Option<Gpr> {
+        let n = (t.test.saturating_sub(BACKWARD_WINDOW)..t.test)
+            .rev()
+            .find(|&n| may_write(&self.all[n], fn_reg))?;
+        let i = &self.all[n];
+        let (base, disp) = mem_base_disp(i, 1)?;
+        if i.mnemonic() != Mnemonic::Mov || disp != POOL_NEW_OFFSET {
+            return None;
+        }
+        let jcc = t.test + 1;
+        let call_path = self.index_at(t.call_path)?;
+        let clobbered = self
+            .all
+            .get(n + 1..=jcc)?
+            .iter()
+            .chain(self.all.get(call_path..call)?)
+            .any(|x| may_write(x, base));
+        (!clobbered).then_some(base)
+    }
+}
+
 /// Finds the two miss sites of `sync.(*Pool).Get` (code at `entry_vaddr`):
 ///
 /// ```text
@@ -252,121 +399,31 @@ fn is_cond_jump(m: Mnemonic) -> Option<bool> {
 ///       CALL AX         ; <- new_call: p.New()
 /// ```
 ///
-/// Errors describe which part of the expected shape is missing.
-pub fn pool_get_miss_sites(code: &[u8], entry_vaddr: u64) -> Result<PoolGetSites, String> {
-    let mut dec = decoder(code, entry_vaddr);
-    let mut all = Vec::new();
-    while dec.can_decode() {
-        let ins = dec.decode();
-        if ins.is_invalid() {
-            return Err(format!(
-                "undecodable instruction at +{:#x}",
-                ins.ip().wrapping_sub(entry_vaddr)
-            ));
-        }
-        all.push(ins);
-    }
-    let indirect: Vec<usize> = all
-        .iter()
-        .enumerate()
-        .filter(|(_, i)| {
-            i.mnemonic() == Mnemonic::Call
-                && matches!(i.op_kind(0), OpKind::Register | OpKind::Memory)
-        })
-        .map(|(n, _)| n)
-        .collect();
-    let [call_idx] = indirect[..] else {
-        return Err(format!(
-            "expected exactly one indirect call (p.New()) in sync.(*Pool).Get, found {}",
-            indirect.len()
-        ));
-    };
-    let call = &all[call_idx];
-    let off = |i: &Instruction| i.ip().wrapping_sub(entry_vaddr);
-    let call_reg = reg_op(call, 0)
-        .ok_or_else(|| format!("the indirect call at +{:#x} is not CALL reg", off(call)))?;
-
-    // MOVQ 0(fn), call_reg shortly before the call.
-    let (load_idx, fn_reg) = (call_idx.saturating_sub(BACKWARD_WINDOW)..call_idx)
+/// # Errors
+/// Which part of the expected shape is missing.
+pub fn pool_get_miss_sites(code: &[u8], entry_vaddr: u64) -> Result<PoolGetSites, ShapeError> {
+    let code = Code::decode(code, entry_vaddr)?;
+    let (call_idx, call_reg) = code.indirect_call()?;
+    let call = &code.all[call_idx];
+    let (load_idx, fn_reg) = code.code_pointer_load(call_idx, call_reg)?;
+    // The last guarding pair before the load.
+    let test = (1..load_idx)
         .rev()
-        .find_map(|n| {
-            let i = &all[n];
-            (i.mnemonic() == Mnemonic::Mov && reg_op(i, 0) == Some(call_reg))
-                .then(|| mem_base_disp(i, 1).filter(|&(_, d)| d == 0).map(|(b, _)| (n, b)))
-                .flatten()
-        })
-        .ok_or_else(|| {
-            format!(
-                "no MOVQ 0(reg), {call_reg} loading the code pointer before CALL {call_reg} at +{:#x}",
-                off(call)
-            )
+        .find_map(|n| code.nil_test_at(n, fn_reg, load_idx))
+        .ok_or_else(|| ShapeError::NoNilTest {
+            reg: fn_reg,
+            call: code.off(call),
         })?;
-
-    // TESTQ fn, fn; JNE/JE: the last such pair before the load.
-    let (test_idx, nil_return, call_path_start) = (1..load_idx)
-        .rev()
-        .find_map(|n| {
-            let (test, jcc) = (&all[n - 1], &all[n]);
-            let is_test = test.mnemonic() == Mnemonic::Test
-                && reg_op(test, 0) == Some(fn_reg)
-                && reg_op(test, 1) == Some(fn_reg);
-            let jne = is_cond_jump(jcc.mnemonic())?;
-            if !is_test || jcc.op_kind(0) != OpKind::NearBranch64 {
-                return None;
-            }
-            // Compare offsets from the entry (addresses may wrap).
-            let target = jcc.near_branch64().wrapping_sub(entry_vaddr);
-            let fallthrough = jcc.next_ip().wrapping_sub(entry_vaddr);
-            let (nil, call_path) = if jne {
-                (fallthrough, target)
-            } else {
-                (target, fallthrough)
-            };
-            // The call path must lead to the load without passing the nil path.
-            (call_path <= off(&all[load_idx]) && call_path > off(jcc) && nil != call_path)
-                .then_some((n - 1, nil, call_path))
-        })
-        .ok_or_else(|| {
-            format!(
-                "no TESTQ {fn_reg}, {fn_reg} with JNE/JE guarding the p.New() call at +{:#x}",
-                off(call)
-            )
-        })?;
-    let nil_idx = all
-        .iter()
-        .position(|i| off(i) == nil_return)
-        .ok_or_else(|| {
-            format!("nil path target +{nil_return:#x} is not an instruction boundary")
-        })?;
-
-    // MOVQ 0x20(p), fn before the TEST: p is the pool.
-    let pool_load = (test_idx.saturating_sub(BACKWARD_WINDOW)..test_idx)
-        .rev()
-        .find(|&n| may_write(&all[n], fn_reg));
-    let pool_reg = pool_load.and_then(|n| {
-        let i = &all[n];
-        let (base, disp) = mem_base_disp(i, 1)?;
-        if i.mnemonic() != Mnemonic::Mov || disp != POOL_NEW_OFFSET {
-            return None;
-        }
-        // p must survive from the load to the JCC, and along the call path.
-        let jcc_idx = test_idx + 1;
-        let call_path_idx = all.iter().position(|x| off(x) == call_path_start)?;
-        let clobbered = all
-            .get(n + 1..=jcc_idx)?
-            .iter()
-            .chain(all.get(call_path_idx..call_idx)?)
-            .any(|x| may_write(x, base));
-        (!clobbered).then_some(base)
-    });
-
+    let nil_idx = code
+        .index_at(test.nil)
+        .ok_or(ShapeError::NilPathNotInstruction(test.nil))?;
     Ok(PoolGetSites {
-        new_call: off(call),
+        new_call: code.off(call),
         new_return: call.next_ip().wrapping_sub(entry_vaddr),
         new_call_reg: call_reg,
         new_fn_reg: fn_reg,
-        nil_return: off(&all[nil_idx]),
-        pool_reg,
+        nil_return: code.off(&code.all[nil_idx]),
+        pool_reg: code.pool_register(&test, fn_reg, call_idx),
     })
 }
 
@@ -478,12 +535,17 @@ mod tests {
         no_call[0xaf] = 0x90;
         no_call[0xb0] = 0x90;
         let err = pool_get_miss_sites(&no_call, 0).expect_err("no call");
-        assert!(err.contains("found 0"), "{err}");
+        assert_eq!(err, ShapeError::IndirectCalls(0));
+        assert!(err.to_string().contains("found 0"), "{err}");
         // Break the TESTQ DX, DX (48 85 d2 → 48 85 c9, TESTQ CX, CX).
         let mut no_test = code.clone();
         no_test[0xa2] = 0xc9;
         let err = pool_get_miss_sites(&no_test, 0).expect_err("no test");
-        assert!(err.contains("TESTQ rdx, rdx"), "{err}");
+        assert!(
+            matches!(err, ShapeError::NoNilTest { reg: Gpr::Rdx, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("TESTQ rdx, rdx"), "{err}");
         // Truncated and garbage input never panic.
         for n in 0..code.len() {
             let _ = pool_get_miss_sites(&code[..n], 0);

@@ -20,24 +20,25 @@ pub(crate) fn u8_at(data: &[u8], off: u64) -> Option<u8> {
     data.get(usize::try_from(off).ok()?).copied()
 }
 
+/// The `N` bytes at `off`.
+fn array_at<const N: usize>(data: &[u8], off: u64) -> Option<[u8; N]> {
+    bytes(data, off, N as u64)?.try_into().ok()
+}
+
 pub(crate) fn u16_at(data: &[u8], off: u64) -> Option<u16> {
-    let b = bytes(data, off, 2)?;
-    Some(u16::from_le_bytes(b.try_into().ok()?))
+    array_at(data, off).map(u16::from_le_bytes)
 }
 
 pub(crate) fn u32_at(data: &[u8], off: u64) -> Option<u32> {
-    let b = bytes(data, off, 4)?;
-    Some(u32::from_le_bytes(b.try_into().ok()?))
+    array_at(data, off).map(u32::from_le_bytes)
 }
 
 pub(crate) fn i32_at(data: &[u8], off: u64) -> Option<i32> {
-    let b = bytes(data, off, 4)?;
-    Some(i32::from_le_bytes(b.try_into().ok()?))
+    array_at(data, off).map(i32::from_le_bytes)
 }
 
 pub(crate) fn u64_at(data: &[u8], off: u64) -> Option<u64> {
-    let b = bytes(data, off, 8)?;
-    Some(u64::from_le_bytes(b.try_into().ok()?))
+    array_at(data, off).map(u64::from_le_bytes)
 }
 
 /// Decodes an unsigned LEB128 varint (Go's `binary.Uvarint`): the value and

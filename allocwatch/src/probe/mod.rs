@@ -63,7 +63,7 @@ pub struct LoadOptions {
 }
 
 /// The programs benchmarks attach instead of the real ones, to measure floors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BenchPrograms {
     /// An empty program: the cost of the uprobe trap alone.
     Noop,
@@ -243,6 +243,52 @@ fn decode(buf: &[u8]) -> Option<Event<'_>> {
     }
 }
 
+/// Loads the eBPF object with the target's PID and the runtime addresses
+/// of its `runtime.mallocgc*` functions, its runtime and the `p.New()`
+/// return.
+fn load(plan: &ProbePlan, tgid: u32, bias: u64, opts: LoadOptions) -> Result<Ebpf> {
+    let ranges = to_ranges(&plan.merged_malloc_ranges(), bias)?;
+    let runtime = to_ranges(&plan.runtime_ranges, bias)?;
+    let new_return = plan.pool_new_return.map_or(0, |a| a + bias);
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global(names::TARGET_TGID, &tgid, true)
+        .override_global(names::POOL_NEW_RETURN, &new_return, true)
+        .override_global(names::MALLOC_RANGES, &ranges, true)
+        .override_global(names::RUNTIME_RANGES, &runtime, true);
+    if let Some(bytes) = opts.ringbuf_bytes {
+        // The kernel refuses other sizes with EINVAL.
+        if !bytes.is_power_of_two() || u64::from(bytes) % page_size() != 0 {
+            return Err(AppError::usage(format!(
+                "ring buffer size {bytes} is not a power of two multiple of the page size ({})",
+                page_size()
+            )));
+        }
+        loader.map_max_entries(names::EVENTS, bytes);
+    }
+    loader.load(BPF_OBJECT).map_err(|e| load_error(&e))
+}
+
+/// Takes map `name` (`what`, for the error) out of `ebpf`, typed.
+fn take_map<M>(ebpf: &mut Ebpf, name: &str, what: &str) -> Result<M>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| AppError::other(format!("{what} missing from the eBPF object")))?;
+    M::try_from(map).map_err(|e| load_error(&e))
+}
+
+/// Run-time statistics cost two clock reads per hit: only on request
+/// (`ALLOCWATCH_BPF_STATS`).
+fn run_time_stats() -> Option<std::os::fd::OwnedFd> {
+    std::env::var_os("ALLOCWATCH_BPF_STATS")?;
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| log::debug!("BPF run-time statistics unavailable: {e}"))
+        .ok()
+}
+
 impl Tracer {
     /// Loads the programs for process `tgid`, with the runtime addresses of
     /// the `runtime.mallocgc*` functions, and attaches every probe of `plan`
@@ -260,26 +306,7 @@ impl Tracer {
         bias: u64,
         opts: LoadOptions,
     ) -> Result<Tracer> {
-        let ranges = to_ranges(&plan.merged_malloc_ranges(), bias)?;
-        let runtime = to_ranges(&plan.runtime_ranges, bias)?;
-        let new_return = plan.pool_new_return.map_or(0, |a| a + bias);
-        let mut loader = EbpfLoader::new();
-        loader
-            .override_global(names::TARGET_TGID, &tgid, true)
-            .override_global(names::POOL_NEW_RETURN, &new_return, true)
-            .override_global(names::MALLOC_RANGES, &ranges, true)
-            .override_global(names::RUNTIME_RANGES, &runtime, true);
-        if let Some(bytes) = opts.ringbuf_bytes {
-            // The kernel refuses other sizes with EINVAL.
-            if !bytes.is_power_of_two() || u64::from(bytes) % page_size() != 0 {
-                return Err(AppError::usage(format!(
-                    "ring buffer size {bytes} is not a power of two multiple of the page size ({})",
-                    page_size()
-                )));
-            }
-            loader.map_max_entries(names::EVENTS, bytes);
-        }
-        let mut ebpf = loader.load(BPF_OBJECT).map_err(|e| load_error(&e))?;
+        let mut ebpf = load(plan, tgid, bias, opts)?;
         // Before any map leaves `ebpf` (the logger takes its own).
         let attacher = attacher(&ebpf, plan, opts.bench);
         let logger = match EbpfLogger::init(&mut ebpf) {
@@ -293,11 +320,7 @@ impl Tracer {
         let Some(pid) = NonZeroU32::new(tgid) else {
             return Err(AppError::target("PID 0 cannot be traced"));
         };
-        let mut mode = Array::<MapData, u32>::try_from(
-            ebpf.take_map(names::MODE)
-                .ok_or_else(|| AppError::other("mode map missing from the eBPF object"))?,
-        )
-        .map_err(|e| load_error(&e))?;
+        let mut mode: Array<MapData, u32> = take_map(&mut ebpf, names::MODE, "mode map")?;
         mode.set(0, mode_value(plan.mode), 0)
             .map_err(|e| load_error(&e))?;
         // Get last: a Get is never counted without its Put and miss probes
@@ -315,61 +338,24 @@ impl Tracer {
             .filter(|p| is_exact_entry(p))
             .cloned()
             .collect();
-        let ring = RingBuf::try_from(
-            ebpf.take_map(names::EVENTS)
-                .ok_or_else(|| AppError::other("ring buffer map missing from the eBPF object"))?,
-        )
-        .map_err(|e| load_error(&e))?;
+        let ring: RingBuf<MapData> = take_map(&mut ebpf, names::EVENTS, "ring buffer map")?;
         // SAFETY: RingBuf owns its map fd until it is dropped with the AsyncFd.
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| AppError::other(format!("cannot poll the ring buffer: {e}")))?;
-        let counters = PerCpuArray::try_from(
-            ebpf.take_map(names::COUNTERS)
-                .ok_or_else(|| AppError::other("counters map missing from the eBPF object"))?,
-        )
-        .map_err(|e| load_error(&e))?;
-        let slots = PerCpuArray::try_from(
-            ebpf.take_map(names::SLOTS)
-                .ok_or_else(|| AppError::other("slot map missing from the eBPF object"))?,
-        )
-        .map_err(|e| load_error(&e))?;
-        let agg = PerCpuHashMap::try_from(
-            ebpf.take_map(names::AGG)
-                .ok_or_else(|| AppError::other("aggregation map missing from the eBPF object"))?,
-        )
-        .map_err(|e| load_error(&e))?;
-        let pool_agg = PerCpuHashMap::try_from(
-            ebpf.take_map(names::POOL_AGG)
-                .ok_or_else(|| AppError::other("pool map missing from the eBPF object"))?,
-        )
-        .map_err(|e| load_error(&e))?;
-        let pool_miss_agg = PerCpuHashMap::try_from(
-            ebpf.take_map(names::POOL_MISS_AGG)
-                .ok_or_else(|| AppError::other("pool miss map missing from the eBPF object"))?,
-        )
-        .map_err(|e| load_error(&e))?;
-        // Run-time statistics cost two clock reads per hit: only on request.
-        let stats = if std::env::var_os("ALLOCWATCH_BPF_STATS").is_some() {
-            aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                .map_err(|e| log::debug!("BPF run-time statistics unavailable: {e}"))
-                .ok()
-        } else {
-            None
-        };
         Ok(Tracer {
             ring,
             logger,
-            counters,
-            slots,
-            agg,
-            pool_agg,
+            counters: take_map(&mut ebpf, names::COUNTERS, "counters map")?,
+            slots: take_map(&mut ebpf, names::SLOTS, "slot map")?,
+            agg: take_map(&mut ebpf, names::AGG, "aggregation map")?,
+            pool_agg: take_map(&mut ebpf, names::POOL_AGG, "pool map")?,
             links,
-            pool_miss_agg,
+            pool_miss_agg: take_map(&mut ebpf, names::POOL_MISS_AGG, "pool miss map")?,
             mode,
             exact,
             exe: exe.to_path_buf(),
             pid: pid.get(),
-            _stats: stats,
+            _stats: run_time_stats(),
             _ebpf: ebpf,
         })
     }
@@ -560,15 +546,18 @@ impl Tracer {
         total
     }
 
+    /// Kernel counter `i` (`allocwatch_common::counter`), summed over CPUs.
+    fn counter(&self, i: u32) -> u64 {
+        self.counters
+            .get(&i, 0)
+            .map(|v| v.iter().sum::<u64>())
+            .unwrap_or(0)
+    }
+
     /// The kernel-side counters, summed over CPUs.
     #[must_use]
     pub fn counters(&self) -> Counters {
-        let sum = |i: u32| {
-            self.counters
-                .get(&i, 0)
-                .map(|v| v.iter().sum::<u64>())
-                .unwrap_or(0)
-        };
+        let sum = |i: u32| self.counter(i);
         Counters {
             hits: sum(counter::HITS),
             nested: sum(counter::NESTED),
@@ -581,12 +570,7 @@ impl Tracer {
     /// and lost events that carried only a stack.
     #[must_use]
     pub fn fallbacks(&self) -> Fallbacks {
-        let sum = |i: u32| {
-            self.counters
-                .get(&i, 0)
-                .map(|v| v.iter().sum::<u64>())
-                .unwrap_or(0)
-        };
+        let sum = |i: u32| self.counter(i);
         Fallbacks {
             agg_full: sum(counter::AGG_FULL),
             key_truncated: sum(counter::KEY_TRUNCATED),

@@ -19,6 +19,8 @@ use allocwatch_common::{SAMPLE_SIZE_MASK, SAMPLED_BIT};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::plan::Mode;
+
 /// One symbolized frame.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Frame {
@@ -90,17 +92,36 @@ pub struct SiteStats {
     pub sampled_allocs: u64,
 }
 
-impl SiteStats {
-    /// How the counts were made: `exact`, `sampled` (estimates), or `mixed`
-    /// (both: a mode switch happened meanwhile).
+/// Which mode counted a site's allocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted {
+    /// All of them in this mode.
+    Only(Mode),
+    /// Some in each: a mode switch happened meanwhile.
+    Mixed,
+}
+
+impl Counted {
+    /// `exact`, `sampled` (estimates) or `mixed`, as the outputs print it.
     #[must_use]
-    pub fn mode(&self) -> &'static str {
+    pub fn name(self) -> &'static str {
+        match self {
+            Counted::Only(m) => m.name(),
+            Counted::Mixed => "mixed",
+        }
+    }
+}
+
+impl SiteStats {
+    /// How the counts were made: exactly, sampled (estimates), or both.
+    #[must_use]
+    pub fn mode(&self) -> Counted {
         if self.sampled_allocs == 0 {
-            "exact"
+            Counted::Only(Mode::Exact)
         } else if self.sampled_allocs >= self.allocs {
-            "sampled"
+            Counted::Only(Mode::Sampled)
         } else {
-            "mixed"
+            Counted::Mixed
         }
     }
 }

@@ -236,5 +236,9 @@ fn unaggregated_samples_are_scaled_into_the_same_row() {
     let per_sample = 4.520_812_f64;
     assert_eq!(site.allocs, 2 * (2.0 * per_sample).round() as u64);
     assert_eq!(site.bytes, site.allocs * 1024);
-    assert_eq!(site.mode(), "sampled");
+    assert_eq!(
+        site.mode(),
+        super::Counted::Only(crate::plan::Mode::Sampled)
+    );
+    assert_eq!(site.mode().name(), "sampled");
 }

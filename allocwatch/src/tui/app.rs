@@ -636,7 +636,7 @@ impl App {
             }
             Feed::Notice(text) => self.status = Some(Status { text, error: false }),
             Feed::ModeSwitch { mode, notice } => {
-                self.info.mode = mode;
+                self.info.mode = Some(mode);
                 self.status = Some(Status {
                     text: notice,
                     error: false,

@@ -1,5 +1,6 @@
 //! What the dashboard is fed by the tracing session.
 
+use crate::plan::Mode;
 use crate::stats::Snapshot;
 
 /// Facts about the traced process shown in the header.
@@ -12,8 +13,10 @@ pub struct TargetInfo {
     pub go_version: String,
     pub stripped: bool,
     pub pie: bool,
-    /// "exact" or "sampled"
-    pub mode: String,
+    /// The mode counting now (not shown when `None`).
+    pub mode: Option<Mode>,
+    /// What the header says after the mode, e.g. ` (--max-overhead 5%)`.
+    pub mode_note: String,
     /// Counts may be sampled estimates: the CSV export says per row which
     /// mode counted it (`--mode sampled`, `--max-overhead`).
     pub mode_column: bool,
@@ -35,7 +38,7 @@ pub enum Feed {
     /// A message for the status line.
     Notice(String),
     /// `--max-overhead` switched modes: the header's mode, and why (status line).
-    ModeSwitch { mode: String, notice: String },
+    ModeSwitch { mode: Mode, notice: String },
     /// The compiler's escape analysis of the target's source (`--source`):
     /// the site detail shows each site's reason chain and suggestions.
     Escape(std::sync::Arc<crate::escape::Analysis>),

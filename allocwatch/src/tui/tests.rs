@@ -732,9 +732,10 @@ fn render_is_fast_with_many_sites() {
 #[test]
 fn mode_switch_changes_the_header_and_says_why() {
     let mut app = fed();
-    assert!(screen(&mut app, 160, 30).contains("· exact"));
+    app.info.mode_note = " (--max-overhead 5%)".into();
+    assert!(screen(&mut app, 160, 30).contains("· exact (--max-overhead 5%)"));
     app.on_feed(Feed::ModeSwitch {
-        mode: "sampled (--max-overhead 5%)".into(),
+        mode: crate::plan::Mode::Sampled,
         notice: "at 12.0 s: tracing cost ~31.2% of one core, over the 5% budget for 3 s: switching to sampled mode".into(),
     });
     let s = screen(&mut app, 160, 30);

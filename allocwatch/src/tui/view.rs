@@ -147,8 +147,8 @@ fn header(f: &mut Frame, area: Rect, app: &App) {
             "not stripped"
         }
     )));
-    if !info.mode.is_empty() {
-        spans.push(Span::raw(format!(" · {}", info.mode)));
+    if let Some(mode) = info.mode {
+        spans.push(Span::raw(format!(" · {}{}", mode.name(), info.mode_note)));
     }
     // The rest of the line is the command; a long path must not push the
     // program's name out of sight.
