@@ -38,6 +38,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Trace for a while, then say why the hot sites are on the heap (the compiler's escape analysis).
     Explain(ExplainArgs),
+    /// Trace Go processes unattended and serve Prometheus metrics and pprof profiles over HTTP.
+    Daemon(DaemonArgs),
 }
 
 /// `--source DIR` / `--go PATH`: the compiler's escape analysis beside the sites.
@@ -113,11 +115,56 @@ impl TargetArgs {
     /// Whether sync.Pool is traced: by default in exact mode, on request in sampled mode.
     #[must_use]
     pub fn trace_pools(&self) -> bool {
-        match self.mode {
-            Mode::Exact => !self.no_pools,
-            Mode::Sampled => self.pools,
-        }
+        trace_pools(self.mode, self.pools, self.no_pools)
     }
+}
+
+/// Whether sync.Pool is traced: by default in exact mode (unless
+/// `--no-pools`), on request (`--pools`) in sampled mode.
+#[must_use]
+pub fn trace_pools(mode: Mode, pools: bool, no_pools: bool) -> bool {
+    match mode {
+        Mode::Exact => !no_pools,
+        Mode::Sampled => pools,
+    }
+}
+
+/// `allocwatch daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// A Go process to trace (repeat for more). A process that allocwatch cannot trace (not a Go
+    /// program, unsupported Go version, gone) is logged and skipped.
+    #[arg(short, long = "pid", value_name = "PID", required = true)]
+    pub pids: Vec<u32>,
+    /// Where to serve /metrics, /debug/pprof/allocs and /targets (port 0: any free port; the
+    /// address bound is printed on stderr). Loopback unless another address is asked for.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+    /// sampled: the runtime's own memory-profile samples, scaled like pprof — near-zero cost (set on
+    /// where memory profiling is off); exact: every allocation (a uprobe trap each, ~1 µs).
+    #[arg(long, value_parser = mode_parser(), default_value = "sampled")]
+    pub mode: Mode,
+    /// Start each target in exact mode and switch it to sampled mode while exact tracing costs it
+    /// more than PCT % of one CPU core (and back when it would cost under 0.75 × PCT).
+    #[arg(long, value_name = "PCT", value_parser = parse_percent, conflicts_with = "mode")]
+    pub max_overhead: Option<f64>,
+    /// Sampled mode and --max-overhead: set each target's runtime.MemProfileRate to BYTES while it
+    /// is traced (set back when allocwatch detaches).
+    #[arg(long, value_name = "BYTES", value_parser = parse_sample_rate, allow_negative_numbers = true)]
+    pub sample_rate: Option<u64>,
+    /// Export each process's N hottest sites (by bytes) as series of their own; the rest add up to
+    /// one series with function="(other)".
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sites: u32,
+    /// How long an exited process's last numbers stay exported (and listed in /targets).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub retain: Duration,
+    /// Trace sync.Pool in sampled mode too (each Get is a uprobe trap, so it is off there by default).
+    #[arg(long, conflicts_with = "no_pools")]
+    pub pools: bool,
+    /// Do not trace sync.Pool (in exact mode, where it is on by default).
+    #[arg(long)]
+    pub no_pools: bool,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
                 Command::Record(a) => cmd::record(a, cli.verbose).await,
                 Command::Top(a) => cmd::top(a, cli.verbose).await,
                 Command::Explain(a) => cmd::explain(a, cli.verbose).await,
+                Command::Daemon(a) => cmd::daemon(a, cli.verbose).await,
             }
         }),
         Err(e) => Err(AppError::other(format!(

@@ -182,37 +182,94 @@ pub async fn run(
     schedule: Schedule,
     mut tick: impl FnMut(Tick<'_>),
 ) -> Result<Stop> {
-    let Signals {
-        int: mut sigint,
-        term: mut sigterm,
-    } = signals;
-    let deadline = schedule.duration.map(|d| Instant::now() + d);
-    let mut ticker = tokio::time::interval(schedule.refresh.min(Duration::from_millis(20)));
-    let mut clock = Clock::new(schedule.refresh);
+    let mut runner = Runner::new(signals, schedule);
     let stop = loop {
-        tokio::select! {
-            () = any_events(traced) => pump_live(traced),
-            _ = ticker.tick() => {
-                if let Some(last) = check_targets(traced, &mut tick) {
-                    break Stop::Target(last);
-                }
-                let budgets = traced.iter().any(|t| t.budget.is_some() && t.gone.is_none());
-                let (budget_due, window_due) = clock.due(budgets);
-                if budget_due || window_due {
-                    snapshots(traced, budget_due, window_due, &mut tick)?;
-                }
-            }
-            () = sleep_until(deadline) => break Stop::Duration,
-            _ = sigint.recv() => break Stop::Signal("SIGINT"),
-            _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
+        if let Some(stop) = runner.step(traced, &mut tick).await? {
+            break stop;
         }
     };
-    // Whatever the targets did before the stop is still in the ring buffers.
+    finish(traced);
+    Ok(stop)
+}
+
+/// Whatever the targets did before the stop is still in the ring buffers:
+/// counts it (for [`run`], and for callers that drive [`Runner`] themselves).
+pub fn finish(traced: &mut [Traced]) {
     for t in traced.iter_mut().filter(|t| t.gone.is_none()) {
         t.session.pump();
         t.session.flush_logs();
     }
-    Ok(stop)
+}
+
+/// The loop's state between steps: the signals, the clock and the deadline.
+/// [`run`] steps it until it stops; a caller that also serves requests,
+/// or adds and removes sessions between steps (the daemon), steps it itself.
+pub struct Runner {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    deadline: Option<Instant>,
+    ticker: tokio::time::Interval,
+    clock: Clock,
+    /// Stop when every target is gone (else only at the deadline or a signal).
+    stop_when_gone: bool,
+}
+
+impl Runner {
+    /// A run on `schedule` that stops at its duration, at a signal, or once
+    /// every target is gone.
+    #[must_use]
+    pub fn new(signals: Signals, schedule: Schedule) -> Runner {
+        let Signals { int, term } = signals;
+        Runner {
+            sigint: int,
+            sigterm: term,
+            deadline: schedule.duration.map(|d| Instant::now() + d),
+            ticker: tokio::time::interval(schedule.refresh.min(Duration::from_millis(20))),
+            clock: Clock::new(schedule.refresh),
+            stop_when_gone: true,
+        }
+    }
+
+    /// Goes on when no target is left (a daemon waits for signals).
+    #[must_use]
+    pub fn keep_running(mut self) -> Runner {
+        self.stop_when_gone = false;
+        self
+    }
+
+    /// Waits for the next thing to do and does it: drain ring buffers, or
+    /// check the targets and take the snapshots due, or stop. Returns the
+    /// stop, if this was it. Cancel-safe: nothing is lost when the future
+    /// is dropped before it completes (all its work happens after its one
+    /// wait), so callers can `select!` it against their own work.
+    ///
+    /// # Errors
+    /// When a mode switch fails.
+    pub async fn step(
+        &mut self,
+        traced: &mut [Traced],
+        tick: &mut impl FnMut(Tick<'_>),
+    ) -> Result<Option<Stop>> {
+        tokio::select! {
+            () = any_events(traced) => pump_live(traced),
+            _ = self.ticker.tick() => {
+                if let Some(last) = check_targets(traced, tick)
+                    && self.stop_when_gone
+                {
+                    return Ok(Some(Stop::Target(last)));
+                }
+                let budgets = traced.iter().any(|t| t.budget.is_some() && t.gone.is_none());
+                let (budget_due, window_due) = self.clock.due(budgets);
+                if budget_due || window_due {
+                    snapshots(traced, budget_due, window_due, tick)?;
+                }
+            }
+            () = sleep_until(self.deadline) => return Ok(Some(Stop::Duration)),
+            _ = self.sigint.recv() => return Ok(Some(Stop::Signal("SIGINT"))),
+            _ = self.sigterm.recv() => return Ok(Some(Stop::Signal("SIGTERM"))),
+        }
+        Ok(None)
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

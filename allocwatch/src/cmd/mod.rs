@@ -1,6 +1,8 @@
 //! The commands: `inspect`, `record`, `top` and `explain`, each a thin layer
-//! over [`Session`], the [`run loop`](crate::runloop) and the outputs.
+//! over [`Session`], the [`run loop`](crate::runloop) and the outputs; and
+//! `daemon`, which serves what the run loop counts over HTTP.
 
+mod daemon;
 mod explain;
 mod inspect;
 mod output;
@@ -11,6 +13,7 @@ mod top;
 use std::io::Write;
 use std::path::Path;
 
+pub use daemon::daemon;
 pub use explain::explain;
 pub use inspect::inspect;
 pub use record::record;

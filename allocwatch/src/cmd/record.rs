@@ -208,7 +208,7 @@ impl Files {
                 start: std::time::SystemTime::now()
                     .checked_sub(snap.elapsed)
                     .unwrap_or(std::time::UNIX_EPOCH),
-                comments: profile_comments(r.s, snap, r.budget),
+                comments: profile_comments(r.s.plan.mode, &target_line(r.s), snap, r.budget),
             };
             written.push(output::write(f, |w| pprof::write(snap, &meta, w))?);
         }
@@ -247,9 +247,23 @@ fn flame_meta(s: &Session, snap: &Snapshot, weight: Weight) -> flame::FlameMeta 
     }
 }
 
-/// What a profile says about how it was made.
-fn profile_comments(s: &Session, snap: &Snapshot, budget: Option<&Budget>) -> Vec<String> {
-    let how = match s.plan.mode {
+/// `PID 1234 (/srv/api), go1.27.3`: who a profile is of.
+pub(super) fn target_line(s: &Session) -> String {
+    format!(
+        "PID {} ({}), {}",
+        s.target.pid, s.target.exe_display, s.plan.go_version
+    )
+}
+
+/// What a profile says about how it was made: `mode` is the mode tracing
+/// started in, `target` the [`target_line`].
+pub(super) fn profile_comments(
+    mode: Mode,
+    target: &str,
+    snap: &Snapshot,
+    budget: Option<&Budget>,
+) -> Vec<String> {
+    let how = match mode {
         Mode::Exact => {
             "every heap allocation of the target during the recording, counted by a uprobe on the \
              Go runtime's allocation entry points; values are neither sampled nor scaled"
@@ -259,7 +273,7 @@ fn profile_comments(s: &Session, snap: &Snapshot, budget: Option<&Budget>) -> Ve
              scaled as pprof scales them; types are not known"
         }
     };
-    let mut c = vec![mode_comment(s.plan.mode).to_string(), how.to_string()];
+    let mut c = vec![mode_comment(mode).to_string(), how.to_string()];
     if let Some(b) = budget {
         c.push(format!(
             "--max-overhead {}% of one core: mode switches: {}; samples counted in sampled mode have the label mode=sampled (or mixed): their values are estimates",
@@ -268,10 +282,7 @@ fn profile_comments(s: &Session, snap: &Snapshot, budget: Option<&Budget>) -> Ve
         ));
     }
     c.push(format!(
-        "target: PID {} ({}), {}; recorded for {:.2} s",
-        s.target.pid,
-        s.target.exe_display,
-        s.plan.go_version,
+        "target: {target}; recorded for {:.2} s",
         snap.elapsed.as_secs_f64()
     ));
     c.push(

@@ -1,0 +1,237 @@
+//! The daemon's HTTP endpoints (axum, on the daemon's tokio runtime). Read
+//! only: every endpoint answers GET, and none changes anything. Handlers
+//! ask the run loop for copies of the targets' state through a channel
+//! ([`Request`]), so the loop alone owns the sessions.
+//!
+//! - `GET /metrics`: see [`super::metrics`].
+//! - `GET /debug/pprof/allocs?pid=PID[&seconds=N]`: the gzipped pprof
+//!   profile `record --pprof` writes, cumulative since tracing started, or
+//!   with `seconds` the difference over the next N seconds (as Go's
+//!   `net/http/pprof` serves it), for `go tool pprof`, Pyroscope or Parca.
+//! - `GET /targets`: JSON, one object per target (see [`TargetJson`]).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::fleet::{Request, TargetView};
+use super::metrics::{self, Format};
+use crate::export::pprof;
+
+/// The longest `seconds` a profile request may wait.
+pub const MAX_SECONDS: u64 = 3600;
+
+/// What every handler has.
+#[derive(Clone)]
+struct Ctx {
+    requests: mpsc::Sender<Request>,
+    max_sites: usize,
+}
+
+/// The routes, answering through `requests`.
+pub fn router(requests: mpsc::Sender<Request>, max_sites: usize) -> Router {
+    Router::new()
+        .route("/metrics", get(get_metrics))
+        .route("/debug/pprof/allocs", get(get_allocs))
+        .route("/targets", get(get_targets))
+        .with_state(Ctx {
+            requests,
+            max_sites,
+        })
+}
+
+/// An error as a plain-text response.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut m = message.into();
+    m.push('\n');
+    (status, m).into_response()
+}
+
+fn stopping() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "allocwatch is stopping")
+}
+
+impl Ctx {
+    /// Every target, with counts when `counts`.
+    async fn targets(&self, counts: bool) -> Result<Vec<TargetView>, Response> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Targets { counts, reply })
+            .await
+            .map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())
+    }
+
+    /// The target with this PID, with its counts now.
+    async fn target(&self, pid: u32) -> Result<TargetView, Response> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Target { pid, reply })
+            .await
+            .map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())?.ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("PID {pid} is not traced (see /targets)"),
+            )
+        })
+    }
+}
+
+async fn get_metrics(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    let views = match ctx.targets(true).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = Format::from_accept(accept);
+    match metrics::render(views, ctx.max_sites, format) {
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The query of `/debug/pprof/allocs`.
+#[derive(Debug, Deserialize)]
+struct AllocsQuery {
+    pid: Option<u32>,
+    seconds: Option<u64>,
+}
+
+async fn get_allocs(State(ctx): State<Ctx>, Query(q): Query<AllocsQuery>) -> Response {
+    let Some(pid) = q.pid else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "which process? add ?pid=PID (the traced processes are listed at /targets)",
+        );
+    };
+    match q.seconds {
+        Some(s) if s == 0 || s > MAX_SECONDS => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("seconds must be from 1 to {MAX_SECONDS}"),
+            );
+        }
+        _ => {}
+    }
+    match profile(&ctx, pid, q.seconds.map(Duration::from_secs)).await {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"allocs\"",
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The gzipped profile of `pid`: cumulative, or the difference over `delta`.
+async fn profile(ctx: &Ctx, pid: u32, delta: Option<Duration>) -> Result<Vec<u8>, Response> {
+    let first = ctx.target(pid).await?;
+    let (view, snap) = match delta {
+        None => {
+            let snap = first.snap.clone().unwrap_or_default();
+            (first, snap)
+        }
+        Some(d) => {
+            tokio::time::sleep(d).await;
+            let last = ctx.target(pid).await?;
+            let (Some(a), Some(b)) = (&first.snap, &last.snap) else {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    format!("PID {pid} has no counts"),
+                ));
+            };
+            let delta = std::sync::Arc::new(b.since(a));
+            (last, delta)
+        }
+    };
+    let target = format!("PID {pid} ({}), {}", view.meta.exe, view.meta.go_version);
+    let mode = view.meta.plan_mode.unwrap_or_default();
+    let meta = pprof::ProfileMeta {
+        executable: view.meta.exe.clone(),
+        start: SystemTime::now()
+            .checked_sub(snap.elapsed)
+            .unwrap_or(UNIX_EPOCH),
+        comments: super::super::record::profile_comments(
+            mode,
+            &target,
+            &snap,
+            view.budget.as_ref(),
+        ),
+    };
+    let mut body = Vec::new();
+    pprof::write(&snap, &meta, &mut body)
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(body)
+}
+
+/// One target in `/targets`.
+#[derive(Debug, Serialize)]
+pub struct TargetJson {
+    pub pid: u32,
+    pub exe: String,
+    pub container: String,
+    /// e.g. `go1.27.3`; `null` when not traced.
+    pub go_version: Option<String>,
+    /// The mode counting now; `null` when not traced.
+    pub mode: Option<&'static str>,
+    /// When tracing started (or the process was skipped), in Unix seconds.
+    pub since: u64,
+    /// `tracing`, `exited` or `skipped`.
+    pub state: &'static str,
+    /// How an exited process went, or why a skipped one is not traced.
+    pub reason: Option<String>,
+    /// When an exited process went, in Unix seconds.
+    pub exited: Option<u64>,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl From<&TargetView> for TargetJson {
+    fn from(v: &TargetView) -> TargetJson {
+        use super::fleet::State;
+        let (reason, exited) = match &v.state {
+            State::Tracing => (None, None),
+            State::Exited { at, how } => (Some(how.clone()), Some(unix_secs(*at))),
+            State::Skipped { reason } => (Some(reason.clone()), None),
+        };
+        TargetJson {
+            pid: v.meta.pid,
+            exe: v.meta.exe.clone(),
+            container: v.meta.container.clone(),
+            go_version: (!v.meta.go_version.is_empty()).then(|| v.meta.go_version.clone()),
+            mode: v.mode.map(crate::plan::Mode::name),
+            since: unix_secs(v.meta.since),
+            state: v.state.name(),
+            reason,
+            exited,
+        }
+    }
+}
+
+async fn get_targets(State(ctx): State<Ctx>) -> Response {
+    match ctx.targets(false).await {
+        Ok(views) => {
+            let list: Vec<TargetJson> = views.iter().map(TargetJson::from).collect();
+            axum::Json(list).into_response()
+        }
+        Err(r) => r,
+    }
+}

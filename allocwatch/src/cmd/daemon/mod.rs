@@ -1,0 +1,146 @@
+//! `allocwatch daemon`: traces Go processes unattended, one session per
+//! process driven by one [run loop](crate::runloop), and serves what it
+//! counts over HTTP: Prometheus metrics, pprof profiles, the list of
+//! targets ([`http`]).
+//!
+//! The loop owns the [`Fleet`]; between its steps it answers the HTTP
+//! handlers' requests, gives back the targets that went (their final
+//! counts kept for `--retain`) and forgets those retained for longer.
+//! Processes come from `--pid` today; a discovery source (`--exe`) would
+//! call [`Fleet::attach`] from the same loop.
+
+mod container;
+mod fleet;
+mod http;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::init_stderr_log;
+use crate::cli::DaemonArgs;
+use crate::error::{AppError, Result};
+use crate::plan::Mode;
+use crate::runloop::{Runner, Schedule, Signals, Stop, Tick};
+use crate::session::Options;
+use fleet::{Fleet, Request};
+
+/// How often the loop hands over snapshots (for the cost estimate; the
+/// endpoints read the kernel's counts when asked).
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// `allocwatch daemon`.
+///
+/// # Errors
+/// Bad flags, missing privileges or kernel features, an address that
+/// cannot be listened on. A process that cannot be traced is not an error.
+pub async fn daemon(a: DaemonArgs, verbose: u8) -> Result<()> {
+    init_stderr_log(verbose);
+    let (opts, max_overhead) = session_options(&a)?;
+    crate::envcheck::check()?;
+    let signals = Signals::listen()?;
+    let listener = bind(a.listen).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| AppError::env(format!("--listen {}: {e}", a.listen)))?;
+    let mut fleet = Fleet::new(a.retain);
+    let mut pids = a.pids.clone();
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in pids {
+        fleet.attach(pid, opts, max_overhead);
+    }
+    let (tx, rx) = mpsc::channel(64);
+    let app = http::router(tx, a.max_sites as usize);
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            log::error!("HTTP server: {e}");
+        }
+    });
+    eprintln!(
+        "allocwatch: daemon tracing {} of {} processes; serving http://{addr}/metrics, /debug/pprof/allocs?pid=PID and /targets",
+        fleet.tracing(),
+        a.pids.len()
+    );
+    let stop = drive(&mut fleet, signals, rx).await;
+    // Nothing is served from here on; every target is given back at once.
+    server.abort();
+    fleet.release_all();
+    let stop = stop?;
+    let by = match stop {
+        Stop::Signal(s) => s,
+        Stop::Duration | Stop::Target(_) => "the run loop",
+    };
+    eprintln!("allocwatch: stopped by {by}: every probe detached");
+    Ok(())
+}
+
+/// The session options of `--mode`, `--max-overhead`, `--sample-rate` and
+/// `--pools`/`--no-pools`.
+fn session_options(a: &DaemonArgs) -> Result<(Options, Option<f64>)> {
+    // --max-overhead starts exact and falls back to samples.
+    let mode = if a.max_overhead.is_some() {
+        Mode::Exact
+    } else {
+        a.mode
+    };
+    if a.sample_rate.is_some() && mode == Mode::Exact && a.max_overhead.is_none() {
+        return Err(AppError::usage(
+            "--sample-rate sets the rate of the runtime's memory-profile samples, which exact mode does not use",
+        )
+        .hint("drop --mode exact (the daemon samples by default), or add --max-overhead PCT"));
+    }
+    let opts = Options {
+        pools: crate::cli::trace_pools(mode, a.pools, a.no_pools),
+        bench: None,
+        mode,
+        ringbuf_bytes: None,
+        max_overhead: a.max_overhead,
+        sample_rate: a.sample_rate,
+    };
+    Ok((opts, a.max_overhead))
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let err = AppError::env(format!("cannot listen on {addr}: {e}"));
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            err.hint("another program uses that port: choose another with --listen ADDR:PORT")
+        } else {
+            err
+        }
+    })
+}
+
+/// Steps the run loop until a signal, answering requests and giving back
+/// the targets that go between steps.
+async fn drive(
+    fleet: &mut Fleet,
+    signals: Signals,
+    mut requests: mpsc::Receiver<Request>,
+) -> Result<Stop> {
+    let schedule = Schedule {
+        duration: None,
+        refresh: REFRESH,
+    };
+    let mut runner = Runner::new(signals, schedule).keep_running();
+    loop {
+        let mut gone = Vec::new();
+        let live = &mut fleet.live;
+        let mut tick = |t: Tick<'_>| live.on_tick(&t, &mut gone);
+        tokio::select! {
+            step = runner.step(&mut fleet.traced, &mut tick) => {
+                if let Some(stop) = step? {
+                    return Ok(stop);
+                }
+            }
+            Some(req) = requests.recv() => fleet.serve(req),
+        }
+        if !gone.is_empty() {
+            fleet.release_gone(gone);
+        }
+        fleet.expire();
+    }
+}
