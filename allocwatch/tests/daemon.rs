@@ -1,0 +1,461 @@
+//! `allocwatch daemon`, against the real kernel and real Go programs: the
+//! daemon is attached by `--pid` to a fixture and read back over HTTP.
+//!
+//! - `/metrics` shows the `allocs` fixture's exact counts (exact mode) per
+//!   function, line and type, still after the fixture exits, and forgets
+//!   them after `--retain`; `/targets` lists the fixture.
+//! - `go tool pprof -top http://…/debug/pprof/allocs?pid=…&seconds=3` (the
+//!   real go tool) names the hot function of a fixture that allocates
+//!   without pause.
+//! - SIGTERM: every probe gone from the target, exit 0 within 1 s.
+//! - A PID that is not a Go program is skipped with one log line.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use support::proc::Proc;
+use support::{
+    Variant, allocwatch, fixture, parse_result, probe_sites, read_probed, skip_unless_root,
+    target_dir, toolchain,
+};
+
+const GO: &str = "1.27.3";
+
+/// How long the daemon may take to exit after SIGTERM (the issue's bound).
+const EXIT_AFTER_SIGTERM: Duration = Duration::from_secs(1);
+
+/// `allocwatch daemon --listen 127.0.0.1:0 ARGS`, once it serves: the
+/// process (stderr read line by line) and the address it bound.
+fn start_daemon(args: &[&str]) -> (Proc, SocketAddr) {
+    let mut c = Command::new(allocwatch());
+    c.arg("daemon").args(["--listen", "127.0.0.1:0"]).args(args);
+    let mut d = Proc::spawn(c, "allocwatch daemon", true);
+    let line = d
+        .out
+        .wait_for(Duration::from_secs(60), |l| l.contains("serving http://"))
+        .unwrap_or_else(|| panic!("the daemon never served: {:?}", d.out.seen));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (d, addr)
+}
+
+/// `GET path` over HTTP/1.1: the status and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "the test reads whole bodies only: {head}"
+    );
+    (status, raw[split + 4..].to_vec())
+}
+
+/// `GET path`, asserting 200, as text.
+fn get_text(addr: SocketAddr, path: &str) -> String {
+    let (status, body) = get(addr, path);
+    let body = String::from_utf8(body).expect("utf-8 body");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+/// One sample of the Prometheus text format.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: HashMap<String, String>,
+    value: f64,
+}
+
+/// The samples of a Prometheus text exposition (label values unescaped).
+fn parse_metrics(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| parse_sample(l).unwrap_or_else(|| panic!("bad sample line {l:?}")))
+        .collect()
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' '])?;
+    let name = line[..name_end].to_string();
+    let mut labels = HashMap::new();
+    let mut r = &line[name_end..];
+    if let Some(mut rest) = r.strip_prefix('{') {
+        loop {
+            if let Some(after) = rest.strip_prefix('}') {
+                r = after;
+                break;
+            }
+            let eq = rest.find("=\"")?;
+            let (value, used) = unquote(&rest[eq + 2..])?;
+            labels.insert(rest[..eq].to_string(), value);
+            rest = &rest[eq + 2 + used..];
+            rest = rest.strip_prefix(',').unwrap_or(rest);
+        }
+    }
+    Some(Sample {
+        name,
+        labels,
+        value: r.trim().parse().ok()?,
+    })
+}
+
+/// A label value up to its closing quote, unescaped, and the bytes it took.
+fn unquote(s: &str) -> Option<(String, usize)> {
+    let mut value = String::new();
+    let mut it = s.char_indices();
+    loop {
+        match it.next()? {
+            (i, '"') => return Some((value, i + 1)),
+            (_, '\\') => match it.next()?.1 {
+                'n' => value.push('\n'),
+                c => value.push(c),
+            },
+            (_, c) => value.push(c),
+        }
+    }
+}
+
+/// The samples named `name` of process `pid`.
+fn of<'a>(samples: &'a [Sample], name: &str, pid: u32) -> Vec<&'a Sample> {
+    let pid = pid.to_string();
+    samples
+        .iter()
+        .filter(|s| s.name == name && s.labels.get("pid") == Some(&pid))
+        .collect()
+}
+
+/// One entry of `/targets`.
+#[derive(Debug, Deserialize)]
+struct TargetJson {
+    pid: u32,
+    exe: String,
+    go_version: Option<String>,
+    mode: Option<String>,
+    state: String,
+    reason: Option<String>,
+}
+
+fn targets(addr: SocketAddr) -> Vec<TargetJson> {
+    serde_json::from_str(&get_text(addr, "/targets")).expect("/targets JSON")
+}
+
+#[derive(Debug, Deserialize)]
+struct Site {
+    func: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    count: i64,
+    bytes: i64,
+    line: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct AllocsResult {
+    go: String,
+    sites: Vec<Site>,
+}
+
+/// Every site the fixture measured, against the `/metrics` series of `pid`.
+fn check_exact(samples: &[Sample], pid: u32, res: &AllocsResult) {
+    let objects = of(samples, "allocwatch_alloc_objects_total", pid);
+    let bytes = of(samples, "allocwatch_alloc_bytes_total", pid);
+    let sum = |rows: &[&Sample], s: &Site| -> u64 {
+        let line = s.line.to_string();
+        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        rows.iter()
+            .filter(|r| {
+                r.labels["function"] == s.func
+                    && r.labels["line"] == line
+                    && (s.type_name.is_empty() || r.labels["type"] == s.type_name)
+            })
+            .map(|r| r.value as u64)
+            .sum()
+    };
+    let mut failures = Vec::new();
+    for s in &res.sites {
+        let (n, b) = (sum(&objects, s), sum(&bytes, s));
+        let ok = match (u64::try_from(s.count), u64::try_from(s.bytes)) {
+            (Err(_), _) => n > 0,
+            (Ok(c), Err(_)) => n == c,
+            (Ok(c), Ok(want)) => n == c && b == want,
+        };
+        if !ok {
+            failures.push(format!(
+                "{} line {} type {:?}: expected {} allocs / {} bytes, /metrics has {n} / {b}",
+                s.func, s.line, s.type_name, s.count, s.bytes
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} ({}):\n  {}",
+        "allocs fixture",
+        res.go,
+        failures.join("\n  ")
+    );
+    assert!(
+        objects.iter().all(|r| r.labels["mode"] == "exact"),
+        "exact mode: every series is exact"
+    );
+    let lost = of(samples, "allocwatch_events_lost_total", pid);
+    assert!(
+        lost.len() == 1 && lost[0].value == 0.0,
+        "events lost: {lost:?}"
+    );
+}
+
+/// Polls `/targets` until `pred` holds for `pid`'s entry (or it is gone,
+/// for `None`), for at most `timeout`.
+fn wait_target(
+    addr: SocketAddr,
+    pid: u32,
+    timeout: Duration,
+    pred: impl Fn(Option<&TargetJson>) -> bool,
+) -> Vec<TargetJson> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let list = targets(addr);
+        if pred(list.iter().find(|t| t.pid == pid)) {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PID {pid} not as expected within {timeout:?}: {list:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM: exit 0 within [`EXIT_AFTER_SIGTERM`].
+fn terminate(d: &mut Proc) -> String {
+    let t0 = Instant::now();
+    d.signal(libc::SIGTERM);
+    let (status, err) = d.finish(Duration::from_secs(10));
+    let took = t0.elapsed();
+    assert!(
+        status.success(),
+        "daemon exit after SIGTERM: {status}\n{err}"
+    );
+    assert!(
+        took <= EXIT_AFTER_SIGTERM,
+        "the daemon took {took:?} to exit after SIGTERM\n{err}"
+    );
+    err
+}
+
+#[test]
+fn metrics_show_exact_counts_also_after_exit() {
+    if skip_unless_root() {
+        return;
+    }
+    let bin = fixture(&toolchain(GO), "allocs", Variant::Default);
+    let mut c = Command::new(&bin);
+    c.env("ALLOCWATCH_WAIT", "1")
+        .env("ALLOCWATCH_N", "3000")
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off");
+    let (mut fx, pid) = Proc::ready(c, "allocs");
+    let retain = Duration::from_secs(6);
+    let (mut d, addr) = start_daemon(&[
+        "--pid",
+        &pid.to_string(),
+        "--mode",
+        "exact",
+        "--retain",
+        "6s",
+    ]);
+    let list = targets(addr);
+    let t = list.iter().find(|t| t.pid == pid).expect("listed");
+    assert_eq!(t.state, "tracing", "{list:?}");
+    assert_eq!(t.mode.as_deref(), Some("exact"));
+    assert_eq!(t.go_version.as_deref(), Some("go1.27.3"));
+    assert_eq!(
+        std::fs::canonicalize(&t.exe).ok(),
+        std::fs::canonicalize(&bin).ok()
+    );
+    fx.go();
+    let (status, out) = fx.finish(Duration::from_secs(60));
+    assert!(status.success(), "allocs: {status}\n{out}");
+    let res: AllocsResult = parse_result(&out);
+    // The daemon notices the exit, takes its last counts and keeps them.
+    wait_target(addr, pid, Duration::from_secs(5), |t| {
+        t.is_some_and(|t| t.state == "exited")
+    });
+    let exited = Instant::now();
+    let samples = parse_metrics(&get_text(addr, "/metrics"));
+    check_exact(&samples, pid, &res);
+    let info = of(&samples, "allocwatch_target_info", pid);
+    assert_eq!(info.len(), 1, "target_info of an exited target: {info:?}");
+    assert_eq!(info[0].labels["go_version"], "go1.27.3");
+    let traced: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == "allocwatch_targets")
+        .collect();
+    assert!(
+        traced.len() == 1 && traced[0].value == 0.0,
+        "nothing traced now: {traced:?}"
+    );
+    // After --retain it is forgotten.
+    wait_target(addr, pid, retain + Duration::from_secs(5), |t| t.is_none());
+    assert!(
+        exited.elapsed() + Duration::from_millis(500) >= retain,
+        "forgotten before --retain"
+    );
+    let samples = parse_metrics(&get_text(addr, "/metrics"));
+    assert!(
+        of(&samples, "allocwatch_alloc_objects_total", pid).is_empty(),
+        "series of a target forgotten after --retain"
+    );
+    terminate(&mut d);
+}
+
+/// A spin fixture that allocates `main.spinAlloc` without pause.
+fn spin() -> (Proc, u32, std::path::PathBuf) {
+    let bin = fixture(&toolchain(GO), "spin", Variant::Default);
+    let mut c = Command::new(&bin);
+    c.env("ALLOCWATCH_WAIT", "1")
+        .env("ALLOCWATCH_SECONDS", "120")
+        .env("GOMAXPROCS", "1");
+    let (mut fx, pid) = Proc::ready(c, "spin");
+    fx.go();
+    (fx, pid, bin)
+}
+
+#[test]
+fn go_tool_pprof_reads_a_delta_profile() {
+    if skip_unless_root() {
+        return;
+    }
+    let (mut fx, pid, _) = spin();
+    let (mut d, addr) = start_daemon(&["--pid", &pid.to_string()]);
+    let tc = toolchain(GO);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = format!("http://{addr}/debug/pprof/allocs?pid={pid}&seconds=3");
+    let t0 = Instant::now();
+    let out = Command::new(tc.go())
+        .args(["tool", "pprof", "-top", &url])
+        .env("GOROOT", &tc.goroot)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOCACHE", target_dir().join("gocache").join(&tc.version))
+        .env("GOPATH", target_dir().join("gopath"))
+        .env("PPROF_TMPDIR", tmp.path())
+        .env("HOME", tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run go tool pprof");
+    let took = t0.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "go tool pprof: {}\n{stderr}\n{stdout}",
+        out.status
+    );
+    assert!(
+        took >= Duration::from_secs(3),
+        "a 3 s delta came after {took:?}"
+    );
+    // The first row of the table is the hottest function.
+    let first = stdout
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat  flat%"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no -top table:\n{stdout}\n{stderr}"));
+    assert!(
+        first.trim_end().ends_with("main.spinAlloc"),
+        "the hot function is main.spinAlloc:\n{stdout}"
+    );
+    assert!(fx.running(), "the fixture runs on");
+    terminate(&mut d);
+}
+
+#[test]
+fn sigterm_detaches_everything_and_exits_0() {
+    if skip_unless_root() {
+        return;
+    }
+    let (mut fx, pid, bin) = spin();
+    let sites = probe_sites(&bin);
+    let (mut d, _addr) = start_daemon(&["--pid", &pid.to_string(), "--mode", "exact"]);
+    let probed = read_probed(pid, &sites);
+    assert!(
+        probed.iter().any(|(_, now, _)| *now == 0xcc),
+        "probes installed while the daemon traces: {probed:x?}"
+    );
+    let err = terminate(&mut d);
+    let after = read_probed(pid, &sites);
+    assert!(
+        after.iter().all(|(_, now, file)| now == file),
+        "every probe removed after SIGTERM: {after:x?}\n{err}"
+    );
+    assert!(fx.running(), "the target runs on");
+    fx.signal(libc::SIGINT);
+    let (status, out) = fx.finish(Duration::from_secs(30));
+    assert!(status.success(), "spin: {status}\n{out}");
+}
+
+#[test]
+fn a_pid_that_is_not_go_is_skipped() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut sleep = Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("start sleep");
+    let pid = sleep.id();
+    let (mut d, addr) = start_daemon(&["--pid", &pid.to_string()]);
+    let list = targets(addr);
+    let t = list.iter().find(|t| t.pid == pid).expect("listed");
+    assert_eq!(t.state, "skipped", "{list:?}");
+    assert!(
+        t.reason.as_deref().is_some_and(|r| r.contains("not a Go")),
+        "{t:?}"
+    );
+    let samples = parse_metrics(&get_text(addr, "/metrics"));
+    assert!(of(&samples, "allocwatch_target_info", pid).is_empty());
+    let err = terminate(&mut d);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains(&format!("PID {pid}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "one log line for the skipped PID:\n{err}");
+    assert!(
+        lines[0].contains("not traced") && lines[0].contains("not a Go"),
+        "{}",
+        lines[0]
+    );
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+}
