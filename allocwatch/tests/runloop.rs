@@ -84,8 +84,10 @@ fn one_loop_traces_two_processes_exactly() {
     if skip_unless_root() {
         return;
     }
-    let (mut p1, pid1) = start("1.21.13", 2000);
-    let (mut p2, pid2) = start("1.27.3", 5000);
+    // Workloads long enough (hundreds of ms) to span several windows: at
+    // n = 2000 one ran in under the first 100 ms window now and then.
+    let (mut p1, pid1) = start("1.21.13", 20_000);
+    let (mut p2, pid2) = start("1.27.3", 30_000);
     let opts = Options {
         pools: true,
         bench: None,
@@ -138,7 +140,7 @@ fn one_loop_traces_two_processes_exactly() {
         windows.iter().all(|&w| w > 0),
         "both sessions get windows: {windows:?}"
     );
-    for (i, (p, n)) in [(&mut p1, 2000u64), (&mut p2, 5000)]
+    for (i, (p, n)) in [(&mut p1, 20_000u64), (&mut p2, 30_000)]
         .into_iter()
         .enumerate()
     {
