@@ -27,6 +27,13 @@ use crate::runloop::{Runner, Schedule, Signals, Stop, Tick};
 use crate::session::Options;
 use fleet::{Fleet, Request};
 
+/// Each target's ring buffer. It carries only what the kernel does not
+/// count itself (the stack of each new key, allocations sent alone), and
+/// its pages are resident in allocwatch twice over: `record`'s 32 MiB
+/// would cost 64 MiB of RSS per target. Lost events are counted and
+/// exported (`allocwatch_events_lost_total`).
+const RINGBUF_BYTES: u32 = 4 << 20;
+
 /// How often the loop hands over snapshots (for the cost estimate; the
 /// endpoints read the kernel's counts when asked).
 const REFRESH: Duration = Duration::from_secs(1);
@@ -96,7 +103,7 @@ fn session_options(a: &DaemonArgs) -> Result<(Options, Option<f64>)> {
         pools: crate::cli::trace_pools(mode, a.pools, a.no_pools),
         bench: None,
         mode,
-        ringbuf_bytes: None,
+        ringbuf_bytes: Some(RINGBUF_BYTES),
         max_overhead: a.max_overhead,
         sample_rate: a.sample_rate,
     };
