@@ -94,32 +94,35 @@ pub enum Request {
     },
 }
 
-/// Hits over the last seconds, for the cost estimate.
+/// Hits over the last seconds, for the cost estimate, from the snapshots
+/// taken (at scrapes, and every refresh).
 #[derive(Debug, Default)]
 struct CostMeter {
-    /// (time since attach, cumulative hits), oldest first.
+    /// (time since attach, cumulative hits), oldest first: at most one
+    /// older than [`COST_WINDOW`] before the newest.
     samples: VecDeque<(Duration, u64)>,
 }
 
-/// How far back the cost estimate looks, in refreshes (seconds).
-const COST_WINDOW: usize = 10;
+/// What the cost estimate averages over, at least (when snapshots are
+/// that far apart).
+const COST_WINDOW: Duration = Duration::from_secs(10);
 
 impl CostMeter {
     fn observe(&mut self, elapsed: Duration, hits: u64) {
         self.samples.push_back((elapsed, hits));
-        while self.samples.len() > COST_WINDOW + 1 {
+        while self.samples.len() > 2 && self.samples[1].0 + COST_WINDOW <= elapsed {
             self.samples.pop_front();
         }
     }
 
-    /// Share of one core over the window (from the attach while it is
-    /// shorter than a window).
+    /// Share of one core since the newest snapshot at least
+    /// [`COST_WINDOW`] old (since the attach while there is none).
     fn ratio(&self) -> f64 {
         let Some(&(t1, h1)) = self.samples.back() else {
             return 0.0;
         };
         let (t0, h0) = match self.samples.front() {
-            Some(&first) if self.samples.len() > 1 => first,
+            Some(&(t0, h0)) if t0 + COST_WINDOW <= t1 => (t0, h0),
             _ => (Duration::ZERO, 0),
         };
         crate::budget::cost_pct(h1.saturating_sub(h0), t1.saturating_sub(t0)) / 100.0
@@ -320,12 +323,16 @@ impl Fleet {
     /// of its kernel maps).
     fn live_view(&mut self, i: usize, counts: bool) -> TargetView {
         let t = &mut self.traced[i];
-        let live = &self.live.0[i];
+        let live = &mut self.live.0[i];
+        let snap = counts.then(|| Arc::new(t.session.snapshot()));
+        if let Some(s) = &snap {
+            live.cost.observe(s.elapsed, s.counters.hits);
+        }
         TargetView {
             meta: live.meta.clone(),
             state: State::Tracing,
             mode: Some(t.session.mode()),
-            snap: counts.then(|| Arc::new(t.session.snapshot())),
+            snap,
             cost_ratio: live.cost.ratio(),
             budget: t.budget().cloned(),
         }
@@ -353,15 +360,22 @@ mod tests {
     fn cost_over_the_last_seconds() {
         let mut m = CostMeter::default();
         assert!(m.ratio().abs() < f64::EPSILON);
-        // 100,000 hits in the first second: ~10.5 % of a core.
+        // 100,000 hits in the first second: ~10.5 % of a core (since the attach).
         m.observe(Duration::from_secs(1), 100_000);
         let first = m.ratio();
         assert!((first - 0.105).abs() < 1e-9, "{first}");
-        // Then idle for longer than the window: back to 0.
-        for s in 2..=12 {
+        // Then idle, read every second: until a snapshot is 10 s old the
+        // estimate is since the attach; then over the last 10 s, back to 0.
+        for s in 2..=10 {
             m.observe(Duration::from_secs(s), 100_000);
         }
+        assert!((m.ratio() - 0.0105).abs() < 1e-9, "{}", m.ratio());
+        m.observe(Duration::from_secs(11), 100_000);
         assert!(m.ratio().abs() < f64::EPSILON, "{}", m.ratio());
-        assert_eq!(m.samples.len(), COST_WINDOW + 1);
+        assert!(m.samples.len() <= 12, "{}", m.samples.len());
+        // Read 30 s apart (a scrape interval): over those 30 s.
+        m.observe(Duration::from_secs(41), 100_000 + 30 * 1000);
+        assert!((m.ratio() - 1000.0 * 1.05e-6).abs() < 1e-9, "{}", m.ratio());
+        assert_eq!(m.samples.len(), 2);
     }
 }

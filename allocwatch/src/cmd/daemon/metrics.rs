@@ -267,7 +267,7 @@ impl Exposition {
         }
         let mut m = enc.encode_descriptor(
             "tracing_cost_ratio",
-            "Estimated share of one CPU core that tracing costs the target (probe hits per second over the last 10 s × the cost of one hit).",
+            "Estimated share of one CPU core that tracing costs the target (probe hits per second since the last snapshot at least 10 s old, × the cost of one hit).",
             None,
             MetricType::Gauge,
         )?;

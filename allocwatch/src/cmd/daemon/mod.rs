@@ -34,9 +34,15 @@ use fleet::{Fleet, Request};
 /// exported (`allocwatch_events_lost_total`).
 const RINGBUF_BYTES: u32 = 4 << 20;
 
-/// How often the loop hands over snapshots (for the cost estimate; the
-/// endpoints read the kernel's counts when asked).
-const REFRESH: Duration = Duration::from_secs(1);
+/// How often the loop takes a snapshot of every target for the cost
+/// estimate when nothing scrapes (the endpoints read the kernel's counts
+/// when asked; a snapshot reads every slot of the kernel's maps).
+const REFRESH: Duration = Duration::from_secs(10);
+
+/// How often the loop looks whether each target is still there (`record`:
+/// every 20 ms). Counts do not depend on it: a target's maps are read
+/// after it went.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// `allocwatch daemon`.
 ///
@@ -132,7 +138,9 @@ async fn drive(
         duration: None,
         refresh: REFRESH,
     };
-    let mut runner = Runner::new(signals, schedule).keep_running();
+    let mut runner = Runner::new(signals, schedule)
+        .keep_running()
+        .check_every(CHECK_EVERY);
     loop {
         let mut gone = Vec::new();
         let live = &mut fleet.live;
