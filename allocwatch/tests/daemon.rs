@@ -1,14 +1,16 @@
 //! `allocwatch daemon`, against the real kernel and real Go programs: the
 //! daemon is attached by `--pid` to a fixture and read back over HTTP.
 //!
-//! - `/metrics` shows the `allocs` fixture's exact counts (exact mode) per
-//!   function, line and type, still after the fixture exits, and forgets
-//!   them after `--retain`; `/targets` lists the fixture.
+//! - `/metrics` shows the exact counts (exact mode) per function, line and
+//!   type of two `allocs` fixtures (Go 1.21 and 1.27) traced at once, each
+//!   under its own `pid`, still after they exit, and forgets them after
+//!   `--retain`; `/targets` lists them.
 //! - `go tool pprof -top http://…/debug/pprof/allocs?pid=…&seconds=3` (the
 //!   real go tool) names the hot function of a fixture that allocates
 //!   without pause.
 //! - SIGTERM: every probe gone from the target, exit 0 within 1 s.
 //! - A PID that is not a Go program is skipped with one log line.
+//! - Bad flags exit 2, a port in use exits 4, before anything is attached.
 
 mod support;
 
@@ -273,50 +275,71 @@ fn terminate(d: &mut Proc) -> String {
     err
 }
 
+/// An `allocs` fixture built by Go `version`, waiting to run `n` iterations.
+fn allocs(version: &str, n: u32) -> (Proc, u32, std::path::PathBuf) {
+    let bin = fixture(&toolchain(version), "allocs", Variant::Default);
+    let mut c = Command::new(&bin);
+    c.env("ALLOCWATCH_WAIT", "1")
+        .env("ALLOCWATCH_N", n.to_string())
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off");
+    let (fx, pid) = Proc::ready(c, &format!("allocs (Go {version})"));
+    (fx, pid, bin)
+}
+
 #[test]
 fn metrics_show_exact_counts_also_after_exit() {
     if skip_unless_root() {
         return;
     }
-    let bin = fixture(&toolchain(GO), "allocs", Variant::Default);
-    let mut c = Command::new(&bin);
-    c.env("ALLOCWATCH_WAIT", "1")
-        .env("ALLOCWATCH_N", "3000")
-        .env("GOMAXPROCS", "1")
-        .env("GOGC", "off");
-    let (mut fx, pid) = Proc::ready(c, "allocs");
+    // Two processes of two Go versions, each its own series.
+    let mut fixtures = [allocs("1.21.13", 2000), allocs(GO, 3000)];
+    let pids: Vec<u32> = fixtures.iter().map(|f| f.1).collect();
     let retain = Duration::from_secs(6);
     let (mut d, addr) = start_daemon(&[
         "--pid",
-        &pid.to_string(),
+        &pids[0].to_string(),
+        "--pid",
+        &pids[1].to_string(),
         "--mode",
         "exact",
         "--retain",
         "6s",
     ]);
     let list = targets(addr);
-    let t = list.iter().find(|t| t.pid == pid).expect("listed");
-    assert_eq!(t.state, "tracing", "{list:?}");
-    assert_eq!(t.mode.as_deref(), Some("exact"));
-    assert_eq!(t.go_version.as_deref(), Some("go1.27.3"));
-    assert_eq!(
-        std::fs::canonicalize(&t.exe).ok(),
-        std::fs::canonicalize(&bin).ok()
-    );
-    fx.go();
-    let (status, out) = fx.finish(Duration::from_secs(60));
-    assert!(status.success(), "allocs: {status}\n{out}");
-    let res: AllocsResult = parse_result(&out);
-    // The daemon notices the exit, takes its last counts and keeps them.
-    wait_target(addr, pid, Duration::from_secs(5), |t| {
-        t.is_some_and(|t| t.state == "exited")
-    });
+    for ((_, pid, bin), go) in fixtures.iter().zip(["go1.21.13", "go1.27.3"]) {
+        let t = list.iter().find(|t| t.pid == *pid).expect("listed");
+        assert_eq!(t.state, "tracing", "{list:?}");
+        assert_eq!(t.mode.as_deref(), Some("exact"));
+        assert_eq!(t.go_version.as_deref(), Some(go));
+        assert_eq!(
+            std::fs::canonicalize(&t.exe).ok(),
+            std::fs::canonicalize(bin).ok()
+        );
+    }
+    fixtures.iter_mut().for_each(|f| f.0.go());
+    let results: Vec<AllocsResult> = fixtures
+        .iter_mut()
+        .map(|(fx, _, _)| {
+            let (status, out) = fx.finish(Duration::from_secs(60));
+            assert!(status.success(), "{}: {status}\n{out}", fx.name);
+            parse_result(&out)
+        })
+        .collect();
+    // The daemon notices the exits, takes the last counts and keeps them.
+    for &pid in &pids {
+        wait_target(addr, pid, Duration::from_secs(5), |t| {
+            t.is_some_and(|t| t.state == "exited")
+        });
+    }
     let exited = Instant::now();
     let samples = parse_metrics(&get_text(addr, "/metrics"));
-    check_exact(&samples, pid, &res);
-    let info = of(&samples, "allocwatch_target_info", pid);
-    assert_eq!(info.len(), 1, "target_info of an exited target: {info:?}");
-    assert_eq!(info[0].labels["go_version"], "go1.27.3");
+    for (&pid, res) in pids.iter().zip(&results) {
+        check_exact(&samples, pid, res);
+        let info = of(&samples, "allocwatch_target_info", pid);
+        assert_eq!(info.len(), 1, "target_info of an exited target: {info:?}");
+        assert_eq!(info[0].labels["go_version"], res.go);
+    }
     let traced: Vec<_> = samples
         .iter()
         .filter(|s| s.name == "allocwatch_targets")
@@ -325,18 +348,57 @@ fn metrics_show_exact_counts_also_after_exit() {
         traced.len() == 1 && traced[0].value == 0.0,
         "nothing traced now: {traced:?}"
     );
-    // After --retain it is forgotten.
-    wait_target(addr, pid, retain + Duration::from_secs(5), |t| t.is_none());
+    // After --retain they are forgotten.
+    for &pid in &pids {
+        wait_target(addr, pid, retain + Duration::from_secs(5), |t| t.is_none());
+    }
     assert!(
         exited.elapsed() + Duration::from_millis(500) >= retain,
         "forgotten before --retain"
     );
     let samples = parse_metrics(&get_text(addr, "/metrics"));
-    assert!(
-        of(&samples, "allocwatch_alloc_objects_total", pid).is_empty(),
-        "series of a target forgotten after --retain"
-    );
+    for &pid in &pids {
+        assert!(
+            of(&samples, "allocwatch_alloc_objects_total", pid).is_empty(),
+            "series of a target forgotten after --retain"
+        );
+    }
     terminate(&mut d);
+}
+
+#[test]
+fn bad_flags_and_a_busy_port() {
+    let run = |args: &[&str]| {
+        let out = Command::new(allocwatch())
+            .arg("daemon")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run allocwatch daemon");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "no --pid: {err}");
+    let (code, err) = run(&["--pid", "1", "--mode", "exact", "--sample-rate", "4096"]);
+    assert_eq!(code, Some(2), "--sample-rate in exact mode: {err}");
+    assert!(err.contains("error: --sample-rate"), "{err}");
+    let (code, err) = run(&["--pid", "1", "--listen", "localhost"]);
+    assert_eq!(code, Some(2), "--listen without a port: {err}");
+    if skip_unless_root() {
+        return;
+    }
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let (code, err) = run(&["--pid", "1", "--listen", &addr]);
+    assert_eq!(code, Some(4), "a port in use: {err}");
+    assert!(
+        err.contains(&format!("error: cannot listen on {addr}")) && err.contains("hint:"),
+        "{err}"
+    );
+    assert!(!err.contains("tracing PID"), "nothing attached: {err}");
 }
 
 /// A spin fixture that allocates `main.spinAlloc` without pause.
