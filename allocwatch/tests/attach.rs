@@ -18,37 +18,16 @@
 mod support;
 
 use support::proc::Proc;
-use support::{SiteRow, allocwatch, parse_result, read_site_rows, skip_unless_root};
+use support::{
+    FixtureResult, SiteRow, allocwatch, check_exact, parse_result, read_site_rows, skip_unless_root,
+};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use support::{Variant, fixture, toolchain};
-
-#[derive(Debug, Deserialize)]
-struct Site {
-    func: String,
-    #[serde(rename = "type")]
-    type_name: String,
-    count: i64,
-    bytes: i64,
-    line: u32,
-}
-
-#[derive(Debug, Deserialize)]
-struct FixtureResult {
-    go: String,
-    #[serde(default)]
-    n: u64,
-    sites: Vec<Site>,
-    #[serde(default)]
-    metrics: std::collections::HashMap<String, u64>,
-    #[serde(default)]
-    stopped_by: String,
-}
 
 const SIGTERM: i32 = libc::SIGTERM;
 
@@ -84,70 +63,6 @@ fn record_cmd(args: &[&str]) -> Command {
     c
 }
 
-/// Checks every site the fixture reports against the CSV rows (as tests/trace.rs).
-fn check_sites(what: &str, rows: &[SiteRow], res: &FixtureResult, stderr: &str) {
-    let mut failures = Vec::new();
-    for s in &res.sites {
-        let matching: Vec<&SiteRow> = rows
-            .iter()
-            .filter(|r| {
-                r.function == s.func
-                    && r.line == s.line
-                    && (s.type_name.is_empty() || r.type_name == s.type_name)
-            })
-            .collect();
-        let allocs: u64 = matching.iter().map(|r| r.allocs).sum();
-        let bytes: u64 = matching.iter().map(|r| r.bytes).sum();
-        let ok = if s.count < 0 {
-            allocs > 0
-        } else {
-            allocs == s.count as u64 && (s.bytes < 0 || bytes == s.bytes as u64)
-        };
-        if !ok {
-            let near: Vec<String> = rows
-                .iter()
-                .filter(|r| r.function == s.func)
-                .map(|r| {
-                    format!(
-                        "{}:{} {} allocs={} bytes={}",
-                        r.file, r.line, r.type_name, r.allocs, r.bytes
-                    )
-                })
-                .collect();
-            failures.push(format!(
-                "{} line {} type {:?}: expected {} allocs / {} bytes, got {allocs} / {bytes}; rows of that function: {near:?}",
-                s.func, s.line, s.type_name, s.count, s.bytes
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{what} ({}):\n  {}\nallocwatch stderr:\n{stderr}",
-        res.go,
-        failures.join("\n  ")
-    );
-    assert!(
-        stderr.contains("events lost: 0"),
-        "{what}: events were lost:\n{stderr}"
-    );
-    // runtime/metrics over the workload: allocwatch's counts at the workload's
-    // sites never exceed the runtime's, and fall short by at most the few
-    // runtime-internal allocations (see tests/trace.rs).
-    let m = |k: &str| res.metrics.get(k).copied().unwrap_or(0);
-    let runtime_calls = m("/gc/heap/allocs:objects") + m("/gc/heap/tiny/allocs:objects");
-    let funcs: std::collections::HashSet<&str> =
-        res.sites.iter().map(|s| s.func.as_str()).collect();
-    let traced: u64 = rows
-        .iter()
-        .filter(|r| funcs.contains(r.function.as_str()))
-        .map(|r| r.allocs)
-        .sum();
-    assert!(
-        runtime_calls >= traced && runtime_calls - traced <= 64,
-        "{what}: runtime/metrics saw {runtime_calls} allocations in the workload, allocwatch {traced} at its sites"
-    );
-}
-
 /// Attaches to a waiting `allocs` fixture, lets it run, and checks the counts.
 fn attach_exact(version: &str, variant: Variant) {
     let what = format!("go{version} {}", variant.name());
@@ -174,7 +89,7 @@ fn attach_exact(version: &str, variant: Variant) {
         "{what}: allocwatch failed ({aw_status}):\n{stderr}"
     );
     assert!(stderr.contains("target exited"), "{what}:\n{stderr}");
-    check_sites(
+    check_exact(
         &what,
         &read_site_rows(&csv),
         &parse_result(&stdout),
@@ -324,14 +239,7 @@ fn capabilities_instead_of_root() {
     if skip_unless_root() {
         return;
     }
-    let tool = |name: &str| {
-        Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !tool("setpriv") {
-        eprintln!("skipped: setpriv (util-linux) is not installed");
+    if !support::have_tool("setpriv", "--version", "running as user nobody") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -354,14 +262,14 @@ fn capabilities_instead_of_root() {
     match setcap {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            eprintln!(
-                "skipped: setcap failed here: {}",
+            support::skip(&format!(
+                "setcap failed here: {}",
                 String::from_utf8_lossy(&o.stderr).trim()
-            );
+            ));
             return;
         }
         Err(e) => {
-            eprintln!("skipped: setcap (libcap2-bin) is not available: {e}");
+            support::skip(&format!("setcap (libcap2-bin) is not available: {e}"));
             return;
         }
     }
@@ -395,7 +303,7 @@ fn capabilities_instead_of_root() {
         "nobody + setcap, launch: {}\n{stderr}",
         o.status
     );
-    check_sites(
+    check_exact(
         "nobody + setcap, launch",
         &read_site_rows(&csv),
         &parse_result(&stdout),
@@ -422,7 +330,7 @@ fn capabilities_instead_of_root() {
         aw_status.success(),
         "nobody + setcap, --pid: {aw_status}\n{stderr}"
     );
-    check_sites(
+    check_exact(
         "nobody + setcap, --pid",
         &read_site_rows(&csv),
         &parse_result(&stdout),
@@ -660,7 +568,7 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
         "{what}: {total} allocations recorded in all, A's workload made {n_a}; rows {rows:?}"
     );
     // A's own accounting: exact at its site, consistent with runtime/metrics.
-    check_sites(&what, &rows, &res_a, &stderr);
+    check_exact(&what, &rows, &res_a, &stderr);
 }
 
 #[test]

@@ -107,7 +107,7 @@ fn skip_unless_root(why: &str) -> bool {
     if is_root() {
         return false;
     }
-    eprintln!("skipped: needs root ({why})");
+    support::skip(&format!("needs root ({why})"));
     true
 }
 
@@ -521,7 +521,9 @@ fn output_in_read_only_directory_is_a_usage_error() {
             );
             assert!(leftovers(&ro).is_empty());
         } else {
-            eprintln!("chattr +i unavailable here: the immutable-directory case is not covered");
+            support::skip(
+                "chattr +i is unavailable here: the immutable-directory case is not checked",
+            );
         }
         // sysfs refuses new files, even to root.
         expect_unwritable("sysfs", Path::new("/sys/allocwatch-test.csv"), "denied");
@@ -639,10 +641,7 @@ fn as_nobody(cmd: &Path) -> Command {
 }
 
 fn have_setpriv() -> bool {
-    Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    support::have_tool("setpriv", "--version", "switching to user nobody")
 }
 
 #[test]
@@ -651,7 +650,6 @@ fn unprivileged_user_is_an_environment_error() {
         return;
     }
     if !have_setpriv() {
-        eprintln!("skipped: setpriv (util-linux) is not installed");
         return;
     }
     let (_dir, aw, copies) = world_readable_copy(&[&allocs_fixture()]);

@@ -17,10 +17,13 @@ use support::allocwatch;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde::Deserialize;
-use support::{GoToolchain, Variant, fixture, is_root, target_dir, toolchain, workspace_root};
+use support::{
+    GoToolchain, Variant, caller_counts, fixture, parse_result, read_csv, target_dir, toolchain,
+    workspace_root,
+};
 
 const N: u32 = 10_000;
 const WARNING: &str = "built with PGO: sync.Pool Get/Put may be inlined into hot callers; pool counts are incomplete for this binary";
@@ -167,44 +170,22 @@ struct Recorded {
     stderr: String,
 }
 
-fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
-    let mut r =
-        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    r.deserialize()
-        .map(|x| x.unwrap_or_else(|e| panic!("row of {}: {e}", path.display())))
-        .collect()
-}
-
 fn record(bin: &Path) -> Recorded {
     let dir = tempfile::tempdir().expect("tempdir");
     let (sites_csv, pools_csv) = (dir.path().join("sites.csv"), dir.path().join("pools.csv"));
-    let out = Command::new(allocwatch())
-        .arg("record")
-        .arg("--csv")
-        .arg(&sites_csv)
-        .arg("--pools-csv")
-        .arg(&pools_csv)
-        .arg("--")
-        .arg(bin)
-        .env("ALLOCWATCH_N", N.to_string())
-        .env("GOMAXPROCS", "1")
-        .env("GOGC", "off")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run allocwatch");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "allocwatch failed ({}):\n{stderr}\n{stdout}",
-        out.status
+    let n = N.to_string();
+    let (stdout, stderr) = support::record(
+        &[
+            "--csv".as_ref(),
+            sites_csv.as_os_str(),
+            "--pools-csv".as_ref(),
+            pools_csv.as_os_str(),
+        ],
+        bin,
+        &[("ALLOCWATCH_N", &n)],
     );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("result "))
-        .unwrap_or_else(|| panic!("no result line:\n{stdout}\n{stderr}"));
     Recorded {
-        res: serde_json::from_str(line).unwrap_or_else(|e| panic!("result JSON ({e}): {line}")),
+        res: parse_result(&stdout),
         pools: read_csv(&pools_csv),
         sites: read_csv(&sites_csv),
         stderr,
@@ -238,29 +219,6 @@ fn want_counts(p: &PoolCount) -> (u64, u64, u64, u64) {
     (p.gets, p.misses, p.nil_returns, p.puts)
 }
 
-/// `caller FUNC (FILE:LINE): gets=… misses=… nil_returns=… puts=…` of the
-/// summary, under the pool line that names `pool`.
-fn caller_counts(stderr: &str, pool: &str, func: &str) -> Option<[u64; 4]> {
-    let mut in_pool = false;
-    for l in stderr.lines() {
-        let t = l.trim_start();
-        if t.starts_with("pool ") {
-            in_pool = t.starts_with(&format!("pool {pool} "));
-            continue;
-        }
-        if in_pool && t.starts_with(&format!("caller {func} ")) {
-            let v = |k: &str| -> u64 {
-                t.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(u64::MAX)
-            };
-            return Some([v("gets"), v("misses"), v("nil_returns"), v("puts")]);
-        }
-    }
-    None
-}
-
 /// The allocations of New are counted through the allocator, inlined Get or
 /// not: they must match the misses the fixture counted.
 fn check_new_allocations(what: &str, r: &Recorded) {
@@ -276,8 +234,7 @@ fn check_new_allocations(what: &str, r: &Recorded) {
 }
 
 fn pgo_for(version: &str) {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     let tc = toolchain(version);
@@ -358,7 +315,11 @@ fn pgo_for(version: &str) {
         );
     }
     // The out-of-line calls (the cold caller) are counted either way.
-    if let Some(c) = caller_counts(&r.stderr, &want.pool, &cold.func) {
+    if let Some(c) = caller_counts(
+        &r.stderr,
+        |l| l.starts_with(&format!("pool {} ", want.pool)),
+        &cold.func,
+    ) {
         assert_eq!(
             c,
             [cold.gets, cold.misses, cold.nil_returns, cold.puts],
@@ -402,7 +363,11 @@ fn pgo_for(version: &str) {
     );
     for c in &r.res.callsites {
         assert_eq!(
-            caller_counts(&r.stderr, &want.pool, &c.func),
+            caller_counts(
+                &r.stderr,
+                |l| l.starts_with(&format!("pool {} ", want.pool)),
+                &c.func
+            ),
             Some([c.gets, c.misses, c.nil_returns, c.puts]),
             "{what}: caller {}\n{}",
             c.func,

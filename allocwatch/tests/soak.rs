@@ -19,7 +19,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use serde::Deserialize;
-use support::{Variant, fixture, is_root, toolchain};
+use support::{Variant, fixture, toolchain};
 
 #[derive(Debug, Deserialize)]
 struct Site {
@@ -137,8 +137,7 @@ fn check_counts(what: &str, csv: &Path, res: &FixtureResult, stderr: &str) {
 }
 
 fn soak(version: &str) {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     let what = format!("stackgrow go{version}");
