@@ -866,11 +866,20 @@ fn no_network_port() {
         assert!(Instant::now() < deadline, "top did not start");
         std::thread::sleep(Duration::from_millis(50));
     };
-    // Attached once the log says so (or after a while).
+    // Attached once the kernel has put an int3 (0xcc) on every probed
+    // instruction of the target.
+    let fx_pid = fx.child.id();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log).is_ok_and(|s| s.contains("attached"))
-        && Instant::now() < deadline
-    {
+    loop {
+        let probed = probed_bytes(fx_pid, &bin);
+        if probed.iter().all(|(_, now, _)| *now == 0xcc) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top did not attach within 30 s: probed bytes {probed:?}; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let n = assert_no_network_socket(top_pid, Duration::from_secs(1), "top");
