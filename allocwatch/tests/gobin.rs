@@ -906,7 +906,10 @@ fn exercise(bin: &GoBinary, rng: &mut u64) {
                     "{f:?}: probe offset {probe:?}"
                 );
                 if let Ok(s) = prologue::pool_get_miss_sites(code, f.entry) {
-                    assert!(s.new_call < f.size() && s.nil_return < f.size(), "{f:?}: {s:?}");
+                    assert!(
+                        s.new_call < f.size() && s.nil_return < f.size(),
+                        "{f:?}: {s:?}"
+                    );
                 }
             }
         }
