@@ -27,9 +27,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Variant, fixture, toolchain};
+use support::{Variant, fixture, record_cmd, start_record, toolchain};
 
 const SIGTERM: i32 = libc::SIGTERM;
+
+/// [`start_record`], and when it had attached.
+fn start_record_at(cmd: Command) -> (Proc, Instant) {
+    let aw = start_record(cmd);
+    (aw, Instant::now())
+}
 
 fn fixture_cmd(bin: &Path, n: Option<u32>) -> Command {
     let mut c = Command::new(bin);
@@ -42,27 +48,6 @@ fn fixture_cmd(bin: &Path, n: Option<u32>) -> Command {
     c
 }
 
-/// Starts `record` (as `cmd`, which has its arguments) and waits until it
-/// has attached; returns it and how long attaching took.
-fn start_record(cmd: Command) -> (Proc, Instant) {
-    let mut aw = Proc::spawn(cmd, "allocwatch", true);
-    let attached = aw
-        .out
-        .wait_for(Duration::from_secs(30), |l| l.contains("tracing PID"));
-    assert!(
-        attached.is_some(),
-        "allocwatch never said it was tracing; stderr:\n{}",
-        aw.out.seen.join("\n")
-    );
-    (aw, Instant::now())
-}
-
-fn record_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(allocwatch());
-    c.arg("record").args(args);
-    c
-}
-
 /// Attaches to a waiting `allocs` fixture, lets it run, and checks the counts.
 fn attach_exact(version: &str, variant: Variant) {
     let what = format!("go{version} {}", variant.name());
@@ -70,7 +55,7 @@ fn attach_exact(version: &str, variant: Variant) {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
     let (mut fx, pid) = Proc::ready(fixture_cmd(&bin, Some(1000)), "allocs fixture");
-    let (mut aw, _) = start_record(record_cmd(&[
+    let mut aw = start_record(record_cmd(&[
         "--pid",
         &pid.to_string(),
         "--csv",
@@ -133,7 +118,7 @@ fn record_spin_for(fx: &mut Proc, duration: Duration, what: &str) -> u64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
     let d = format!("{}ms", duration.as_millis());
-    let (mut aw, attached) = start_record(record_cmd(&[
+    let (mut aw, attached) = start_record_at(record_cmd(&[
         "--pid",
         &fx.child.id().to_string(),
         "--duration",
@@ -321,7 +306,7 @@ fn capabilities_instead_of_root() {
     let mut c = nobody(&aw);
     c.args(["record", "--pid", &pid.to_string(), "--csv"])
         .arg(&csv);
-    let (mut awp, _) = start_record(c);
+    let mut awp = start_record(c);
     fx.go();
     let (status, stdout) = fx.finish(Duration::from_secs(60));
     assert!(status.success(), "fixture as nobody: {status}");
@@ -357,7 +342,7 @@ fn capabilities_instead_of_root() {
         "--csv",
     ])
     .arg(&csv);
-    let (mut awr, _) = start_record(c);
+    let mut awr = start_record(c);
     let (aw_status, stderr) = awr.finish(Duration::from_secs(20));
     assert!(
         aw_status.success(),
@@ -385,7 +370,7 @@ fn sigint_stops_record_and_target_survives() {
     let fx = running_spin("1.27.3", Variant::PieStripped);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
-    let (mut aw, _) = start_record(record_cmd(&[
+    let mut aw = start_record(record_cmd(&[
         "--pid",
         &fx.child.id().to_string(),
         "--csv",
@@ -421,7 +406,7 @@ fn sigterm_stops_record_and_ends_launched_program() {
     let csv = dir.path().join("sites.csv");
     let mut cmd = record_cmd(&["--csv", csv.to_str().unwrap(), "--"]);
     cmd.arg(&bin).env("GOMAXPROCS", "1").env("GOGC", "off");
-    let (mut aw, _) = start_record(cmd);
+    let mut aw = start_record(cmd);
     let line = aw.out.seen.last().cloned().unwrap_or_default();
     let pid: u32 = line
         .split("tracing PID ")
@@ -457,7 +442,7 @@ fn sigkill_of_allocwatch_leaves_target_unharmed() {
         return;
     }
     let fx = running_spin("1.27.3", Variant::Default);
-    let (mut aw, _) = start_record(record_cmd(&["--pid", &fx.child.id().to_string()]));
+    let mut aw = start_record(record_cmd(&["--pid", &fx.child.id().to_string()]));
     std::thread::sleep(Duration::from_millis(200));
     aw.signal(SIGKILL);
     let (status, _) = aw.finish(Duration::from_secs(20));
@@ -491,7 +476,7 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
         )
     };
     assert_eq!(exe_id(pid_a), exe_id(pid_b), "{what}: A and B run one file");
-    let (mut aw, _) = start_record(record_cmd(&[
+    let mut aw = start_record(record_cmd(&[
         "--pid",
         &pid_a.to_string(),
         "--csv",

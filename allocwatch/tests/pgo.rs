@@ -21,28 +21,12 @@ use std::process::Command;
 
 use serde::Deserialize;
 use support::{
-    GoToolchain, Variant, caller_counts, fixture, parse_result, read_csv, target_dir, toolchain,
-    workspace_root,
+    GoToolchain, PoolCount, Variant, caller_counts, fixture, parse_result, record_sites_and_pools,
+    target_dir, toolchain, workspace_root,
 };
 
 const N: u32 = 10_000;
 const WARNING: &str = "built with PGO: sync.Pool Get/Put may be inlined into hot callers; pool counts are incomplete for this binary";
-
-#[derive(Debug, Deserialize)]
-struct PoolCount {
-    pool: String,
-    new_func: String,
-    gets: u64,
-    misses: u64,
-    nil_returns: u64,
-    puts: u64,
-    #[serde(default)]
-    func: String,
-    #[serde(default)]
-    line: u32,
-    #[serde(default)]
-    get_inlined: Option<bool>,
-}
 
 #[derive(Debug, Deserialize)]
 struct Site {
@@ -171,23 +155,12 @@ struct Recorded {
 }
 
 fn record(bin: &Path) -> Recorded {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (sites_csv, pools_csv) = (dir.path().join("sites.csv"), dir.path().join("pools.csv"));
     let n = N.to_string();
-    let (stdout, stderr) = support::record(
-        &[
-            "--csv".as_ref(),
-            sites_csv.as_os_str(),
-            "--pools-csv".as_ref(),
-            pools_csv.as_os_str(),
-        ],
-        bin,
-        &[("ALLOCWATCH_N", &n)],
-    );
+    let (sites, pools, stdout, stderr) = record_sites_and_pools(bin, &[("ALLOCWATCH_N", &n)]);
     Recorded {
         res: parse_result(&stdout),
-        pools: read_csv(&pools_csv),
-        sites: read_csv(&sites_csv),
+        pools,
+        sites,
         stderr,
     }
 }

@@ -9,19 +9,9 @@ mod support;
 use std::path::Path;
 
 use serde::Deserialize;
-use support::{Variant, caller_counts, fixture, parse_result, record_pools_csv, toolchain};
-
-#[derive(Debug, Deserialize)]
-struct PoolCount {
-    pool: String,
-    new_func: String,
-    gets: u64,
-    misses: u64,
-    nil_returns: u64,
-    puts: u64,
-    #[serde(default)]
-    func: String,
-}
+use support::{
+    PoolCount, Variant, caller_counts, fixture, parse_result, record_pools_csv, toolchain,
+};
 
 #[derive(Debug, Deserialize)]
 struct NewSite {

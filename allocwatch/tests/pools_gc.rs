@@ -13,21 +13,11 @@ mod support;
 use std::path::Path;
 
 use serde::Deserialize;
-use support::{Variant, caller_counts, fixture, parse_result, read_csv, toolchain};
+use support::{
+    PoolCount, Variant, caller_counts, fixture, parse_result, record_sites_and_pools, toolchain,
+};
 
 const N: u32 = 10_000;
-
-#[derive(Debug, Deserialize)]
-struct PoolCount {
-    pool: String,
-    new_func: String,
-    gets: u64,
-    misses: u64,
-    nil_returns: u64,
-    puts: u64,
-    #[serde(default)]
-    func: String,
-}
 
 #[derive(Debug, Deserialize)]
 struct Site {
@@ -79,22 +69,12 @@ struct Run {
 
 /// `allocwatch record --csv … --pools-csv … -- poolsgc` with `GOGC=gogc`.
 fn record(bin: &Path, gogc: &str) -> Run {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (sites_csv, pools_csv) = (dir.path().join("sites.csv"), dir.path().join("pools.csv"));
     let n = N.to_string();
-    let (stdout, stderr) = support::record(
-        &[
-            "--csv".as_ref(),
-            sites_csv.as_os_str(),
-            "--pools-csv".as_ref(),
-            pools_csv.as_os_str(),
-        ],
-        bin,
-        &[("ALLOCWATCH_N", &n), ("GOGC", gogc)],
-    );
+    let (sites, pools, stdout, stderr) =
+        record_sites_and_pools(bin, &[("ALLOCWATCH_N", &n), ("GOGC", gogc)]);
     Run {
-        pools: read_csv(&pools_csv),
-        sites: read_csv(&sites_csv),
+        pools,
+        sites,
         res: parse_result(&stdout),
         stderr,
     }

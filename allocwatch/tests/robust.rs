@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Variant, fixture, toolchain};
+use support::{Variant, fixture, record_cmd, start_record, toolchain};
 
 const GO: &str = "1.27.3";
 
@@ -76,28 +76,8 @@ fn run(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
     )
 }
 
-fn record_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(allocwatch());
-    c.arg("record").args(args);
-    c
-}
-
 fn go_env(c: &mut Command) -> &mut Command {
     c.env("GOMAXPROCS", "1").env("GOGC", "off")
-}
-
-/// Starts `record` (as `cmd`, which has its arguments) and waits until it has attached.
-fn start_record(cmd: Command) -> Proc {
-    let mut aw = Proc::spawn(cmd, "allocwatch", true);
-    let attached = aw
-        .out
-        .wait_for(Duration::from_secs(30), |l| l.contains("tracing PID"));
-    assert!(
-        attached.is_some(),
-        "allocwatch never said it was tracing; stderr:\n{}",
-        aw.out.seen.join("\n")
-    );
-    aw
 }
 
 /// The number after `events lost: ` in the summary.

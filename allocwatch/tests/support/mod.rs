@@ -4,6 +4,7 @@
 //! under `target/fixtures/`.
 #![allow(dead_code)]
 
+pub mod pools;
 pub mod proc;
 pub mod record;
 pub mod sites;
@@ -11,10 +12,16 @@ pub mod skip;
 
 // Each test crate uses some of these.
 #[allow(unused_imports)]
-pub use record::{caller_counts, read_csv, record, record_pools_csv};
+pub use pools::PoolCount;
+#[allow(unused_imports)]
+pub use record::{
+    caller_counts, read_csv, record, record_cmd, record_pools_csv, record_sites_and_pools,
+    start_record,
+};
 #[allow(unused_imports)]
 pub use sites::{
-    FixtureResult, Site, SiteRow, check_exact, check_metrics, check_sites, read_site_rows,
+    FixtureResult, Site, SiteRow, check_exact, check_metrics, check_sites, check_sites_where,
+    read_site_rows,
 };
 #[allow(unused_imports)]
 pub use skip::{have_tool, skip, skip_unless_root};

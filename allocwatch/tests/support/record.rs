@@ -3,6 +3,9 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::proc::Proc;
 
 /// Every row of a CSV file, as `T`.
 pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
@@ -49,6 +52,52 @@ pub fn record_pools_csv<R: serde::de::DeserializeOwned>(
     let csv_path = dir.path().join("pools.csv");
     let (stdout, stderr) = record(&["--pools-csv".as_ref(), csv_path.as_os_str()], bin, env);
     (read_csv(&csv_path), stdout, stderr)
+}
+
+/// [`record`] with `--csv S --pools-csv P`: the rows of both, stdout and stderr.
+pub fn record_sites_and_pools<S, P>(
+    bin: &Path,
+    env: &[(&str, &str)],
+) -> (Vec<S>, Vec<P>, String, String)
+where
+    S: serde::de::DeserializeOwned,
+    P: serde::de::DeserializeOwned,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sites, pools) = (dir.path().join("sites.csv"), dir.path().join("pools.csv"));
+    let (stdout, stderr) = record(
+        &[
+            "--csv".as_ref(),
+            sites.as_os_str(),
+            "--pools-csv".as_ref(),
+            pools.as_os_str(),
+        ],
+        bin,
+        env,
+    );
+    (read_csv(&sites), read_csv(&pools), stdout, stderr)
+}
+
+/// `allocwatch record ARGS` (stdout and stderr not yet set up).
+pub fn record_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(super::allocwatch());
+    c.arg("record").args(args);
+    c
+}
+
+/// Starts `record` (as `cmd`, which has its arguments) and waits until it
+/// has attached (its `tracing PID` line); its stderr is read line by line.
+pub fn start_record(cmd: Command) -> Proc {
+    let mut aw = Proc::spawn(cmd, "allocwatch", true);
+    let attached = aw
+        .out
+        .wait_for(Duration::from_secs(30), |l| l.contains("tracing PID"));
+    assert!(
+        attached.is_some(),
+        "allocwatch never said it was tracing; stderr:\n{}",
+        aw.out.text()
+    );
+    aw
 }
 
 /// A caller's `[gets, misses, nil_returns, puts]` from the summary's line
