@@ -55,20 +55,25 @@ fn read_skips(dir: &Path) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-/// The number of `#[ignore]`d benchmarks in tests/bench.rs, as libtest lists them.
-fn benchmarks() -> Option<usize> {
+/// The `#[ignore]`d tests, as libtest lists them: the benchmarks of
+/// tests/bench.rs and helpers that tests run in a child process (`*_child`).
+fn ignored_tests() -> Option<Vec<String>> {
     let out = util::output(util::cargo().args([
         "test",
         "-q",
         "-p",
         "allocwatch",
-        "--test",
-        "bench",
+        "--tests",
         "--",
         "--list",
         "--ignored",
     ]))?;
-    Some(out.lines().filter(|l| l.ends_with(": test")).count())
+    Some(
+        out.lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 pub fn test(args: &[String]) -> Result<()> {
@@ -116,9 +121,19 @@ fn report(skips: &[String]) {
             println!("xtask:   {s}");
         }
     }
-    let n = benchmarks().map_or_else(|| "the".to_string(), |n| n.to_string());
+    let Some(ignored) = ignored_tests() else {
+        println!("xtask: (the list of #[ignore]d tests is not available)");
+        return;
+    };
+    let (helpers, benches): (Vec<String>, Vec<String>) =
+        ignored.into_iter().partition(|t| t.ends_with("_child"));
     println!(
-        "xtask: not skips: {n} benchmarks of tests/bench.rs are #[ignore]d, \
-         so libtest lists them as `ignored` above; `cargo xtask bench` runs them"
+        "xtask: not skips: {} #[ignore]d tests, which libtest counts as `ignored` above: \
+         {} benchmarks of tests/bench.rs (`cargo xtask bench` runs them) and {} helpers \
+         that tests start in a child process ({})",
+        benches.len() + helpers.len(),
+        benches.len(),
+        helpers.len(),
+        helpers.join(", ")
     );
 }
