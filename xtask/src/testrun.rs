@@ -104,8 +104,12 @@ pub fn test(args: &[String]) -> Result<()> {
     result?;
     if !skips.is_empty() && std::env::var("CI").as_deref() == Ok("true") {
         bail!(
-            "{} test(s) skipped under CI=true, where a skip fails the run",
-            skips.len()
+            "{} skipped under CI=true, where a skip fails the run (listed above)",
+            if skips.len() == 1 {
+                "1 test".to_string()
+            } else {
+                format!("{} tests", skips.len())
+            }
         );
     }
     Ok(())
@@ -116,7 +120,11 @@ fn report(skips: &[String]) {
     if skips.is_empty() {
         println!("xtask: no test skipped");
     } else {
-        println!("xtask: {} tests skipped:", skips.len());
+        let n = skips.len();
+        println!(
+            "xtask: {n} {} skipped:",
+            if n == 1 { "test" } else { "tests" }
+        );
         for s in skips {
             println!("xtask:   {s}");
         }

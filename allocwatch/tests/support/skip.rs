@@ -1,5 +1,6 @@
 //! Skips that are seen and counted. A test that cannot run (part of) its
-//! check calls [`skip`] with the reason, which is printed on stderr and, when
+//! check calls [`skip`] with the reason, which is printed on stderr (also
+//! when libtest captures the test's output) and, when
 //! `cargo xtask test` runs the suite, recorded in the run's skip directory
 //! (`ALLOCWATCH_SKIP_DIR`): xtask lists every skip at the end, and under
 //! `CI=true` fails the run. Outside xtask, `CI=true` makes a skip fail its
@@ -23,7 +24,9 @@ fn test_name() -> String {
 /// caller returns (the whole test skipped) or carries on without that part.
 pub fn skip(reason: &str) {
     let test = test_name();
-    eprintln!("skipped: {reason}");
+    // Written to the handle, not with eprintln!, which libtest captures and
+    // shows only for failed tests: a skip must be seen in a passing run too.
+    let _ = writeln!(std::io::stderr(), "{test} skipped: {reason}");
     match std::env::var_os(SKIP_DIR_VAR) {
         Some(dir) => record(Path::new(&dir), &test, reason),
         None => assert!(
