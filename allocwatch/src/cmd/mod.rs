@@ -16,7 +16,7 @@ pub use inspect::inspect;
 pub use record::record;
 pub use top::top;
 
-use crate::cli::TargetArgs;
+use crate::cli::{EscapeArgs, TargetArgs};
 use crate::error::{AppError, Result};
 use crate::session::{Options, Session, TargetSpec};
 
@@ -64,6 +64,20 @@ impl TargetArgs {
             max_overhead: self.max_overhead,
             sample_rate: self.sample_rate,
         }
+    }
+}
+
+impl EscapeArgs {
+    /// The escape analysis `--source` asks for, its flags checked before
+    /// anything is attached.
+    ///
+    /// # Errors
+    /// A usage error saying what is wrong with `--source` or `--go`.
+    pub fn request(&self) -> Result<Option<crate::escape::Request>> {
+        self.source
+            .as_deref()
+            .map(|d| crate::escape::cmd::request(d, self.go.as_deref()))
+            .transpose()
     }
 }
 

@@ -29,12 +29,7 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     let spec = a.target.spec()?;
     // Output paths are checked before anything is attached.
     let mut files = Files::open(&a)?;
-    let escape = a
-        .escape
-        .source
-        .as_deref()
-        .map(|d| crate::escape::cmd::request(d, a.escape.go.as_deref()))
-        .transpose()?;
+    let escape = a.escape.request()?;
     let s = Session::start(&spec, a.target.session_options())?;
     let mut series = Series::start(&a, &mut files)?;
     let signals = Signals::listen()?;
