@@ -13,6 +13,7 @@ use crate::export::csv::{PoolsCsv, SitesCsv};
 use crate::export::folded::Weight;
 use crate::export::series::IntervalCsv;
 use crate::export::{AtomicFile, check_writable, flame, folded, pprof};
+use crate::format::{self, LargestUnit};
 use crate::plan::{self, PlanOptions, ProbePlan};
 use crate::session::{self, Options, Session, TargetSpec};
 use crate::stats::Snapshot;
@@ -20,7 +21,7 @@ use crate::target::{Gone, RateOverride};
 
 /// Measured cost of one uprobe hit at a `PUSHQ BP` on the reference machine
 /// (see docs/benchmarks.md); used for the overhead estimate.
-pub use crate::budget::COST_PER_HIT_NS;
+pub use crate::stats::COST_PER_HIT_NS;
 
 fn init_stderr_log(verbose: u8) {
     let level = match verbose {
@@ -307,17 +308,6 @@ fn mode_label(mode: crate::plan::Mode, max_overhead: Option<f64>, rate: Option<&
         Some(pct) => format!("{} (--max-overhead {pct}%{rate})", mode.name()),
         None if rate.is_empty() => mode.name().into(),
         None => format!("{} ({})", mode.name(), rate.trim_start_matches(", ")),
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    #[expect(clippy::cast_precision_loss, reason = "display")]
-    let v = b as f64;
-    match b {
-        0..1024 => format!("{b} B"),
-        1024..1_048_576 => format!("{:.1} KiB", v / 1024.0),
-        1_048_576..1_073_741_824 => format!("{:.1} MiB", v / 1_048_576.0),
-        _ => format!("{:.2} GiB", v / 1_073_741_824.0),
     }
 }
 
@@ -705,7 +695,7 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
         },
         secs,
         snap.total_allocs,
-        human_bytes(snap.total_bytes),
+        format::bytes_spaced(snap.total_bytes, LargestUnit::GiB),
         snap.total_bytes,
         snap.counters.lost
     );
@@ -715,17 +705,12 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
             "allocwatch: sampled mode: counts and bytes are estimates scaled from the runtime's memory-profile samples (as pprof does); types are not known"
         );
     }
-    #[expect(clippy::cast_precision_loss, reason = "display")]
-    let cost_ms = snap.counters.hits as f64 * COST_PER_HIT_NS / 1e6;
+    let cost_ms = crate::stats::cost_ns(snap.counters.hits) / 1e6;
     let _ = writeln!(
         e,
         "allocwatch: {} probe hits: about {cost_ms:.0} ms of the target's CPU time at ~{COST_PER_HIT_NS:.0} ns per hit ({:.1}% of one core)",
         snap.counters.hits,
-        if secs > 0.0 {
-            cost_ms / 10.0 / secs
-        } else {
-            0.0
-        }
+        crate::stats::cost_pct(snap.counters.hits, snap.elapsed)
     );
     let (run_ns, runs) = s.program_run_time();
     if runs > 0 {
@@ -768,9 +753,9 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
             "  {:>2}. {:>10} allocs {:>12}  {} {}:{}  {}",
             i + 1,
             site.allocs,
-            human_bytes(site.bytes),
+            format::bytes_spaced(site.bytes, LargestUnit::GiB),
             site.key.function,
-            short_file(&site.key.file),
+            format::short_file(&site.key.file, 1),
             site.key.line,
             site.key.type_name
         );
@@ -799,7 +784,7 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
                 let _ = writeln!(
                     e,
                     "    misses cost {n} allocations, {} ({b} bytes)",
-                    human_bytes(b)
+                    format::bytes_spaced(b, LargestUnit::GiB)
                 );
             }
             None if st.misses > 0 => {
@@ -813,7 +798,7 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
                 e,
                 "    caller {} ({}:{}): gets={} misses={} nil_returns={} puts={}",
                 c.caller.function,
-                short_file(&c.caller.file),
+                format::short_file(&c.caller.file, 1),
                 c.caller.line,
                 cs.gets,
                 cs.misses,
@@ -825,10 +810,6 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
     for path in written {
         let _ = writeln!(e, "allocwatch: wrote {}", path.display());
     }
-}
-
-fn short_file(f: &str) -> &str {
-    f.rsplit('/').next().unwrap_or(f)
 }
 
 /// `allocwatch top`.

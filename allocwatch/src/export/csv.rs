@@ -46,13 +46,9 @@ fn secs(d: std::time::Duration) -> String {
     format!("{:.3}", d.as_secs_f64())
 }
 
-#[expect(clippy::cast_precision_loss, reason = "rates for display")]
-fn rate(n: u64, window: f64) -> String {
-    if window > 0.0 {
-        format!("{:.1}", n as f64 / window)
-    } else {
-        String::new()
-    }
+/// A rate column: one decimal, empty for a window without time.
+fn rate(r: Option<f64>) -> String {
+    r.map_or_else(String::new, |r| format!("{r:.1}"))
 }
 
 /// The text of the `escape` column for a site.
@@ -91,7 +87,6 @@ impl<W: Write> SitesCsv<W> {
         window: &Snapshot,
     ) -> csv::Result<()> {
         let end = start + window.elapsed;
-        let secs_f = window.elapsed.as_secs_f64();
         let (s, e) = (secs(start), secs(end));
         for site in window.sites_by_bytes() {
             let k = &site.key;
@@ -104,8 +99,8 @@ impl<W: Write> SitesCsv<W> {
                 &k.type_name,
                 &site.allocs.to_string(),
                 &site.bytes.to_string(),
-                &rate(site.allocs, secs_f),
-                &rate(site.bytes, secs_f),
+                &rate(window.per_s(site.allocs)),
+                &rate(window.per_s(site.bytes)),
             ];
             let escape = self.escape.as_ref().map(|f| f(k));
             let extra = escape

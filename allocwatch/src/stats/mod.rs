@@ -8,10 +8,12 @@
 //! the kernel or the target: it is tested with a fake resolver.
 
 mod pools;
+mod rates;
 
 pub use pools::{
     Callers, PoolCallerStats, PoolKey, PoolOp, PoolSnapshot, PoolStats, pool_display_name,
 };
+pub use rates::{COST_PER_HIT_NS, PoolRate, Rates, SiteRate, cost_ns, cost_pct, cost_share, per_s};
 
 use std::collections::HashMap;
 

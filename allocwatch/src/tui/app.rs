@@ -19,7 +19,9 @@ use super::feed::{Feed, TargetInfo};
 use super::keymap::{Action, Context, KEYMAP};
 use crate::export::AtomicFile;
 use crate::export::csv::{PoolsCsv, SitesCsv};
-use crate::stats::{Frame, PoolKey, PoolSnapshot, SIZE_BUCKETS, SiteKey, SiteStats, Snapshot};
+use crate::stats::{
+    Frame, PoolKey, PoolRate, PoolSnapshot, SIZE_BUCKETS, SiteKey, SiteRate, SiteStats, Snapshot,
+};
 
 /// How the dashboard runs.
 #[derive(Clone, Debug)]
@@ -182,21 +184,6 @@ impl<C: Column> Sort<C> {
     }
 }
 
-/// Per-second rates of a site over the rate window.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct SiteRate {
-    pub allocs: f64,
-    pub bytes: f64,
-}
-
-/// Per-second rates of a pool over the rate window.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct PoolRate {
-    pub gets: f64,
-    pub misses: f64,
-    pub puts: f64,
-}
-
 /// What is on screen: rebuilt on each update unless paused.
 #[derive(Clone, Debug, Default)]
 pub struct Shown {
@@ -327,18 +314,19 @@ fn push_capped<T>(q: &mut VecDeque<T>, v: T, cap: usize) {
     q.push_back(v);
 }
 
-#[expect(clippy::cast_precision_loss, reason = "rates for display")]
-fn per_s(n: u64, secs: f64) -> f64 {
-    if secs > 0.0 { n as f64 / secs } else { 0.0 }
-}
-
+/// A sparkline sample: `n` per second over `dt`, rounded.
 #[expect(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     reason = "non-negative rate, rounded"
 )]
-fn sample(n: u64, secs: f64) -> u64 {
-    per_s(n, secs).round() as u64
+fn sample(n: u64, dt: Duration) -> u64 {
+    crate::stats::per_s(n, dt).unwrap_or(0.0).round() as u64
+}
+
+/// One rate per row (0 where there is none).
+fn aligned<T, R: Default>(rows: &[T], rate: impl Fn(&T) -> Option<R>) -> Vec<R> {
+    rows.iter().map(|x| rate(x).unwrap_or_default()).collect()
 }
 
 /// Average allocation size of a site.
@@ -863,22 +851,20 @@ impl App {
             self.totals_series.clear();
             self.site_series.clear();
         }
-        let dt = self.history.back().map(|prev| {
-            (
-                prev,
-                snap.elapsed.saturating_sub(prev.elapsed).as_secs_f64(),
-            )
-        });
-        let secs = match dt {
-            Some((prev, secs)) if secs > 0.0 => {
-                let allocs = sample(snap.total_allocs.saturating_sub(prev.total_allocs), secs);
-                let bytes = sample(snap.total_bytes.saturating_sub(prev.total_bytes), secs);
+        let dt = self
+            .history
+            .back()
+            .map(|prev| (prev, snap.elapsed.saturating_sub(prev.elapsed)));
+        let dt = match dt {
+            Some((prev, dt)) if !dt.is_zero() => {
+                let allocs = sample(snap.total_allocs.saturating_sub(prev.total_allocs), dt);
+                let bytes = sample(snap.total_bytes.saturating_sub(prev.total_bytes), dt);
                 push_capped(&mut self.totals_series, (allocs, bytes), self.series_cap);
-                Some(secs)
+                Some(dt)
             }
             _ => None,
         };
-        self.update_site_series(&snap, secs);
+        self.update_site_series(&snap, dt);
         self.history.push_back(Arc::new(snap));
         let newest = self.history.back().map_or(Duration::ZERO, |s| s.elapsed);
         while self.history.len() > 2
@@ -888,11 +874,11 @@ impl App {
         }
     }
 
-    fn update_site_series(&mut self, snap: &Snapshot, secs: Option<f64>) {
+    fn update_site_series(&mut self, snap: &Snapshot, dt: Option<Duration>) {
         self.generation += 1;
         let (generation, cap) = (self.generation, self.series_cap);
         for s in &snap.sites {
-            let since = |last: u64| secs.map(|secs| sample(s.allocs.saturating_sub(last), secs));
+            let since = |last: u64| dt.map(|dt| sample(s.allocs.saturating_sub(last), dt));
             if let Some(e) = self.site_series.get_mut(&s.key) {
                 if let Some(x) = since(e.last) {
                     push_capped(&mut e.samples, x, cap);
@@ -915,7 +901,7 @@ impl App {
             if e.seen != generation {
                 e.seen = generation;
                 e.last = 0;
-                if secs.is_some() {
+                if dt.is_some() {
                     push_capped(&mut e.samples, 0, cap);
                 }
             }
@@ -933,90 +919,21 @@ impl App {
             Some(b) => (Arc::new(newest.since(b)), b.elapsed),
             None => (newest.clone(), Duration::ZERO),
         };
-        let oldest = &self.history[0];
-        let secs = newest.elapsed.saturating_sub(oldest.elapsed).as_secs_f64();
-        let rates_known = self.history.len() >= 2 && secs > 0.0;
-
-        let (site_rates, pool_rates, allocs_rate, bytes_rate, hits_rate) = if rates_known {
-            // Rates of the newest snapshot's sites over the window...
-            let before: HashMap<&SiteKey, (u64, u64)> = oldest
-                .sites
-                .iter()
-                .map(|s| (&s.key, (s.allocs, s.bytes)))
-                .collect();
-            let rate = |s: &SiteStats| {
-                let (a, b) = before.get(&s.key).copied().unwrap_or((0, 0));
-                SiteRate {
-                    allocs: per_s(s.allocs.saturating_sub(a), secs),
-                    bytes: per_s(s.bytes.saturating_sub(b), secs),
-                }
-            };
-            // ...aligned with the shown sites (the same ones unless reset).
-            let site_rates = if Arc::ptr_eq(&totals, newest) {
-                newest.sites.iter().map(rate).collect()
-            } else {
-                let by_key: HashMap<&SiteKey, SiteRate> =
-                    newest.sites.iter().map(|s| (&s.key, rate(s))).collect();
-                totals
-                    .sites
-                    .iter()
-                    .map(|s| by_key.get(&s.key).copied().unwrap_or_default())
-                    .collect()
-            };
-            let pool_rates = totals
-                .pools
-                .iter()
-                .map(|p| {
-                    let now = newest
-                        .pools
-                        .iter()
-                        .find(|n| n.pool == p.pool)
-                        .map(|n| n.stats);
-                    let then = oldest
-                        .pools
-                        .iter()
-                        .find(|o| o.pool == p.pool)
-                        .map(|o| o.stats);
-                    let (now, then) = (now.unwrap_or_default(), then.unwrap_or_default());
-                    PoolRate {
-                        gets: per_s(now.gets.saturating_sub(then.gets), secs),
-                        misses: per_s(now.misses.saturating_sub(then.misses), secs),
-                        puts: per_s(now.puts.saturating_sub(then.puts), secs),
-                    }
-                })
-                .collect();
-            (
-                site_rates,
-                pool_rates,
-                per_s(
-                    newest.total_allocs.saturating_sub(oldest.total_allocs),
-                    secs,
-                ),
-                per_s(newest.total_bytes.saturating_sub(oldest.total_bytes), secs),
-                per_s(
-                    newest.counters.hits.saturating_sub(oldest.counters.hits),
-                    secs,
-                ),
-            )
-        } else {
-            (
-                vec![SiteRate::default(); totals.sites.len()],
-                vec![PoolRate::default(); totals.pools.len()],
-                0.0,
-                0.0,
-                0.0,
-            )
-        };
-
+        // Rates over the history kept (the rate window), for the shown rows
+        // (the newest snapshot's, or fewer since a reset).
+        let rates = (self.history.len() >= 2)
+            .then(|| newest.since(&self.history[0]).rates())
+            .flatten();
+        let r = rates.as_ref();
         let shown = Shown {
             start,
             now: newest.elapsed,
-            rates_known,
-            site_rates,
-            pool_rates,
-            allocs_rate,
-            bytes_rate,
-            hits_rate,
+            rates_known: rates.is_some(),
+            site_rates: aligned(&totals.sites, |s| r?.sites.get(&s.key).copied()),
+            pool_rates: aligned(&totals.pools, |p| r?.pools.get(&p.pool).copied()),
+            allocs_rate: r.map_or(0.0, |r| r.allocs),
+            bytes_rate: r.map_or(0.0, |r| r.bytes),
+            hits_rate: r.map_or(0.0, |r| r.hits),
             spark_allocs: self.totals_series.iter().map(|s| s.0).collect(),
             spark_bytes: self.totals_series.iter().map(|s| s.1).collect(),
             has_data: true,

@@ -11,6 +11,7 @@ use ratatui::style::Color;
 
 use super::*;
 use crate::export::csv::{POOLS_HEADER, SITES_HEADER};
+use crate::format;
 
 fn new_app(export_dir: &Path) -> App {
     let opts = TuiOptions {

@@ -13,8 +13,8 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Cell, Paragraph, Row, Sparkline, Table};
 
 use super::app::{App, Column, Detail, PoolColumn, SiteColumn, Sort, Tab, avg_size, share};
-use super::format;
 use super::keymap::{self, Context, KEYMAP};
+use crate::format;
 
 /// Below this size only a short message is drawn.
 const MIN_WIDTH: u16 = 30;
@@ -212,7 +212,7 @@ fn header(f: &mut Frame, area: Rect, app: &App) {
     }
     spans.push(Span::raw(" · "));
     if info.cost_per_hit_ns > 0.0 && s.rates_known {
-        let cpu = s.hits_rate * info.cost_per_hit_ns / 1e9;
+        let cpu = crate::stats::cost_share(s.hits_rate, info.cost_per_hit_ns);
         spans.push(Span::raw(format!(
             "cost ≈{} CPU ({} hits/s × {:.0}ns)",
             format::percent(cpu),

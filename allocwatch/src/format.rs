@@ -1,7 +1,11 @@
-//! How numbers, durations and Go names are written on screen.
+//! How numbers, sizes, durations, paths and Go names are written for people:
+//! the dashboard, the summaries and the reports call these, nothing else
+//! formats them.
 //!
-//! Counts use decimal prefixes (`12.3k`), sizes binary ones (`12.3KiB`); every
-//! formatter keeps its output short enough for a narrow table column.
+//! Counts use decimal prefixes (`12.3k`), sizes binary ones (`12.3KiB`); the
+//! dashboard's formatters keep their output short enough for a narrow table
+//! column, the summaries' and reports' ([`bytes_spaced`]) put a space before
+//! the unit.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -37,6 +41,32 @@ pub fn count(n: u64) -> String {
 #[must_use]
 pub fn bytes(n: u64) -> String {
     scaled(n, 1024.0, 1023.5, &BYTE_UNITS)
+}
+
+/// The largest unit [`bytes_spaced`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LargestUnit {
+    /// Up to `MiB` (one decimal), for sizes of single allocations.
+    MiB,
+    /// Up to `GiB` (two decimals), for totals.
+    GiB,
+}
+
+/// A size with a space before the unit and one decimal: `512 B`, `1.5 KiB`,
+/// `3.0 MiB`; from 1 GiB, `1.25 GiB` or, with [`LargestUnit::MiB`], `1024.0 MiB`.
+#[must_use]
+pub fn bytes_spaced(b: u64, largest: LargestUnit) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * KIB;
+    const GIB: u64 = 1024 * MIB;
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let v = b as f64;
+    match b {
+        0..KIB => format!("{b} B"),
+        KIB..MIB => format!("{:.1} KiB", v / 1024.0),
+        _ if b < GIB || largest == LargestUnit::MiB => format!("{:.1} MiB", v / 1_048_576.0),
+        _ => format!("{:.2} GiB", v / 1_073_741_824.0),
+    }
 }
 
 #[expect(
@@ -212,6 +242,15 @@ mod tests {
         assert_eq!(bytes(1000 * 1024), "1000KiB");
         assert_eq!(bytes(1024 * 1024), "1.0MiB");
         assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5MiB");
+        for largest in [LargestUnit::MiB, LargestUnit::GiB] {
+            assert_eq!(bytes_spaced(0, largest), "0 B");
+            assert_eq!(bytes_spaced(1023, largest), "1023 B");
+            assert_eq!(bytes_spaced(1024, largest), "1.0 KiB");
+            assert_eq!(bytes_spaced(1_048_575, largest), "1024.0 KiB");
+            assert_eq!(bytes_spaced(3 << 19, largest), "1.5 MiB");
+        }
+        assert_eq!(bytes_spaced(5 << 29, LargestUnit::GiB), "2.50 GiB");
+        assert_eq!(bytes_spaced(5 << 29, LargestUnit::MiB), "2560.0 MiB");
     }
 
     #[test]
