@@ -623,12 +623,7 @@ fn profile_comments(s: &Session, snap: &Snapshot, budget: Option<&Budget>) -> Ve
         "one stack per allocation site and type (the deepest seen); label type = the Go type"
             .to_string(),
     );
-    if snap.counters.lost > 0 {
-        c.push(format!(
-            "warning: {} events did not fit in the ring buffer: counts are low",
-            snap.counters.lost
-        ));
-    }
+    c.extend(pprof::counter_comments(&snap.counters));
     c
 }
 
@@ -721,7 +716,7 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
             "allocwatch: {runs} probe hits, {avg:.0} ns in eBPF programs per hit"
         );
     }
-    let fb = s.fallbacks();
+    let fb = snap.counters;
     if snap.counters.lost > 0 {
         // A lost key stack loses no count: the kernel counted the allocation.
         let stacks = fb.lost_stacks.min(snap.counters.lost);

@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::stats::{Frame, Snapshot};
+use crate::stats::{Counters, Frame, Snapshot};
 
 /// `Profile` of profile.proto.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -159,6 +159,46 @@ pub const EXACT_COMMENT: &str = "exact counts from allocwatch uprobes (not sampl
 
 /// The first comment in sampled mode (`record --mode sampled`).
 pub const SAMPLED_COMMENT: &str = "estimated counts: allocwatch read the Go runtime's memory-profile samples and scaled them as pprof does";
+
+/// What the kernel's counters say about the counts, one comment for each
+/// counter that is not zero: events lost (counts are low), and what was
+/// sent one by one instead of aggregated, or filtered out.
+#[must_use]
+pub fn counter_comments(c: &Counters) -> Vec<String> {
+    let mut v = Vec::new();
+    if c.lost > 0 {
+        v.push(format!(
+            "warning: {} events did not fit in the ring buffer: counts are low",
+            c.lost
+        ));
+    }
+    if c.lost_stacks > 0 {
+        v.push(format!(
+            "of the lost events, {} only carried a new site's full stack: those allocations were counted, the sites lack their full stack",
+            c.lost_stacks
+        ));
+    }
+    if c.agg_full > 0 {
+        v.push(format!(
+            "note: the kernel's aggregation maps were full ({} keys): {} operations were sent one by one instead",
+            allocwatch_common::AGG_ENTRIES,
+            c.agg_full
+        ));
+    }
+    if c.key_truncated > 0 {
+        v.push(format!(
+            "note: {} allocations lay deeper in the runtime than a kernel key reaches: sent one by one (counted all the same)",
+            c.key_truncated
+        ));
+    }
+    if c.other_process > 0 {
+        v.push(format!(
+            "note: {} probe hits came from other processes (not counted)",
+            c.other_process
+        ));
+    }
+    v
+}
 
 /// What a profile says about its recording besides the counts.
 #[derive(Clone, Debug)]
@@ -456,6 +496,30 @@ mod tests {
         assert_eq!(p, build(&snap, &meta()));
         let total: i64 = p.sample.iter().map(|x| x.value[1]).sum();
         assert_eq!(total, 168);
+    }
+
+    #[test]
+    fn kernel_counters_are_commented_when_not_zero() {
+        assert!(counter_comments(&Counters::default()).is_empty());
+        let c = Counters {
+            hits: 100,
+            lost: 5,
+            lost_stacks: 2,
+            agg_full: 3,
+            key_truncated: 4,
+            other_process: 6,
+            ..Counters::default()
+        };
+        let v = counter_comments(&c);
+        assert_eq!(v.len(), 5, "{v:?}");
+        assert!(v[0].starts_with("warning: 5 events did not fit"), "{v:?}");
+        assert!(v[1].starts_with("of the lost events, 2 "), "{v:?}");
+        assert!(
+            v[2].contains(": 3 operations were sent one by one"),
+            "{v:?}"
+        );
+        assert!(v[3].starts_with("note: 4 allocations lay deeper"), "{v:?}");
+        assert!(v[4].starts_with("note: 6 probe hits"), "{v:?}");
     }
 
     #[test]

@@ -76,6 +76,12 @@ impl PoolStats {
         (self.sampled_reads == 0).then_some((self.miss_allocs, self.miss_bytes))
     }
 
+    /// Charges allocations made inside this pool's own `p.New()` calls.
+    pub fn charge_miss(&mut self, allocs: u64, bytes: u64) {
+        self.miss_allocs += allocs;
+        self.miss_bytes += bytes;
+    }
+
     fn add(&mut self, op: PoolOp, n: u64) {
         match op {
             PoolOp::Get => self.gets += n,
@@ -137,6 +143,15 @@ pub(super) struct Pools {
     miss_totals: HashMap<PoolKey, (u64, u64)>,
 }
 
+/// The pool whose `New` function is `new_func`: the pool a site's
+/// allocations were made for when its stack shows that `New`.
+#[must_use]
+pub fn pool_with_new(pools: &[PoolSnapshot], new_func: &str) -> Option<usize> {
+    pools
+        .iter()
+        .position(|p| p.new_func.as_deref() == Some(new_func))
+}
+
 /// Return addresses of a pool operation: the caller of `Get`/`Put` and its
 /// callers, innermost first, 0 where the walk ended.
 pub type Callers = [u64; POOL_CALLERS];
@@ -178,9 +193,11 @@ impl Pools {
         let (da, db) = (allocs.saturating_sub(last.0), bytes.saturating_sub(last.1));
         *last = (allocs, bytes);
         if da > 0 || db > 0 {
-            let e = self.pools.entry(pool).or_default();
-            e.stats.miss_allocs += da;
-            e.stats.miss_bytes += db;
+            self.pools
+                .entry(pool)
+                .or_default()
+                .stats
+                .charge_miss(da, db);
         }
     }
 

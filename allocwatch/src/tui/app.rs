@@ -1018,12 +1018,10 @@ impl App {
             (None, _) => Arc::from(Vec::<Frame>::new()),
         };
         let pool_new_func = known.and_then(|s| s.pool_new_func.clone());
-        let pool_name = pool_new_func.as_deref().and_then(|f| {
-            t.pools
-                .iter()
-                .find(|p| p.new_func.as_deref() == Some(f))
-                .map(|p| p.name.clone())
-        });
+        let pool_name = pool_new_func
+            .as_deref()
+            .and_then(|f| crate::stats::pool_with_new(&t.pools, f))
+            .map(|i| t.pools[i].name.clone());
         let (allocs, bytes, rate) = match this {
             Some((i, s)) => (
                 s.allocs,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::feed::TargetInfo;
 use crate::stats::{
     Counters, Frame, PoolCallerStats, PoolSnapshot, PoolStats, SIZE_BUCKETS, SiteKey, SiteStats,
-    Snapshot, size_bucket,
+    Snapshot, pool_with_new, size_bucket,
 };
 
 /// The target shown in test headers.
@@ -226,14 +226,13 @@ pub fn at(t: u64) -> Snapshot {
         ),
     ];
     // What the kernel charges a pool: the allocations of its New.
-    for p in &mut pools {
-        let new = p.new_func.clone();
-        for s in sites
-            .iter()
-            .filter(|s| new.is_some() && s.pool_new_func == new)
-        {
-            p.stats.miss_allocs += s.allocs;
-            p.stats.miss_bytes += s.bytes;
+    for s in &sites {
+        let pool = s
+            .pool_new_func
+            .as_deref()
+            .and_then(|f| pool_with_new(&pools, f));
+        if let Some(i) = pool {
+            pools[i].stats.charge_miss(s.allocs, s.bytes);
         }
     }
     let total_allocs = sites.iter().map(|s| s.allocs).sum();
@@ -245,8 +244,7 @@ pub fn at(t: u64) -> Snapshot {
         counters: Counters {
             hits: 6000 * t,
             nested: 100 * t,
-            lost: 0,
-            stack_errors: 0,
+            ..Counters::default()
         },
         total_allocs,
         total_bytes,

@@ -97,6 +97,28 @@ fn snapshot_pools() {
     snap_both("pools", &mut app);
 }
 
+/// What the kernel sent one by one or lost shows in the status line, the
+/// counters that are not zero only.
+#[test]
+fn snapshot_kernel_counters() {
+    let mut app = new_app(Path::new("/nonexistent"));
+    for t in [10, 11] {
+        let mut snap = synth::at(t);
+        snap.counters.lost = 2 * t;
+        snap.counters.lost_stacks = t;
+        snap.counters.agg_full = 3 * t;
+        snap.counters.key_truncated = 1200 * t;
+        app.on_feed(Feed::Snapshot(Box::new(snap)));
+    }
+    let out = screen(&mut app, 120, 40);
+    assert!(
+        out.contains("map full 33 · deep keys 13.2k · stacks lost 11\""),
+        "{out}"
+    );
+    assert!(!out.contains("other pids"), "{out}");
+    snap_both("kernel_counters", &mut app);
+}
+
 #[test]
 fn snapshot_help() {
     let mut app = fed();

@@ -15,6 +15,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Sparkline, Table};
 use super::app::{App, Column, Detail, PoolColumn, SiteColumn, Sort, Tab, avg_size, share};
 use super::keymap::{self, Context, KEYMAP};
 use crate::format;
+use crate::stats::Counters;
 
 /// Below this size only a short message is drawn.
 const MIN_WIDTH: u16 = 30;
@@ -288,15 +289,42 @@ fn tabs(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// The status message on the left, what the kernel could not do the cheap
+/// way (when anything) on the right.
 fn status(f: &mut Frame, area: Rect, app: &App) {
+    let kernel = kernel_counters(&app.shown.totals.counters);
+    let width = u16::try_from(kernel.width()).unwrap_or(u16::MAX);
+    let [text, counters] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(area);
+    f.render_widget(Paragraph::new(kernel).alignment(Alignment::Right), counters);
     if let Some(s) = &app.status {
         let style = if s.error {
             Style::new().fg(Color::Red).bold()
         } else {
             Style::new().fg(Color::Green)
         };
-        f.render_widget(Paragraph::new(s.text.as_str()).style(style), area);
+        f.render_widget(Paragraph::new(s.text.as_str()).style(style), text);
     }
+}
+
+/// The kernel's counters of what it sent one by one or lost, those that
+/// are not zero: `map full 3 · deep keys 12 · stacks lost 1 · other pids 4`.
+fn kernel_counters(c: &Counters) -> Line<'static> {
+    let warn = Style::new().fg(Color::Yellow);
+    let items = [
+        ("map full", c.agg_full, warn),
+        ("deep keys", c.key_truncated, DIM),
+        ("stacks lost", c.lost_stacks, warn),
+        ("other pids", c.other_process, DIM),
+    ];
+    let mut spans = Vec::new();
+    for (label, n, style) in items.into_iter().filter(|i| i.1 > 0) {
+        if !spans.is_empty() {
+            spans.push(Span::styled(" · ", DIM));
+        }
+        spans.push(Span::styled(format!("{label} {}", format::count(n)), style));
+    }
+    Line::from(spans)
 }
 
 fn footer(f: &mut Frame, area: Rect, app: &App) {
