@@ -12,10 +12,12 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Cell, Paragraph, Row, Sparkline, Table};
 
-use super::app::{App, Column, Detail, PoolColumn, SiteColumn, Sort, Tab, avg_size, share};
+use super::app::{
+    App, Column, Detail, PoolColumn, SiteColumn, SiteDetail, Sort, Tab, avg_size, share,
+};
 use super::keymap::{self, Context, KEYMAP};
 use crate::format;
-use crate::stats::Counters;
+use crate::stats::{Counters, PoolRate, PoolSnapshot};
 
 /// Below this size only a short message is drawn.
 const MIN_WIDTH: u16 = 30;
@@ -122,10 +124,20 @@ pub fn render(f: &mut Frame, app: &App) {
 }
 
 fn header(f: &mut Frame, area: Rect, app: &App) {
-    let s = &app.shown;
-    let info = &app.info;
     let [top, rates, totals] = Layout::vertical([Constraint::Length(1); 3]).areas(area);
+    header_title(f, top, app);
+    header_rates(f, rates, &app.shown);
+    header_totals(f, totals, app);
+}
 
+/// A per-second number, or `-` while rates are not known yet.
+fn known_rate(known: bool, r: f64, fmt: fn(f64) -> String) -> String {
+    if known { fmt(r) } else { "-".to_owned() }
+}
+
+/// The target, the mode, the command and the time traced.
+fn header_title(f: &mut Frame, top: Rect, app: &App) {
+    let (s, info) = (&app.shown, &app.info);
     let elapsed = format!(" {}", format::elapsed(s.now));
     let [title, clock] = Layout::horizontal([
         Constraint::Min(0),
@@ -161,7 +173,10 @@ fn header(f: &mut Frame, area: Rect, app: &App) {
     ));
     f.render_widget(Paragraph::new(Line::from(spans)), title);
     f.render_widget(Paragraph::new(elapsed).style(BOLD), clock);
+}
 
+/// Allocations and bytes per second, with their sparklines.
+fn header_rates(f: &mut Frame, rates: Rect, s: &super::Shown) {
     let [l1, s1, _, l2, s2] = Layout::horizontal([
         Constraint::Length(19),
         Constraint::Fill(1),
@@ -170,19 +185,17 @@ fn header(f: &mut Frame, area: Rect, app: &App) {
         Constraint::Fill(1),
     ])
     .areas(rates);
-    let (ar, br) = if s.rates_known {
-        (
-            format::rate(s.allocs_rate),
-            format::bytes_rate(s.bytes_rate),
-        )
-    } else {
-        ("-".to_owned(), "-".to_owned())
-    };
+    let ar = known_rate(s.rates_known, s.allocs_rate, format::rate);
+    let br = known_rate(s.rates_known, s.bytes_rate, format::bytes_rate);
     f.render_widget(Paragraph::new(format!("allocs/s {ar:>9} ")), l1);
     f.render_widget(Paragraph::new(format!("bytes/s {br:>11} ")), l2);
     sparkline(f, s1, &s.spark_allocs, Color::Cyan);
     sparkline(f, s2, &s.spark_bytes, Color::Magenta);
+}
 
+/// Totals, lost events, stack errors and what tracing costs.
+fn header_totals(f: &mut Frame, totals: Rect, app: &App) {
+    let (s, info) = (&app.shown, &app.info);
     let t = &s.totals;
     let since = if s.start.is_zero() {
         "total"
@@ -454,32 +467,8 @@ fn sites(f: &mut Frame, area: Rect, app: &App) {
         .zip(locations)
         .enumerate()
         .map(|(n, (&i, location))| {
-            let site = &t.sites[i];
-            let rate = s.site_rates.get(i).copied().unwrap_or_default();
             let mut location = Some(location);
-            let cells = cols.iter().map(|&c| match c {
-                SiteColumn::Function => {
-                    Cell::from(format::short_name(&site.key.function).into_owned())
-                }
-                SiteColumn::Location => Cell::from(location.take().unwrap_or_default()),
-                SiteColumn::Type => {
-                    Cell::from(format::short_name(&site.key.type_name).into_owned())
-                }
-                SiteColumn::AllocsRate => right(if s.rates_known {
-                    format::rate(rate.allocs)
-                } else {
-                    "-".into()
-                }),
-                SiteColumn::BytesRate => right(if s.rates_known {
-                    format::bytes_rate(rate.bytes)
-                } else {
-                    "-".into()
-                }),
-                SiteColumn::Allocs => right(format::count(site.allocs)),
-                SiteColumn::Bytes => right(format::bytes(site.bytes)),
-                SiteColumn::AvgSize => right(format::bytes_rate(avg_size(site))),
-                SiteColumn::Share => right(format::percent(share(site.bytes, t.total_bytes))),
-            });
+            let cells = cols.iter().map(|&c| site_cell(c, s, i, &mut location));
             let row = Row::new(cells.collect::<Vec<_>>());
             if off + n == sel {
                 row.style(SELECTED)
@@ -507,6 +496,28 @@ fn sites(f: &mut Frame, area: Rect, app: &App) {
             "no allocations since the reset".to_owned()
         };
         placeholder(f, area, &msg);
+    }
+}
+
+/// Column `c` of shown site `i`; `location` is taken by its column.
+fn site_cell(
+    c: SiteColumn,
+    s: &super::Shown,
+    i: usize,
+    location: &mut Option<String>,
+) -> Cell<'static> {
+    let site = &s.totals.sites[i];
+    let rate = s.site_rates.get(i).copied().unwrap_or_default();
+    match c {
+        SiteColumn::Function => Cell::from(format::short_name(&site.key.function).into_owned()),
+        SiteColumn::Location => Cell::from(location.take().unwrap_or_default()),
+        SiteColumn::Type => Cell::from(format::short_name(&site.key.type_name).into_owned()),
+        SiteColumn::AllocsRate => right(known_rate(s.rates_known, rate.allocs, format::rate)),
+        SiteColumn::BytesRate => right(known_rate(s.rates_known, rate.bytes, format::bytes_rate)),
+        SiteColumn::Allocs => right(format::count(site.allocs)),
+        SiteColumn::Bytes => right(format::bytes(site.bytes)),
+        SiteColumn::AvgSize => right(format::bytes_rate(avg_size(site))),
+        SiteColumn::Share => right(format::percent(share(site.bytes, s.totals.total_bytes))),
     }
 }
 
@@ -567,14 +578,6 @@ fn pools(f: &mut Frame, area: Rect, app: &App) {
     let len = app.pool_order.len();
     let off = app.pools_pos.visible_offset(len, rows_fit);
     let sel = app.pools_pos.selected.min(len.saturating_sub(1));
-    let known = |r: f64| {
-        if s.rates_known {
-            format::rate(r)
-        } else {
-            "-".to_owned()
-        }
-    };
-
     let rows = app
         .pool_order
         .iter()
@@ -582,43 +585,7 @@ fn pools(f: &mut Frame, area: Rect, app: &App) {
         .skip(off)
         .take(rows_fit)
         .map(|(pos, &i)| {
-            let p = &t.pools[i];
-            let rate = s.pool_rates.get(i).copied().unwrap_or_default();
-            let cells = cols.iter().map(|&c| match c {
-                PoolColumn::Pool if row_height == 2 => Cell::from(Text::from(vec![
-                    Line::raw(format::short_name(&p.name).into_owned()),
-                    Line::styled(
-                        format!(
-                            " New {}",
-                            p.new_func
-                                .as_deref()
-                                .map_or(Cow::Borrowed("-"), format::short_name)
-                        ),
-                        DIM,
-                    ),
-                ])),
-                PoolColumn::Pool => Cell::from(format::short_name(&p.name).into_owned()),
-                PoolColumn::NewFunc => Cell::from(p.new_func.as_deref().map_or_else(
-                    || Span::styled("-", DIM),
-                    |n| Span::raw(format::short_name(n).into_owned()),
-                )),
-                PoolColumn::GetsRate => right(known(rate.gets)),
-                PoolColumn::HitRatio => hit_cell(p.stats.hit_ratio()),
-                PoolColumn::MissesRate => right(known(rate.misses)),
-                PoolColumn::PutsRate => right(known(rate.puts)),
-                PoolColumn::NotPut => right(format::count(p.stats.gets_without_puts())),
-                PoolColumn::MissAllocs => right(
-                    p.stats
-                        .miss_cost()
-                        .map_or_else(|| "-".to_owned(), |(n, _)| format::count(n)),
-                ),
-                PoolColumn::MissBytes => right(
-                    p.stats
-                        .miss_cost()
-                        .map_or_else(|| "-".to_owned(), |(_, b)| format::bytes(b)),
-                ),
-                PoolColumn::Callers => right(p.callers.len().to_string()),
-            });
+            let cells = cols.iter().map(|&c| pool_cell(c, s, i, row_height));
             let row = Row::new(cells).height(row_height);
             if pos == sel { row.style(SELECTED) } else { row }
         });
@@ -640,6 +607,48 @@ fn pools(f: &mut Frame, area: Rect, app: &App) {
             "no sync.Pool activity seen".to_owned()
         };
         placeholder(f, area, &msg);
+    }
+}
+
+/// Column `c` of shown pool `i`, in rows `row_height` lines high.
+fn pool_cell(c: PoolColumn, s: &super::Shown, i: usize, row_height: u16) -> Cell<'static> {
+    let p = &s.totals.pools[i];
+    let rate = s.pool_rates.get(i).copied().unwrap_or_default();
+    let known = |r: f64| known_rate(s.rates_known, r, format::rate);
+    match c {
+        PoolColumn::Pool if row_height == 2 => Cell::from(Text::from(vec![
+            Line::raw(format::short_name(&p.name).into_owned()),
+            Line::styled(
+                format!(
+                    " New {}",
+                    p.new_func
+                        .as_deref()
+                        .map_or(Cow::Borrowed("-"), format::short_name)
+                ),
+                DIM,
+            ),
+        ])),
+        PoolColumn::Pool => Cell::from(format::short_name(&p.name).into_owned()),
+        PoolColumn::NewFunc => Cell::from(p.new_func.as_deref().map_or_else(
+            || Span::styled("-", DIM),
+            |n| Span::raw(format::short_name(n).into_owned()),
+        )),
+        PoolColumn::GetsRate => right(known(rate.gets)),
+        PoolColumn::HitRatio => hit_cell(p.stats.hit_ratio()),
+        PoolColumn::MissesRate => right(known(rate.misses)),
+        PoolColumn::PutsRate => right(known(rate.puts)),
+        PoolColumn::NotPut => right(format::count(p.stats.gets_without_puts())),
+        PoolColumn::MissAllocs => right(
+            p.stats
+                .miss_cost()
+                .map_or_else(|| "-".to_owned(), |(n, _)| format::count(n)),
+        ),
+        PoolColumn::MissBytes => right(
+            p.stats
+                .miss_cost()
+                .map_or_else(|| "-".to_owned(), |(_, b)| format::bytes(b)),
+        ),
+        PoolColumn::Callers => right(p.callers.len().to_string()),
     }
 }
 
@@ -685,7 +694,7 @@ fn site_detail_areas(body: Rect, app: &App) -> SiteDetailAreas {
 
 /// The "why on the heap" block (`--source`): the reason chain, cut to
 /// leave room for the suggestions, at most `max` lines.
-fn why_lines(d: &crate::tui::SiteDetail, max: usize) -> Vec<Line<'static>> {
+fn why_lines(d: &SiteDetail, max: usize) -> Vec<Line<'static>> {
     if d.escape.is_empty() {
         return Vec::new();
     }
@@ -719,7 +728,27 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
         return;
     };
     let a = site_detail_areas(body, app);
-    let rates = app.shown.rates_known;
+    f.render_widget(Paragraph::new(site_info(d, app.shown.rates_known)), a.info);
+    let [label, spark] =
+        Layout::horizontal([Constraint::Length(24), Constraint::Min(0)]).areas(a.spark);
+    f.render_widget(Paragraph::new("allocs/s, last minute:").style(DIM), label);
+    sparkline(f, spark, &d.series, Color::Cyan);
+    f.render_widget(
+        Paragraph::new(why_lines(d, usize::from(body.height / 3))),
+        a.why,
+    );
+    // Left: the types at this function:line, then their size distribution.
+    let width = usize::from(a.left.width);
+    let mut lines = type_lines(d, width);
+    lines.push(Line::raw(""));
+    lines.extend(size_lines(d, width));
+    f.render_widget(Paragraph::new(lines), a.left);
+    // Right: the stack, scrollable.
+    stack_table(f, a.stack, &d.stack, app.scroll);
+}
+
+/// The site, its type, totals and rates, and the pool whose `New` made it.
+fn site_info(d: &SiteDetail, rates: bool) -> Vec<Line<'static>> {
     let mut info = vec![
         Line::from(vec![
             Span::styled(d.key.function.to_string(), BOLD),
@@ -734,17 +763,9 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
         Line::from(format!(
             "{} allocs ({}/s) · {} ({}/s)",
             format::count(d.allocs),
-            if rates {
-                format::rate(d.rate.allocs)
-            } else {
-                "-".into()
-            },
+            known_rate(rates, d.rate.allocs, format::rate),
             format::bytes(d.bytes),
-            if rates {
-                format::bytes_rate(d.rate.bytes)
-            } else {
-                "-".into()
-            },
+            known_rate(rates, d.rate.bytes, format::bytes_rate),
         )),
     ];
     if let Some(new) = &d.pool_new_func {
@@ -754,19 +775,11 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
             Style::new().fg(Color::Yellow),
         ));
     }
-    f.render_widget(Paragraph::new(info), a.info);
+    info
+}
 
-    let [label, spark] =
-        Layout::horizontal([Constraint::Length(24), Constraint::Min(0)]).areas(a.spark);
-    f.render_widget(Paragraph::new("allocs/s, last minute:").style(DIM), label);
-    sparkline(f, spark, &d.series, Color::Cyan);
-    f.render_widget(
-        Paragraph::new(why_lines(d, usize::from(body.height / 3))),
-        a.why,
-    );
-
-    // Left: the types at this function:line, then their size distribution.
-    let width = usize::from(a.left.width);
+/// The types allocated at the site's function:line, its own in bold.
+fn type_lines(d: &SiteDetail, width: usize) -> Vec<Line<'static>> {
     let mut lines = vec![Line::styled("Types at this line", BOLD)];
     for t in &d.types {
         let nums = format!(
@@ -789,8 +802,12 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
             Span::raw(nums),
         ]));
     }
-    lines.push(Line::raw(""));
-    lines.push(Line::styled("Sizes (all types at this line)", BOLD));
+    lines
+}
+
+/// The size distribution of all types at the line, as bars.
+fn size_lines(d: &SiteDetail, width: usize) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::styled("Sizes (all types at this line)", BOLD)];
     let max = d.size_hist.iter().copied().max().unwrap_or(0);
     let total: u64 = d.size_hist.iter().sum();
     let bar_w = width.saturating_sub(8 + 7 + 7);
@@ -809,13 +826,14 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
     if total == 0 {
         lines.push(Line::styled("no allocations since the reset", DIM));
     }
-    f.render_widget(Paragraph::new(lines), a.left);
+    lines
+}
 
-    // Right: the stack, scrollable.
-    let rows_fit = usize::from(a.stack.height.saturating_sub(1));
-    let off = app.scroll.min(d.stack.len().saturating_sub(1));
-    let frames: Vec<(String, String)> = d
-        .stack
+/// A stack, from `scroll` on, with a title that says which frames show.
+fn stack_table(f: &mut Frame, area: Rect, stack: &[crate::stats::Frame], scroll: usize) {
+    let rows_fit = usize::from(area.height.saturating_sub(1));
+    let off = scroll.min(stack.len().saturating_sub(1));
+    let frames: Vec<(String, String)> = stack
         .iter()
         .skip(off)
         .take(rows_fit)
@@ -829,17 +847,17 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
     let location_width = fit_width(
         frames.iter().map(|f| f.1.as_str()),
         0,
-        usize::from(a.stack.width / 2),
+        usize::from(area.width / 2),
     );
     let rows = frames.into_iter().map(|(function, location)| {
         Row::new([Cell::from(function), Cell::from(location).style(DIM)])
     });
-    let title = if d.stack.len() > rows_fit {
+    let title = if stack.len() > rows_fit {
         format!(
             "Stack {}-{} of {} (↑↓)",
             off + 1,
-            (off + rows_fit).min(d.stack.len()),
-            d.stack.len()
+            (off + rows_fit).min(stack.len()),
+            stack.len()
         )
     } else {
         "Stack".to_owned()
@@ -850,7 +868,7 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
     )
     .header(Row::new([Cell::from(title).style(BOLD)]))
     .column_spacing(1);
-    f.render_widget(table, a.stack);
+    f.render_widget(table, area);
 }
 
 fn pool_detail_areas(body: Rect) -> (Rect, Rect) {
@@ -871,16 +889,17 @@ fn pool_detail(f: &mut Frame, body: Rect, app: &App, key: crate::stats::PoolKey)
     let (info_area, callers_area) = pool_detail_areas(body);
     let shown = &app.shown;
     let rate = shown.pool_rates.get(idx).copied().unwrap_or_default();
-    let known = |r: f64| {
-        if shown.rates_known {
-            format::rate(r)
-        } else {
-            "-".to_owned()
-        }
-    };
+    let info = pool_info(pool, rate, shown.rates_known);
+    f.render_widget(Paragraph::new(info), info_area);
+    pool_callers(f, callers_area, pool, app.scroll);
+}
+
+/// A pool's name, address, `New`, counts, rates and miss cost.
+fn pool_info(pool: &PoolSnapshot, rate: PoolRate, rates_known: bool) -> Vec<Line<'static>> {
+    let known = |r: f64| known_rate(rates_known, r, format::rate);
     let st = &pool.stats;
     let ratio = st.hit_ratio();
-    let info = vec![
+    vec![
         Line::from(vec![
             Span::styled(format!("pool {}", pool.name), BOLD),
             Span::raw(format!(
@@ -911,9 +930,11 @@ fn pool_detail(f: &mut Frame, body: Rect, app: &App, key: crate::stats::PoolKey)
                 |(n, b)| format!("{} ({})", format::count(n), format::bytes(b))
             ),
         )),
-    ];
-    f.render_widget(Paragraph::new(info), info_area);
+    ]
+}
 
+/// A pool's callers, most gets first, from `scroll` on.
+fn pool_callers(f: &mut Frame, callers_area: Rect, pool: &PoolSnapshot, scroll: usize) {
     let mut order: Vec<usize> = (0..pool.callers.len()).collect();
     order.sort_by(|&x, &y| {
         pool.callers[y]
@@ -923,7 +944,7 @@ fn pool_detail(f: &mut Frame, body: Rect, app: &App, key: crate::stats::PoolKey)
             .then(x.cmp(&y))
     });
     let rows_fit = usize::from(callers_area.height.saturating_sub(1));
-    let off = app.scroll.min(order.len().saturating_sub(1));
+    let off = scroll.min(order.len().saturating_sub(1));
     let rows = order.iter().skip(off).take(rows_fit).map(|&n| {
         let c = &pool.callers[n];
         Row::new([
