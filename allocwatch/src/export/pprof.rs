@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::stats::{Counters, Frame, Snapshot};
+use crate::stats::{Counters, Frame, SiteStats, Snapshot};
 
 /// `Profile` of profile.proto.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -247,7 +247,39 @@ fn sat_i64_u128(v: u128) -> i64 {
 #[must_use]
 pub fn build(snap: &Snapshot, meta: &ProfileMeta) -> Profile {
     let mut strings = Strings::new();
-    let mut p = Profile {
+    let mut p = header(snap, meta, &mut strings);
+    p.comment = meta.comments.iter().map(|c| strings.get(c)).collect();
+    let mut b = Builder {
+        type_key: strings.get("type"),
+        p,
+        strings,
+        functions: HashMap::new(),
+        locations: HashMap::new(),
+    };
+    for site in snap.sites_by_bytes() {
+        let site_frame;
+        let frames: &[Frame] = if site.stack.is_empty() {
+            // No stack known: the site alone.
+            site_frame = [Frame {
+                function: site.key.function.clone(),
+                file: site.key.file.clone(),
+                line: site.key.line,
+            }];
+            &site_frame
+        } else {
+            &site.stack
+        };
+        let location_id = frames.iter().map(|f| b.location(f)).collect();
+        let sample = b.sample(site, location_id);
+        b.p.sample.push(sample);
+    }
+    b.p.string_table = b.strings.table;
+    b.p
+}
+
+/// A profile without samples: value types, mapping, time.
+fn header(snap: &Snapshot, meta: &ProfileMeta, strings: &mut Strings) -> Profile {
+    Profile {
         sample_type: vec![
             ValueType {
                 r#type: strings.get("alloc_objects"),
@@ -280,84 +312,82 @@ pub fn build(snap: &Snapshot, meta: &ProfileMeta) -> Profile {
             .map_or(0, |d| sat_i64_u128(d.as_nanos())),
         duration_nanos: sat_i64_u128(snap.elapsed.as_nanos()),
         ..Profile::default()
-    };
-    p.comment = meta.comments.iter().map(|c| strings.get(c)).collect();
-    let type_key = strings.get("type");
-    let mut functions: HashMap<(Arc<str>, Arc<str>), u64> = HashMap::new();
-    let mut locations: HashMap<Frame, u64> = HashMap::new();
-    for site in snap.sites_by_bytes() {
-        let mut ids = Vec::with_capacity(site.stack.len().max(1));
-        let site_frame;
-        let frames: &[Frame] = if site.stack.is_empty() {
-            // No stack known: the site alone.
-            site_frame = [Frame {
-                function: site.key.function.clone(),
-                file: site.key.file.clone(),
-                line: site.key.line,
-            }];
-            &site_frame
-        } else {
-            &site.stack
-        };
-        for f in frames {
-            let id = if let Some(&id) = locations.get(f) {
-                id
-            } else {
-                let fkey = (f.function.clone(), f.file.clone());
-                let fid = match functions.get(&fkey) {
-                    Some(&id) => id,
-                    None => {
-                        let id = p.function.len() as u64 + 1;
-                        let name = strings.get(&f.function);
-                        p.function.push(Function {
-                            id,
-                            name,
-                            system_name: name,
-                            filename: strings.get(&f.file),
-                            start_line: 0,
-                        });
-                        functions.insert(fkey, id);
-                        id
-                    }
-                };
-                let id = p.location.len() as u64 + 1;
-                p.location.push(Location {
-                    id,
-                    mapping_id: 1,
-                    address: 0,
-                    line: vec![Line {
-                        function_id: fid,
-                        line: i64::from(f.line),
-                        column: 0,
-                    }],
-                    is_folded: false,
-                });
-                locations.insert(f.clone(), id);
-                id
-            };
-            ids.push(id);
-        }
-        p.sample.push(Sample {
-            location_id: ids,
-            value: vec![sat_i64(site.allocs), sat_i64(site.bytes)],
-            label: std::iter::once(Label {
-                key: type_key,
-                str: strings.get(&site.key.type_name),
-                num: 0,
-                num_unit: 0,
-            })
-            .chain((site.sampled_allocs > 0).then(|| Label {
-                // Estimated (sampled mode, or a --max-overhead switch).
-                key: strings.get("mode"),
-                str: strings.get(site.mode()),
-                num: 0,
-                num_unit: 0,
-            }))
-            .collect(),
-        });
     }
-    p.string_table = strings.table;
-    p
+}
+
+/// A profile being filled: locations and functions shared between samples.
+struct Builder {
+    p: Profile,
+    strings: Strings,
+    type_key: i64,
+    functions: HashMap<(Arc<str>, Arc<str>), u64>,
+    locations: HashMap<Frame, u64>,
+}
+
+impl Builder {
+    /// The id of the function of `f`, added when new.
+    fn function(&mut self, f: &Frame) -> u64 {
+        let fkey = (f.function.clone(), f.file.clone());
+        if let Some(&id) = self.functions.get(&fkey) {
+            return id;
+        }
+        let id = self.p.function.len() as u64 + 1;
+        let name = self.strings.get(&f.function);
+        self.p.function.push(Function {
+            id,
+            name,
+            system_name: name,
+            filename: self.strings.get(&f.file),
+            start_line: 0,
+        });
+        self.functions.insert(fkey, id);
+        id
+    }
+
+    /// The id of the location of `f`, added when new.
+    fn location(&mut self, f: &Frame) -> u64 {
+        if let Some(&id) = self.locations.get(f) {
+            return id;
+        }
+        let function_id = self.function(f);
+        let id = self.p.location.len() as u64 + 1;
+        self.p.location.push(Location {
+            id,
+            mapping_id: 1,
+            address: 0,
+            line: vec![Line {
+                function_id,
+                line: i64::from(f.line),
+                column: 0,
+            }],
+            is_folded: false,
+        });
+        self.locations.insert(f.clone(), id);
+        id
+    }
+
+    /// A site's sample: its values and labels (`type`, and `mode` when
+    /// estimated).
+    fn sample(&mut self, site: &SiteStats, location_id: Vec<u64>) -> Sample {
+        let type_label = Label {
+            key: self.type_key,
+            str: self.strings.get(&site.key.type_name),
+            num: 0,
+            num_unit: 0,
+        };
+        // Estimated (sampled mode, or a --max-overhead switch).
+        let mode_label = (site.sampled_allocs > 0).then(|| Label {
+            key: self.strings.get("mode"),
+            str: self.strings.get(site.mode()),
+            num: 0,
+            num_unit: 0,
+        });
+        Sample {
+            location_id,
+            value: vec![sat_i64(site.allocs), sat_i64(site.bytes)],
+            label: std::iter::once(type_label).chain(mode_label).collect(),
+        }
+    }
 }
 
 /// Writes the profile of `snap`, gzipped (what `go tool pprof` expects).

@@ -980,32 +980,7 @@ impl App {
             return;
         };
         let t = &self.shown.totals;
-        let mut types = Vec::new();
-        let mut size_hist = [0u64; SIZE_BUCKETS];
-        let mut this: Option<(usize, &SiteStats)> = None;
-        for (i, s) in t.sites.iter().enumerate() {
-            let k = &s.key;
-            if k.line == key.line && k.function == key.function && k.file == key.file {
-                for (h, x) in size_hist.iter_mut().zip(s.size_hist.iter()) {
-                    *h += x;
-                }
-                let rate = self.shown.site_rates.get(i).copied().unwrap_or_default();
-                types.push(TypeRow {
-                    type_name: k.type_name.clone(),
-                    allocs: s.allocs,
-                    bytes: s.bytes,
-                    rate,
-                });
-                if k.type_name == key.type_name {
-                    this = Some((i, s));
-                }
-            }
-        }
-        types.sort_by(|a, b| {
-            b.bytes
-                .cmp(&a.bytes)
-                .then_with(|| a.type_name.cmp(&b.type_name))
-        });
+        let (types, size_hist, this) = types_at_line(&self.shown, key);
         // A site with nothing since the last reset keeps what was known of it.
         let known = this.map(|(_, s)| s).or_else(|| {
             self.history
@@ -1138,6 +1113,44 @@ impl App {
             .with_context(|| format!("failed to write {}", path.display()))?;
         Ok((path, rows))
     }
+}
+
+/// The types allocated at `key`'s function:line (most bytes first), their
+/// size distribution, and `key`'s own row among the shown sites.
+fn types_at_line<'a>(
+    shown: &'a Shown,
+    key: &SiteKey,
+) -> (
+    Vec<TypeRow>,
+    [u64; SIZE_BUCKETS],
+    Option<(usize, &'a SiteStats)>,
+) {
+    let mut types = Vec::new();
+    let mut size_hist = [0u64; SIZE_BUCKETS];
+    let mut this = None;
+    for (i, s) in shown.totals.sites.iter().enumerate() {
+        let k = &s.key;
+        if k.line == key.line && k.function == key.function && k.file == key.file {
+            for (h, x) in size_hist.iter_mut().zip(s.size_hist.iter()) {
+                *h += x;
+            }
+            types.push(TypeRow {
+                type_name: k.type_name.clone(),
+                allocs: s.allocs,
+                bytes: s.bytes,
+                rate: shown.site_rates.get(i).copied().unwrap_or_default(),
+            });
+            if k.type_name == key.type_name {
+                this = Some((i, s));
+            }
+        }
+    }
+    types.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then_with(|| a.type_name.cmp(&b.type_name))
+    });
+    (types, size_hist, this)
 }
 
 /// The detail view's "why on the heap" lines and suggestions for a site.
