@@ -769,8 +769,7 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
             st.misses,
             st.nil_returns,
             st.puts,
-            st.hit_ratio()
-                .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
+            format::ratio_percent(st.hit_ratio()),
         );
         // What this pool's own misses allocated inside New (exact mode).
         match st.miss_cost() {

@@ -21,14 +21,9 @@ fn scaled(n: u64, base: f64, bump_at: f64, units: &[&str]) -> String {
         v /= base;
         unit += 1;
     }
-    let u = units[unit];
-    if unit == 0 {
-        format!("{n}{u}")
-    } else if v < 99.95 {
-        format!("{v:.1}{u}")
-    } else {
-        format!("{v:.0}{u}")
-    }
+    // Whole numbers in the first unit (`v` is `n` exactly there).
+    let decimals = usize::from(unit > 0 && v < 99.95);
+    format!("{v:.decimals$}{}", units[unit])
 }
 
 /// A count: `999`, `1.0k`, `12.3k`, `123k`, `1.2M`.
@@ -113,17 +108,22 @@ pub fn ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"))
 }
 
+/// A ratio in `0..=1` as a percentage with one decimal: `93.0%`; `-` when unknown.
+#[must_use]
+pub fn ratio_percent(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
 /// A fraction as a percentage: `12.3%`.
 #[must_use]
 pub fn percent(frac: f64) -> String {
     let p = if frac.is_finite() { frac * 100.0 } else { 0.0 };
-    if p >= 99.95 {
-        format!("{p:.0}%")
-    } else if p < 0.995 {
-        format!("{p:.2}%")
-    } else {
-        format!("{p:.1}%")
-    }
+    let decimals = match p {
+        _ if p >= 99.95 => 0,
+        _ if p < 0.995 => 2,
+        _ => 1,
+    };
+    format!("{p:.decimals$}%")
 }
 
 /// The last `components` components of a path: `net/http/server.go` → `http/server.go` for 2.
@@ -289,6 +289,8 @@ mod tests {
         assert_eq!(percent(0.0015), "0.15%");
         assert_eq!(percent(0.0), "0.00%");
         assert_eq!(ratio(None), "-");
+        assert_eq!(ratio_percent(None), "-");
+        assert_eq!(ratio_percent(Some(0.93)), "93.0%");
         assert_eq!(bucket_label(0), "≤1B");
         assert_eq!(bucket_label(6), "≤64B");
         assert_eq!(bucket_label(10), "≤1KiB");

@@ -250,8 +250,7 @@ pub fn write_report(
                 st.misses,
                 st.nil_returns,
                 st.puts,
-                st.hit_ratio()
-                    .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
+                format::ratio_percent(st.hit_ratio())
             )?;
             for c in &p.callers {
                 writeln!(

@@ -405,7 +405,7 @@ pub fn write(snap: &Snapshot, meta: &ProfileMeta, out: impl Write) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::test_support::{frame, site, snapshot};
+    use crate::export::test_support::{frame, main_f, site, snapshot};
     use prost::Message as _;
     use std::io::Read;
     use std::time::Duration;
@@ -427,14 +427,7 @@ mod tests {
         let snap = snapshot(
             2,
             vec![
-                site(
-                    "main.f",
-                    10,
-                    "main.T",
-                    5,
-                    120,
-                    vec![frame("main.f", 10), frame("main.main", 30)],
-                ),
+                main_f(),
                 site(
                     "main.g",
                     20,

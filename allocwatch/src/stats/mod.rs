@@ -448,8 +448,8 @@ impl<R: Resolver> Aggregator<R> {
 
     /// Records one pool operation.
     pub fn add_pool(&mut self, op: PoolOp, pool: u64, arg: u64, callers: Callers) {
-        self.pools
-            .add(&mut self.resolver, op, pool, arg, callers, 1);
+        let call = pools::PoolCall::new(op, pool, arg, callers);
+        self.pools.add(&mut self.resolver, call, 1);
     }
 
     /// Takes the kernel's cumulative count of one (pool, callers, operation).
@@ -461,8 +461,8 @@ impl<R: Resolver> Aggregator<R> {
         callers: Callers,
         total: u64,
     ) {
-        self.pools
-            .set_total(&mut self.resolver, op, pool, arg, callers, total);
+        let call = pools::PoolCall::new(op, pool, arg, callers);
+        self.pools.set_total(&mut self.resolver, call, total);
     }
 
     /// Takes the kernel's cumulative miss cost of one pool: allocations

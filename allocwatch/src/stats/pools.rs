@@ -19,7 +19,7 @@ use allocwatch_common::POOL_CALLERS;
 use super::{Frame, Resolver};
 
 /// What a pool probe saw.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PoolOp {
     /// `Get` was called.
     Get,
@@ -138,7 +138,7 @@ pub(super) struct Pools {
     /// return addresses -> the user's frame (past wrappers), resolved once
     callers: HashMap<Callers, Frame>,
     /// Last cumulative kernel totals per (op, pool, arg, callers).
-    totals: HashMap<(u8, u64, u64, Callers), u64>,
+    totals: HashMap<PoolCall, u64>,
     /// Last cumulative miss cost per pool (allocations, bytes).
     miss_totals: HashMap<PoolKey, (u64, u64)>,
 }
@@ -166,24 +166,35 @@ pub fn pool_display_name(pool: u64, symbol: Option<&str>, user: &str) -> String 
     }
 }
 
+/// One kind of pool operation as the kernel counts it: the operation, the
+/// pool, its argument (`New`'s code address for a miss) and its callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct PoolCall {
+    pub op: PoolOp,
+    pub pool: u64,
+    pub arg: u64,
+    pub callers: Callers,
+}
+
+impl PoolCall {
+    pub(super) fn new(op: PoolOp, pool: u64, arg: u64, callers: Callers) -> PoolCall {
+        PoolCall {
+            op,
+            pool,
+            arg,
+            callers,
+        }
+    }
+}
+
 impl Pools {
-    pub(super) fn set_total<R: Resolver>(
-        &mut self,
-        r: &mut R,
-        op: PoolOp,
-        pool: u64,
-        arg: u64,
-        callers: Callers,
-        total: u64,
-    ) {
-        let last = self
-            .totals
-            .entry((op as u8, pool, arg, callers))
-            .or_insert(0);
+    /// Takes the kernel's cumulative count of `call`.
+    pub(super) fn set_total<R: Resolver>(&mut self, r: &mut R, call: PoolCall, total: u64) {
+        let last = self.totals.entry(call).or_insert(0);
         let d = total.saturating_sub(*last);
         *last = total;
         if d > 0 {
-            self.add(r, op, pool, arg, callers, d);
+            self.add(r, call, d);
         }
     }
 
@@ -209,15 +220,14 @@ impl Pools {
         }
     }
 
-    pub(super) fn add<R: Resolver>(
-        &mut self,
-        r: &mut R,
-        op: PoolOp,
-        pool: u64,
-        arg: u64,
-        callers: Callers,
-        n: u64,
-    ) {
+    /// Counts `n` operations `call`.
+    pub(super) fn add<R: Resolver>(&mut self, r: &mut R, call: PoolCall, n: u64) {
+        let PoolCall {
+            op,
+            pool,
+            arg,
+            callers,
+        } = call;
         let frame = self
             .callers
             .entry(callers)

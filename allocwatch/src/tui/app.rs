@@ -177,6 +177,15 @@ impl<C: Column> Sort<C> {
         *self = Sort::by(C::ALL[(i + 1) % C::ALL.len()]);
     }
 
+    /// `ascending` in this sort's direction.
+    fn direct(&self, ascending: Ordering) -> Ordering {
+        if self.descending {
+            ascending.reverse()
+        } else {
+            ascending
+        }
+    }
+
     /// `↓` or `↑`.
     #[must_use]
     pub fn glyph(&self) -> &'static str {
@@ -399,10 +408,9 @@ impl Needle {
 
 fn cmp_sites(
     sort: Sort<SiteColumn>,
-    a: (&SiteStats, SiteRate),
-    b: (&SiteStats, SiteRate),
+    (sa, ra): (&SiteStats, SiteRate),
+    (sb, rb): (&SiteStats, SiteRate),
 ) -> Ordering {
-    let ((sa, ra), (sb, rb)) = (a, b);
     let primary = match sort.column {
         SiteColumn::Function => sa.key.function.cmp(&sb.key.function),
         SiteColumn::Location => sa
@@ -417,11 +425,7 @@ fn cmp_sites(
         SiteColumn::Bytes | SiteColumn::Share => sa.bytes.cmp(&sb.bytes),
         SiteColumn::AvgSize => avg_size(sa).total_cmp(&avg_size(sb)),
     };
-    let primary = if sort.descending {
-        primary.reverse()
-    } else {
-        primary
-    };
+    let primary = sort.direct(primary);
     primary
         .then_with(|| sb.bytes.cmp(&sa.bytes))
         .then_with(|| sa.key.cmp(&sb.key))
@@ -429,10 +433,9 @@ fn cmp_sites(
 
 fn cmp_pools(
     sort: Sort<PoolColumn>,
-    a: (&PoolSnapshot, PoolRate),
-    b: (&PoolSnapshot, PoolRate),
+    (pa, ra): (&PoolSnapshot, PoolRate),
+    (pb, rb): (&PoolSnapshot, PoolRate),
 ) -> Ordering {
-    let ((pa, ra), (pb, rb)) = (a, b);
     // An unknown miss cost (sampled mode) sorts below every known one.
     let (ma, mb) = (pa.stats.miss_cost(), pb.stats.miss_cost());
     let primary = match sort.column {
@@ -456,11 +459,7 @@ fn cmp_pools(
         PoolColumn::MissBytes => ma.map(|m| m.1).cmp(&mb.map(|m| m.1)),
         PoolColumn::Callers => pa.callers.len().cmp(&pb.callers.len()),
     };
-    let primary = if sort.descending {
-        primary.reverse()
-    } else {
-        primary
-    };
+    let primary = sort.direct(primary);
     primary
         .then_with(|| pb.stats.gets.cmp(&pa.stats.gets))
         .then_with(|| pa.name.cmp(&pb.name))
@@ -1071,19 +1070,11 @@ impl App {
         };
         let rows = match self.tab {
             Tab::Sites => {
-                snap.sites = self
-                    .site_order
-                    .iter()
-                    .map(|&i| t.sites[i].clone())
-                    .collect();
+                snap.sites = pick_rows(&self.site_order, &t.sites);
                 snap.sites.len()
             }
             Tab::Pools => {
-                snap.pools = self
-                    .pool_order
-                    .iter()
-                    .map(|&i| t.pools[i].clone())
-                    .collect();
+                snap.pools = pick_rows(&self.pool_order, &t.pools);
                 snap.pools.len()
             }
         };
@@ -1151,6 +1142,11 @@ fn types_at_line<'a>(
             .then_with(|| a.type_name.cmp(&b.type_name))
     });
     (types, size_hist, this)
+}
+
+/// `rows[i]` for each `i` of `order`.
+fn pick_rows<T: Clone>(order: &[usize], rows: &[T]) -> Vec<T> {
+    order.iter().map(|&i| rows[i].clone()).collect()
 }
 
 /// The detail view's "why on the heap" lines and suggestions for a site.

@@ -30,34 +30,13 @@ const DIM: Style = Style::new().add_modifier(Modifier::DIM);
 const SELECTED: Style = Style::new().add_modifier(Modifier::REVERSED);
 const SORTED: Style = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
 
-struct Areas {
-    header: Rect,
-    tabs: Rect,
-    banner: Rect,
-    body: Rect,
-    status: Rect,
-    footer: Rect,
-}
-
-fn areas(area: Rect, app: &App) -> Areas {
+/// The screen's rows: header, tabs, the banner of an exited target, body,
+/// status line, footer.
+fn areas(area: Rect, app: &App) -> [Rect; 6] {
     let banner = u16::from(app.exited.is_some());
-    let [header, tabs, banner, body, status, footer] = Layout::vertical([
-        Constraint::Length(3),
-        Constraint::Length(1),
-        Constraint::Length(banner),
-        Constraint::Min(0),
-        Constraint::Length(1),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    Areas {
-        header,
-        tabs,
-        banner,
-        body,
-        status,
-        footer,
-    }
+    let body = Constraint::Min(0);
+    let [header, tabs, banner, status, footer] = [3, 1, banner, 1, 1].map(Constraint::Length);
+    Layout::vertical([header, tabs, banner, body, status, footer]).areas(area)
 }
 
 fn too_small(area: Rect) -> bool {
@@ -70,7 +49,7 @@ pub fn page_rows(area: Rect, app: &App) -> usize {
     if too_small(area) {
         return 1;
     }
-    let body = areas(area, app).body;
+    let [_, _, _, body, _, _] = areas(area, app);
     let rows = if app.help {
         help_areas(body).1.height.saturating_sub(1)
     } else {
@@ -96,31 +75,38 @@ pub fn render(f: &mut Frame, app: &App) {
         f.render_widget(msg, area);
         return;
     }
-    let a = areas(area, app);
-    header(f, a.header, app);
-    tabs(f, a.tabs, app);
+    let [
+        header_area,
+        tabs_area,
+        banner,
+        body,
+        status_area,
+        footer_area,
+    ] = areas(area, app);
+    header(f, header_area, app);
+    tabs(f, tabs_area, app);
     if let Some(why) = &app.exited {
         let text = format!(" target exited: {why} — press q to quit");
         let style = Style::new()
             .fg(Color::White)
             .bg(Color::Red)
             .add_modifier(Modifier::BOLD);
-        f.render_widget(Paragraph::new(text).style(style), a.banner);
+        f.render_widget(Paragraph::new(text).style(style), banner);
     }
     if app.help {
-        help(f, a.body, app);
+        help(f, body, app);
     } else {
         match &app.detail {
-            Some(Detail::Site(_)) => site_detail(f, a.body, app),
-            Some(Detail::Pool(key)) => pool_detail(f, a.body, app, *key),
+            Some(Detail::Site(_)) => site_detail(f, body, app),
+            Some(Detail::Pool(key)) => pool_detail(f, body, app, *key),
             None => match app.tab {
-                Tab::Sites => sites(f, a.body, app),
-                Tab::Pools => pools(f, a.body, app),
+                Tab::Sites => sites(f, body, app),
+                Tab::Pools => pools(f, body, app),
             },
         }
     }
-    status(f, a.status, app);
-    footer(f, a.footer, app);
+    status(f, status_area, app);
+    footer(f, footer_area, app);
 }
 
 fn header(f: &mut Frame, area: Rect, app: &App) {
@@ -252,7 +238,12 @@ fn sparkline(f: &mut Frame, area: Rect, data: &[u64], color: Color) {
 
 fn tabs(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.shown.totals;
-    let tab = |name: &str, shown: usize, total: usize, active: bool| {
+    let tab = |which: Tab| {
+        let (name, shown, total) = match which {
+            Tab::Sites => ("Sites", app.site_order.len(), t.sites.len()),
+            Tab::Pools => ("Pools", app.pool_order.len(), t.pools.len()),
+        };
+        let active = app.tab == which;
         let text = if shown == total {
             format!(" {name} {total} ")
         } else {
@@ -268,19 +259,9 @@ fn tabs(f: &mut Frame, area: Rect, app: &App) {
         )
     };
     let mut spans = vec![
-        tab(
-            "Sites",
-            app.site_order.len(),
-            t.sites.len(),
-            app.tab == Tab::Sites,
-        ),
+        tab(Tab::Sites),
         Span::raw("│"),
-        tab(
-            "Pools",
-            app.pool_order.len(),
-            t.pools.len(),
-            app.tab == Tab::Pools,
-        ),
+        tab(Tab::Pools),
         Span::raw("  sort "),
     ];
     let (title, glyph) = match app.tab {
@@ -418,6 +399,12 @@ fn site_width(c: SiteColumn, location: u16) -> Constraint {
     }
 }
 
+/// Which of `len` rows show from `off` on, `rows_fit` of them (`3-12 of 40`);
+/// `None` when they all fit.
+fn shown_range(off: usize, rows_fit: usize, len: usize) -> Option<String> {
+    (len > rows_fit).then(|| format!("{}-{} of {len}", off + 1, (off + rows_fit).min(len)))
+}
+
 /// Width of a column of short strings: the longest, within `min..=max`.
 fn fit_width<'a>(items: impl Iterator<Item = &'a str>, min: usize, max: usize) -> u16 {
     let w = items
@@ -521,16 +508,16 @@ fn site_cell(
     }
 }
 
-const POOL_NARROW: &[PoolColumn] = &[
-    PoolColumn::Pool,
-    PoolColumn::GetsRate,
-    PoolColumn::HitRatio,
-    PoolColumn::MissesRate,
-    PoolColumn::PutsRate,
-    PoolColumn::NotPut,
-    PoolColumn::MissAllocs,
-    PoolColumn::Callers,
-];
+/// The columns of the pools view: narrow terminals (two lines a row) show
+/// `New` under the pool's name and leave out the miss bytes.
+fn pool_columns(row_height: u16) -> Vec<PoolColumn> {
+    let narrow_drops = |c: &PoolColumn| matches!(c, PoolColumn::NewFunc | PoolColumn::MissBytes);
+    PoolColumn::ALL
+        .iter()
+        .copied()
+        .filter(|c| row_height == 1 || !narrow_drops(c))
+        .collect()
+}
 
 fn pool_width(c: PoolColumn) -> Constraint {
     match c {
@@ -569,11 +556,7 @@ fn pools(f: &mut Frame, area: Rect, app: &App) {
     let s = &app.shown;
     let t = &s.totals;
     let row_height = pool_row_height(area);
-    let cols = if row_height == 1 {
-        PoolColumn::ALL
-    } else {
-        POOL_NARROW
-    };
+    let cols = pool_columns(row_height);
     let rows_fit = usize::from(area.height.saturating_sub(1) / row_height);
     let len = app.pool_order.len();
     let off = app.pools_pos.visible_offset(len, rows_fit);
@@ -852,16 +835,8 @@ fn stack_table(f: &mut Frame, area: Rect, stack: &[crate::stats::Frame], scroll:
     let rows = frames.into_iter().map(|(function, location)| {
         Row::new([Cell::from(function), Cell::from(location).style(DIM)])
     });
-    let title = if stack.len() > rows_fit {
-        format!(
-            "Stack {}-{} of {} (↑↓)",
-            off + 1,
-            (off + rows_fit).min(stack.len()),
-            stack.len()
-        )
-    } else {
-        "Stack".to_owned()
-    };
+    let title = shown_range(off, rows_fit, stack.len())
+        .map_or_else(|| "Stack".to_owned(), |r| format!("Stack {r} (↑↓)"));
     let table = Table::new(
         rows,
         [Constraint::Fill(1), Constraint::Length(location_width)],
@@ -1022,26 +997,16 @@ fn contexts_label(ctxs: &[Context]) -> String {
         .to_owned();
     }
     {
-        if has(&Context::Sites) && has(&Context::Pools) {
-            parts.push("lists");
-        } else {
-            parts.extend(
-                [Context::Sites, Context::Pools]
-                    .iter()
-                    .filter(|c| has(c))
-                    .map(|c| c.name()),
-            );
-        }
-        if has(&Context::SiteDetail) && has(&Context::PoolDetail) {
-            parts.push("details");
-        } else {
-            parts.extend(
-                [Context::SiteDetail, Context::PoolDetail]
-                    .iter()
-                    .filter(|c| has(c))
-                    .map(|c| c.name()),
-            );
-        }
+        // Both of a pair by the pair's name, else each by its own.
+        let mut pair = |both: [Context; 2], name: &'static str| {
+            if both.iter().all(has) {
+                parts.push(name);
+            } else {
+                parts.extend(both.iter().filter(|c| has(c)).map(|c| c.name()));
+            }
+        };
+        pair([Context::Sites, Context::Pools], "lists");
+        pair([Context::SiteDetail, Context::PoolDetail], "details");
         if has(&Context::Help) {
             parts.push("help");
         }
@@ -1061,16 +1026,8 @@ fn help(f: &mut Frame, body: Rect, app: &App) {
     } else {
         app.info.log_path.as_str()
     };
-    let range = if KEYMAP.len() > rows_fit {
-        format!(
-            " · keys {}-{} of {}, ↑↓ scroll",
-            off + 1,
-            (off + rows_fit).min(KEYMAP.len()),
-            KEYMAP.len()
-        )
-    } else {
-        String::new()
-    };
+    let range = shown_range(off, rows_fit, KEYMAP.len())
+        .map_or_else(String::new, |r| format!(" · keys {r}, ↑↓ scroll"));
     let text = Text::from(vec![
         Line::styled(format!("Help — ? or Esc closes it{range}"), BOLD),
         Line::from(format!("log file: {log}")),
