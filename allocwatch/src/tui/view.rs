@@ -463,26 +463,45 @@ fn sites(f: &mut Frame, area: Rect, app: &App) {
                 row
             }
         });
-    let numeric = |c: SiteColumn| c.descending_by_default();
+    let widths = cols.iter().map(|&c| site_width(c, location_width));
+    f.render_widget(list_table(rows, cols, app.site_sort, widths), area);
+    if len == 0 {
+        let why = nothing_shown(app, "waiting for allocations…", t.sites.len(), "call site");
+        let msg = why.unwrap_or_else(|| {
+            let since = if s.start.is_zero() {
+                "yet"
+            } else {
+                "since the reset"
+            };
+            format!("no allocations {since}")
+        });
+        placeholder(f, area, &msg);
+    }
+}
+
+/// A list's table, its header naming the columns and the sort.
+fn list_table<'a, C: Column>(
+    rows: impl IntoIterator<Item = Row<'a>>,
+    cols: &[C],
+    sort: Sort<C>,
+    widths: impl IntoIterator<Item = Constraint>,
+) -> Table<'a> {
     let head = Row::new(
         cols.iter()
-            .map(|&c| header_cell(c, app.site_sort, numeric(c))),
+            .map(|&c| header_cell(c, sort, c.descending_by_default())),
     );
-    let widths = cols.iter().map(|&c| site_width(c, location_width));
-    let table = Table::new(rows, widths).header(head).column_spacing(1);
-    f.render_widget(table, area);
+    Table::new(rows, widths).header(head).column_spacing(1)
+}
 
-    if len == 0 {
-        let msg = if !s.has_data {
-            "waiting for allocations…".to_owned()
-        } else if !app.filter.is_empty() && !t.sites.is_empty() {
-            format!("no call site matches \"{}\" (Esc clears)", app.filter)
-        } else if s.start.is_zero() {
-            "no allocations yet".to_owned()
-        } else {
-            "no allocations since the reset".to_owned()
-        };
-        placeholder(f, area, &msg);
+/// Why a list shows no row when there is no data yet, or a filter matches
+/// none of its `rows`; `None` for other reasons.
+fn nothing_shown(app: &App, waiting: &str, rows: usize, what: &str) -> Option<String> {
+    if !app.shown.has_data {
+        Some(waiting.to_owned())
+    } else if !app.filter.is_empty() && rows > 0 {
+        Some(format!("no {what} matches \"{}\" (Esc clears)", app.filter))
+    } else {
+        None
     }
 }
 
@@ -572,24 +591,15 @@ fn pools(f: &mut Frame, area: Rect, app: &App) {
             let row = Row::new(cells).height(row_height);
             if pos == sel { row.style(SELECTED) } else { row }
         });
-    let head = Row::new(
-        cols.iter()
-            .map(|&c| header_cell(c, app.pool_sort, c.descending_by_default())),
-    );
-    let table = Table::new(rows, cols.iter().map(|&c| pool_width(c)))
-        .header(head)
-        .column_spacing(1);
-    f.render_widget(table, area);
-
+    let widths = cols.iter().map(|&c| pool_width(c));
+    f.render_widget(list_table(rows, &cols, app.pool_sort, widths), area);
     if len == 0 {
-        let msg = if !s.has_data {
-            "waiting for data…".to_owned()
-        } else if !app.filter.is_empty() && !t.pools.is_empty() {
-            format!("no pool matches \"{}\" (Esc clears)", app.filter)
-        } else {
-            "no sync.Pool activity seen".to_owned()
-        };
-        placeholder(f, area, &msg);
+        let why = nothing_shown(app, "waiting for data…", t.pools.len(), "pool");
+        placeholder(
+            f,
+            area,
+            &why.unwrap_or_else(|| "no sync.Pool activity seen".into()),
+        );
     }
 }
 
