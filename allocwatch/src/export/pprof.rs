@@ -165,39 +165,35 @@ pub const SAMPLED_COMMENT: &str = "estimated counts: allocwatch read the Go runt
 /// sent one by one instead of aggregated, or filtered out.
 #[must_use]
 pub fn counter_comments(c: &Counters) -> Vec<String> {
-    let mut v = Vec::new();
-    if c.lost > 0 {
-        v.push(format!(
-            "warning: {} events did not fit in the ring buffer: counts are low",
-            c.lost
-        ));
-    }
-    if c.lost_stacks > 0 {
-        v.push(format!(
-            "of the lost events, {} only carried a new site's full stack: those allocations were counted, the sites lack their full stack",
-            c.lost_stacks
-        ));
-    }
-    if c.agg_full > 0 {
-        v.push(format!(
-            "note: the kernel's aggregation maps were full ({} keys): {} operations were sent one by one instead",
-            allocwatch_common::AGG_ENTRIES,
-            c.agg_full
-        ));
-    }
-    if c.key_truncated > 0 {
-        v.push(format!(
-            "note: {} allocations lay deeper in the runtime than a kernel key reaches: sent one by one (counted all the same)",
-            c.key_truncated
-        ));
-    }
-    if c.other_process > 0 {
-        v.push(format!(
-            "note: {} probe hits came from other processes (not counted)",
-            c.other_process
-        ));
-    }
-    v
+    let full = allocwatch_common::AGG_ENTRIES;
+    let comments: [(u64, &dyn Fn(u64) -> String); 5] = [
+        (c.lost, &|n| {
+            format!("warning: {n} events did not fit in the ring buffer: counts are low")
+        }),
+        (c.lost_stacks, &|n| {
+            format!(
+                "of the lost events, {n} only carried a new site's full stack: those allocations were counted, the sites lack their full stack"
+            )
+        }),
+        (c.agg_full, &|n| {
+            format!(
+                "note: the kernel's aggregation maps were full ({full} keys): {n} operations were sent one by one instead"
+            )
+        }),
+        (c.key_truncated, &|n| {
+            format!(
+                "note: {n} allocations lay deeper in the runtime than a kernel key reaches: sent one by one (counted all the same)"
+            )
+        }),
+        (c.other_process, &|n| {
+            format!("note: {n} probe hits came from other processes (not counted)")
+        }),
+    ];
+    comments
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, text)| text(*n))
+        .collect()
 }
 
 /// What a profile says about its recording besides the counts.
