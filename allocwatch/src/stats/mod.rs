@@ -14,7 +14,9 @@ pub use pools::{
     Callers, PoolCallerStats, PoolKey, PoolOp, PoolSnapshot, PoolStats, pool_display_name,
     pool_with_new,
 };
-pub use rates::{COST_PER_HIT_NS, PoolRate, Rates, SiteRate, cost_ns, cost_pct, cost_share, per_s};
+pub use rates::{
+    COST_PER_HIT_NS, PoolRate, Rates, SiteRate, cost_ns, cost_pct, cost_share, per_s, share,
+};
 
 use std::collections::HashMap;
 

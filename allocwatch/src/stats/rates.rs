@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{PoolKey, SiteKey, Snapshot};
+use super::{PoolKey, SiteKey, SiteStats, Snapshot};
 
 /// The target's CPU time one probe hit costs (the uprobe trap and the
 /// program), measured on the development machine (docs/benchmarks.md).
@@ -40,6 +40,30 @@ pub fn cost_share(hits_per_s: f64, ns_per_hit: f64) -> f64 {
 #[must_use]
 pub fn cost_pct(hits: u64, over: Duration) -> f64 {
     per_s(hits, over).map_or(0.0, |r| cost_share(r, COST_PER_HIT_NS) * 100.0)
+}
+
+/// Fraction `part / whole`, 0 when `whole` is 0.
+#[must_use]
+pub fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a fraction")]
+    let f = part as f64 / whole as f64;
+    f
+}
+
+impl SiteStats {
+    /// Average allocation size, 0 without allocations.
+    #[must_use]
+    pub fn avg_size(&self) -> f64 {
+        if self.allocs == 0 {
+            return 0.0;
+        }
+        #[expect(clippy::cast_precision_loss, reason = "an average")]
+        let avg = self.bytes as f64 / self.allocs as f64;
+        avg
+    }
 }
 
 /// Per-second rates of a site.
@@ -129,6 +153,7 @@ mod tests {
         assert_eq!(cost_pct(5, Duration::ZERO), 0.0);
         assert!((cost_ns(3) - 3150.0).abs() < 1e-9);
         assert!((cost_share(4000.0, 250.0) - 0.001).abs() < 1e-12);
+        assert_eq!((share(1, 4), share(1, 0)), (0.25, 0.0));
         let snap = Snapshot {
             elapsed: s(2),
             total_allocs: 7,

@@ -338,28 +338,6 @@ fn aligned<T, R: Default>(rows: &[T], rate: impl Fn(&T) -> Option<R>) -> Vec<R> 
     rows.iter().map(|x| rate(x).unwrap_or_default()).collect()
 }
 
-/// Average allocation size of a site.
-#[expect(clippy::cast_precision_loss, reason = "display only")]
-#[must_use]
-pub fn avg_size(s: &SiteStats) -> f64 {
-    if s.allocs == 0 {
-        0.0
-    } else {
-        s.bytes as f64 / s.allocs as f64
-    }
-}
-
-/// Fraction `part / whole`, 0 when `whole` is 0.
-#[expect(clippy::cast_precision_loss, reason = "display only")]
-#[must_use]
-pub fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
-}
-
 /// A case-insensitive substring test.
 struct Needle {
     lower: String,
@@ -423,7 +401,7 @@ fn cmp_sites(
         SiteColumn::BytesRate => ra.bytes.total_cmp(&rb.bytes),
         SiteColumn::Allocs => sa.allocs.cmp(&sb.allocs),
         SiteColumn::Bytes | SiteColumn::Share => sa.bytes.cmp(&sb.bytes),
-        SiteColumn::AvgSize => avg_size(sa).total_cmp(&avg_size(sb)),
+        SiteColumn::AvgSize => sa.avg_size().total_cmp(&sb.avg_size()),
     };
     let primary = sort.direct(primary);
     primary
@@ -1028,7 +1006,7 @@ impl App {
             allocs,
             bytes,
             rate,
-            share: share(bytes, t.total_bytes),
+            share: crate::stats::share(bytes, t.total_bytes),
             pool_new_func,
             pool_name,
             types,

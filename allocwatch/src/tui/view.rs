@@ -12,12 +12,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Cell, Paragraph, Row, Sparkline, Table};
 
-use super::app::{
-    App, Column, Detail, PoolColumn, SiteColumn, SiteDetail, Sort, Tab, avg_size, share,
-};
+use super::app::{App, Column, Detail, PoolColumn, SiteColumn, SiteDetail, Sort, Tab};
 use super::keymap::{self, Context, KEYMAP};
 use crate::format;
-use crate::stats::{Counters, PoolRate, PoolSnapshot};
+use crate::stats::{Counters, PoolRate, PoolSnapshot, share};
 
 /// Below this size only a short message is drawn.
 const MIN_WIDTH: u16 = 30;
@@ -522,7 +520,7 @@ fn site_cell(
         SiteColumn::BytesRate => right(known_rate(s.rates_known, rate.bytes, format::bytes_rate)),
         SiteColumn::Allocs => right(format::count(site.allocs)),
         SiteColumn::Bytes => right(format::bytes(site.bytes)),
-        SiteColumn::AvgSize => right(format::bytes_rate(avg_size(site))),
+        SiteColumn::AvgSize => right(format::bytes_rate(site.avg_size())),
         SiteColumn::Share => right(format::percent(share(site.bytes, s.totals.total_bytes))),
     }
 }
