@@ -117,6 +117,15 @@ fn snapshot_kernel_counters() {
     );
     assert!(!out.contains("other pids"), "{out}");
     snap_both("kernel_counters", &mut app);
+    // A status message keeps its room: the counters give way.
+    let text = "a status message that fills most of an eighty-column line ....";
+    app.status = Some(Status {
+        text: text.to_owned(),
+        error: false,
+    });
+    let out = screen(&mut app, 80, 24);
+    assert!(out.contains(text) && !out.contains("map full"), "{out}");
+    assert!(screen(&mut app, 120, 40).contains("map full 33"));
 }
 
 #[test]

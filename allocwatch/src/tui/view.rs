@@ -282,12 +282,20 @@ fn tabs(f: &mut Frame, area: Rect, app: &App) {
 }
 
 /// The status message on the left, what the kernel could not do the cheap
-/// way (when anything) on the right.
+/// way (when anything) on the right, where the message leaves room for it.
 fn status(f: &mut Frame, area: Rect, app: &App) {
     let kernel = kernel_counters(&app.shown.totals.counters);
-    let width = u16::try_from(kernel.width()).unwrap_or(u16::MAX);
-    let [text, counters] =
-        Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(area);
+    let message = app
+        .status
+        .as_ref()
+        .map_or(0, |s| s.text.chars().count() + 2);
+    let room = message + kernel.width() <= usize::from(area.width);
+    let width = if room { kernel.width() } else { 0 };
+    let [text, counters] = Layout::horizontal([
+        Constraint::Min(0),
+        Constraint::Length(u16::try_from(width).unwrap_or(0)),
+    ])
+    .areas(area);
     f.render_widget(Paragraph::new(kernel).alignment(Alignment::Right), counters);
     if let Some(s) = &app.status {
         let style = if s.error {
