@@ -496,6 +496,15 @@ fn list_table<'a, C: Column>(
         cols.iter()
             .map(|&c| header_cell(c, sort, c.descending_by_default())),
     );
+    table(rows, widths, head)
+}
+
+/// A table with a header row, its columns one space apart.
+fn table<'a>(
+    rows: impl IntoIterator<Item = Row<'a>>,
+    widths: impl IntoIterator<Item = Constraint>,
+    head: Row<'a>,
+) -> Table<'a> {
     Table::new(rows, widths).header(head).column_spacing(1)
 }
 
@@ -853,13 +862,9 @@ fn stack_table(f: &mut Frame, area: Rect, stack: &[crate::stats::Frame], scroll:
     });
     let title = shown_range(off, rows_fit, stack.len())
         .map_or_else(|| "Stack".to_owned(), |r| format!("Stack {r} (↑↓)"));
-    let table = Table::new(
-        rows,
-        [Constraint::Fill(1), Constraint::Length(location_width)],
-    )
-    .header(Row::new([Cell::from(title).style(BOLD)]))
-    .column_spacing(1);
-    f.render_widget(table, area);
+    let widths = [Constraint::Fill(1), Constraint::Length(location_width)];
+    let head = Row::new([Cell::from(title).style(BOLD)]);
+    f.render_widget(table(rows, widths, head), area);
 }
 
 fn pool_detail_areas(body: Rect) -> (Rect, Rect) {
@@ -974,19 +979,13 @@ fn pool_callers(f: &mut Frame, callers_area: Rect, pool: &PoolSnapshot, scroll: 
             })
         }),
     );
-    let widths = [
-        Constraint::Fill(3),
-        Constraint::Fill(2),
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Length(7),
+    let [gets, hits, misses, puts] = [7; 4].map(Constraint::Length);
+    let (names, hit) = (
+        [Constraint::Fill(3), Constraint::Fill(2)],
         Constraint::Length(5),
-    ];
-    f.render_widget(
-        Table::new(rows, widths).header(head).column_spacing(1),
-        callers_area,
     );
+    let widths = names.into_iter().chain([gets, hits, misses, puts, hit]);
+    f.render_widget(table(rows, widths, head), callers_area);
 }
 
 fn help_areas(body: Rect) -> (Rect, Rect) {
@@ -1067,8 +1066,5 @@ fn help(f: &mut Frame, body: Rect, app: &App) {
         Constraint::Fill(1),
         Constraint::Length(14),
     ];
-    f.render_widget(
-        Table::new(rows, widths).header(head).column_spacing(1),
-        keys,
-    );
+    f.render_widget(table(rows, widths, head), keys);
 }
