@@ -22,7 +22,7 @@ use crate::session::{Options, Session, TargetSpec};
 
 /// Measured cost of one uprobe hit at a `PUSHQ BP` on the reference machine
 /// (see docs/benchmarks.md); used for the overhead estimate.
-pub use crate::budget::COST_PER_HIT_NS;
+pub use crate::stats::COST_PER_HIT_NS;
 
 impl TargetArgs {
     /// What to trace: the PID, or the command to launch.

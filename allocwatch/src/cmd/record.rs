@@ -273,11 +273,6 @@ fn profile_comments(s: &Session, snap: &Snapshot, budget: Option<&Budget>) -> Ve
         "one stack per allocation site and type (the deepest seen); label type = the Go type"
             .to_string(),
     );
-    if snap.counters.lost > 0 {
-        c.push(format!(
-            "warning: {} events did not fit in the ring buffer: counts are low",
-            snap.counters.lost
-        ));
-    }
+    c.extend(pprof::counter_comments(&snap.counters));
     c
 }

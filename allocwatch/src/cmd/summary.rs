@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::COST_PER_HIT_NS;
+use crate::format::{self, LargestUnit};
 use crate::runloop::Stop;
 use crate::session::Session;
 use crate::stats::{PoolSnapshot, Snapshot};
@@ -15,16 +16,16 @@ pub fn print(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top
     let mut e = std::io::stderr().lock();
     let _ = totals(&mut e, s, snap, stop);
     let _ = cost(&mut e, s, snap);
-    let _ = losses(&mut e, s, snap);
+    let _ = losses(&mut e, snap);
     for (i, site) in snap.sites_by_bytes().iter().take(top).enumerate() {
         let _ = writeln!(
             e,
             "  {:>2}. {:>10} allocs {:>12}  {} {}:{}  {}",
             i + 1,
             site.allocs,
-            human_bytes(site.bytes),
+            format::bytes_spaced(site.bytes, LargestUnit::GiB),
             site.key.function,
-            short_file(&site.key.file),
+            format::short_file(&site.key.file, 1),
             site.key.line,
             site.key.type_name
         );
@@ -56,7 +57,7 @@ fn totals(e: &mut impl Write, s: &Session, snap: &Snapshot, stop: &Stop) -> std:
         },
         snap.elapsed.as_secs_f64(),
         snap.total_allocs,
-        human_bytes(snap.total_bytes),
+        format::bytes_spaced(snap.total_bytes, LargestUnit::GiB),
         snap.total_bytes,
         snap.counters.lost
     )?;
@@ -70,18 +71,12 @@ fn totals(e: &mut impl Write, s: &Session, snap: &Snapshot, stop: &Stop) -> std:
 }
 
 fn cost(e: &mut impl Write, s: &Session, snap: &Snapshot) -> std::io::Result<()> {
-    let secs = snap.elapsed.as_secs_f64();
-    #[expect(clippy::cast_precision_loss, reason = "display")]
-    let cost_ms = snap.counters.hits as f64 * COST_PER_HIT_NS / 1e6;
+    let cost_ms = crate::stats::cost_ns(snap.counters.hits) / 1e6;
     writeln!(
         e,
         "allocwatch: {} probe hits: about {cost_ms:.0} ms of the target's CPU time at ~{COST_PER_HIT_NS:.0} ns per hit ({:.1}% of one core)",
         snap.counters.hits,
-        if secs > 0.0 {
-            cost_ms / 10.0 / secs
-        } else {
-            0.0
-        }
+        crate::stats::cost_pct(snap.counters.hits, snap.elapsed)
     )?;
     let (run_ns, runs) = s.program_run_time();
     if runs > 0 {
@@ -95,8 +90,8 @@ fn cost(e: &mut impl Write, s: &Session, snap: &Snapshot) -> std::io::Result<()>
     Ok(())
 }
 
-fn losses(e: &mut impl Write, s: &Session, snap: &Snapshot) -> std::io::Result<()> {
-    let fb = s.fallbacks();
+fn losses(e: &mut impl Write, snap: &Snapshot) -> std::io::Result<()> {
+    let fb = snap.counters;
     if snap.counters.lost > 0 {
         // A lost key stack loses no count: the kernel counted the allocation.
         let stacks = fb.lost_stacks.min(snap.counters.lost);
@@ -139,8 +134,7 @@ fn pool(e: &mut impl Write, p: &PoolSnapshot) -> std::io::Result<()> {
         st.misses,
         st.nil_returns,
         st.puts,
-        st.hit_ratio()
-            .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
+        format::ratio_percent(st.hit_ratio()),
     )?;
     // What this pool's own misses allocated inside New (exact mode).
     match st.miss_cost() {
@@ -148,7 +142,7 @@ fn pool(e: &mut impl Write, p: &PoolSnapshot) -> std::io::Result<()> {
         Some((n, b)) => writeln!(
             e,
             "    misses cost {n} allocations, {} ({b} bytes)",
-            human_bytes(b)
+            format::bytes_spaced(b, LargestUnit::GiB)
         )?,
         None if st.misses > 0 => writeln!(e, "    misses cost: not known (sampled mode)")?,
         None => {}
@@ -159,7 +153,7 @@ fn pool(e: &mut impl Write, p: &PoolSnapshot) -> std::io::Result<()> {
             e,
             "    caller {} ({}:{}): gets={} misses={} nil_returns={} puts={}",
             c.caller.function,
-            short_file(&c.caller.file),
+            format::short_file(&c.caller.file, 1),
             c.caller.line,
             cs.gets,
             cs.misses,
@@ -168,19 +162,4 @@ fn pool(e: &mut impl Write, p: &PoolSnapshot) -> std::io::Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn human_bytes(b: u64) -> String {
-    #[expect(clippy::cast_precision_loss, reason = "display")]
-    let v = b as f64;
-    match b {
-        0..1024 => format!("{b} B"),
-        1024..1_048_576 => format!("{:.1} KiB", v / 1024.0),
-        1_048_576..1_073_741_824 => format!("{:.1} MiB", v / 1_048_576.0),
-        _ => format!("{:.2} GiB", v / 1_073_741_824.0),
-    }
-}
-
-fn short_file(f: &str) -> &str {
-    f.rsplit('/').next().unwrap_or(f)
 }

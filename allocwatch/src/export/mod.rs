@@ -63,6 +63,12 @@ pub(crate) mod test_support {
         }
     }
 
+    /// `main.f` at line 10, called by `main.main` at line 30: 5 `main.T`, 120 bytes.
+    pub fn main_f() -> SiteStats {
+        let stack = vec![frame("main.f", 10), frame("main.main", 30)];
+        site("main.f", 10, "main.T", 5, 120, stack)
+    }
+
     /// A snapshot `secs` seconds into a recording.
     pub fn snapshot(secs: u64, sites: Vec<SiteStats>) -> Snapshot {
         Snapshot {

@@ -205,7 +205,7 @@ fn sample_scale_matches_pprof() {
 fn sampled_keys_are_scaled() {
     let mut a = Aggregator::new(Fake);
     a.set_sample_rate(1024);
-    let key = KernelKey {
+    let key = AggKey {
         typ: 0,
         frames: [0x10, 0, 0, 0, 0, 0, 0, 0],
         nframes: 1,
@@ -226,7 +226,7 @@ fn sampled_keys_are_scaled() {
 fn unaggregated_samples_are_scaled_into_the_same_row() {
     let mut a = Aggregator::new(Fake);
     a.set_sample_rate(4096);
-    let key = KernelKey {
+    let key = AggKey {
         typ: 0,
         frames: [0x10, 0, 0, 0, 0, 0, 0, 0],
         nframes: 1,
