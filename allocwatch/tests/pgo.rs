@@ -95,20 +95,8 @@ fn build_pgo(tc: &GoToolchain) -> PathBuf {
 
 /// The same fixture with `-pgo=off`, cached like `support::build_go` does.
 fn build_no_pgo(tc: &GoToolchain) -> PathBuf {
-    let src = workspace_root().join("testdata/fixtures/pgo");
     let mut h = DefaultHasher::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-        .expect("read fixture dir")
-        .map(|e| e.expect("dir entry").path())
-        .collect();
-    files.sort();
-    for f in files
-        .iter()
-        .chain([&workspace_root().join("testdata/go.mod")])
-    {
-        f.file_name().hash(&mut h);
-        std::fs::read(f).expect("read source").hash(&mut h);
-    }
+    support::hash_sources("fixtures/pgo", &mut h);
     tc.version.hash(&mut h);
     let dir = target_dir()
         .join("fixtures")
