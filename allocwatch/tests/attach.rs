@@ -18,39 +18,24 @@
 mod support;
 
 use support::proc::Proc;
-use support::{SiteRow, allocwatch, parse_result, read_site_rows, skip_unless_root};
+use support::{
+    FixtureResult, SiteRow, allocwatch, check_exact, parse_result, read_site_rows, skip_unless_root,
+};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use support::{Variant, fixture, toolchain};
-
-#[derive(Debug, Deserialize)]
-struct Site {
-    func: String,
-    #[serde(rename = "type")]
-    type_name: String,
-    count: i64,
-    bytes: i64,
-    line: u32,
-}
-
-#[derive(Debug, Deserialize)]
-struct FixtureResult {
-    go: String,
-    #[serde(default)]
-    n: u64,
-    sites: Vec<Site>,
-    #[serde(default)]
-    metrics: std::collections::HashMap<String, u64>,
-    #[serde(default)]
-    stopped_by: String,
-}
+use support::{Variant, fixture, record_cmd, start_record, toolchain};
 
 const SIGTERM: i32 = libc::SIGTERM;
+
+/// [`start_record`], and when it had attached.
+fn start_record_at(cmd: Command) -> (Proc, Instant) {
+    let aw = start_record(cmd);
+    (aw, Instant::now())
+}
 
 fn fixture_cmd(bin: &Path, n: Option<u32>) -> Command {
     let mut c = Command::new(bin);
@@ -63,91 +48,6 @@ fn fixture_cmd(bin: &Path, n: Option<u32>) -> Command {
     c
 }
 
-/// Starts `record` (as `cmd`, which has its arguments) and waits until it
-/// has attached; returns it and how long attaching took.
-fn start_record(cmd: Command) -> (Proc, Instant) {
-    let mut aw = Proc::spawn(cmd, "allocwatch", true);
-    let attached = aw
-        .out
-        .wait_for(Duration::from_secs(30), |l| l.contains("tracing PID"));
-    assert!(
-        attached.is_some(),
-        "allocwatch never said it was tracing; stderr:\n{}",
-        aw.out.seen.join("\n")
-    );
-    (aw, Instant::now())
-}
-
-fn record_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(allocwatch());
-    c.arg("record").args(args);
-    c
-}
-
-/// Checks every site the fixture reports against the CSV rows (as tests/trace.rs).
-fn check_sites(what: &str, rows: &[SiteRow], res: &FixtureResult, stderr: &str) {
-    let mut failures = Vec::new();
-    for s in &res.sites {
-        let matching: Vec<&SiteRow> = rows
-            .iter()
-            .filter(|r| {
-                r.function == s.func
-                    && r.line == s.line
-                    && (s.type_name.is_empty() || r.type_name == s.type_name)
-            })
-            .collect();
-        let allocs: u64 = matching.iter().map(|r| r.allocs).sum();
-        let bytes: u64 = matching.iter().map(|r| r.bytes).sum();
-        let ok = if s.count < 0 {
-            allocs > 0
-        } else {
-            allocs == s.count as u64 && (s.bytes < 0 || bytes == s.bytes as u64)
-        };
-        if !ok {
-            let near: Vec<String> = rows
-                .iter()
-                .filter(|r| r.function == s.func)
-                .map(|r| {
-                    format!(
-                        "{}:{} {} allocs={} bytes={}",
-                        r.file, r.line, r.type_name, r.allocs, r.bytes
-                    )
-                })
-                .collect();
-            failures.push(format!(
-                "{} line {} type {:?}: expected {} allocs / {} bytes, got {allocs} / {bytes}; rows of that function: {near:?}",
-                s.func, s.line, s.type_name, s.count, s.bytes
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{what} ({}):\n  {}\nallocwatch stderr:\n{stderr}",
-        res.go,
-        failures.join("\n  ")
-    );
-    assert!(
-        stderr.contains("events lost: 0"),
-        "{what}: events were lost:\n{stderr}"
-    );
-    // runtime/metrics over the workload: allocwatch's counts at the workload's
-    // sites never exceed the runtime's, and fall short by at most the few
-    // runtime-internal allocations (see tests/trace.rs).
-    let m = |k: &str| res.metrics.get(k).copied().unwrap_or(0);
-    let runtime_calls = m("/gc/heap/allocs:objects") + m("/gc/heap/tiny/allocs:objects");
-    let funcs: std::collections::HashSet<&str> =
-        res.sites.iter().map(|s| s.func.as_str()).collect();
-    let traced: u64 = rows
-        .iter()
-        .filter(|r| funcs.contains(r.function.as_str()))
-        .map(|r| r.allocs)
-        .sum();
-    assert!(
-        runtime_calls >= traced && runtime_calls - traced <= 64,
-        "{what}: runtime/metrics saw {runtime_calls} allocations in the workload, allocwatch {traced} at its sites"
-    );
-}
-
 /// Attaches to a waiting `allocs` fixture, lets it run, and checks the counts.
 fn attach_exact(version: &str, variant: Variant) {
     let what = format!("go{version} {}", variant.name());
@@ -155,7 +55,7 @@ fn attach_exact(version: &str, variant: Variant) {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
     let (mut fx, pid) = Proc::ready(fixture_cmd(&bin, Some(1000)), "allocs fixture");
-    let (mut aw, _) = start_record(record_cmd(&[
+    let mut aw = start_record(record_cmd(&[
         "--pid",
         &pid.to_string(),
         "--csv",
@@ -174,7 +74,7 @@ fn attach_exact(version: &str, variant: Variant) {
         "{what}: allocwatch failed ({aw_status}):\n{stderr}"
     );
     assert!(stderr.contains("target exited"), "{what}:\n{stderr}");
-    check_sites(
+    check_exact(
         &what,
         &read_site_rows(&csv),
         &parse_result(&stdout),
@@ -218,7 +118,7 @@ fn record_spin_for(fx: &mut Proc, duration: Duration, what: &str) -> u64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
     let d = format!("{}ms", duration.as_millis());
-    let (mut aw, attached) = start_record(record_cmd(&[
+    let (mut aw, attached) = start_record_at(record_cmd(&[
         "--pid",
         &fx.child.id().to_string(),
         "--duration",
@@ -324,14 +224,7 @@ fn capabilities_instead_of_root() {
     if skip_unless_root() {
         return;
     }
-    let tool = |name: &str| {
-        Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !tool("setpriv") {
-        eprintln!("skipped: setpriv (util-linux) is not installed");
+    if !support::have_tool("setpriv", "--version", "running as user nobody") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -354,14 +247,14 @@ fn capabilities_instead_of_root() {
     match setcap {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            eprintln!(
-                "skipped: setcap failed here: {}",
+            support::skip(&format!(
+                "setcap failed here: {}",
                 String::from_utf8_lossy(&o.stderr).trim()
-            );
+            ));
             return;
         }
         Err(e) => {
-            eprintln!("skipped: setcap (libcap2-bin) is not available: {e}");
+            support::skip(&format!("setcap (libcap2-bin) is not available: {e}"));
             return;
         }
     }
@@ -395,7 +288,7 @@ fn capabilities_instead_of_root() {
         "nobody + setcap, launch: {}\n{stderr}",
         o.status
     );
-    check_sites(
+    check_exact(
         "nobody + setcap, launch",
         &read_site_rows(&csv),
         &parse_result(&stdout),
@@ -413,7 +306,7 @@ fn capabilities_instead_of_root() {
     let mut c = nobody(&aw);
     c.args(["record", "--pid", &pid.to_string(), "--csv"])
         .arg(&csv);
-    let (mut awp, _) = start_record(c);
+    let mut awp = start_record(c);
     fx.go();
     let (status, stdout) = fx.finish(Duration::from_secs(60));
     assert!(status.success(), "fixture as nobody: {status}");
@@ -422,7 +315,7 @@ fn capabilities_instead_of_root() {
         aw_status.success(),
         "nobody + setcap, --pid: {aw_status}\n{stderr}"
     );
-    check_sites(
+    check_exact(
         "nobody + setcap, --pid",
         &read_site_rows(&csv),
         &parse_result(&stdout),
@@ -449,7 +342,7 @@ fn capabilities_instead_of_root() {
         "--csv",
     ])
     .arg(&csv);
-    let (mut awr, _) = start_record(c);
+    let mut awr = start_record(c);
     let (aw_status, stderr) = awr.finish(Duration::from_secs(20));
     assert!(
         aw_status.success(),
@@ -477,7 +370,7 @@ fn sigint_stops_record_and_target_survives() {
     let fx = running_spin("1.27.3", Variant::PieStripped);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
-    let (mut aw, _) = start_record(record_cmd(&[
+    let mut aw = start_record(record_cmd(&[
         "--pid",
         &fx.child.id().to_string(),
         "--csv",
@@ -513,7 +406,7 @@ fn sigterm_stops_record_and_ends_launched_program() {
     let csv = dir.path().join("sites.csv");
     let mut cmd = record_cmd(&["--csv", csv.to_str().unwrap(), "--"]);
     cmd.arg(&bin).env("GOMAXPROCS", "1").env("GOGC", "off");
-    let (mut aw, _) = start_record(cmd);
+    let mut aw = start_record(cmd);
     let line = aw.out.seen.last().cloned().unwrap_or_default();
     let pid: u32 = line
         .split("tracing PID ")
@@ -549,7 +442,7 @@ fn sigkill_of_allocwatch_leaves_target_unharmed() {
         return;
     }
     let fx = running_spin("1.27.3", Variant::Default);
-    let (mut aw, _) = start_record(record_cmd(&["--pid", &fx.child.id().to_string()]));
+    let mut aw = start_record(record_cmd(&["--pid", &fx.child.id().to_string()]));
     std::thread::sleep(Duration::from_millis(200));
     aw.signal(SIGKILL);
     let (status, _) = aw.finish(Duration::from_secs(20));
@@ -583,7 +476,7 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
         )
     };
     assert_eq!(exe_id(pid_a), exe_id(pid_b), "{what}: A and B run one file");
-    let (mut aw, _) = start_record(record_cmd(&[
+    let mut aw = start_record(record_cmd(&[
         "--pid",
         &pid_a.to_string(),
         "--csv",
@@ -660,7 +553,7 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
         "{what}: {total} allocations recorded in all, A's workload made {n_a}; rows {rows:?}"
     );
     // A's own accounting: exact at its site, consistent with runtime/metrics.
-    check_sites(&what, &rows, &res_a, &stderr);
+    check_exact(&what, &rows, &res_a, &stderr);
 }
 
 #[test]

@@ -69,33 +69,12 @@ struct Row {
 }
 
 fn read_rows(path: &Path) -> Vec<Row> {
-    let mut r =
-        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    r.deserialize()
-        .map(|x| x.unwrap_or_else(|e| panic!("{}: bad row: {e}", path.display())))
-        .collect()
+    support::read_csv(path)
 }
 
-/// `allocwatch record ARGS -- bin` with the fixtures' usual environment.
+/// [`support::record`], and no event lost.
 fn record(args: &[&std::ffi::OsStr], bin: &Path, env: &[(&str, &str)]) -> (String, String) {
-    let out = Command::new(allocwatch())
-        .arg("record")
-        .args(args)
-        .arg("--")
-        .arg(bin)
-        .envs(env.iter().copied())
-        .env("GOMAXPROCS", "1")
-        .env("GOGC", "off")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run allocwatch");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "allocwatch failed ({}):\n{stderr}\n{stdout}",
-        out.status
-    );
+    let (stdout, stderr) = support::record(args, bin, env);
     assert!(
         stderr.contains("events lost: 0"),
         "events were lost:\n{stderr}"

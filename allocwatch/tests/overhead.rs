@@ -160,27 +160,15 @@ fn record(version: &str, interval: Option<&str>) -> Recording {
     let bin = fixture(&tc, "phases", Variant::Default);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv_path = dir.path().join("sites.csv");
-    let mut cmd = Command::new(allocwatch());
-    cmd.args(["record", "--max-overhead", &BUDGET.to_string()]);
+    let budget = BUDGET.to_string();
+    let mut args = vec!["--max-overhead", &budget];
     if let Some(d) = interval {
-        cmd.args(["--interval", d]);
+        args.extend(["--interval", d]);
     }
-    cmd.arg("--csv")
-        .arg(&csv_path)
-        .arg("--")
-        .arg(&bin)
-        .envs(PHASES_ENV.iter().copied())
-        .stdin(Stdio::null());
-    let out = cmd.output().expect("run allocwatch");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    args.extend(["--csv", csv_path.to_str().expect("UTF-8 path")]);
+    let (stdout, stderr) = support::record(&args, &bin, PHASES_ENV);
     let what = format!("go{version} --max-overhead {BUDGET} interval {interval:?}");
     eprintln!("--- {what}: stderr:\n{stderr}");
-    assert!(
-        out.status.success(),
-        "{what}: allocwatch failed ({}):\n{stderr}\n{stdout}",
-        out.status
-    );
     assert!(
         stderr.contains("events lost: 0"),
         "{what}: events were lost:\n{stderr}"

@@ -9,19 +9,9 @@ mod support;
 use std::path::Path;
 
 use serde::Deserialize;
-use support::{Variant, fixture, is_root, parse_result, record_pools_csv, toolchain};
-
-#[derive(Debug, Deserialize)]
-struct PoolCount {
-    pool: String,
-    new_func: String,
-    gets: u64,
-    misses: u64,
-    nil_returns: u64,
-    puts: u64,
-    #[serde(default)]
-    func: String,
-}
+use support::{
+    PoolCount, Variant, caller_counts, fixture, parse_result, record_pools_csv, toolchain,
+};
 
 #[derive(Debug, Deserialize)]
 struct NewSite {
@@ -87,31 +77,8 @@ fn find<'a>(rows: &'a [Row], p: &PoolCount) -> Option<&'a Row> {
         })
 }
 
-/// Per-caller lines of the summary: `caller FUNC (FILE:LINE): gets=… misses=… nil_returns=… puts=…`.
-fn caller_counts(stderr: &str, pool_line_has: &str, func: &str) -> Option<[u64; 4]> {
-    let mut in_pool = false;
-    for l in stderr.lines() {
-        let t = l.trim_start();
-        if t.starts_with("pool ") {
-            in_pool = t.contains(pool_line_has);
-            continue;
-        }
-        if in_pool && t.starts_with(&format!("caller {func} ")) {
-            let v = |k: &str| -> u64 {
-                t.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(u64::MAX)
-            };
-            return Some([v("gets"), v("misses"), v("nil_returns"), v("puts")]);
-        }
-    }
-    None
-}
-
 fn pools_for(version: &str) {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     let tc = toolchain(version);
@@ -187,12 +154,14 @@ fn pools_for(version: &str) {
             } else {
                 format!("New: {}", c.new_func)
             };
-            let got = caller_counts(&stderr, &key, &c.func).unwrap_or_else(|| {
-                panic!(
-                    "{what}: no caller line for {} of {}:\n{stderr}",
-                    c.func, c.pool
-                )
-            });
+            let got = caller_counts(&stderr, |l| l.contains(key.as_str()), &c.func).unwrap_or_else(
+                || {
+                    panic!(
+                        "{what}: no caller line for {} of {}:\n{stderr}",
+                        c.func, c.pool
+                    )
+                },
+            );
             assert_eq!(
                 got,
                 [c.gets, c.misses, c.nil_returns, c.puts],

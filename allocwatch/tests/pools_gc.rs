@@ -10,27 +10,14 @@
 
 mod support;
 
-use support::allocwatch;
-
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde::Deserialize;
-use support::{Variant, fixture, is_root, toolchain};
+use support::{
+    PoolCount, Variant, caller_counts, fixture, parse_result, record_sites_and_pools, toolchain,
+};
 
 const N: u32 = 10_000;
-
-#[derive(Debug, Deserialize)]
-struct PoolCount {
-    pool: String,
-    new_func: String,
-    gets: u64,
-    misses: u64,
-    nil_returns: u64,
-    puts: u64,
-    #[serde(default)]
-    func: String,
-}
 
 #[derive(Debug, Deserialize)]
 struct Site {
@@ -80,73 +67,17 @@ struct Run {
     stderr: String,
 }
 
-fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
-    let mut r =
-        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    r.deserialize()
-        .map(|x| x.unwrap_or_else(|e| panic!("row of {}: {e}", path.display())))
-        .collect()
-}
-
 /// `allocwatch record --csv … --pools-csv … -- poolsgc` with `GOGC=gogc`.
 fn record(bin: &Path, gogc: &str) -> Run {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (sites_csv, pools_csv) = (dir.path().join("sites.csv"), dir.path().join("pools.csv"));
-    let out = Command::new(allocwatch())
-        .arg("record")
-        .arg("--csv")
-        .arg(&sites_csv)
-        .arg("--pools-csv")
-        .arg(&pools_csv)
-        .arg("--")
-        .arg(bin)
-        .env("ALLOCWATCH_N", N.to_string())
-        .env("GOMAXPROCS", "1")
-        .env("GOGC", gogc)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run allocwatch");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "allocwatch failed ({}):\n{stderr}\n{stdout}",
-        out.status
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("result "))
-        .unwrap_or_else(|| panic!("no result line:\n{stdout}\n{stderr}"));
-    let res = serde_json::from_str(line).unwrap_or_else(|e| panic!("result JSON ({e}): {line}"));
+    let n = N.to_string();
+    let (sites, pools, stdout, stderr) =
+        record_sites_and_pools(bin, &[("ALLOCWATCH_N", &n), ("GOGC", gogc)]);
     Run {
-        pools: read_csv(&pools_csv),
-        sites: read_csv(&sites_csv),
-        res,
+        pools,
+        sites,
+        res: parse_result(&stdout),
         stderr,
     }
-}
-
-/// `caller FUNC (FILE:LINE): gets=… misses=… nil_returns=… puts=…` under the
-/// summary line of the pool whose New is `new_func`.
-fn caller_counts(stderr: &str, new_func: &str, func: &str) -> Option<[u64; 4]> {
-    let mut in_pool = false;
-    for l in stderr.lines() {
-        let t = l.trim_start();
-        if t.starts_with("pool ") {
-            in_pool = t.contains(&format!("(New: {new_func})"));
-            continue;
-        }
-        if in_pool && t.starts_with(&format!("caller {func} ")) {
-            let v = |k: &str| -> u64 {
-                t.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(u64::MAX)
-            };
-            return Some([v("gets"), v("misses"), v("nil_returns"), v("puts")]);
-        }
-    }
-    None
 }
 
 fn check(version: &str, variant: Variant, gogc: &str) {
@@ -210,7 +141,11 @@ fn check(version: &str, variant: Variant, gogc: &str) {
     // …per call site…
     let c = &res.callsites[0];
     assert_eq!(
-        caller_counts(stderr, &c.new_func, &c.func),
+        caller_counts(
+            stderr,
+            |l| l.contains(&format!("(New: {})", c.new_func)),
+            &c.func
+        ),
         Some([c.gets, c.misses, c.nil_returns, c.puts]),
         "{what}: caller {}\n{stderr}",
         c.func
@@ -232,8 +167,7 @@ fn check(version: &str, variant: Variant, gogc: &str) {
 }
 
 fn pools_gc_for(version: &str) {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     for variant in [Variant::Default, Variant::Stripped] {

@@ -22,7 +22,10 @@
 mod support;
 
 use support::proc::Proc;
-use support::{SiteRow, allocwatch, parse_result, probed_bytes, read_site_rows, skip_unless_root};
+use support::{
+    FixtureResult, SiteRow, allocwatch, check_sites, parse_result, probed_bytes, read_site_rows,
+    skip_unless_root,
+};
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -32,31 +35,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use support::{Variant, fixture, toolchain};
+use support::{Variant, fixture, record_cmd, start_record, toolchain};
 
 const GO: &str = "1.27.3";
-
-#[derive(Debug, Deserialize)]
-struct Site {
-    func: String,
-    #[serde(rename = "type")]
-    type_name: String,
-    count: i64,
-    bytes: i64,
-    line: u32,
-}
-
-#[derive(Debug, Deserialize)]
-struct FixtureResult {
-    go: String,
-    #[serde(default)]
-    n: u64,
-    #[serde(default)]
-    sites: Vec<Site>,
-    #[serde(default)]
-    stopped_by: String,
-}
 
 /// Runs `cmd` to the end (killing it after `timeout`): status, stdout, stderr.
 fn run(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
@@ -95,73 +76,8 @@ fn run(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
     )
 }
 
-fn record_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(allocwatch());
-    c.arg("record").args(args);
-    c
-}
-
 fn go_env(c: &mut Command) -> &mut Command {
     c.env("GOMAXPROCS", "1").env("GOGC", "off")
-}
-
-/// Starts `record` (as `cmd`, which has its arguments) and waits until it has attached.
-fn start_record(cmd: Command) -> Proc {
-    let mut aw = Proc::spawn(cmd, "allocwatch", true);
-    let attached = aw
-        .out
-        .wait_for(Duration::from_secs(30), |l| l.contains("tracing PID"));
-    assert!(
-        attached.is_some(),
-        "allocwatch never said it was tracing; stderr:\n{}",
-        aw.out.seen.join("\n")
-    );
-    aw
-}
-
-/// Every site the fixture reports has exactly its count and bytes in the
-/// CSV (summed over the rows of its function, line and type), none lost.
-fn check_sites(what: &str, rows: &[SiteRow], res: &FixtureResult, stderr: &str) {
-    let mut failures = Vec::new();
-    for s in &res.sites {
-        let matching: Vec<&SiteRow> = rows
-            .iter()
-            .filter(|r| {
-                r.function == s.func
-                    && (s.line == 0 || r.line == s.line)
-                    && (s.type_name.is_empty() || r.type_name == s.type_name)
-            })
-            .collect();
-        let allocs: u64 = matching.iter().map(|r| r.allocs).sum();
-        let bytes: u64 = matching.iter().map(|r| r.bytes).sum();
-        if allocs != s.count as u64 || (s.bytes >= 0 && bytes != s.bytes as u64) {
-            let near: Vec<String> = rows
-                .iter()
-                .filter(|r| r.function == s.func)
-                .take(10)
-                .map(|r| {
-                    format!(
-                        "{}:{} {} allocs={} bytes={}",
-                        r.file, r.line, r.type_name, r.allocs, r.bytes
-                    )
-                })
-                .collect();
-            failures.push(format!(
-                "{} line {} type {:?}: expected {} allocs / {} bytes, got {allocs} / {bytes}; rows of that function: {near:?}",
-                s.func, s.line, s.type_name, s.count, s.bytes
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{what} ({}):\n  {}\nallocwatch stderr:\n{stderr}",
-        res.go,
-        failures.join("\n  ")
-    );
-    assert!(
-        stderr.contains("events lost: 0"),
-        "{what}: events were lost:\n{stderr}"
-    );
 }
 
 /// The number after `events lost: ` in the summary.
@@ -466,7 +382,9 @@ fn pid_reuse_is_noticed() {
     }
     aw.signal(libc::SIGCONT);
     let Some(mut child) = reused else {
-        eprintln!("skipped: PID {pid} could not be reused through ns_last_pid");
+        support::skip(&format!(
+            "PID {pid} could not be reused through ns_last_pid"
+        ));
         return;
     };
     let summary = aw
@@ -874,12 +792,7 @@ fn no_network_port() {
     eprintln!("record: {n} socket fds, all Unix or netlink");
     drop(aw);
 
-    let tmux_ok = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !tmux_ok {
-        eprintln!("tmux is not installed: `top` not checked");
+    if !support::have_tool("tmux", "-V", "`top`") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -933,11 +846,20 @@ fn no_network_port() {
         assert!(Instant::now() < deadline, "top did not start");
         std::thread::sleep(Duration::from_millis(50));
     };
-    // Attached once the log says so (or after a while).
+    // Attached once the kernel has put an int3 (0xcc) on every probed
+    // instruction of the target.
+    let fx_pid = fx.child.id();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log).is_ok_and(|s| s.contains("attached"))
-        && Instant::now() < deadline
-    {
+    loop {
+        let probed = probed_bytes(fx_pid, &bin);
+        if probed.iter().all(|(_, now, _)| *now == 0xcc) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top did not attach within 30 s: probed bytes {probed:?}; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let n = assert_no_network_socket(top_pid, Duration::from_secs(1), "top");
