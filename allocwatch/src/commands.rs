@@ -358,6 +358,11 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         .as_deref()
         .map(|p| create_output(p, "--svg"))
         .transpose()?;
+    let json_file = a
+        .json
+        .as_deref()
+        .map(|p| create_output(p, "--json"))
+        .transpose()?;
     let mut s = Session::start(
         &spec,
         Options {
@@ -478,6 +483,11 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         // A program allocwatch started does not outlive the recording.
         s.target.kill_launched();
     }
+    if let Some(f) = json_file {
+        let run = json_run(&s, &stop, budget.as_ref(), &written, a.top);
+        let sum = crate::export::summary::RunSummary::new(&run, &snap);
+        written.push(write_output(f, |w| sum.write(w))?);
+    }
     summary(&s, &snap, &stop, &written, a.top);
     if let Some(b) = &budget {
         eprintln!(
@@ -584,6 +594,7 @@ fn check_distinct_outputs(a: &RecordArgs) -> Result<()> {
         ("--pprof", &a.pprof),
         ("--folded", &a.folded),
         ("--svg", &a.svg),
+        ("--json", &a.json),
     ];
     let given: Vec<(&str, &Path)> = outputs
         .iter()
@@ -824,6 +835,35 @@ fn summary(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: 
     }
     for path in written {
         let _ = writeln!(e, "allocwatch: wrote {}", path.display());
+    }
+}
+
+/// What `record --json` says about the run besides its counts.
+fn json_run<'a>(
+    s: &'a Session,
+    stop: &Stop,
+    budget: Option<&'a Budget>,
+    written: &'a [PathBuf],
+    top: usize,
+) -> crate::export::summary::Run<'a> {
+    use crate::export::summary::Stopped;
+    crate::export::summary::Run {
+        pid: s.target.pid,
+        exe: &s.target.exe_display,
+        go_version: &s.plan.go_version,
+        launched: s.target.launched(),
+        mode: s.plan.mode,
+        max_overhead: budget.map(|b| (b.pct, &b.switches[..])),
+        stopped: match stop {
+            Stop::Duration => Stopped::Duration,
+            Stop::Signal(sig) => Stopped::Signal(sig),
+            Stop::Target(Gone::Exited(m)) => Stopped::TargetExited(m.clone()),
+            Stop::Target(Gone::Replaced(m)) => Stopped::TargetReplaced(m.clone()),
+        },
+        fallbacks: s.fallbacks(),
+        program_run_time: s.program_run_time(),
+        files: written,
+        top,
     }
 }
 

@@ -9,13 +9,14 @@ pub mod proc;
 pub mod record;
 pub mod sites;
 pub mod skip;
+pub mod summary;
 
 // Each test crate uses some of these.
 #[allow(unused_imports)]
 pub use pools::PoolCount;
 #[allow(unused_imports)]
 pub use record::{
-    caller_counts, read_csv, record, record_cmd, record_pools_csv, record_sites_and_pools,
+    Recorded, read_csv, record, record_cmd, record_json, record_pools_csv, record_sites_and_pools,
     start_record,
 };
 #[allow(unused_imports)]
@@ -25,6 +26,8 @@ pub use sites::{
 };
 #[allow(unused_imports)]
 pub use skip::{have_tool, skip, skip_unless_root};
+#[allow(unused_imports)]
+pub use summary::{RunSummary, read_summary};
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
