@@ -125,6 +125,7 @@ pub struct Probes {
     pub cost_per_hit_ns: f64,
     pub estimated_cost_ms: f64,
     pub estimated_cost_pct_of_core: f64,
+    pub program_runs: Option<u64>,
     pub program_ns_per_hit: Option<f64>,
 }
 
@@ -216,6 +217,7 @@ impl Probes {
             cost_per_hit_ns: COST_PER_HIT_NS,
             estimated_cost_ms,
             estimated_cost_pct_of_core: cost_pct(hits, snap.elapsed),
+            program_runs: (runs > 0).then_some(runs),
             program_ns_per_hit,
         }
     }

@@ -82,6 +82,7 @@ pub struct Probes {
     pub cost_per_hit_ns: f64,
     pub estimated_cost_ms: f64,
     pub estimated_cost_pct_of_core: f64,
+    pub program_runs: Option<u64>,
     pub program_ns_per_hit: Option<f64>,
 }
 
