@@ -19,7 +19,8 @@ mod support;
 
 use support::proc::Proc;
 use support::{
-    FixtureResult, SiteRow, allocwatch, check_exact, parse_result, read_site_rows, skip_unless_root,
+    FixtureResult, SiteRow, allocwatch, check_exact, parse_result, read_site_rows, read_summary,
+    skip_unless_root,
 };
 
 use std::os::unix::fs::PermissionsExt;
@@ -54,12 +55,15 @@ fn attach_exact(version: &str, variant: Variant) {
     let bin = fixture(&toolchain(version), "allocs", variant);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = dir.path().join("summary.json");
     let (mut fx, pid) = Proc::ready(fixture_cmd(&bin, Some(1000)), "allocs fixture");
     let mut aw = start_record(record_cmd(&[
         "--pid",
         &pid.to_string(),
         "--csv",
         csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]));
     fx.go();
     let (status, stdout) = fx.finish(Duration::from_secs(60));
@@ -73,12 +77,13 @@ fn attach_exact(version: &str, variant: Variant) {
         aw_status.success(),
         "{what}: allocwatch failed ({aw_status}):\n{stderr}"
     );
-    assert!(stderr.contains("target exited"), "{what}:\n{stderr}");
+    let summary = read_summary(&json);
+    assert_eq!(summary.stop.reason, "target_exited", "{what}:\n{stderr}");
     check_exact(
         &what,
         &read_site_rows(&csv),
         &parse_result(&stdout),
-        &stderr,
+        &summary,
     );
 }
 
@@ -117,6 +122,7 @@ fn running_spin(version: &str, variant: Variant) -> Proc {
 fn record_spin_for(fx: &mut Proc, duration: Duration, what: &str) -> u64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = csv.with_extension("json");
     let d = format!("{}ms", duration.as_millis());
     let (mut aw, attached) = start_record_at(record_cmd(&[
         "--pid",
@@ -125,6 +131,8 @@ fn record_spin_for(fx: &mut Proc, duration: Duration, what: &str) -> u64 {
         &d,
         "--csv",
         csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]));
     // Tracing stops (summary line, files written) on time...
     let summary = aw.out.wait_for(duration + Duration::from_secs(10), |l| {
@@ -145,7 +153,8 @@ fn record_spin_for(fx: &mut Proc, duration: Duration, what: &str) -> u64 {
         status.success(),
         "{what}: allocwatch failed ({status}):\n{stderr}"
     );
-    assert!(stderr.contains("duration reached"), "{what}:\n{stderr}");
+    let summary = read_summary(&json);
+    assert_eq!(summary.stop.reason, "duration", "{what}:\n{stderr}");
     assert!(
         stopped + Duration::from_millis(50) >= duration
             && stopped < duration + Duration::from_millis(1500),
@@ -161,7 +170,7 @@ fn record_spin_for(fx: &mut Proc, duration: Duration, what: &str) -> u64 {
     assert_eq!(spin.len(), 1, "{what}: rows {rows:?}");
     assert!(spin[0].allocs > 0, "{what}: no allocation seen");
     assert_eq!(spin[0].bytes, 24 * spin[0].allocs, "{what}: 24 bytes each");
-    assert!(stderr.contains("events lost: 0"), "{what}:\n{stderr}");
+    assert_eq!(summary.events.lost, 0, "{what}:\n{summary:#?}");
     spin[0].allocs
 }
 
@@ -271,9 +280,12 @@ fn capabilities_instead_of_root() {
 
     // Launched by allocwatch.
     let csv = out.join("launch.csv");
+    let json = out.join("launch.json");
     let mut c = nobody(&aw);
     c.args(["record", "--csv"])
         .arg(&csv)
+        .arg("--json")
+        .arg(&json)
         .arg("--")
         .arg(&fix)
         .env("ALLOCWATCH_N", "1000")
@@ -292,7 +304,7 @@ fn capabilities_instead_of_root() {
         "nobody + setcap, launch",
         &read_site_rows(&csv),
         &parse_result(&stdout),
-        &stderr,
+        &read_summary(&json),
     );
 
     // Already running, started by nobody.
@@ -303,9 +315,12 @@ fn capabilities_instead_of_root() {
         .env("GOGC", "off");
     let (mut fx, pid) = Proc::ready(fc, "allocs fixture (nobody)");
     let csv = out.join("pid.csv");
+    let json = out.join("pid.json");
     let mut c = nobody(&aw);
     c.args(["record", "--pid", &pid.to_string(), "--csv"])
-        .arg(&csv);
+        .arg(&csv)
+        .arg("--json")
+        .arg(&json);
     let mut awp = start_record(c);
     fx.go();
     let (status, stdout) = fx.finish(Duration::from_secs(60));
@@ -319,7 +334,7 @@ fn capabilities_instead_of_root() {
         "nobody + setcap, --pid",
         &read_site_rows(&csv),
         &parse_result(&stdout),
-        &stderr,
+        &read_summary(&json),
     );
     let meta = std::fs::metadata(&csv).unwrap();
     assert_eq!(
@@ -466,6 +481,7 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
     let bin = fixture(&toolchain(version), "spin", variant);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = dir.path().join("summary.json");
     let (mut a, pid_a) = Proc::ready(fixture_cmd(&bin, Some(N_A)), "spin fixture A");
     let (mut b, pid_b) = Proc::ready(fixture_cmd(&bin, Some(N_B)), "spin fixture B");
     let exe_id = |pid: u32| {
@@ -481,6 +497,8 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
         &pid_a.to_string(),
         "--csv",
         csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]));
     // B first, so that it is allocating when A starts: B, untraced, is the
     // faster of the two.
@@ -514,9 +532,10 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
         aw_status.success(),
         "{what}: allocwatch failed ({aw_status}):\n{stderr}"
     );
-    assert!(stderr.contains("target exited"), "{what}:\n{stderr}");
-    assert!(
-        stderr.contains("events lost: 0"),
+    let summary = read_summary(&json);
+    assert_eq!(summary.stop.reason, "target_exited", "{what}:\n{stderr}");
+    assert_eq!(
+        summary.events.lost, 0,
         "{what}: events were lost:\n{stderr}"
     );
 
@@ -553,7 +572,7 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
         "{what}: {total} allocations recorded in all, A's workload made {n_a}; rows {rows:?}"
     );
     // A's own accounting: exact at its site, consistent with runtime/metrics.
-    check_exact(&what, &rows, &res_a, &stderr);
+    check_exact(&what, &rows, &res_a, &summary);
 }
 
 #[test]

@@ -231,10 +231,10 @@ struct Outcome {
     cpu_ns_per_op: f64,
     /// allocwatch's line `… probes attached in M ms`.
     attach_ms: Option<f64>,
-    /// allocwatch's summary: allocations, events lost.
+    /// allocwatch's `--json` summary: allocations, events lost.
     allocs: Option<u64>,
     lost: Option<u64>,
-    /// `ALLOCWATCH_BPF_STATS=1`: probe hits and ns per hit.
+    /// `ALLOCWATCH_BPF_STATS=1`: program runs and ns per run (`--json`).
     bpf_hits: Option<u64>,
     bpf_ns_per_hit: Option<f64>,
     /// The tracer's CPU time from the release of the workload to its exit.
@@ -247,7 +247,7 @@ struct Outcome {
     /// allocwatch sampled CSV: the estimated allocations at the workload's
     /// function (any type: samples have none). Not exact, never compared.
     csv_sampled_allocs: Option<u64>,
-    /// allocwatch's summary: `N probe hits: about …`.
+    /// Probe hits (`--json`: `probes.hits`).
     hits: Option<u64>,
     csv_pool: Option<(u64, u64)>,
     /// bpftrace: sum of its counts.
@@ -273,16 +273,6 @@ fn number_before(text: &str, suffix: &str) -> Option<f64> {
         .rfind(|c: char| !(c.is_ascii_digit() || c == '.'))
         .map_or(0, |j| j + 1);
     head[start..].parse().ok()
-}
-
-/// The number right after `prefix` in `text` (e.g. "events lost: 0").
-fn number_after(text: &str, prefix: &str) -> Option<f64> {
-    let i = text.find(prefix)? + prefix.len();
-    let tail = text[i..].trim_start();
-    let end = tail
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(tail.len());
-    tail[..end].parse().ok()
 }
 
 /// Sums of the columns `cols` over the CSV rows whose columns match `keys`.
@@ -316,6 +306,7 @@ fn start_tracer(run: Run, pid: u32, bin: &Path, dir: &Path) -> Option<(Proc, Lin
         Tracer::Allocwatch | Tracer::AllocwatchSampled(_) | Tracer::Noop | Tracer::ReadFloor(_) => {
             let mut cmd = Command::new(allocwatch());
             cmd.arg("record").arg("--pid").arg(pid.to_string());
+            cmd.arg("--json").arg(dir.join("summary.json"));
             if run.tracer == Tracer::Noop {
                 cmd.arg("--noop-programs");
             } else if let Tracer::ReadFloor(n) = run.tracer {
@@ -475,20 +466,12 @@ fn spin_run(run: Run) -> Outcome {
                     .lines()
                     .find(|l| l.contains("probes attached in"))
                     .and_then(|l| number_before(l, " ms"));
-                o.allocs = number_before(&log, " allocations").map(|x| x as u64);
-                o.lost = number_after(&log, "events lost:").map(|x| x as u64);
-                o.hits = log
-                    .lines()
-                    .find(|l| l.contains(" probe hits: about"))
-                    .and_then(|l| number_before(l, " probe hits"))
-                    .map(|x| x as u64);
-                if let Some(l) = log
-                    .lines()
-                    .find(|l| l.contains("ns in eBPF programs per hit"))
-                {
-                    o.bpf_hits = number_before(l, " probe hits").map(|x| x as u64);
-                    o.bpf_ns_per_hit = number_before(l, " ns in eBPF programs");
-                }
+                let summary = support::read_summary(&dir.path().join("summary.json"));
+                o.allocs = Some(summary.totals.allocs);
+                o.lost = Some(summary.events.lost);
+                o.hits = Some(summary.probes.hits);
+                o.bpf_hits = summary.probes.program_runs;
+                o.bpf_ns_per_hit = summary.probes.program_ns_per_hit;
                 if run.tracer == Tracer::Allocwatch {
                     if run.mode == Mode::Pool {
                         o.csv_pool = read_csv_counts(

@@ -75,14 +75,15 @@ fn read_rows(path: &Path) -> Vec<Row> {
     support::read_csv(path)
 }
 
-/// [`support::record`], and no event lost.
+/// [`support::record_json`], and no event lost.
 fn record(args: &[&std::ffi::OsStr], bin: &Path, env: &[(&str, &str)]) -> (String, String) {
-    let (stdout, stderr) = support::record(args, bin, env);
-    assert!(
-        stderr.contains("events lost: 0"),
-        "events were lost:\n{stderr}"
+    let run = support::record_json(args, bin, env);
+    assert_eq!(
+        run.summary.events.lost, 0,
+        "events were lost:\n{:#?}",
+        run.summary
     );
-    (stdout, stderr)
+    (run.stdout, run.stderr)
 }
 
 /// `go tool pprof ARGS profile` with `tc`, returning stdout.

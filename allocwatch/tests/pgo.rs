@@ -21,7 +21,7 @@ use std::process::Command;
 
 use serde::Deserialize;
 use support::{
-    GoToolchain, PoolCount, Variant, caller_counts, fixture, parse_result, record_sites_and_pools,
+    GoToolchain, PoolCount, RunSummary, Variant, fixture, parse_result, record_sites_and_pools,
     target_dir, toolchain, workspace_root,
 };
 
@@ -82,20 +82,8 @@ fn build_pgo(tc: &GoToolchain) -> PathBuf {
 
 /// The same fixture with `-pgo=off`, cached like `support::build_go` does.
 fn build_no_pgo(tc: &GoToolchain) -> PathBuf {
-    let src = workspace_root().join("testdata/fixtures/pgo");
     let mut h = DefaultHasher::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-        .expect("read fixture dir")
-        .map(|e| e.expect("dir entry").path())
-        .collect();
-    files.sort();
-    for f in files
-        .iter()
-        .chain([&workspace_root().join("testdata/go.mod")])
-    {
-        f.file_name().hash(&mut h);
-        std::fs::read(f).expect("read source").hash(&mut h);
-    }
+    support::hash_sources("fixtures/pgo", &mut h);
     tc.version.hash(&mut h);
     let dir = target_dir()
         .join("fixtures")
@@ -152,16 +140,18 @@ struct Recorded {
     pools: Vec<PoolRow>,
     sites: Vec<SiteRow>,
     stderr: String,
+    summary: RunSummary,
 }
 
 fn record(bin: &Path) -> Recorded {
     let n = N.to_string();
-    let (sites, pools, stdout, stderr) = record_sites_and_pools(bin, &[("ALLOCWATCH_N", &n)]);
+    let (sites, pools, run) = record_sites_and_pools(bin, &[("ALLOCWATCH_N", &n)]);
     Recorded {
-        res: parse_result(&stdout),
+        res: parse_result(&run.stdout),
         pools,
         sites,
-        stderr,
+        stderr: run.stderr,
+        summary: run.summary,
     }
 }
 
@@ -292,11 +282,7 @@ fn pgo_for(version: &str) {
         "{what}: inspect does not say PGO:\n{text}"
     );
     // The out-of-line calls (the cold caller) are counted either way.
-    if let Some(c) = caller_counts(
-        &r.stderr,
-        |l| l.starts_with(&format!("pool {} ", want.pool)),
-        &cold.func,
-    ) {
+    if let Some(c) = r.summary.caller_counts(|p| p.name == want.pool, &cold.func) {
         assert_eq!(
             c,
             [cold.gets, cold.misses, cold.nil_returns, cold.puts],
@@ -304,7 +290,10 @@ fn pgo_for(version: &str) {
             cold.func
         );
     } else {
-        panic!("{what}: no caller line for {}:\n{}", cold.func, r.stderr);
+        panic!(
+            "{what}: no caller {} in the summary:\n{:#?}",
+            cold.func, r.summary
+        );
     }
     check_new_allocations(&what, &r);
 
@@ -340,15 +329,11 @@ fn pgo_for(version: &str) {
     );
     for c in &r.res.callsites {
         assert_eq!(
-            caller_counts(
-                &r.stderr,
-                |l| l.starts_with(&format!("pool {} ", want.pool)),
-                &c.func
-            ),
+            r.summary.caller_counts(|p| p.name == want.pool, &c.func),
             Some([c.gets, c.misses, c.nil_returns, c.puts]),
-            "{what}: caller {}\n{}",
+            "{what}: caller {}\n{:#?}",
             c.func,
-            r.stderr
+            r.summary
         );
     }
     check_new_allocations(&what, &r);

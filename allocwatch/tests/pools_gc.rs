@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use support::{
-    PoolCount, Variant, caller_counts, fixture, parse_result, record_sites_and_pools, toolchain,
+    PoolCount, RunSummary, Variant, fixture, parse_result, record_sites_and_pools, toolchain,
 };
 
 const N: u32 = 10_000;
@@ -64,19 +64,18 @@ struct Run {
     pools: Vec<PoolRow>,
     sites: Vec<SiteRow>,
     res: FixtureResult,
-    stderr: String,
+    summary: RunSummary,
 }
 
 /// `allocwatch record --csv … --pools-csv … -- poolsgc` with `GOGC=gogc`.
 fn record(bin: &Path, gogc: &str) -> Run {
     let n = N.to_string();
-    let (sites, pools, stdout, stderr) =
-        record_sites_and_pools(bin, &[("ALLOCWATCH_N", &n), ("GOGC", gogc)]);
+    let (sites, pools, run) = record_sites_and_pools(bin, &[("ALLOCWATCH_N", &n), ("GOGC", gogc)]);
     Run {
         pools,
         sites,
-        res: parse_result(&stdout),
-        stderr,
+        res: parse_result(&run.stdout),
+        summary: run.summary,
     }
 }
 
@@ -84,7 +83,7 @@ fn check(version: &str, variant: Variant, gogc: &str) {
     let what = format!("go{version} {} GOGC={gogc}", variant.name());
     let bin = fixture(&toolchain(version), "poolsgc", variant);
     let run = record(&bin, gogc);
-    let (res, stderr) = (&run.res, &run.stderr);
+    let (res, summary) = (&run.res, &run.summary);
     assert_eq!(res.n, u64::from(N), "{what}");
     let want = &res.pools[0];
 
@@ -127,11 +126,11 @@ fn check(version: &str, variant: Variant, gogc: &str) {
         .pools
         .iter()
         .find(|r| r.new_func == want.new_func)
-        .unwrap_or_else(|| panic!("{what}: no pool with New {}:\n{stderr}", want.new_func));
+        .unwrap_or_else(|| panic!("{what}: no pool with New {}", want.new_func));
     assert_eq!(
         (row.gets, row.misses, row.nil_returns, row.puts),
         (want.gets, want.misses, want.nil_returns, want.puts),
-        "{what} ({}): gcPool (gets, misses, nil returns, puts)\n{stderr}",
+        "{what} ({}): gcPool (gets, misses, nil returns, puts)",
         res.go
     );
     assert_eq!(row.hits, want.gets - want.misses, "{what}: hits");
@@ -141,13 +140,12 @@ fn check(version: &str, variant: Variant, gogc: &str) {
     // …per call site…
     let c = &res.callsites[0];
     assert_eq!(
-        caller_counts(
-            stderr,
-            |l| l.contains(&format!("(New: {})", c.new_func)),
+        summary.caller_counts(
+            |p| p.new_func.as_deref() == Some(c.new_func.as_str()),
             &c.func
         ),
         Some([c.gets, c.misses, c.nil_returns, c.puts]),
-        "{what}: caller {}\n{stderr}",
+        "{what}: caller {}\n{summary:#?}",
         c.func
     );
     // …and as allocations of New (and of the garbage maker, for scale).

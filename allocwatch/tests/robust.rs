@@ -23,8 +23,8 @@ mod support;
 
 use support::proc::Proc;
 use support::{
-    FixtureResult, SiteRow, allocwatch, check_sites, parse_result, probed_bytes, read_site_rows,
-    skip_unless_root,
+    FixtureResult, RunSummary, SiteRow, allocwatch, check_sites, parse_result, probed_bytes,
+    read_site_rows, read_summary, skip_unless_root,
 };
 
 use std::collections::HashSet;
@@ -80,25 +80,25 @@ fn go_env(c: &mut Command) -> &mut Command {
     c.env("GOMAXPROCS", "1").env("GOGC", "off")
 }
 
-/// The number after `events lost: ` in the summary.
-fn events_lost(stderr: &str) -> u64 {
-    stderr
-        .split("events lost: ")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no `events lost:` in the summary:\n{stderr}"))
-}
-
 // ---------------------------------------------------------------------------
 // 1. Overflows: the ring buffer, the kernel's aggregation map
 
 /// `record --csv F [extra] -- flood` with `n` types allocated `rounds` times.
-fn record_flood(n: u32, rounds: u32, extra: &[&str]) -> (FixtureResult, Vec<SiteRow>, String) {
+fn record_flood(
+    n: u32,
+    rounds: u32,
+    extra: &[&str],
+) -> (FixtureResult, Vec<SiteRow>, String, RunSummary) {
     let bin = fixture(&toolchain(GO), "flood", Variant::Default);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
-    let mut cmd = record_cmd(&["--csv", csv.to_str().unwrap()]);
+    let json = dir.path().join("summary.json");
+    let mut cmd = record_cmd(&[
+        "--csv",
+        csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     cmd.args(extra).arg("--").arg(&bin);
     go_env(&mut cmd)
         .env("ALLOCWATCH_N", n.to_string())
@@ -108,7 +108,12 @@ fn record_flood(n: u32, rounds: u32, extra: &[&str]) -> (FixtureResult, Vec<Site
         status.success(),
         "record -- flood {extra:?}: {status}\n{stderr}"
     );
-    (parse_result(&stdout), read_site_rows(&csv), stderr)
+    (
+        parse_result(&stdout),
+        read_site_rows(&csv),
+        stderr,
+        read_summary(&json),
+    )
 }
 
 /// A flood of new keys through a one-page ring buffer loses events, and
@@ -122,8 +127,8 @@ fn ring_buffer_overflow_is_counted_and_reported() {
         return;
     }
     let n = 5000;
-    let (res, rows, stderr) = record_flood(n, 1, &["--ringbuf-bytes", "4096"]);
-    let lost = events_lost(&stderr);
+    let (res, rows, stderr, summary) = record_flood(n, 1, &["--ringbuf-bytes", "4096"]);
+    let lost = summary.events.lost;
     eprintln!("4 KiB ring buffer: {lost} events lost of {n} new keys");
     assert!(lost > 0, "a 4 KiB ring buffer held {n} stacks?\n{stderr}");
     let warning = stderr
@@ -143,10 +148,10 @@ fn ring_buffer_overflow_is_counted_and_reported() {
     assert_eq!(counted, u64::from(n), "reflect.New allocations:\n{stderr}");
     assert_eq!(res.sites[0].count, i64::from(n));
 
-    let (res, rows, stderr) = record_flood(n, 1, &[]);
-    assert_eq!(events_lost(&stderr), 0, "{stderr}");
+    let (res, rows, stderr, summary) = record_flood(n, 1, &[]);
+    assert_eq!(summary.events.lost, 0, "{summary:#?}");
     assert!(!stderr.contains("did not fit"), "{stderr}");
-    check_sites("default ring buffer", &rows, &res, &stderr);
+    check_sites("default ring buffer", &rows, &res, &summary);
 
     // Sizes the kernel would refuse are usage errors, before anything runs.
     for bad in ["5000", "2048", "0"] {
@@ -167,18 +172,17 @@ fn aggregation_map_overflow_falls_back_to_single_events() {
         return;
     }
     let (n, rounds) = (75_000, 2);
-    let (res, rows, stderr) = record_flood(n, rounds, &[]);
-    assert_eq!(events_lost(&stderr), 0, "{stderr}");
+    let (res, rows, stderr, summary) = record_flood(n, rounds, &[]);
+    assert_eq!(summary.events.lost, 0, "{summary:#?}");
     let note = stderr
         .lines()
         .find(|l| l.contains("aggregation maps were full"))
         .unwrap_or_else(|| panic!("no note about the full aggregation map:\n{stderr}"));
-    let sent: u64 = note
-        .split("keys): ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|x| x.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {note:?}"));
+    let sent = summary.events.agg_full;
+    assert!(
+        note.contains(&format!(": {sent} operations were sent one by one")),
+        "{note}"
+    );
     // At least the types beyond the capacity of the map and of every CPU's
     // slots (which count a key without the map), in both rounds.
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get() as u32);
@@ -188,7 +192,7 @@ fn aggregation_map_overflow_falls_back_to_single_events() {
         "only {sent} allocations sent one by one ({n} types, the kernel holds {held}): {note}"
     );
     assert_eq!(res.sites[0].count, i64::from(n * rounds));
-    check_sites("aggregation map overflow", &rows, &res, &stderr);
+    check_sites("aggregation map overflow", &rows, &res, &summary);
 }
 
 // ---------------------------------------------------------------------------
@@ -215,12 +219,15 @@ fn exec_case(argv: &str, expect: &str, new_program: &Path) {
     let bin = fixture(&toolchain(GO), "execer", Variant::Default);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = dir.path().join("summary.json");
     let (mut fx, pid) = Proc::ready(execer_cmd(&bin, 1000), "execer");
     let mut aw = start_record(record_cmd(&[
         "--pid",
         &pid.to_string(),
         "--csv",
         csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]));
     fx.send("go");
     fx.out
@@ -247,7 +254,12 @@ fn exec_case(argv: &str, expect: &str, new_program: &Path) {
         "{what}: the target died"
     );
     assert_eq!(exe_of(pid), new_program, "{what}");
-    check_sites(&what, &read_site_rows(&csv), &res, &stderr);
+    let summary = read_summary(&json);
+    assert_eq!(
+        summary.stop.reason, "target_replaced",
+        "{what}: {summary:#?}"
+    );
+    check_sites(&what, &read_site_rows(&csv), &res, &summary);
 }
 
 /// exec of another program (`/bin/sleep`, another Go program): the
@@ -348,12 +360,15 @@ fn pid_reuse_is_noticed() {
     let bin = fixture(&toolchain(GO), "execer", Variant::Default);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = dir.path().join("summary.json");
     let (mut fx, pid) = Proc::ready(execer_cmd(&bin, 1000), "execer");
     let mut aw = start_record(record_cmd(&[
         "--pid",
         &pid.to_string(),
         "--csv",
         csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]));
     aw.signal(libc::SIGSTOP);
     fx.send("go");
@@ -398,7 +413,9 @@ fn pid_reuse_is_noticed() {
         "allocwatch did not notice the reuse:\n{stderr}"
     );
     assert!(aw_status.success(), "{aw_status}\n{stderr}");
-    check_sites("PID reuse", &read_site_rows(&csv), &res, &stderr);
+    let summary = read_summary(&json);
+    assert_eq!(summary.stop.reason, "target_exited", "{summary:#?}");
+    check_sites("PID reuse", &read_site_rows(&csv), &res, &summary);
     // The new process runs normally.
     let mut stdin = child.stdin.take().expect("stdin");
     writeln!(stdin, "go").expect("go");
@@ -441,11 +458,14 @@ fn target_in_another_mount_namespace() {
         assert!(!inside.exists(), "{what}: the fixture is visible outside");
         assert_eq!(exe_of(pid), inside, "{what}");
         let csv = dir.path().join("sites.csv");
+        let json = dir.path().join("summary.json");
         let mut aw = start_record(record_cmd(&[
             "--pid",
             &pid.to_string(),
             "--csv",
             csv.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
         ]));
         assert!(
             aw.out
@@ -467,7 +487,9 @@ fn target_in_another_mount_namespace() {
             sites: res.sites.into_iter().filter(|s| s.count >= 0).collect(),
             ..res
         };
-        check_sites(&what, &read_site_rows(&csv), &res, &stderr);
+        let summary = read_summary(&json);
+        assert_eq!(summary.stop.reason, "target_exited", "{what}: {summary:#?}");
+        check_sites(&what, &read_site_rows(&csv), &res, &summary);
     }
 }
 

@@ -18,7 +18,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use support::{FixtureResult, Variant, check_sites_where, fixture, read_site_rows, toolchain};
+use support::{
+    FixtureResult, RunSummary, Variant, check_sites_where, fixture, read_site_rows, read_summary,
+    toolchain,
+};
 
 /// The fixture's environment: N = 100000 (2000 goroutines, ~430k
 /// allocations), both CPUs and the GC on, so that stacks are also shrunk
@@ -61,9 +64,9 @@ fn runtime_type(t: &str) -> bool {
 /// `g`s (`newproc1` → `malg`, on the system stack), a varying number of them
 /// (dead `g`s are reused), which allocwatch rightly attributes to that line
 /// but the fixture does not count.
-fn check_counts(what: &str, csv: &Path, res: &FixtureResult, stderr: &str) {
+fn check_counts(what: &str, csv: &Path, res: &FixtureResult, summary: &RunSummary) {
     let rows = read_site_rows(csv);
-    check_sites_where(what, &rows, res, stderr, |t| !runtime_type(t));
+    check_sites_where(what, &rows, res, summary, |t| !runtime_type(t));
 }
 
 fn soak(version: &str) {
@@ -91,10 +94,13 @@ fn soak(version: &str) {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = dir.path().join("summary.json");
     let t0 = Instant::now();
     let traced = env(Command::new(allocwatch())
         .args(["record", "--top", "0", "--csv"])
         .arg(&csv)
+        .arg("--json")
+        .arg(&json)
         .arg("--")
         .arg(&bin))
     .output()
@@ -111,8 +117,10 @@ fn soak(version: &str) {
         plain_lines, traced_lines,
         "{what}: output differs under tracing"
     );
-    assert!(
-        stderr.contains("target exited with status 0"),
+    let summary = read_summary(&json);
+    assert_eq!(
+        (summary.stop.reason.as_str(), summary.stop.detail.as_deref()),
+        ("target_exited", Some("exited with status 0")),
         "{what}: the traced program did not exit 0:\n{stderr}"
     );
     // The reported counts are deterministic: the same traced or not.
@@ -123,7 +131,7 @@ fn soak(version: &str) {
             .collect::<Vec<_>>()
     };
     assert_eq!(counts(&plain_res), counts(&traced_res), "{what}");
-    check_counts(&what, &csv, &traced_res, &stderr);
+    check_counts(&what, &csv, &traced_res, &summary);
     eprintln!("{what}: untraced {t_plain:?}, traced (attach + run + detach) {t_traced:?}");
 }
 

@@ -8,24 +8,30 @@
 mod support;
 
 use support::{
-    FixtureResult, SiteRow, check_exact, parse_result, read_site_rows, record, skip_unless_root,
+    FixtureResult, RunSummary, SiteRow, check_exact, parse_result, read_site_rows, record_json,
+    skip_unless_root,
 };
 
 use std::path::Path;
 
 use support::{Variant, fixture, have_gcc, toolchain};
 
-/// `allocwatch record --csv F -- fixture`, returning the rows and the fixture's report.
-fn record_launch(bin: &Path, n: u32) -> (Vec<SiteRow>, FixtureResult, String) {
+/// `allocwatch record --csv F --json J -- fixture`, returning the rows, the
+/// fixture's report and the run's summary.
+fn record_launch(bin: &Path, n: u32) -> (Vec<SiteRow>, FixtureResult, RunSummary) {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv_path = dir.path().join("sites.csv");
     let n = n.to_string();
-    let (stdout, stderr) = record(
+    let run = record_json(
         &["--csv".as_ref(), csv_path.as_os_str()],
         bin,
         &[("ALLOCWATCH_N", &n)],
     );
-    (read_site_rows(&csv_path), parse_result(&stdout), stderr)
+    (
+        read_site_rows(&csv_path),
+        parse_result(&run.stdout),
+        run.summary,
+    )
 }
 
 fn exact_for(version: &str) {
@@ -42,8 +48,8 @@ fn exact_for(version: &str) {
     }
     for v in variants {
         let bin = fixture(&tc, "allocs", v);
-        let (rows, res, stderr) = record_launch(&bin, 1000);
-        check_exact(&format!("go{version} {}", v.name()), &rows, &res, &stderr);
+        let (rows, res, summary) = record_launch(&bin, 1000);
+        check_exact(&format!("go{version} {}", v.name()), &rows, &res, &summary);
     }
 }
 

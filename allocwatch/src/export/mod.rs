@@ -1,6 +1,6 @@
 //! Writing recordings to files: CSV tables of sites and pools (whole run, or
 //! one row per window with `record --interval`), pprof profiles, folded
-//! stacks and flame graphs.
+//! stacks, flame graphs, and the JSON summary of a recording (`summary`).
 //!
 //! Every writer is a pure function of a [`Snapshot`](crate::stats::Snapshot),
 //! so all outputs of one run show the same totals.
@@ -18,6 +18,7 @@ pub mod flame;
 pub mod folded;
 pub mod pprof;
 pub mod series;
+pub mod summary;
 
 pub use file::{AtomicFile, check_writable};
 

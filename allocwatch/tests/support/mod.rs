@@ -9,13 +9,14 @@ pub mod proc;
 pub mod record;
 pub mod sites;
 pub mod skip;
+pub mod summary;
 
 // Each test crate uses some of these.
 #[allow(unused_imports)]
 pub use pools::PoolCount;
 #[allow(unused_imports)]
 pub use record::{
-    caller_counts, read_csv, record, record_cmd, record_pools_csv, record_sites_and_pools,
+    Recorded, read_csv, record, record_cmd, record_json, record_pools_csv, record_sites_and_pools,
     start_record,
 };
 #[allow(unused_imports)]
@@ -25,6 +26,8 @@ pub use sites::{
 };
 #[allow(unused_imports)]
 pub use skip::{have_tool, skip, skip_unless_root};
+#[allow(unused_imports)]
+pub use summary::{RunSummary, read_summary};
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -162,17 +165,63 @@ fn hash_dir(dir: &Path, h: &mut DefaultHasher) {
     }
 }
 
-/// Builds `testdata/<package>` (e.g. "fixtures/allocs" or "demo") with `tc`
-/// in `variant`, once: the result is cached under `target/fixtures/` keyed by
-/// the sources, the toolchain and the variant. Returns the executable's path.
-pub fn build_go(tc: &GoToolchain, package: &str, variant: Variant) -> PathBuf {
+/// The import path of the `testdata` module (its `go.mod`).
+const TESTDATA_MODULE: &str = "allocwatch.test";
+
+/// The packages of the `testdata` module that the Go files directly in
+/// `dir` name in quotes (imports; a mention in a comment only adds a
+/// package to hash), as directories relative to `testdata`.
+fn local_imports(dir: &Path) -> Vec<String> {
+    let prefix = format!("\"{TESTDATA_MODULE}/");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_none_or(|e| e != "go") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read Go source");
+        for (at, _) in text.match_indices(&prefix) {
+            let rest = &text[at + prefix.len()..];
+            if let Some(end) = rest.find('"') {
+                found.push(rest[..end].to_string());
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Hashes what `testdata/<package>` is built from: `go.mod`, the package's
+/// directory and, transitively, every package of the module it imports
+/// (`testdata/internal/fixture`), so that a change to a shared package
+/// rebuilds the fixtures that import it.
+pub fn hash_sources(package: &str, h: &mut DefaultHasher) {
     let testdata = workspace_root().join("testdata");
-    let src = testdata.join(package);
-    let mut h = DefaultHasher::new();
-    hash_dir(&src, &mut h);
     std::fs::read(testdata.join("go.mod"))
         .expect("testdata/go.mod")
-        .hash(&mut h);
+        .hash(h);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = vec![package.to_string()];
+    while let Some(pkg) = todo.pop() {
+        if !seen.insert(pkg.clone()) {
+            continue;
+        }
+        let dir = testdata.join(&pkg);
+        pkg.hash(h);
+        hash_dir(&dir, h);
+        todo.extend(local_imports(&dir).into_iter().rev());
+    }
+}
+
+/// Builds `testdata/<package>` (e.g. "fixtures/allocs" or "demo") with `tc`
+/// in `variant`, once: the result is cached under `target/fixtures/` keyed by
+/// the sources (with the module's packages it imports), the toolchain and the
+/// variant. Returns the executable's path.
+pub fn build_go(tc: &GoToolchain, package: &str, variant: Variant) -> PathBuf {
+    let testdata = workspace_root().join("testdata");
+    let mut h = DefaultHasher::new();
+    hash_sources(package, &mut h);
     variant.hash(&mut h);
     tc.version.hash(&mut h);
     let name = package.replace('/', "-");

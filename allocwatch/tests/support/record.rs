@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::proc::Proc;
+use super::summary::{RunSummary, read_summary};
 
 /// Every row of a CSV file, as `T`.
 pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
@@ -43,29 +44,51 @@ pub fn record<A: AsRef<OsStr>>(args: &[A], bin: &Path, env: &[(&str, &str)]) -> 
     (stdout, stderr)
 }
 
-/// [`record`] with `--pools-csv F`: the pools CSV's rows, stdout and stderr.
+/// What [`record_json`] returns.
+#[derive(Debug)]
+pub struct Recorded {
+    /// The fixture's output.
+    pub stdout: String,
+    /// allocwatch's messages (not to be parsed for numbers: see `summary`).
+    pub stderr: String,
+    /// The `--json` summary of the run.
+    pub summary: RunSummary,
+}
+
+/// [`record`] with `--json F` added: stdout, stderr and the parsed summary.
+pub fn record_json<A: AsRef<OsStr>>(args: &[A], bin: &Path, env: &[(&str, &str)]) -> Recorded {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("summary.json");
+    let mut all: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+    all.extend(["--json".as_ref(), json.as_os_str()]);
+    let (stdout, stderr) = record(&all, bin, env);
+    Recorded {
+        stdout,
+        stderr,
+        summary: read_summary(&json),
+    }
+}
+
+/// [`record_json`] with `--pools-csv F`: the pools CSV's rows, and the run.
 pub fn record_pools_csv<R: serde::de::DeserializeOwned>(
     bin: &Path,
     env: &[(&str, &str)],
-) -> (Vec<R>, String, String) {
+) -> (Vec<R>, Recorded) {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv_path = dir.path().join("pools.csv");
-    let (stdout, stderr) = record(&["--pools-csv".as_ref(), csv_path.as_os_str()], bin, env);
-    (read_csv(&csv_path), stdout, stderr)
+    let run = record_json(&["--pools-csv".as_ref(), csv_path.as_os_str()], bin, env);
+    (read_csv(&csv_path), run)
 }
 
-/// [`record`] with `--csv S --pools-csv P`: the rows of both, stdout and stderr.
-pub fn record_sites_and_pools<S, P>(
-    bin: &Path,
-    env: &[(&str, &str)],
-) -> (Vec<S>, Vec<P>, String, String)
+/// [`record_json`] with `--csv S --pools-csv P`: the rows of both, and the run.
+pub fn record_sites_and_pools<S, P>(bin: &Path, env: &[(&str, &str)]) -> (Vec<S>, Vec<P>, Recorded)
 where
     S: serde::de::DeserializeOwned,
     P: serde::de::DeserializeOwned,
 {
     let dir = tempfile::tempdir().expect("tempdir");
     let (sites, pools) = (dir.path().join("sites.csv"), dir.path().join("pools.csv"));
-    let (stdout, stderr) = record(
+    let run = record_json(
         &[
             "--csv".as_ref(),
             sites.as_os_str(),
@@ -75,7 +98,7 @@ where
         bin,
         env,
     );
-    (read_csv(&sites), read_csv(&pools), stdout, stderr)
+    (read_csv(&sites), read_csv(&pools), run)
 }
 
 /// `allocwatch record ARGS` (stdout and stderr not yet set up).
@@ -98,32 +121,4 @@ pub fn start_record(cmd: Command) -> Proc {
         aw.out.text()
     );
     aw
-}
-
-/// A caller's `[gets, misses, nil_returns, puts]` from the summary's line
-/// `caller FUNC (FILE:LINE): gets=… misses=… nil_returns=… puts=…`, under
-/// the first `pool …` line for which `pool_line` holds.
-pub fn caller_counts(
-    stderr: &str,
-    pool_line: impl Fn(&str) -> bool,
-    func: &str,
-) -> Option<[u64; 4]> {
-    let mut in_pool = false;
-    for l in stderr.lines() {
-        let t = l.trim_start();
-        if t.starts_with("pool ") {
-            in_pool = pool_line(t);
-            continue;
-        }
-        if in_pool && t.starts_with(&format!("caller {func} ")) {
-            let v = |k: &str| -> u64 {
-                t.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(u64::MAX)
-            };
-            return Some([v("gets"), v("misses"), v("nil_returns"), v("puts")]);
-        }
-    }
-    None
 }

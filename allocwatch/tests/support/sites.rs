@@ -1,6 +1,7 @@
 //! The sites CSV (`record --csv`) checked against the counts a fixture
 //! reports on its `result` line.
 
+use super::summary::RunSummary;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -53,9 +54,9 @@ pub struct FixtureResult {
 
 /// Every site the fixture reports has exactly its count and bytes in the
 /// CSV (summed over the rows of its function, line and type; a count of −1
-/// asks for at least one allocation), and the summary says no event was lost.
-pub fn check_sites(what: &str, rows: &[SiteRow], res: &FixtureResult, stderr: &str) {
-    check_sites_where(what, rows, res, stderr, |_| true);
+/// asks for at least one allocation), and the `--json` summary says no event was lost.
+pub fn check_sites(what: &str, rows: &[SiteRow], res: &FixtureResult, summary: &RunSummary) {
+    check_sites_where(what, rows, res, summary, |_| true);
 }
 
 /// [`check_sites`], where a site whose type the fixture leaves open counts
@@ -64,7 +65,7 @@ pub fn check_sites_where(
     what: &str,
     rows: &[SiteRow],
     res: &FixtureResult,
-    stderr: &str,
+    summary: &RunSummary,
     open_type: impl Fn(&str) -> bool,
 ) {
     let mut failures = Vec::new();
@@ -108,13 +109,13 @@ pub fn check_sites_where(
     }
     assert!(
         failures.is_empty(),
-        "{what} ({}):\n  {}\nallocwatch stderr:\n{stderr}",
+        "{what} ({}):\n  {}\nallocwatch summary:\n{summary:#?}",
         res.go,
         failures.join("\n  ")
     );
     assert!(
-        stderr.contains("events lost: 0"),
-        "{what}: events were lost:\n{stderr}"
+        summary.events.lost == 0,
+        "{what}: events were lost:\n{summary:#?}"
     );
 }
 
@@ -152,7 +153,7 @@ pub fn check_metrics(what: &str, rows: &[SiteRow], res: &FixtureResult) {
 
 /// [`check_sites`] and [`check_metrics`]: the fixture's exact counts, and
 /// the runtime's own count over the same window.
-pub fn check_exact(what: &str, rows: &[SiteRow], res: &FixtureResult, stderr: &str) {
-    check_sites(what, rows, res, stderr);
+pub fn check_exact(what: &str, rows: &[SiteRow], res: &FixtureResult, summary: &RunSummary) {
+    check_sites(what, rows, res, summary);
     check_metrics(what, rows, res);
 }
