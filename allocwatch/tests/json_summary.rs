@@ -201,6 +201,8 @@ fn check(version: &str) {
         s.events
     );
     assert_eq!(s.events.agg_full, 0, "{what}");
+    // The pool probes run only in the target (a per-process uprobe).
+    assert_eq!(s.events.other_process, 0, "{what}");
     // Every allocation and every pool operation is at least one probe hit.
     let pool_ops: u64 = s.pools.iter().map(|p| p.gets + p.puts).sum();
     assert!(

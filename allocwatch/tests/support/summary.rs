@@ -71,6 +71,7 @@ pub struct Events {
     pub uncounted: u64,
     pub agg_full: u64,
     pub key_truncated: u64,
+    pub other_process: u64,
     pub nested_skipped: u64,
     pub stack_errors: u64,
 }
