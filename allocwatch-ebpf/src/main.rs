@@ -123,6 +123,46 @@ static LOG_ONCE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 const EEXIST: i32 = 17;
 
+/// What [`add_or_insert`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Upsert {
+    /// Added to this CPU's value of an existing entry.
+    Added,
+    /// Inserted the entry (its first value).
+    Inserted,
+    /// The map is full: nothing counted.
+    Full,
+}
+
+/// Adds to this CPU's value of `key` in `map` with `add`; when the map has no
+/// entry for `key`, inserts `first()` (`BPF_NOEXIST`). When another CPU
+/// inserted it meanwhile (`EEXIST`), this CPU's slot of it exists now and
+/// `add` goes there.
+#[inline(always)]
+fn add_or_insert<K, V>(
+    map: &PerCpuHashMap<K, V>,
+    key: &K,
+    first: impl FnOnce() -> V,
+    add: impl Fn(&mut V),
+) -> Upsert {
+    if let Some(v) = map.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of the value; only this CPU's programs write it.
+        add(unsafe { &mut *v });
+        return Upsert::Added;
+    }
+    match map.insert(key, first(), u64::from(BPF_NOEXIST)) {
+        Ok(()) => Upsert::Inserted,
+        Err(e) if e == -EEXIST => {
+            if let Some(v) = map.get_ptr_mut(key) {
+                // SAFETY: as above.
+                add(unsafe { &mut *v });
+            }
+            Upsert::Added
+        }
+        Err(_) => Upsert::Full,
+    }
+}
+
 #[inline(always)]
 fn bump(index: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {
@@ -262,18 +302,7 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
     if kind != cookie::ALLOC_SAMPLE && misses_in_flight() {
         charge_miss(ctx, regs.rsp, regs.rbp, regs.rax);
     }
-    // profilealloc(mp, x, size) knows no type; it is called from the
-    // allocation functions, so its walk to the site is the same.
-    let (size, typ, bucket) = if kind == cookie::ALLOC_SAMPLE {
-        let s = if regs.rcx > SAMPLE_SIZE_MASK as u64 {
-            SAMPLE_SIZE_MASK
-        } else {
-            regs.rcx as u32
-        };
-        (regs.rcx, 0, SAMPLED_BIT | s)
-    } else {
-        (regs.rax, regs.rbx, size_bucket(regs.rax))
-    };
+    let (size, typ, bucket) = size_type_bucket(kind, regs);
     // The common cases: the site is the caller (Go 1.27's size-specialized
     // calls) or the caller's caller (newobject, makeslice, ...).
     let mut f1 = 0;
@@ -293,35 +322,70 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
             return;
         }
     }
-    let idx = slot_index(typ, ret0, f1, bucket);
-    if let Some(s) = SLOTS.get_ptr_mut(idx) {
-        // SAFETY: this CPU's slot; only this CPU's programs write it.
-        unsafe {
-            if (*s).nframes == nframes
-                && (*s).frames[0] == ret0
-                && (*s).frames[1] == f1
-                && (*s).typ == typ
-                && (*s).bucket == bucket
-            {
-                (*s).count += 1;
-                (*s).bytes += size;
-                return;
-            }
-            if (*s).nframes == 0 {
-                (*s).typ = typ;
-                (*s).frames = [ret0, f1];
-                (*s).bucket = bucket;
-                (*s).count = 1;
-                (*s).bytes = size;
-                core::ptr::write_volatile(&raw mut (*s).nframes, nframes);
-                // Its stack (at most once per CPU; userspace keeps the first).
-                send_alloc(ctx, size, &short_key(typ, ret0, f1, nframes, bucket), EVENT_STACK_ONLY);
-                return;
-            }
+    if !count_in_slot(ctx, size, typ, [ret0, f1], nframes, bucket) {
+        // The slot belongs to another key.
+        count_key(ctx, size, &short_key(typ, ret0, f1, nframes, bucket));
+    }
+}
+
+/// The size, type and size bucket of the allocation: `profilealloc(mp, x,
+/// size)` (sampled mode) knows no type; it is called from the allocation
+/// functions, so its walk to the site is the same.
+#[inline(always)]
+fn size_type_bucket(kind: u32, regs: Regs) -> (u64, u64, u32) {
+    if kind == cookie::ALLOC_SAMPLE {
+        let s = if regs.rcx > SAMPLE_SIZE_MASK as u64 {
+            SAMPLE_SIZE_MASK
+        } else {
+            regs.rcx as u32
+        };
+        (regs.rcx, 0, SAMPLED_BIT | s)
+    } else {
+        (regs.rax, regs.rbx, size_bucket(regs.rax))
+    }
+}
+
+/// Counts the allocation in its slot of `SLOTS` when the slot holds its key
+/// (type, the two return addresses, bucket) or is free (then its stack goes
+/// to userspace, at most once per CPU; userspace keeps the first); false
+/// when another key holds the slot.
+#[inline(always)]
+fn count_in_slot(
+    ctx: &ProbeContext,
+    size: u64,
+    typ: u64,
+    [ret0, f1]: [u64; 2],
+    nframes: u32,
+    bucket: u32,
+) -> bool {
+    let Some(s) = SLOTS.get_ptr_mut(slot_index(typ, ret0, f1, bucket)) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot; only this CPU's programs write it.
+    unsafe {
+        if (*s).nframes == nframes
+            && (*s).frames[0] == ret0
+            && (*s).frames[1] == f1
+            && (*s).typ == typ
+            && (*s).bucket == bucket
+        {
+            (*s).count += 1;
+            (*s).bytes += size;
+            return true;
+        }
+        if (*s).nframes == 0 {
+            (*s).typ = typ;
+            (*s).frames = [ret0, f1];
+            (*s).bucket = bucket;
+            (*s).count = 1;
+            (*s).bytes = size;
+            core::ptr::write_volatile(&raw mut (*s).nframes, nframes);
+            let key = short_key(typ, ret0, f1, nframes, bucket);
+            send_alloc(ctx, size, &key, EVENT_STACK_ONLY);
+            return true;
         }
     }
-    // The slot belongs to another key.
-    count_key(ctx, size, &short_key(typ, ret0, f1, nframes, bucket));
+    false
 }
 
 /// True while some goroutine is inside a `p.New()` call: the one check the
@@ -429,31 +493,26 @@ fn charge_miss(ctx: &ProbeContext, rsp: u64, rbp: u64, size: u64) {
     if pool == 0 {
         return;
     }
-    if let Some(v) = POOL_MISS_AGG.get_ptr_mut(pool) {
-        // SAFETY: this CPU's slot of the value.
-        unsafe {
-            (*v).count += 1;
-            (*v).bytes += size;
-        }
-        return;
+    if add_or_insert(&POOL_MISS_AGG, &pool, || first_alloc(size), |v| add_alloc(v, size))
+        == Upsert::Full
+    {
+        bump(counter::AGG_FULL);
     }
-    let first = AggValue {
+}
+
+/// The value of a key's first allocation.
+#[inline(always)]
+fn first_alloc(size: u64) -> AggValue {
+    AggValue {
         count: 1,
         bytes: size,
-    };
-    match POOL_MISS_AGG.insert(pool, first, u64::from(BPF_NOEXIST)) {
-        Ok(()) => {}
-        Err(e) if e == -EEXIST => {
-            if let Some(v) = POOL_MISS_AGG.get_ptr_mut(pool) {
-                // SAFETY: this CPU's slot of the value.
-                unsafe {
-                    (*v).count += 1;
-                    (*v).bytes += size;
-                }
-            }
-        }
-        Err(_) => bump(counter::AGG_FULL),
     }
+}
+
+#[inline(always)]
+fn add_alloc(v: &mut AggValue, size: u64) {
+    v.count += 1;
+    v.bytes += size;
 }
 
 /// Adds `delta` (±1) to the in-flight count, atomically (several CPUs).
@@ -587,34 +646,10 @@ fn walk_and_count(ctx: &ProbeContext, size: u64, mut key: AggKey, mut bp: u64, m
 /// time, also sends its stack).
 #[inline(always)]
 fn count_key(ctx: &ProbeContext, size: u64, key: &AggKey) {
-    if let Some(v) = AGG.get_ptr_mut(key) {
-        // SAFETY: this CPU's slot of the value.
-        unsafe {
-            (*v).count += 1;
-            (*v).bytes += size;
-        }
-        return;
-    }
-    match AGG.insert(
-        key,
-        AggValue {
-            count: 1,
-            bytes: size,
-        },
-        u64::from(BPF_NOEXIST),
-    ) {
-        Ok(()) => send_alloc(ctx, size, key, EVENT_STACK_ONLY),
-        Err(e) if e == -EEXIST => {
-            // Created by another CPU meanwhile: this CPU's slot exists now.
-            if let Some(v) = AGG.get_ptr_mut(key) {
-                // SAFETY: this CPU's slot of the value.
-                unsafe {
-                    (*v).count += 1;
-                    (*v).bytes += size;
-                }
-            }
-        }
-        Err(_) => {
+    match add_or_insert(&AGG, key, || first_alloc(size), |v| add_alloc(v, size)) {
+        Upsert::Added => {}
+        Upsert::Inserted => send_alloc(ctx, size, key, EVENT_STACK_ONLY),
+        Upsert::Full => {
             bump(counter::AGG_FULL);
             send_alloc(ctx, size, key, 0);
         }
@@ -673,27 +708,62 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
     bump(counter::HITS);
     // SAFETY: the helper only reads the context's attach cookie.
     let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let regs = regs(ctx);
     let op = cookie::kind(ck);
+    let Some((pool, arg, first, bp)) = pool_operation(ctx, op) else {
+        return Ok(0);
+    };
+    let callers = pool_callers(first, bp);
+    let key = PoolKey {
+        pool,
+        callers,
+        arg,
+        op,
+        _pad: 0,
+    };
+    let first_value = || PoolValue {
+        count: 1,
+        // SAFETY: the helper has no preconditions.
+        first_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if add_or_insert(&POOL_AGG, &key, first_value, |v| v.count += 1) == Upsert::Full {
+        bump(counter::AGG_FULL);
+        let Some(mut entry) = EVENTS.reserve::<PoolEvent>(0) else {
+            lost(ctx, 0);
+            return Ok(0);
+        };
+        entry.write(PoolEvent {
+            kind: allocwatch_common::kind::POOL,
+            tgid,
+            cookie: ck,
+            pool,
+            arg,
+            callers,
+        });
+        entry.submit(0);
+    }
+    Ok(0)
+}
+
+/// The operation `op` of a pool probe: (pool, `New`'s code for a miss,
+/// return address into the caller, the caller's frame pointer); `None` for
+/// what does not count (`Put(nil)`, an unknown cookie). Also keeps the
+/// goroutine's misses in flight up to date.
+#[inline(always)]
+fn pool_operation(ctx: &ProbeContext, op: u32) -> Option<(u64, u64, u64, u64)> {
+    let regs = regs(ctx);
     // At Get's and Put's PUSHQ BP, [RSP] is the return address into the
     // caller and RBP the caller's frame; inside Get (the miss probes), RBP
     // is Get's frame and [RBP+8] the return address into the caller.
-    let (pool, arg, first, bp) = match op {
-        cookie::POOL_GET => {
-            if misses_in_flight() {
-                miss_prune(ctx, regs.rsp);
-            }
-            (regs.rax, 0, read_u64(regs.rsp), regs.rbp)
-        }
-        cookie::POOL_PUT => {
-            if regs.rbx == 0 {
+    match op {
+        cookie::POOL_GET | cookie::POOL_PUT => {
+            if op == cookie::POOL_PUT && regs.rbx == 0 {
                 // Put(nil) returns early and does not count.
-                return Ok(0);
+                return None;
             }
             if misses_in_flight() {
                 miss_prune(ctx, regs.rsp);
             }
-            (regs.rax, 0, read_u64(regs.rsp), regs.rbp)
+            Some((regs.rax, 0, read_u64(regs.rsp), regs.rbp))
         }
         cookie::POOL_NEW | cookie::POOL_NIL => {
             let rec = read_frame(regs.rbp);
@@ -704,54 +774,10 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
             } else {
                 0
             };
-            (regs.rcx, newfn, rec[1], rec[0])
+            Some((regs.rcx, newfn, rec[1], rec[0]))
         }
-        _ => return Ok(0),
-    };
-    let callers = pool_callers(first, bp);
-    let key = PoolKey {
-        pool,
-        callers,
-        arg,
-        op,
-        _pad: 0,
-    };
-    if let Some(v) = POOL_AGG.get_ptr_mut(key) {
-        // SAFETY: this CPU's slot of the value.
-        unsafe { (*v).count += 1 };
-        return Ok(0);
+        _ => None,
     }
-    let first = PoolValue {
-        count: 1,
-        // SAFETY: the helper has no preconditions.
-        first_ns: unsafe { bpf_ktime_get_ns() },
-    };
-    match POOL_AGG.insert(key, first, u64::from(BPF_NOEXIST)) {
-        Ok(()) => {}
-        Err(e) if e == -EEXIST => {
-            if let Some(v) = POOL_AGG.get_ptr_mut(key) {
-                // SAFETY: this CPU's slot of the value.
-                unsafe { (*v).count += 1 };
-            }
-        }
-        Err(_) => {
-            bump(counter::AGG_FULL);
-            let Some(mut entry) = EVENTS.reserve::<PoolEvent>(0) else {
-                lost(ctx, 0);
-                return Ok(0);
-            };
-            entry.write(PoolEvent {
-                kind: allocwatch_common::kind::POOL,
-                tgid,
-                cookie: ck,
-                pool,
-                arg,
-                callers,
-            });
-            entry.submit(0);
-        }
-    }
-    Ok(0)
 }
 
 /// A user word, 0 when unreadable.

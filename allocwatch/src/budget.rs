@@ -12,10 +12,9 @@
 use std::time::Duration;
 
 use crate::plan::Mode;
-
-/// The target's CPU time one probe hit costs (the uprobe trap and the
-/// program), measured on the development machine (docs/benchmarks.md).
-pub const COST_PER_HIT_NS: f64 = 1050.0;
+#[cfg(doc)]
+use crate::stats::COST_PER_HIT_NS;
+use crate::stats::cost_pct;
 
 /// How long the cost must stay over (or under) the budget before a switch.
 pub const SUSTAIN: Duration = Duration::from_secs(3);
@@ -25,18 +24,6 @@ const SLACK: Duration = Duration::from_millis(250);
 
 /// Sampled mode switches back below this fraction of the budget.
 pub const BACK_BELOW: f64 = 0.75;
-
-/// The percentage of one core that `hits` hits in `dt` cost.
-#[must_use]
-pub fn cost_pct(hits: u64, dt: Duration) -> f64 {
-    let secs = dt.as_secs_f64();
-    if secs <= 0.0 {
-        return 0.0;
-    }
-    #[expect(clippy::cast_precision_loss, reason = "a rate")]
-    let per_s = hits as f64 / secs;
-    per_s * COST_PER_HIT_NS / 1e9 * 100.0
-}
 
 /// A decided switch.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -202,14 +189,6 @@ mod tests {
 
     fn s(x: u64) -> Duration {
         Duration::from_secs(x)
-    }
-
-    #[test]
-    fn cost_is_hits_per_second_times_cost_per_hit() {
-        // 100k hits/s × 1.05 µs = 10.5 % of one core.
-        assert!((cost_pct(100_000, s(1)) - 10.5).abs() < 1e-9);
-        assert!((cost_pct(200_000, s(2)) - 10.5).abs() < 1e-9);
-        assert_eq!(cost_pct(5, Duration::ZERO), 0.0);
     }
 
     #[test]

@@ -219,6 +219,10 @@ pub struct RecordArgs {
     /// Write an allocation flame graph (SVG), the type as the leaf frame.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Write a machine-readable summary of the run (JSON, schema in docs/json-summary.md):
+    /// target, mode and switches, stop reason, totals, lost events, probe cost, top sites, pools.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
     /// Print the N hottest sites on stderr at the end.
     #[arg(long, default_value_t = 10)]
     pub top: usize,

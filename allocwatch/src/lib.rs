@@ -14,6 +14,7 @@ pub mod envcheck;
 pub mod error;
 pub mod escape;
 pub mod export;
+pub mod format;
 pub mod gobin;
 pub mod plan;
 pub mod probe;

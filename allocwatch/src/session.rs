@@ -14,7 +14,7 @@ use allocwatch_common::cookie;
 use crate::error::{AppError, Result};
 use crate::gobin::GoBinary;
 use crate::plan::{self, PlanOptions, ProbePlan};
-use crate::probe::{Event, Fallbacks, LoadOptions, Tracer};
+use crate::probe::{Event, LoadOptions, Tracer};
 use crate::stats::{Aggregator, PoolOp, Snapshot};
 use crate::symbolize::GoResolver;
 use crate::target::{Gone, RateOverride, Target};
@@ -63,15 +63,6 @@ pub fn open_binary(path: &Path, what: &str) -> Result<GoBinary> {
     })
 }
 
-fn kernel_key(k: &allocwatch_common::AggKey) -> crate::stats::KernelKey {
-    crate::stats::KernelKey {
-        typ: k.typ,
-        frames: k.frames,
-        nframes: k.nframes,
-        bucket: k.bucket,
-    }
-}
-
 fn pool_op(kind: u32) -> Option<PoolOp> {
     match kind {
         cookie::POOL_GET => Some(PoolOp::Get),
@@ -92,8 +83,6 @@ pub struct Session {
     started: Instant,
     /// How long loading and attaching took.
     pub attach_time: Duration,
-    /// Cookie kind of each probe, by plan index.
-    kinds: Vec<u32>,
     /// Sampled mode: the runtime address of `runtime.MemProfileRate`.
     rate_addr: Option<u64>,
     /// The mode counting now (a switchable session changes it).
@@ -127,7 +116,6 @@ impl Session {
                 return Err(e);
             }
         };
-        let kinds = plan.probes.iter().map(|p| cookie::kind(p.cookie)).collect();
         let mode = plan.mode;
         let mut agg = Aggregator::new(GoResolver::new(bin.clone(), bias).with_pid(target.pid));
         let rate_addr = plan.mem_profile_rate_addr.map(|a| a + bias);
@@ -154,7 +142,6 @@ impl Session {
             agg,
             started: Instant::now(),
             attach_time,
-            kinds,
             rate_addr,
             mode,
             rate_override,
@@ -203,11 +190,9 @@ impl Session {
 
     /// Moves every event in the ring buffer into the aggregator.
     pub fn pump(&mut self) -> usize {
-        let Session {
-            tracer, agg, kinds, ..
-        } = self;
+        let Session { tracer, agg, .. } = self;
         tracer.drain(|ev| match ev {
-            Event::KeyStack { key, frames } => agg.add_key_stack(&kernel_key(key), frames),
+            Event::KeyStack { key, frames } => agg.add_key_stack(key, frames),
             Event::Alloc {
                 size,
                 sampled: true,
@@ -223,8 +208,7 @@ impl Session {
                 arg,
                 callers,
             } => {
-                let kind = kinds.get(cookie::index(ck) as usize).copied().unwrap_or(0);
-                if let Some(op) = pool_op(kind) {
+                if let Some(op) = pool_op(cookie::kind(ck)) {
                     agg.add_pool(op, pool, arg, callers);
                 }
             }
@@ -245,7 +229,7 @@ impl Session {
         }
         self.pump();
         let Session { tracer, agg, .. } = self;
-        tracer.read_aggregates(|k, v| agg.set_key_totals(&kernel_key(k), v.count, v.bytes));
+        tracer.read_aggregates(|k, v| agg.set_key_totals(k, v.count, v.bytes));
         tracer.read_pools(|k, total| {
             if let Some(op) = pool_op(k.op) {
                 agg.set_pool_total(op, k.pool, k.arg, k.callers, total);
@@ -305,13 +289,6 @@ impl Session {
     #[must_use]
     pub fn program_run_time(&self) -> (u64, u64) {
         self.tracer.program_run_time()
-    }
-
-    /// What the kernel sent one by one instead of aggregating, and lost
-    /// events that carried only a stack.
-    #[must_use]
-    pub fn fallbacks(&self) -> Fallbacks {
-        self.tracer.fallbacks()
     }
 
     /// Time since the probes were attached.

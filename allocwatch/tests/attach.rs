@@ -18,39 +18,25 @@
 mod support;
 
 use support::proc::Proc;
-use support::{SiteRow, allocwatch, parse_result, read_site_rows, skip_unless_root};
+use support::{
+    FixtureResult, SiteRow, allocwatch, check_exact, parse_result, read_site_rows, read_summary,
+    skip_unless_root,
+};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use support::{Variant, fixture, toolchain};
-
-#[derive(Debug, Deserialize)]
-struct Site {
-    func: String,
-    #[serde(rename = "type")]
-    type_name: String,
-    count: i64,
-    bytes: i64,
-    line: u32,
-}
-
-#[derive(Debug, Deserialize)]
-struct FixtureResult {
-    go: String,
-    #[serde(default)]
-    n: u64,
-    sites: Vec<Site>,
-    #[serde(default)]
-    metrics: std::collections::HashMap<String, u64>,
-    #[serde(default)]
-    stopped_by: String,
-}
+use support::{Variant, fixture, record_cmd, start_record, toolchain};
 
 const SIGTERM: i32 = libc::SIGTERM;
+
+/// [`start_record`], and when it had attached.
+fn start_record_at(cmd: Command) -> (Proc, Instant) {
+    let aw = start_record(cmd);
+    (aw, Instant::now())
+}
 
 fn fixture_cmd(bin: &Path, n: Option<u32>) -> Command {
     let mut c = Command::new(bin);
@@ -63,103 +49,21 @@ fn fixture_cmd(bin: &Path, n: Option<u32>) -> Command {
     c
 }
 
-/// Starts `record` (as `cmd`, which has its arguments) and waits until it
-/// has attached; returns it and how long attaching took.
-fn start_record(cmd: Command) -> (Proc, Instant) {
-    let mut aw = Proc::spawn(cmd, "allocwatch", true);
-    let attached = aw
-        .out
-        .wait_for(Duration::from_secs(30), |l| l.contains("tracing PID"));
-    assert!(
-        attached.is_some(),
-        "allocwatch never said it was tracing; stderr:\n{}",
-        aw.out.seen.join("\n")
-    );
-    (aw, Instant::now())
-}
-
-fn record_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(allocwatch());
-    c.arg("record").args(args);
-    c
-}
-
-/// Checks every site the fixture reports against the CSV rows (as tests/trace.rs).
-fn check_sites(what: &str, rows: &[SiteRow], res: &FixtureResult, stderr: &str) {
-    let mut failures = Vec::new();
-    for s in &res.sites {
-        let matching: Vec<&SiteRow> = rows
-            .iter()
-            .filter(|r| {
-                r.function == s.func
-                    && r.line == s.line
-                    && (s.type_name.is_empty() || r.type_name == s.type_name)
-            })
-            .collect();
-        let allocs: u64 = matching.iter().map(|r| r.allocs).sum();
-        let bytes: u64 = matching.iter().map(|r| r.bytes).sum();
-        let ok = if s.count < 0 {
-            allocs > 0
-        } else {
-            allocs == s.count as u64 && (s.bytes < 0 || bytes == s.bytes as u64)
-        };
-        if !ok {
-            let near: Vec<String> = rows
-                .iter()
-                .filter(|r| r.function == s.func)
-                .map(|r| {
-                    format!(
-                        "{}:{} {} allocs={} bytes={}",
-                        r.file, r.line, r.type_name, r.allocs, r.bytes
-                    )
-                })
-                .collect();
-            failures.push(format!(
-                "{} line {} type {:?}: expected {} allocs / {} bytes, got {allocs} / {bytes}; rows of that function: {near:?}",
-                s.func, s.line, s.type_name, s.count, s.bytes
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{what} ({}):\n  {}\nallocwatch stderr:\n{stderr}",
-        res.go,
-        failures.join("\n  ")
-    );
-    assert!(
-        stderr.contains("events lost: 0"),
-        "{what}: events were lost:\n{stderr}"
-    );
-    // runtime/metrics over the workload: allocwatch's counts at the workload's
-    // sites never exceed the runtime's, and fall short by at most the few
-    // runtime-internal allocations (see tests/trace.rs).
-    let m = |k: &str| res.metrics.get(k).copied().unwrap_or(0);
-    let runtime_calls = m("/gc/heap/allocs:objects") + m("/gc/heap/tiny/allocs:objects");
-    let funcs: std::collections::HashSet<&str> =
-        res.sites.iter().map(|s| s.func.as_str()).collect();
-    let traced: u64 = rows
-        .iter()
-        .filter(|r| funcs.contains(r.function.as_str()))
-        .map(|r| r.allocs)
-        .sum();
-    assert!(
-        runtime_calls >= traced && runtime_calls - traced <= 64,
-        "{what}: runtime/metrics saw {runtime_calls} allocations in the workload, allocwatch {traced} at its sites"
-    );
-}
-
 /// Attaches to a waiting `allocs` fixture, lets it run, and checks the counts.
 fn attach_exact(version: &str, variant: Variant) {
     let what = format!("go{version} {}", variant.name());
     let bin = fixture(&toolchain(version), "allocs", variant);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = dir.path().join("summary.json");
     let (mut fx, pid) = Proc::ready(fixture_cmd(&bin, Some(1000)), "allocs fixture");
-    let (mut aw, _) = start_record(record_cmd(&[
+    let mut aw = start_record(record_cmd(&[
         "--pid",
         &pid.to_string(),
         "--csv",
         csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]));
     fx.go();
     let (status, stdout) = fx.finish(Duration::from_secs(60));
@@ -173,12 +77,13 @@ fn attach_exact(version: &str, variant: Variant) {
         aw_status.success(),
         "{what}: allocwatch failed ({aw_status}):\n{stderr}"
     );
-    assert!(stderr.contains("target exited"), "{what}:\n{stderr}");
-    check_sites(
+    let summary = read_summary(&json);
+    assert_eq!(summary.stop.reason, "target_exited", "{what}:\n{stderr}");
+    check_exact(
         &what,
         &read_site_rows(&csv),
         &parse_result(&stdout),
-        &stderr,
+        &summary,
     );
 }
 
@@ -217,14 +122,17 @@ fn running_spin(version: &str, variant: Variant) -> Proc {
 fn record_spin_for(fx: &mut Proc, duration: Duration, what: &str) -> u64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = csv.with_extension("json");
     let d = format!("{}ms", duration.as_millis());
-    let (mut aw, attached) = start_record(record_cmd(&[
+    let (mut aw, attached) = start_record_at(record_cmd(&[
         "--pid",
         &fx.child.id().to_string(),
         "--duration",
         &d,
         "--csv",
         csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]));
     // Tracing stops (summary line, files written) on time...
     let summary = aw.out.wait_for(duration + Duration::from_secs(10), |l| {
@@ -245,7 +153,8 @@ fn record_spin_for(fx: &mut Proc, duration: Duration, what: &str) -> u64 {
         status.success(),
         "{what}: allocwatch failed ({status}):\n{stderr}"
     );
-    assert!(stderr.contains("duration reached"), "{what}:\n{stderr}");
+    let summary = read_summary(&json);
+    assert_eq!(summary.stop.reason, "duration", "{what}:\n{stderr}");
     assert!(
         stopped + Duration::from_millis(50) >= duration
             && stopped < duration + Duration::from_millis(1500),
@@ -261,7 +170,7 @@ fn record_spin_for(fx: &mut Proc, duration: Duration, what: &str) -> u64 {
     assert_eq!(spin.len(), 1, "{what}: rows {rows:?}");
     assert!(spin[0].allocs > 0, "{what}: no allocation seen");
     assert_eq!(spin[0].bytes, 24 * spin[0].allocs, "{what}: 24 bytes each");
-    assert!(stderr.contains("events lost: 0"), "{what}:\n{stderr}");
+    assert_eq!(summary.events.lost, 0, "{what}:\n{summary:#?}");
     spin[0].allocs
 }
 
@@ -324,14 +233,7 @@ fn capabilities_instead_of_root() {
     if skip_unless_root() {
         return;
     }
-    let tool = |name: &str| {
-        Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !tool("setpriv") {
-        eprintln!("skipped: setpriv (util-linux) is not installed");
+    if !support::have_tool("setpriv", "--version", "running as user nobody") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -354,14 +256,14 @@ fn capabilities_instead_of_root() {
     match setcap {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            eprintln!(
-                "skipped: setcap failed here: {}",
+            support::skip(&format!(
+                "setcap failed here: {}",
                 String::from_utf8_lossy(&o.stderr).trim()
-            );
+            ));
             return;
         }
         Err(e) => {
-            eprintln!("skipped: setcap (libcap2-bin) is not available: {e}");
+            support::skip(&format!("setcap (libcap2-bin) is not available: {e}"));
             return;
         }
     }
@@ -378,9 +280,12 @@ fn capabilities_instead_of_root() {
 
     // Launched by allocwatch.
     let csv = out.join("launch.csv");
+    let json = out.join("launch.json");
     let mut c = nobody(&aw);
     c.args(["record", "--csv"])
         .arg(&csv)
+        .arg("--json")
+        .arg(&json)
         .arg("--")
         .arg(&fix)
         .env("ALLOCWATCH_N", "1000")
@@ -395,11 +300,11 @@ fn capabilities_instead_of_root() {
         "nobody + setcap, launch: {}\n{stderr}",
         o.status
     );
-    check_sites(
+    check_exact(
         "nobody + setcap, launch",
         &read_site_rows(&csv),
         &parse_result(&stdout),
-        &stderr,
+        &read_summary(&json),
     );
 
     // Already running, started by nobody.
@@ -410,10 +315,13 @@ fn capabilities_instead_of_root() {
         .env("GOGC", "off");
     let (mut fx, pid) = Proc::ready(fc, "allocs fixture (nobody)");
     let csv = out.join("pid.csv");
+    let json = out.join("pid.json");
     let mut c = nobody(&aw);
     c.args(["record", "--pid", &pid.to_string(), "--csv"])
-        .arg(&csv);
-    let (mut awp, _) = start_record(c);
+        .arg(&csv)
+        .arg("--json")
+        .arg(&json);
+    let mut awp = start_record(c);
     fx.go();
     let (status, stdout) = fx.finish(Duration::from_secs(60));
     assert!(status.success(), "fixture as nobody: {status}");
@@ -422,11 +330,11 @@ fn capabilities_instead_of_root() {
         aw_status.success(),
         "nobody + setcap, --pid: {aw_status}\n{stderr}"
     );
-    check_sites(
+    check_exact(
         "nobody + setcap, --pid",
         &read_site_rows(&csv),
         &parse_result(&stdout),
-        &stderr,
+        &read_summary(&json),
     );
     let meta = std::fs::metadata(&csv).unwrap();
     assert_eq!(
@@ -449,7 +357,7 @@ fn capabilities_instead_of_root() {
         "--csv",
     ])
     .arg(&csv);
-    let (mut awr, _) = start_record(c);
+    let mut awr = start_record(c);
     let (aw_status, stderr) = awr.finish(Duration::from_secs(20));
     assert!(
         aw_status.success(),
@@ -477,7 +385,7 @@ fn sigint_stops_record_and_target_survives() {
     let fx = running_spin("1.27.3", Variant::PieStripped);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
-    let (mut aw, _) = start_record(record_cmd(&[
+    let mut aw = start_record(record_cmd(&[
         "--pid",
         &fx.child.id().to_string(),
         "--csv",
@@ -513,7 +421,7 @@ fn sigterm_stops_record_and_ends_launched_program() {
     let csv = dir.path().join("sites.csv");
     let mut cmd = record_cmd(&["--csv", csv.to_str().unwrap(), "--"]);
     cmd.arg(&bin).env("GOMAXPROCS", "1").env("GOGC", "off");
-    let (mut aw, _) = start_record(cmd);
+    let mut aw = start_record(cmd);
     let line = aw.out.seen.last().cloned().unwrap_or_default();
     let pid: u32 = line
         .split("tracing PID ")
@@ -549,7 +457,7 @@ fn sigkill_of_allocwatch_leaves_target_unharmed() {
         return;
     }
     let fx = running_spin("1.27.3", Variant::Default);
-    let (mut aw, _) = start_record(record_cmd(&["--pid", &fx.child.id().to_string()]));
+    let mut aw = start_record(record_cmd(&["--pid", &fx.child.id().to_string()]));
     std::thread::sleep(Duration::from_millis(200));
     aw.signal(SIGKILL);
     let (status, _) = aw.finish(Duration::from_secs(20));
@@ -573,6 +481,7 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
     let bin = fixture(&toolchain(version), "spin", variant);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = dir.path().join("summary.json");
     let (mut a, pid_a) = Proc::ready(fixture_cmd(&bin, Some(N_A)), "spin fixture A");
     let (mut b, pid_b) = Proc::ready(fixture_cmd(&bin, Some(N_B)), "spin fixture B");
     let exe_id = |pid: u32| {
@@ -583,11 +492,13 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
         )
     };
     assert_eq!(exe_id(pid_a), exe_id(pid_b), "{what}: A and B run one file");
-    let (mut aw, _) = start_record(record_cmd(&[
+    let mut aw = start_record(record_cmd(&[
         "--pid",
         &pid_a.to_string(),
         "--csv",
         csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]));
     // B first, so that it is allocating when A starts: B, untraced, is the
     // faster of the two.
@@ -621,9 +532,10 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
         aw_status.success(),
         "{what}: allocwatch failed ({aw_status}):\n{stderr}"
     );
-    assert!(stderr.contains("target exited"), "{what}:\n{stderr}");
-    assert!(
-        stderr.contains("events lost: 0"),
+    let summary = read_summary(&json);
+    assert_eq!(summary.stop.reason, "target_exited", "{what}:\n{stderr}");
+    assert_eq!(
+        summary.events.lost, 0,
         "{what}: events were lost:\n{stderr}"
     );
 
@@ -660,7 +572,7 @@ fn other_process_of_same_executable(version: &str, variant: Variant) {
         "{what}: {total} allocations recorded in all, A's workload made {n_a}; rows {rows:?}"
     );
     // A's own accounting: exact at its site, consistent with runtime/metrics.
-    check_sites(&what, &rows, &res_a, &stderr);
+    check_exact(&what, &rows, &res_a, &summary);
 }
 
 #[test]

@@ -33,14 +33,14 @@ mod support;
 use support::allocwatch;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use support::{GoToolchain, Variant, fixture, is_root, toolchain};
+use support::proc::{Lines, Proc};
+use support::{GoToolchain, Variant, fixture, skip_unless_root, toolchain};
 
 const GO: &str = "1.27.3";
 
@@ -149,165 +149,6 @@ fn list(v: &[f64]) -> String {
     v.iter().map(|x| num(*x)).collect::<Vec<_>>().join(" ")
 }
 
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    println!("skipped: the benchmarks need root to load eBPF programs");
-    true
-}
-
-// ---------------------------------------------------------------------------
-// Processes
-
-/// Lines of a child's output, read by a thread so that waits can time out.
-struct Lines {
-    rx: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn spawn(r: impl Read + Send + 'static) -> Lines {
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a line matching `pred`; None at EOF or timeout.
-    fn until(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if pred(&l) {
-                        return Some(l);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-            }
-        }
-    }
-
-    /// Everything up to EOF (or the timeout).
-    fn rest(&mut self, timeout: Duration) -> String {
-        let _ = self.until(timeout, |_| false);
-        self.text()
-    }
-
-    fn text(&self) -> String {
-        self.seen.join("\n")
-    }
-}
-
-/// A child process that is killed (by its PID, only if not reaped yet) when
-/// dropped, and reaped with `wait4` to read its CPU time.
-struct Proc {
-    child: Child,
-    what: String,
-    reaped: bool,
-}
-
-/// How a reaped process ended.
-struct Ended {
-    success: bool,
-    /// utime + stime of the whole process (all threads), in ns.
-    cpu_ns: f64,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command, what: &str) -> Proc {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        Proc {
-            child,
-            what: what.to_string(),
-            reaped: false,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("pid fits i32")
-    }
-
-    fn signal(&self, sig: i32) {
-        if !self.reaped {
-            // SAFETY: kill(2) on our own, not yet reaped child.
-            unsafe { libc::kill(self.pid(), sig) };
-        }
-    }
-
-    /// Waits (up to `timeout`, then SIGKILL) and reaps the process.
-    fn reap(&mut self, timeout: Duration) -> Ended {
-        let deadline = Instant::now() + timeout;
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is valid.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        loop {
-            // SAFETY: wait4 on our own child with valid out-pointers.
-            let r = unsafe { libc::wait4(self.pid(), &raw mut status, libc::WNOHANG, &raw mut ru) };
-            if r == self.pid() {
-                break;
-            }
-            assert!(
-                r == 0,
-                "wait4 {}: {}",
-                self.what,
-                std::io::Error::last_os_error()
-            );
-            if Instant::now() > deadline {
-                eprintln!("{} did not exit in time: killing it", self.what);
-                self.signal(libc::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        self.reaped = true;
-        let tv = |t: libc::timeval| t.tv_sec as f64 * 1e9 + t.tv_usec as f64 * 1e3;
-        Ended {
-            success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            cpu_ns: tv(ru.ru_utime) + tv(ru.ru_stime),
-        }
-    }
-
-    /// CPU time so far (sum over the threads' scheduler run time), in ns.
-    fn cpu_now(&self) -> f64 {
-        let mut total = 0.0;
-        let dir = format!("/proc/{}/task", self.pid());
-        for t in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat"))
-                && let Some(ns) = s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|x| x.parse::<f64>().ok())
-            {
-                total += ns;
-            }
-        }
-        total
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // One traced (or untraced) run of the spin fixture
 
@@ -390,10 +231,10 @@ struct Outcome {
     cpu_ns_per_op: f64,
     /// allocwatch's line `… probes attached in M ms`.
     attach_ms: Option<f64>,
-    /// allocwatch's summary: allocations, events lost.
+    /// allocwatch's `--json` summary: allocations, events lost.
     allocs: Option<u64>,
     lost: Option<u64>,
-    /// `ALLOCWATCH_BPF_STATS=1`: probe hits and ns per hit.
+    /// `ALLOCWATCH_BPF_STATS=1`: program runs and ns per run (`--json`).
     bpf_hits: Option<u64>,
     bpf_ns_per_hit: Option<f64>,
     /// The tracer's CPU time from the release of the workload to its exit.
@@ -406,7 +247,7 @@ struct Outcome {
     /// allocwatch sampled CSV: the estimated allocations at the workload's
     /// function (any type: samples have none). Not exact, never compared.
     csv_sampled_allocs: Option<u64>,
-    /// allocwatch's summary: `N probe hits: about …`.
+    /// Probe hits (`--json`: `probes.hits`).
     hits: Option<u64>,
     csv_pool: Option<(u64, u64)>,
     /// bpftrace: sum of its counts.
@@ -432,16 +273,6 @@ fn number_before(text: &str, suffix: &str) -> Option<f64> {
         .rfind(|c: char| !(c.is_ascii_digit() || c == '.'))
         .map_or(0, |j| j + 1);
     head[start..].parse().ok()
-}
-
-/// The number right after `prefix` in `text` (e.g. "events lost: 0").
-fn number_after(text: &str, prefix: &str) -> Option<f64> {
-    let i = text.find(prefix)? + prefix.len();
-    let tail = text[i..].trim_start();
-    let end = tail
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(tail.len());
-    tail[..end].parse().ok()
 }
 
 /// Sums of the columns `cols` over the CSV rows whose columns match `keys`.
@@ -475,6 +306,7 @@ fn start_tracer(run: Run, pid: u32, bin: &Path, dir: &Path) -> Option<(Proc, Lin
         Tracer::Allocwatch | Tracer::AllocwatchSampled(_) | Tracer::Noop | Tracer::ReadFloor(_) => {
             let mut cmd = Command::new(allocwatch());
             cmd.arg("record").arg("--pid").arg(pid.to_string());
+            cmd.arg("--json").arg(dir.join("summary.json"));
             if run.tracer == Tracer::Noop {
                 cmd.arg("--noop-programs");
             } else if let Tracer::ReadFloor(n) = run.tracer {
@@ -499,13 +331,13 @@ fn start_tracer(run: Run, pid: u32, bin: &Path, dir: &Path) -> Option<(Proc, Lin
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
-            let mut p = Proc::spawn(&mut cmd, "allocwatch");
+            let mut p = Proc::start(&mut cmd, "allocwatch");
             let mut lines = Lines::spawn(p.child.stderr.take().expect("stderr"));
             if lines
-                .until(timeout, |l| l.contains("probes attached in"))
+                .wait_for(timeout, |l| l.contains("probes attached in"))
                 .is_none()
             {
-                let rest = lines.rest(Duration::from_secs(5));
+                let rest = lines.finish(Duration::from_secs(5));
                 panic!("allocwatch did not attach:\n{rest}");
             }
             Some((p, lines))
@@ -528,11 +360,14 @@ fn start_tracer(run: Run, pid: u32, bin: &Path, dir: &Path) -> Option<(Proc, Lin
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null());
-            let mut p = Proc::spawn(&mut cmd, "bpftrace");
+            let mut p = Proc::start(&mut cmd, "bpftrace");
             let mut lines = Lines::spawn(p.child.stdout.take().expect("stdout"));
             // bpftrace fires BEGIN once every probe is attached.
-            if lines.until(timeout, |l| l.trim() == "attached").is_none() {
-                let rest = lines.rest(Duration::from_secs(5));
+            if lines
+                .wait_for(timeout, |l| l.trim() == "attached")
+                .is_none()
+            {
+                let rest = lines.finish(Duration::from_secs(5));
                 panic!("bpftrace did not attach:\n{rest}");
             }
             Some((p, lines))
@@ -568,11 +403,11 @@ fn spin_run(run: Run) -> Outcome {
             cmd.env("ALLOCWATCH_POOLBENCH", "1");
         }
     }
-    let mut fx = Proc::spawn(&mut cmd, "spin fixture");
-    let mut stdin: ChildStdin = fx.child.stdin.take().expect("stdin");
+    let mut fx = Proc::start(&mut cmd, "spin fixture");
+    let mut stdin = fx.child.stdin.take().expect("stdin");
     let mut out = Lines::spawn(fx.child.stdout.take().expect("stdout"));
     let ready = out
-        .until(Duration::from_secs(60), |l| l.starts_with("ready "))
+        .wait_for(Duration::from_secs(60), |l| l.starts_with("ready "))
         .unwrap_or_else(|| panic!("spin fixture not ready:\n{}", out.text()));
     let pid: u32 = ready[6..].trim().parse().expect("ready <pid>");
 
@@ -583,7 +418,7 @@ fn spin_run(run: Run) -> Outcome {
     drop(stdin);
 
     let limit = Duration::from_secs_f64(seconds() * 20.0 + 120.0);
-    let result = out.until(limit, |l| l.starts_with("result "));
+    let result = out.wait_for(limit, |l| l.starts_with("result "));
     let ended = fx.reap(Duration::from_secs(30));
     let text = out.text();
     assert!(
@@ -612,7 +447,7 @@ fn spin_run(run: Run) -> Outcome {
         let end = p.reap(Duration::from_secs(30));
         o.tracer_wall = released.elapsed();
         o.tracer_cpu_ns = end.cpu_ns - cpu_at_release;
-        let log = lines.rest(Duration::from_secs(5));
+        let log = lines.finish(Duration::from_secs(5));
         assert!(end.success, "{} failed:\n{log}", run.tracer.name());
         match run.tracer {
             Tracer::Bpftrace(_) | Tracer::BpftraceCount(_) => {
@@ -631,20 +466,12 @@ fn spin_run(run: Run) -> Outcome {
                     .lines()
                     .find(|l| l.contains("probes attached in"))
                     .and_then(|l| number_before(l, " ms"));
-                o.allocs = number_before(&log, " allocations").map(|x| x as u64);
-                o.lost = number_after(&log, "events lost:").map(|x| x as u64);
-                o.hits = log
-                    .lines()
-                    .find(|l| l.contains(" probe hits: about"))
-                    .and_then(|l| number_before(l, " probe hits"))
-                    .map(|x| x as u64);
-                if let Some(l) = log
-                    .lines()
-                    .find(|l| l.contains("ns in eBPF programs per hit"))
-                {
-                    o.bpf_hits = number_before(l, " probe hits").map(|x| x as u64);
-                    o.bpf_ns_per_hit = number_before(l, " ns in eBPF programs");
-                }
+                let summary = support::read_summary(&dir.path().join("summary.json"));
+                o.allocs = Some(summary.totals.allocs);
+                o.lost = Some(summary.events.lost);
+                o.hits = Some(summary.probes.hits);
+                o.bpf_hits = summary.probes.program_runs;
+                o.bpf_ns_per_hit = summary.probes.program_ns_per_hit;
                 if run.tracer == Tracer::Allocwatch {
                     if run.mode == Mode::Pool {
                         o.csv_pool = read_csv_counts(
@@ -1052,12 +879,12 @@ fn attach_once(bin: &Path, args: &[&str], ready: &str) -> Attach {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut fx = Proc::spawn(&mut cmd, "target");
+    let mut fx = Proc::start(&mut cmd, "target");
     let mut out = Lines::spawn(fx.child.stdout.take().expect("stdout"));
-    out.until(Duration::from_secs(60), |l| l.starts_with(ready))
+    out.wait_for(Duration::from_secs(60), |l| l.starts_with(ready))
         .unwrap_or_else(|| panic!("{} not ready:\n{}", bin.display(), out.text()));
     let t0 = Instant::now();
-    let mut aw = Proc::spawn(
+    let mut aw = Proc::start(
         Command::new(allocwatch())
             // --duration rather than a signal: allocwatch installs its
             // SIGINT handler only after printing the line.
@@ -1069,18 +896,18 @@ fn attach_once(bin: &Path, args: &[&str], ready: &str) -> Attach {
     );
     let mut lines = Lines::spawn(aw.child.stderr.take().expect("stderr"));
     let line = lines
-        .until(Duration::from_secs(120), |l| {
+        .wait_for(Duration::from_secs(120), |l| {
             l.contains("probes attached in")
         })
         .unwrap_or_else(|| {
             panic!(
                 "allocwatch did not attach:\n{}",
-                lines.rest(Duration::from_secs(5))
+                lines.finish(Duration::from_secs(5))
             )
         });
     let wall = t0.elapsed().as_secs_f64() * 1e3;
     let cpu_ms = aw.cpu_now() / 1e6;
-    let summary = lines.until(Duration::from_secs(60), |l| l.contains("events lost:"));
+    let summary = lines.wait_for(Duration::from_secs(60), |l| l.contains("events lost:"));
     let t_summary = Instant::now();
     let end = aw.reap(Duration::from_secs(60));
     let detach_ms = t_summary.elapsed().as_secs_f64() * 1e3;
@@ -1092,7 +919,7 @@ fn attach_once(bin: &Path, args: &[&str], ready: &str) -> Attach {
     assert!(
         end.success,
         "allocwatch failed:\n{}",
-        lines.rest(Duration::from_secs(5))
+        lines.finish(Duration::from_secs(5))
     );
     fx.signal(libc::SIGTERM);
     drop(fx.child.stdin.take());
@@ -1579,7 +1406,7 @@ struct Quitter {
 
 /// spin, running untraced (killed on drop).
 fn running_spin() -> Proc {
-    let mut fx = Proc::spawn(
+    let mut fx = Proc::start(
         Command::new(spin_bin())
             .env("ALLOCWATCH_SECONDS", "600")
             .env("GOMAXPROCS", "1")
@@ -1599,7 +1426,7 @@ fn running_spin() -> Proc {
 /// `record --pid --duration 1s`: ms from the summary line to the exit
 /// (reaped), and from the end of the duration to the exit.
 fn quit_record(q: &Quitter, pid: i32) -> (f64, f64) {
-    let mut aw = Proc::spawn(
+    let mut aw = Proc::start(
         Command::new(&q.bin)
             .args(["record", "--duration", "1s", "--pid", &pid.to_string()])
             .envs(q.env.iter().copied())
@@ -1610,17 +1437,17 @@ fn quit_record(q: &Quitter, pid: i32) -> (f64, f64) {
     );
     let mut lines = Lines::spawn(aw.child.stderr.take().expect("stderr"));
     lines
-        .until(Duration::from_secs(60), |l| l.contains("tracing PID"))
+        .wait_for(Duration::from_secs(60), |l| l.contains("tracing PID"))
         .unwrap_or_else(|| panic!("{} did not attach:\n{}", q.name, lines.text()));
     let attached = Instant::now();
-    let summary = lines.until(Duration::from_secs(60), |l| l.contains("events lost:"));
+    let summary = lines.wait_for(Duration::from_secs(60), |l| l.contains("events lost:"));
     let printed = Instant::now();
     let end = aw.reap(Duration::from_secs(60));
     assert!(
         summary.is_some() && end.success,
         "{}:\n{}",
         q.name,
-        lines.rest(Duration::from_secs(5))
+        lines.finish(Duration::from_secs(5))
     );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     (ms(printed.elapsed()), ms(attached.elapsed()) - 1e3)

@@ -6,6 +6,9 @@
 //!   lists every allocating function with exactly the fixture's counts,
 //!   `-sample_index=alloc_space` with exactly its bytes, and both agree with
 //!   the CSV for every function; `-list` and `-traces` work.
+//! - The kernel's counters reach the profile's comments: a flood of new keys
+//!   through a one-page ring buffer loses events, and `go tool pprof
+//!   -comments` shows how many and how many only carried a stack.
 //! - `--folded` (bytes, and `--folded-weight allocs`) adds up to the CSV's
 //!   totals, per function too; `--svg` is well-formed XML, names the
 //!   fixture's functions and shows the same total.
@@ -69,38 +72,18 @@ struct Row {
 }
 
 fn read_rows(path: &Path) -> Vec<Row> {
-    let mut r =
-        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    r.deserialize()
-        .map(|x| x.unwrap_or_else(|e| panic!("{}: bad row: {e}", path.display())))
-        .collect()
+    support::read_csv(path)
 }
 
-/// `allocwatch record ARGS -- bin` with the fixtures' usual environment.
+/// [`support::record_json`], and no event lost.
 fn record(args: &[&std::ffi::OsStr], bin: &Path, env: &[(&str, &str)]) -> (String, String) {
-    let out = Command::new(allocwatch())
-        .arg("record")
-        .args(args)
-        .arg("--")
-        .arg(bin)
-        .envs(env.iter().copied())
-        .env("GOMAXPROCS", "1")
-        .env("GOGC", "off")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run allocwatch");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "allocwatch failed ({}):\n{stderr}\n{stdout}",
-        out.status
+    let run = support::record_json(args, bin, env);
+    assert_eq!(
+        run.summary.events.lost, 0,
+        "events were lost:\n{:#?}",
+        run.summary
     );
-    assert!(
-        stderr.contains("events lost: 0"),
-        "events were lost:\n{stderr}"
-    );
-    (stdout, stderr)
+    (run.stdout, run.stderr)
 }
 
 /// `go tool pprof ARGS profile` with `tc`, returning stdout.
@@ -544,6 +527,56 @@ fn pprof_folded_svg_go1_21() {
 #[test]
 fn pprof_folded_svg_go1_27() {
     profile_outputs("1.27.3");
+}
+
+/// The number after `prefix` in `text`, if any.
+fn number_after(text: &str, prefix: &str) -> Option<u64> {
+    let rest = &text[text.find(prefix)? + prefix.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The kernel's counters reach the profile: a flood of 5000 new keys
+/// through a one-page ring buffer loses events, most of which only carried
+/// a new key's stack (the kernel counted the allocation), and the real `go
+/// tool pprof -comments` shows both numbers; the counts stay exact.
+#[test]
+fn pprof_comments_carry_the_kernel_counters() {
+    if skip_unless_root() {
+        return;
+    }
+    let n = 5000;
+    let tc = toolchain("1.27.3");
+    let bin = fixture(&tc, "flood", Variant::Default);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (csv, profile) = (dir.path().join("sites.csv"), dir.path().join("flood.pb.gz"));
+    let args = [
+        "--ringbuf-bytes".as_ref(),
+        "4096".as_ref(),
+        "--csv".as_ref(),
+    ];
+    let args = [
+        &args[..],
+        &[csv.as_os_str(), "--pprof".as_ref(), profile.as_os_str()],
+    ]
+    .concat();
+    let (_, stderr) = support::record(&args, &bin, &[("ALLOCWATCH_N", &n.to_string())]);
+    let comments = pprof(&tc, &["-comments"], &profile);
+    let lost = number_after(&comments, "warning: ")
+        .filter(|_| comments.contains("events did not fit in the ring buffer"))
+        .unwrap_or_else(|| panic!("no comment on the lost events:\n{comments}"));
+    let stacks = number_after(&comments, "of the lost events, ")
+        .unwrap_or_else(|| panic!("no comment on the lost stacks:\n{comments}"));
+    eprintln!("4 KiB ring buffer: {lost} events lost, {stacks} of them stacks only");
+    assert!(0 < stacks && stacks <= lost, "{comments}");
+    let counted: u64 = read_rows(&csv)
+        .iter()
+        .filter(|r| r.function == "reflect.New")
+        .map(|r| r.allocs)
+        .sum();
+    assert_eq!(counted, n, "reflect.New allocations:\n{stderr}");
 }
 
 fn secs(s: &str) -> f64 {

@@ -3,9 +3,9 @@
 //! With a CPU profile (`testdata/fixtures/pgo/default.pgo`, picked up by
 //! `go build` automatically), the compiler inlines `sync.(*Pool).Get` and
 //! `Put` into the fixture's hot caller, where uprobes on those functions
-//! never fire. allocwatch must then either still count every Get, miss and
-//! Put exactly, or say plainly — in `record`'s stderr and in `inspect` — that
-//! pool counts are incomplete for this binary. The same program built with
+//! never fire. allocwatch then counts exactly the calls that were not
+//! inlined (the cold caller's) and says plainly — in `record`'s stderr and in
+//! `inspect` — that pool counts are incomplete for this binary. The same program built with
 //! `-pgo=off` must be counted exactly, without that warning.
 //!
 //! Each test prints what allocwatch missed in the PGO build (`--nocapture`).
@@ -17,29 +17,16 @@ use support::allocwatch;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde::Deserialize;
-use support::{GoToolchain, Variant, fixture, is_root, target_dir, toolchain, workspace_root};
+use support::{
+    GoToolchain, PoolCount, RunSummary, Variant, fixture, parse_result, record_sites_and_pools,
+    target_dir, toolchain, workspace_root,
+};
 
 const N: u32 = 10_000;
 const WARNING: &str = "built with PGO: sync.Pool Get/Put may be inlined into hot callers; pool counts are incomplete for this binary";
-
-#[derive(Debug, Deserialize)]
-struct PoolCount {
-    pool: String,
-    new_func: String,
-    gets: u64,
-    misses: u64,
-    nil_returns: u64,
-    puts: u64,
-    #[serde(default)]
-    func: String,
-    #[serde(default)]
-    line: u32,
-    #[serde(default)]
-    get_inlined: Option<bool>,
-}
 
 #[derive(Debug, Deserialize)]
 struct Site {
@@ -95,20 +82,8 @@ fn build_pgo(tc: &GoToolchain) -> PathBuf {
 
 /// The same fixture with `-pgo=off`, cached like `support::build_go` does.
 fn build_no_pgo(tc: &GoToolchain) -> PathBuf {
-    let src = workspace_root().join("testdata/fixtures/pgo");
     let mut h = DefaultHasher::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-        .expect("read fixture dir")
-        .map(|e| e.expect("dir entry").path())
-        .collect();
-    files.sort();
-    for f in files
-        .iter()
-        .chain([&workspace_root().join("testdata/go.mod")])
-    {
-        f.file_name().hash(&mut h);
-        std::fs::read(f).expect("read source").hash(&mut h);
-    }
+    support::hash_sources("fixtures/pgo", &mut h);
     tc.version.hash(&mut h);
     let dir = target_dir()
         .join("fixtures")
@@ -165,49 +140,18 @@ struct Recorded {
     pools: Vec<PoolRow>,
     sites: Vec<SiteRow>,
     stderr: String,
-}
-
-fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
-    let mut r =
-        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    r.deserialize()
-        .map(|x| x.unwrap_or_else(|e| panic!("row of {}: {e}", path.display())))
-        .collect()
+    summary: RunSummary,
 }
 
 fn record(bin: &Path) -> Recorded {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (sites_csv, pools_csv) = (dir.path().join("sites.csv"), dir.path().join("pools.csv"));
-    let out = Command::new(allocwatch())
-        .arg("record")
-        .arg("--csv")
-        .arg(&sites_csv)
-        .arg("--pools-csv")
-        .arg(&pools_csv)
-        .arg("--")
-        .arg(bin)
-        .env("ALLOCWATCH_N", N.to_string())
-        .env("GOMAXPROCS", "1")
-        .env("GOGC", "off")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run allocwatch");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "allocwatch failed ({}):\n{stderr}\n{stdout}",
-        out.status
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("result "))
-        .unwrap_or_else(|| panic!("no result line:\n{stdout}\n{stderr}"));
+    let n = N.to_string();
+    let (sites, pools, run) = record_sites_and_pools(bin, &[("ALLOCWATCH_N", &n)]);
     Recorded {
-        res: serde_json::from_str(line).unwrap_or_else(|e| panic!("result JSON ({e}): {line}")),
-        pools: read_csv(&pools_csv),
-        sites: read_csv(&sites_csv),
-        stderr,
+        res: parse_result(&run.stdout),
+        pools,
+        sites,
+        stderr: run.stderr,
+        summary: run.summary,
     }
 }
 
@@ -238,29 +182,6 @@ fn want_counts(p: &PoolCount) -> (u64, u64, u64, u64) {
     (p.gets, p.misses, p.nil_returns, p.puts)
 }
 
-/// `caller FUNC (FILE:LINE): gets=… misses=… nil_returns=… puts=…` of the
-/// summary, under the pool line that names `pool`.
-fn caller_counts(stderr: &str, pool: &str, func: &str) -> Option<[u64; 4]> {
-    let mut in_pool = false;
-    for l in stderr.lines() {
-        let t = l.trim_start();
-        if t.starts_with("pool ") {
-            in_pool = t.starts_with(&format!("pool {pool} "));
-            continue;
-        }
-        if in_pool && t.starts_with(&format!("caller {func} ")) {
-            let v = |k: &str| -> u64 {
-                t.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(u64::MAX)
-            };
-            return Some([v("gets"), v("misses"), v("nil_returns"), v("puts")]);
-        }
-    }
-    None
-}
-
 /// The allocations of New are counted through the allocator, inlined Get or
 /// not: they must match the misses the fixture counted.
 fn check_new_allocations(what: &str, r: &Recorded) {
@@ -276,8 +197,7 @@ fn check_new_allocations(what: &str, r: &Recorded) {
 }
 
 fn pgo_for(version: &str) {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     let tc = toolchain(version);
@@ -320,9 +240,11 @@ fn pgo_for(version: &str) {
         "{what}: the fixture saw New called from an out-of-line Get"
     );
 
+    // Uprobes on Get and Put never fire for the calls inlined into
+    // main.hotStep: allocwatch counts exactly the out-of-line ones (the
+    // fixture's total less hotStep's), and says so.
     let want = &r.res.pools[0];
     let got = pool_counts(&r);
-    let exact = got == Some(want_counts(want));
     let (g, m, _, p) = got.unwrap_or_default();
     eprintln!(
         "{what} ({}): fixture gets={} misses={} puts={} (main.hotStep: gets={} misses={} puts={}); \
@@ -338,27 +260,29 @@ fn pgo_for(version: &str) {
         want.misses.saturating_sub(m),
         want.puts.saturating_sub(p),
     );
-    if !exact {
-        assert!(
-            r.stderr.lines().any(|l| l.trim() == warning_line),
-            "{what}: pool counts are wrong (allocwatch {got:?}, fixture {:?}) and record does not warn \
-             `{warning_line}`; stderr:\n{}",
-            want_counts(want),
-            r.stderr
-        );
-        let text = inspect(&bin);
-        assert!(
-            text.lines()
-                .any(|l| l.trim() == format!("warning: {WARNING}")),
-            "{what}: pool counts are wrong and inspect does not warn:\n{text}"
-        );
-        assert!(
-            text.contains("PGO: yes"),
-            "{what}: inspect does not say PGO:\n{text}"
-        );
-    }
+    let (w, h) = (want_counts(want), want_counts(hot));
+    assert_eq!(
+        got,
+        Some((w.0 - h.0, w.1 - h.1, w.2 - h.2, w.3 - h.3)),
+        "{what}: allocwatch must count the out-of-line calls exactly (fixture {w:?}, inlined {h:?})"
+    );
+    assert!(
+        r.stderr.lines().any(|l| l.trim() == warning_line),
+        "{what}: pool counts are incomplete and record does not warn `{warning_line}`; stderr:\n{}",
+        r.stderr
+    );
+    let text = inspect(&bin);
+    assert!(
+        text.lines()
+            .any(|l| l.trim() == format!("warning: {WARNING}")),
+        "{what}: pool counts are incomplete and inspect does not warn:\n{text}"
+    );
+    assert!(
+        text.contains("PGO: yes"),
+        "{what}: inspect does not say PGO:\n{text}"
+    );
     // The out-of-line calls (the cold caller) are counted either way.
-    if let Some(c) = caller_counts(&r.stderr, &want.pool, &cold.func) {
+    if let Some(c) = r.summary.caller_counts(|p| p.name == want.pool, &cold.func) {
         assert_eq!(
             c,
             [cold.gets, cold.misses, cold.nil_returns, cold.puts],
@@ -366,7 +290,10 @@ fn pgo_for(version: &str) {
             cold.func
         );
     } else {
-        panic!("{what}: no caller line for {}:\n{}", cold.func, r.stderr);
+        panic!(
+            "{what}: no caller {} in the summary:\n{:#?}",
+            cold.func, r.summary
+        );
     }
     check_new_allocations(&what, &r);
 
@@ -402,11 +329,11 @@ fn pgo_for(version: &str) {
     );
     for c in &r.res.callsites {
         assert_eq!(
-            caller_counts(&r.stderr, &want.pool, &c.func),
+            r.summary.caller_counts(|p| p.name == want.pool, &c.func),
             Some([c.gets, c.misses, c.nil_returns, c.puts]),
-            "{what}: caller {}\n{}",
+            "{what}: caller {}\n{:#?}",
             c.func,
-            r.stderr
+            r.summary
         );
     }
     check_new_allocations(&what, &r);

@@ -14,7 +14,9 @@ mod support;
 use std::path::Path;
 
 use serde::Deserialize;
-use support::{Variant, fixture, parse_result, record_pools_csv, skip_unless_root, toolchain};
+use support::{
+    RunSummary, Variant, fixture, parse_result, record_pools_csv, skip_unless_root, toolchain,
+};
 
 #[derive(Debug, Deserialize)]
 struct PoolCount {
@@ -59,35 +61,21 @@ fn users(role: &str) -> (&'static str, &'static [&'static str]) {
     }
 }
 
-fn record(bin: &Path) -> (Vec<Row>, FixtureResult, String) {
-    let (rows, stdout, stderr) = record_pools_csv(bin, &[]);
-    (rows, parse_result(&stdout), stderr)
+fn record(bin: &Path) -> (Vec<Row>, FixtureResult, RunSummary) {
+    let (rows, run) = record_pools_csv(bin, &[]);
+    (rows, parse_result(&run.stdout), run.summary)
 }
 
-/// The callers listed in the summary under the pool named `name`:
+/// The callers the `--json` summary lists under the pool named `name`:
 /// `(function, [gets, misses, puts])`.
-fn summary_callers(stderr: &str, name: &str) -> Vec<(String, [u64; 3])> {
-    let mut in_pool = false;
-    let mut out = Vec::new();
-    for l in stderr.lines() {
-        let t = l.trim_start();
-        if t.starts_with("pool ") {
-            in_pool = t.starts_with(&format!("pool {name} (New:"));
-            continue;
-        }
-        let Some(rest) = t.strip_prefix("caller ").filter(|_| in_pool) else {
-            continue;
-        };
-        let func = rest.split(" (").next().unwrap_or("").to_string();
-        let v = |k: &str| -> u64 {
-            rest.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(u64::MAX)
-        };
-        out.push((func, [v("gets"), v("misses"), v("puts")]));
-    }
-    out
+fn summary_callers(summary: &RunSummary, name: &str) -> Vec<(String, [u64; 3])> {
+    summary
+        .pools
+        .iter()
+        .filter(|p| p.name == name)
+        .flat_map(|p| &p.callers)
+        .map(|c| (c.function.clone(), [c.gets, c.misses, c.puts]))
+        .collect()
 }
 
 /// `0x… (user)`: an address, then the user function in parentheses.
@@ -121,7 +109,7 @@ fn elide_type_args(name: &str) -> String {
 fn check(version: &str, variant: Variant) {
     let what = format!("go{version} {}", variant.name());
     let bin = fixture(&toolchain(version), "poolwrap", variant);
-    let (rows, res, stderr) = record(&bin);
+    let (rows, res, summary) = record(&bin);
 
     // The fixture's own story: one miss for the small bucket, one per Get
     // for the large one, and the runtime saw at least what the New calls
@@ -155,7 +143,7 @@ fn check(version: &str, variant: Variant) {
             .find(|r| named_after(&r.pool, namer))
             .unwrap_or_else(|| {
                 panic!(
-                    "{what} ({}): no pool named `0x… ({namer})` in the CSV: {:?}\n{stderr}",
+                    "{what} ({}): no pool named `0x… ({namer})` in the CSV: {:?}",
                     res.go,
                     rows.iter().map(|r| &r.pool).collect::<Vec<_>>()
                 )
@@ -175,12 +163,12 @@ fn check(version: &str, variant: Variant) {
         assert_eq!(
             (row.miss_allocs, row.miss_bytes),
             (p.miss_allocs, p.miss_bytes),
-            "{what}: {} pool: allocations and bytes of its own misses\n{stderr}",
+            "{what}: {} pool: allocations and bytes of its own misses",
             p.pool
         );
 
         // The callers are the functions that asked, past the wrappers.
-        let listed = summary_callers(&stderr, &row.pool);
+        let listed = summary_callers(&summary, &row.pool);
         let mut want_callers: Vec<(String, [u64; 3])> = res
             .callsites
             .iter()
@@ -192,7 +180,7 @@ fn check(version: &str, variant: Variant) {
         got.sort();
         assert_eq!(
             got, want_callers,
-            "{what}: callers of the {} pool\n{stderr}",
+            "{what}: callers of the {} pool\n{summary:#?}",
             p.pool
         );
     }

@@ -9,19 +9,7 @@ mod support;
 use std::path::Path;
 
 use serde::Deserialize;
-use support::{Variant, fixture, is_root, parse_result, record_pools_csv, toolchain};
-
-#[derive(Debug, Deserialize)]
-struct PoolCount {
-    pool: String,
-    new_func: String,
-    gets: u64,
-    misses: u64,
-    nil_returns: u64,
-    puts: u64,
-    #[serde(default)]
-    func: String,
-}
+use support::{PoolCount, RunSummary, Variant, fixture, parse_result, record_pools_csv, toolchain};
 
 #[derive(Debug, Deserialize)]
 struct NewSite {
@@ -39,19 +27,6 @@ struct FixtureResult {
     sites: Vec<NewSite>,
 }
 
-/// The `misses cost …` line under the pool whose New is `new_func`.
-fn miss_cost_line<'a>(stderr: &'a str, new_func: &str) -> Option<&'a str> {
-    let mut lines = stderr.lines();
-    while let Some(l) = lines.next() {
-        if l.trim_start().starts_with("pool ") && l.contains(&format!("(New: {new_func})")) {
-            return lines
-                .next()
-                .filter(|n| n.trim_start().starts_with("misses cost"));
-        }
-    }
-    None
-}
-
 #[derive(Debug, Deserialize)]
 struct Row {
     pool: String,
@@ -66,10 +41,10 @@ struct Row {
     miss_bytes: Option<u64>,
 }
 
-fn record_pools(bin: &Path, n: u32) -> (Vec<Row>, FixtureResult, String) {
+fn record_pools(bin: &Path, n: u32) -> (Vec<Row>, FixtureResult, RunSummary) {
     let n = n.to_string();
-    let (rows, stdout, stderr) = record_pools_csv(bin, &[("ALLOCWATCH_N", &n)]);
-    (rows, parse_result(&stdout), stderr)
+    let (rows, run) = record_pools_csv(bin, &[("ALLOCWATCH_N", &n)]);
+    (rows, parse_result(&run.stdout), run.summary)
 }
 
 /// The row of a fixture pool: by variable name when the binary has symbols,
@@ -87,31 +62,8 @@ fn find<'a>(rows: &'a [Row], p: &PoolCount) -> Option<&'a Row> {
         })
 }
 
-/// Per-caller lines of the summary: `caller FUNC (FILE:LINE): gets=… misses=… nil_returns=… puts=…`.
-fn caller_counts(stderr: &str, pool_line_has: &str, func: &str) -> Option<[u64; 4]> {
-    let mut in_pool = false;
-    for l in stderr.lines() {
-        let t = l.trim_start();
-        if t.starts_with("pool ") {
-            in_pool = t.contains(pool_line_has);
-            continue;
-        }
-        if in_pool && t.starts_with(&format!("caller {func} ")) {
-            let v = |k: &str| -> u64 {
-                t.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(u64::MAX)
-            };
-            return Some([v("gets"), v("misses"), v("nil_returns"), v("puts")]);
-        }
-    }
-    None
-}
-
 fn pools_for(version: &str) {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     let tc = toolchain(version);
@@ -123,14 +75,14 @@ fn pools_for(version: &str) {
     ] {
         let what = format!("go{version} {}", v.name());
         let bin = fixture(&tc, "pools", v);
-        let (rows, res, stderr) = record_pools(&bin, 500);
+        let (rows, res, summary) = record_pools(&bin, 500);
         for p in &res.pools {
             let row = find(&rows, p)
-                .unwrap_or_else(|| panic!("{what}: pool {} missing:\n{stderr}", p.pool));
+                .unwrap_or_else(|| panic!("{what}: pool {} missing:\n{summary:#?}", p.pool));
             assert_eq!(
                 (row.gets, row.misses, row.nil_returns, row.puts),
                 (p.gets, p.misses, p.nil_returns, p.puts),
-                "{what} ({}): pool {} (gets, misses, nil returns, puts)\n{stderr}",
+                "{what} ({}): pool {} (gets, misses, nil returns, puts)",
                 res.go,
                 p.pool
             );
@@ -170,33 +122,35 @@ fn pools_for(version: &str) {
                 "{what}: miss_allocs, miss_bytes of the pool with New {}",
                 site.func
             );
-            let line = miss_cost_line(&stderr, &site.func)
-                .unwrap_or_else(|| panic!("{what}: no miss cost for {}:\n{stderr}", site.func));
-            assert!(
-                line.contains(&format!("misses cost {} allocations", site.count))
-                    && line.contains(&format!("({} bytes)", site.bytes)),
-                "{what}: {}: expected {} allocations / {} bytes, got {line:?}",
-                site.func,
-                site.count,
-                site.bytes
+            let pool = summary
+                .pools
+                .iter()
+                .find(|p| p.new_func.as_deref() == Some(site.func.as_str()))
+                .unwrap_or_else(|| panic!("{what}: no pool with New {}:\n{summary:#?}", site.func));
+            let cost = pool.miss_cost.as_ref().map(|c| (c.allocs, c.bytes));
+            assert_eq!(
+                cost,
+                Some((site.count, site.bytes)),
+                "{what}: {}: the summary's miss cost (allocations, bytes)",
+                site.func
             );
         }
         for c in &res.callsites {
-            let key = if c.new_func.is_empty() {
-                "New: nil".to_string()
-            } else {
-                format!("New: {}", c.new_func)
+            // The pool by its New function; a pool without New by its nil returns.
+            let of_pool = |p: &support::summary::Pool| match p.new_func.as_deref() {
+                Some(f) => f == c.new_func,
+                None => c.new_func.is_empty() && p.nil_returns > 0,
             };
-            let got = caller_counts(&stderr, &key, &c.func).unwrap_or_else(|| {
+            let got = summary.caller_counts(of_pool, &c.func).unwrap_or_else(|| {
                 panic!(
-                    "{what}: no caller line for {} of {}:\n{stderr}",
+                    "{what}: no caller {} of {} in the summary:\n{summary:#?}",
                     c.func, c.pool
                 )
             });
             assert_eq!(
                 got,
                 [c.gets, c.misses, c.nil_returns, c.puts],
-                "{what}: caller {} of {}\n{stderr}",
+                "{what}: caller {} of {}",
                 c.func,
                 c.pool
             );

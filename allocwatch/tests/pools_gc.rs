@@ -10,27 +10,14 @@
 
 mod support;
 
-use support::allocwatch;
-
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde::Deserialize;
-use support::{Variant, fixture, is_root, toolchain};
+use support::{
+    PoolCount, RunSummary, Variant, fixture, parse_result, record_sites_and_pools, toolchain,
+};
 
 const N: u32 = 10_000;
-
-#[derive(Debug, Deserialize)]
-struct PoolCount {
-    pool: String,
-    new_func: String,
-    gets: u64,
-    misses: u64,
-    nil_returns: u64,
-    puts: u64,
-    #[serde(default)]
-    func: String,
-}
 
 #[derive(Debug, Deserialize)]
 struct Site {
@@ -77,83 +64,26 @@ struct Run {
     pools: Vec<PoolRow>,
     sites: Vec<SiteRow>,
     res: FixtureResult,
-    stderr: String,
-}
-
-fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
-    let mut r =
-        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    r.deserialize()
-        .map(|x| x.unwrap_or_else(|e| panic!("row of {}: {e}", path.display())))
-        .collect()
+    summary: RunSummary,
 }
 
 /// `allocwatch record --csv … --pools-csv … -- poolsgc` with `GOGC=gogc`.
 fn record(bin: &Path, gogc: &str) -> Run {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (sites_csv, pools_csv) = (dir.path().join("sites.csv"), dir.path().join("pools.csv"));
-    let out = Command::new(allocwatch())
-        .arg("record")
-        .arg("--csv")
-        .arg(&sites_csv)
-        .arg("--pools-csv")
-        .arg(&pools_csv)
-        .arg("--")
-        .arg(bin)
-        .env("ALLOCWATCH_N", N.to_string())
-        .env("GOMAXPROCS", "1")
-        .env("GOGC", gogc)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run allocwatch");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "allocwatch failed ({}):\n{stderr}\n{stdout}",
-        out.status
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("result "))
-        .unwrap_or_else(|| panic!("no result line:\n{stdout}\n{stderr}"));
-    let res = serde_json::from_str(line).unwrap_or_else(|e| panic!("result JSON ({e}): {line}"));
+    let n = N.to_string();
+    let (sites, pools, run) = record_sites_and_pools(bin, &[("ALLOCWATCH_N", &n), ("GOGC", gogc)]);
     Run {
-        pools: read_csv(&pools_csv),
-        sites: read_csv(&sites_csv),
-        res,
-        stderr,
+        pools,
+        sites,
+        res: parse_result(&run.stdout),
+        summary: run.summary,
     }
-}
-
-/// `caller FUNC (FILE:LINE): gets=… misses=… nil_returns=… puts=…` under the
-/// summary line of the pool whose New is `new_func`.
-fn caller_counts(stderr: &str, new_func: &str, func: &str) -> Option<[u64; 4]> {
-    let mut in_pool = false;
-    for l in stderr.lines() {
-        let t = l.trim_start();
-        if t.starts_with("pool ") {
-            in_pool = t.contains(&format!("(New: {new_func})"));
-            continue;
-        }
-        if in_pool && t.starts_with(&format!("caller {func} ")) {
-            let v = |k: &str| -> u64 {
-                t.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(u64::MAX)
-            };
-            return Some([v("gets"), v("misses"), v("nil_returns"), v("puts")]);
-        }
-    }
-    None
 }
 
 fn check(version: &str, variant: Variant, gogc: &str) {
     let what = format!("go{version} {} GOGC={gogc}", variant.name());
     let bin = fixture(&toolchain(version), "poolsgc", variant);
     let run = record(&bin, gogc);
-    let (res, stderr) = (&run.res, &run.stderr);
+    let (res, summary) = (&run.res, &run.summary);
     assert_eq!(res.n, u64::from(N), "{what}");
     let want = &res.pools[0];
 
@@ -196,11 +126,11 @@ fn check(version: &str, variant: Variant, gogc: &str) {
         .pools
         .iter()
         .find(|r| r.new_func == want.new_func)
-        .unwrap_or_else(|| panic!("{what}: no pool with New {}:\n{stderr}", want.new_func));
+        .unwrap_or_else(|| panic!("{what}: no pool with New {}", want.new_func));
     assert_eq!(
         (row.gets, row.misses, row.nil_returns, row.puts),
         (want.gets, want.misses, want.nil_returns, want.puts),
-        "{what} ({}): gcPool (gets, misses, nil returns, puts)\n{stderr}",
+        "{what} ({}): gcPool (gets, misses, nil returns, puts)",
         res.go
     );
     assert_eq!(row.hits, want.gets - want.misses, "{what}: hits");
@@ -210,9 +140,12 @@ fn check(version: &str, variant: Variant, gogc: &str) {
     // …per call site…
     let c = &res.callsites[0];
     assert_eq!(
-        caller_counts(stderr, &c.new_func, &c.func),
+        summary.caller_counts(
+            |p| p.new_func.as_deref() == Some(c.new_func.as_str()),
+            &c.func
+        ),
         Some([c.gets, c.misses, c.nil_returns, c.puts]),
-        "{what}: caller {}\n{stderr}",
+        "{what}: caller {}\n{summary:#?}",
         c.func
     );
     // …and as allocations of New (and of the garbage maker, for scale).
@@ -232,8 +165,7 @@ fn check(version: &str, variant: Variant, gogc: &str) {
 }
 
 fn pools_gc_for(version: &str) {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     for variant in [Variant::Default, Variant::Stripped] {

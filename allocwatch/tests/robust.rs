@@ -22,7 +22,10 @@
 mod support;
 
 use support::proc::Proc;
-use support::{SiteRow, allocwatch, parse_result, probed_bytes, read_site_rows, skip_unless_root};
+use support::{
+    FixtureResult, RunSummary, SiteRow, allocwatch, check_sites, parse_result, probed_bytes,
+    read_site_rows, read_summary, skip_unless_root,
+};
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -32,31 +35,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use support::{Variant, fixture, toolchain};
+use support::{Variant, fixture, record_cmd, start_record, toolchain};
 
 const GO: &str = "1.27.3";
-
-#[derive(Debug, Deserialize)]
-struct Site {
-    func: String,
-    #[serde(rename = "type")]
-    type_name: String,
-    count: i64,
-    bytes: i64,
-    line: u32,
-}
-
-#[derive(Debug, Deserialize)]
-struct FixtureResult {
-    go: String,
-    #[serde(default)]
-    n: u64,
-    #[serde(default)]
-    sites: Vec<Site>,
-    #[serde(default)]
-    stopped_by: String,
-}
 
 /// Runs `cmd` to the end (killing it after `timeout`): status, stdout, stderr.
 fn run(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
@@ -95,94 +76,29 @@ fn run(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
     )
 }
 
-fn record_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(allocwatch());
-    c.arg("record").args(args);
-    c
-}
-
 fn go_env(c: &mut Command) -> &mut Command {
     c.env("GOMAXPROCS", "1").env("GOGC", "off")
-}
-
-/// Starts `record` (as `cmd`, which has its arguments) and waits until it has attached.
-fn start_record(cmd: Command) -> Proc {
-    let mut aw = Proc::spawn(cmd, "allocwatch", true);
-    let attached = aw
-        .out
-        .wait_for(Duration::from_secs(30), |l| l.contains("tracing PID"));
-    assert!(
-        attached.is_some(),
-        "allocwatch never said it was tracing; stderr:\n{}",
-        aw.out.seen.join("\n")
-    );
-    aw
-}
-
-/// Every site the fixture reports has exactly its count and bytes in the
-/// CSV (summed over the rows of its function, line and type), none lost.
-fn check_sites(what: &str, rows: &[SiteRow], res: &FixtureResult, stderr: &str) {
-    let mut failures = Vec::new();
-    for s in &res.sites {
-        let matching: Vec<&SiteRow> = rows
-            .iter()
-            .filter(|r| {
-                r.function == s.func
-                    && (s.line == 0 || r.line == s.line)
-                    && (s.type_name.is_empty() || r.type_name == s.type_name)
-            })
-            .collect();
-        let allocs: u64 = matching.iter().map(|r| r.allocs).sum();
-        let bytes: u64 = matching.iter().map(|r| r.bytes).sum();
-        if allocs != s.count as u64 || (s.bytes >= 0 && bytes != s.bytes as u64) {
-            let near: Vec<String> = rows
-                .iter()
-                .filter(|r| r.function == s.func)
-                .take(10)
-                .map(|r| {
-                    format!(
-                        "{}:{} {} allocs={} bytes={}",
-                        r.file, r.line, r.type_name, r.allocs, r.bytes
-                    )
-                })
-                .collect();
-            failures.push(format!(
-                "{} line {} type {:?}: expected {} allocs / {} bytes, got {allocs} / {bytes}; rows of that function: {near:?}",
-                s.func, s.line, s.type_name, s.count, s.bytes
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{what} ({}):\n  {}\nallocwatch stderr:\n{stderr}",
-        res.go,
-        failures.join("\n  ")
-    );
-    assert!(
-        stderr.contains("events lost: 0"),
-        "{what}: events were lost:\n{stderr}"
-    );
-}
-
-/// The number after `events lost: ` in the summary.
-fn events_lost(stderr: &str) -> u64 {
-    stderr
-        .split("events lost: ")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no `events lost:` in the summary:\n{stderr}"))
 }
 
 // ---------------------------------------------------------------------------
 // 1. Overflows: the ring buffer, the kernel's aggregation map
 
 /// `record --csv F [extra] -- flood` with `n` types allocated `rounds` times.
-fn record_flood(n: u32, rounds: u32, extra: &[&str]) -> (FixtureResult, Vec<SiteRow>, String) {
+fn record_flood(
+    n: u32,
+    rounds: u32,
+    extra: &[&str],
+) -> (FixtureResult, Vec<SiteRow>, String, RunSummary) {
     let bin = fixture(&toolchain(GO), "flood", Variant::Default);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
-    let mut cmd = record_cmd(&["--csv", csv.to_str().unwrap()]);
+    let json = dir.path().join("summary.json");
+    let mut cmd = record_cmd(&[
+        "--csv",
+        csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     cmd.args(extra).arg("--").arg(&bin);
     go_env(&mut cmd)
         .env("ALLOCWATCH_N", n.to_string())
@@ -192,7 +108,12 @@ fn record_flood(n: u32, rounds: u32, extra: &[&str]) -> (FixtureResult, Vec<Site
         status.success(),
         "record -- flood {extra:?}: {status}\n{stderr}"
     );
-    (parse_result(&stdout), read_site_rows(&csv), stderr)
+    (
+        parse_result(&stdout),
+        read_site_rows(&csv),
+        stderr,
+        read_summary(&json),
+    )
 }
 
 /// A flood of new keys through a one-page ring buffer loses events, and
@@ -206,8 +127,8 @@ fn ring_buffer_overflow_is_counted_and_reported() {
         return;
     }
     let n = 5000;
-    let (res, rows, stderr) = record_flood(n, 1, &["--ringbuf-bytes", "4096"]);
-    let lost = events_lost(&stderr);
+    let (res, rows, stderr, summary) = record_flood(n, 1, &["--ringbuf-bytes", "4096"]);
+    let lost = summary.events.lost;
     eprintln!("4 KiB ring buffer: {lost} events lost of {n} new keys");
     assert!(lost > 0, "a 4 KiB ring buffer held {n} stacks?\n{stderr}");
     let warning = stderr
@@ -227,10 +148,10 @@ fn ring_buffer_overflow_is_counted_and_reported() {
     assert_eq!(counted, u64::from(n), "reflect.New allocations:\n{stderr}");
     assert_eq!(res.sites[0].count, i64::from(n));
 
-    let (res, rows, stderr) = record_flood(n, 1, &[]);
-    assert_eq!(events_lost(&stderr), 0, "{stderr}");
+    let (res, rows, stderr, summary) = record_flood(n, 1, &[]);
+    assert_eq!(summary.events.lost, 0, "{summary:#?}");
     assert!(!stderr.contains("did not fit"), "{stderr}");
-    check_sites("default ring buffer", &rows, &res, &stderr);
+    check_sites("default ring buffer", &rows, &res, &summary);
 
     // Sizes the kernel would refuse are usage errors, before anything runs.
     for bad in ["5000", "2048", "0"] {
@@ -251,18 +172,17 @@ fn aggregation_map_overflow_falls_back_to_single_events() {
         return;
     }
     let (n, rounds) = (75_000, 2);
-    let (res, rows, stderr) = record_flood(n, rounds, &[]);
-    assert_eq!(events_lost(&stderr), 0, "{stderr}");
+    let (res, rows, stderr, summary) = record_flood(n, rounds, &[]);
+    assert_eq!(summary.events.lost, 0, "{summary:#?}");
     let note = stderr
         .lines()
         .find(|l| l.contains("aggregation maps were full"))
         .unwrap_or_else(|| panic!("no note about the full aggregation map:\n{stderr}"));
-    let sent: u64 = note
-        .split("keys): ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|x| x.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {note:?}"));
+    let sent = summary.events.agg_full;
+    assert!(
+        note.contains(&format!(": {sent} operations were sent one by one")),
+        "{note}"
+    );
     // At least the types beyond the capacity of the map and of every CPU's
     // slots (which count a key without the map), in both rounds.
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get() as u32);
@@ -272,7 +192,7 @@ fn aggregation_map_overflow_falls_back_to_single_events() {
         "only {sent} allocations sent one by one ({n} types, the kernel holds {held}): {note}"
     );
     assert_eq!(res.sites[0].count, i64::from(n * rounds));
-    check_sites("aggregation map overflow", &rows, &res, &stderr);
+    check_sites("aggregation map overflow", &rows, &res, &summary);
 }
 
 // ---------------------------------------------------------------------------
@@ -299,12 +219,15 @@ fn exec_case(argv: &str, expect: &str, new_program: &Path) {
     let bin = fixture(&toolchain(GO), "execer", Variant::Default);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = dir.path().join("summary.json");
     let (mut fx, pid) = Proc::ready(execer_cmd(&bin, 1000), "execer");
     let mut aw = start_record(record_cmd(&[
         "--pid",
         &pid.to_string(),
         "--csv",
         csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]));
     fx.send("go");
     fx.out
@@ -331,7 +254,12 @@ fn exec_case(argv: &str, expect: &str, new_program: &Path) {
         "{what}: the target died"
     );
     assert_eq!(exe_of(pid), new_program, "{what}");
-    check_sites(&what, &read_site_rows(&csv), &res, &stderr);
+    let summary = read_summary(&json);
+    assert_eq!(
+        summary.stop.reason, "target_replaced",
+        "{what}: {summary:#?}"
+    );
+    check_sites(&what, &read_site_rows(&csv), &res, &summary);
 }
 
 /// exec of another program (`/bin/sleep`, another Go program): the
@@ -432,12 +360,15 @@ fn pid_reuse_is_noticed() {
     let bin = fixture(&toolchain(GO), "execer", Variant::Default);
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = dir.path().join("summary.json");
     let (mut fx, pid) = Proc::ready(execer_cmd(&bin, 1000), "execer");
     let mut aw = start_record(record_cmd(&[
         "--pid",
         &pid.to_string(),
         "--csv",
         csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]));
     aw.signal(libc::SIGSTOP);
     fx.send("go");
@@ -466,7 +397,9 @@ fn pid_reuse_is_noticed() {
     }
     aw.signal(libc::SIGCONT);
     let Some(mut child) = reused else {
-        eprintln!("skipped: PID {pid} could not be reused through ns_last_pid");
+        support::skip(&format!(
+            "PID {pid} could not be reused through ns_last_pid"
+        ));
         return;
     };
     let summary = aw
@@ -480,7 +413,9 @@ fn pid_reuse_is_noticed() {
         "allocwatch did not notice the reuse:\n{stderr}"
     );
     assert!(aw_status.success(), "{aw_status}\n{stderr}");
-    check_sites("PID reuse", &read_site_rows(&csv), &res, &stderr);
+    let summary = read_summary(&json);
+    assert_eq!(summary.stop.reason, "target_exited", "{summary:#?}");
+    check_sites("PID reuse", &read_site_rows(&csv), &res, &summary);
     // The new process runs normally.
     let mut stdin = child.stdin.take().expect("stdin");
     writeln!(stdin, "go").expect("go");
@@ -523,11 +458,14 @@ fn target_in_another_mount_namespace() {
         assert!(!inside.exists(), "{what}: the fixture is visible outside");
         assert_eq!(exe_of(pid), inside, "{what}");
         let csv = dir.path().join("sites.csv");
+        let json = dir.path().join("summary.json");
         let mut aw = start_record(record_cmd(&[
             "--pid",
             &pid.to_string(),
             "--csv",
             csv.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
         ]));
         assert!(
             aw.out
@@ -549,7 +487,9 @@ fn target_in_another_mount_namespace() {
             sites: res.sites.into_iter().filter(|s| s.count >= 0).collect(),
             ..res
         };
-        check_sites(&what, &read_site_rows(&csv), &res, &stderr);
+        let summary = read_summary(&json);
+        assert_eq!(summary.stop.reason, "target_exited", "{what}: {summary:#?}");
+        check_sites(&what, &read_site_rows(&csv), &res, &summary);
     }
 }
 
@@ -580,9 +520,10 @@ fn pace(fx: &mut Proc, skip: usize, count: usize) -> f64 {
 
 /// allocwatch killed with SIGKILL while tracing: no clean-up code runs, yet
 /// no uprobe remains. The probed instructions read back as the file's bytes
-/// again (`0xcc` while traced), no uprobe is registered through tracefs, and
-/// the target's allocation cost falls back to within 2× of its untraced
-/// cost (tracing makes it many times slower).
+/// again (`0xcc` while traced), and no uprobe is registered through tracefs.
+/// The target's cost per allocation before, during and after is printed for
+/// the log; timings are compared in benchmarks (`cargo xtask bench`), not
+/// asserted here on a shared machine.
 #[test]
 fn sigkill_leaves_no_probe_behind() {
     if skip_unless_root() {
@@ -633,14 +574,6 @@ fn sigkill_leaves_no_probe_behind() {
             );
         }
     }
-    assert!(
-        traced > 5.0 * untraced,
-        "tracing did not slow the target down ({untraced:.1} → {traced:.1} ns): the check would prove nothing"
-    );
-    assert!(
-        after < 2.0 * untraced,
-        "after SIGKILL of allocwatch the target still allocates slowly: {after:.1} ns vs {untraced:.1} untraced"
-    );
     fx.signal(libc::SIGTERM);
     let (status, stdout) = fx.finish(Duration::from_secs(10));
     assert!(status.success(), "{stdout}");
@@ -874,12 +807,7 @@ fn no_network_port() {
     eprintln!("record: {n} socket fds, all Unix or netlink");
     drop(aw);
 
-    let tmux_ok = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !tmux_ok {
-        eprintln!("tmux is not installed: `top` not checked");
+    if !support::have_tool("tmux", "-V", "`top`") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -933,11 +861,20 @@ fn no_network_port() {
         assert!(Instant::now() < deadline, "top did not start");
         std::thread::sleep(Duration::from_millis(50));
     };
-    // Attached once the log says so (or after a while).
+    // Attached once the kernel has put an int3 (0xcc) on every probed
+    // instruction of the target.
+    let fx_pid = fx.child.id();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log).is_ok_and(|s| s.contains("attached"))
-        && Instant::now() < deadline
-    {
+    loop {
+        let probed = probed_bytes(fx_pid, &bin);
+        if probed.iter().all(|(_, now, _)| *now == 0xcc) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top did not attach within 30 s: probed bytes {probed:?}; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let n = assert_no_network_socket(top_pid, Duration::from_secs(1), "top");

@@ -15,27 +15,12 @@ use allocwatch::plan::Mode;
 use allocwatch::runloop::{self, Schedule, Signals, Stop, Tick, Traced};
 use allocwatch::session::{Options, Session, TargetSpec};
 use allocwatch::stats::Snapshot;
-use serde::Deserialize;
 use support::proc::Proc;
+use support::sites::{FixtureResult, SiteRow, check_metrics};
 use support::{Variant, fixture, parse_result, skip_unless_root, toolchain};
 
-#[derive(Debug, Deserialize)]
-struct Site {
-    func: String,
-    #[serde(rename = "type")]
-    type_name: String,
-    count: i64,
-    bytes: i64,
-    line: u32,
-}
-
-#[derive(Debug, Deserialize)]
-struct FixtureResult {
-    go: String,
-    sites: Vec<Site>,
-}
-
-/// Every site the fixture measured, against the session's snapshot.
+/// Every site the fixture measured, against the session's snapshot; and
+/// the runtime's own count of the workload's allocations.
 fn check(what: &str, snap: &Snapshot, res: &FixtureResult) {
     let mut failures = Vec::new();
     for s in &res.sites {
@@ -67,6 +52,19 @@ fn check(what: &str, snap: &Snapshot, res: &FixtureResult) {
         failures.join("\n  ")
     );
     assert_eq!(snap.counters.lost, 0, "{what}: events were lost");
+    let rows: Vec<SiteRow> = snap
+        .sites
+        .iter()
+        .map(|s| SiteRow {
+            function: s.key.function.to_string(),
+            file: s.key.file.to_string(),
+            line: s.key.line,
+            type_name: s.key.type_name.to_string(),
+            allocs: s.allocs,
+            bytes: s.bytes,
+        })
+        .collect();
+    check_metrics(what, &rows, res);
 }
 
 fn start(version: &str, n: u32) -> (Proc, u32) {

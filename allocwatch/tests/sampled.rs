@@ -27,7 +27,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Variant, fixture, is_root, toolchain};
+use support::{Variant, fixture, toolchain};
 
 #[derive(Debug, serde::Deserialize)]
 struct Row {
@@ -83,8 +83,7 @@ fn shares(by: &HashMap<String, u64>) -> HashMap<String, f64> {
 /// percentage points of exact mode's.
 #[test]
 fn sampled_shares_match_exact() {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     for version in ["1.21.13", "1.27.3"] {
@@ -315,8 +314,7 @@ fn profiling_switched_on_and_back(version: &str, variant: Variant, stop: Stop) {
 
 #[test]
 fn profiling_off_switched_on_and_back_at_end_of_duration() {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     profiling_switched_on_and_back("1.27.3", Variant::Default, Stop::Duration);
@@ -325,8 +323,7 @@ fn profiling_off_switched_on_and_back_at_end_of_duration() {
 
 #[test]
 fn profiling_off_switched_on_and_back_on_sigint() {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     profiling_switched_on_and_back("1.21.13", Variant::Default, Stop::Sigint);
@@ -335,8 +332,7 @@ fn profiling_off_switched_on_and_back_on_sigint() {
 
 #[test]
 fn profiling_off_switched_on_and_back_on_sigterm() {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     profiling_switched_on_and_back("1.27.3", Variant::Stripped, Stop::Sigterm);
@@ -348,8 +344,7 @@ fn profiling_off_switched_on_and_back_on_sigterm() {
 /// tracing, and its old 512 KiB after allocwatch exits.
 #[test]
 fn sample_rate_is_set_and_the_old_rate_restored() {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     for version in ["1.21.13", "1.27.3"] {
@@ -408,8 +403,7 @@ fn sample_rate_is_set_and_the_old_rate_restored() {
 /// start for the session, and sets it back at the end.
 #[test]
 fn max_overhead_on_a_program_with_profiling_off() {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     let bin = fixture(&toolchain("1.27.3"), "noprofile", Variant::Stripped);
@@ -475,8 +469,7 @@ fn bad_sample_rates_are_usage_errors() {
 /// 10 % of its counts (Go 1.21 and 1.27, stripped).
 #[test]
 fn launched_program_with_profiling_off_is_sampled_from_the_start() {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     for version in ["1.21.13", "1.27.3"] {

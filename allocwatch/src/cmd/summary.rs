@@ -1,66 +1,74 @@
-//! The human summary `record` prints on stderr at the end.
+//! The human summary `record` prints on stderr at the end: the same
+//! [`RunSummary`] that `record --json` writes, in words.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
 
-use super::COST_PER_HIT_NS;
-use crate::runloop::Stop;
-use crate::session::Session;
-use crate::stats::{PoolSnapshot, Snapshot};
-use crate::target::Gone;
+use crate::export::summary::{Pool, RunSummary};
+use crate::format::{self, LargestUnit};
+use crate::plan::Mode;
 
 /// Prints the summary: the totals, what the tracing cost, what was lost,
-/// the `top` hottest sites, the pools, and the files written.
-pub fn print(s: &Session, snap: &Snapshot, stop: &Stop, written: &[PathBuf], top: usize) {
+/// the hottest sites, the pools, and the files written (`json`, the
+/// summary's own file, last).
+pub fn print(sum: &RunSummary, json: Option<&Path>) {
     let mut e = std::io::stderr().lock();
-    let _ = totals(&mut e, s, snap, stop);
-    let _ = cost(&mut e, s, snap);
-    let _ = losses(&mut e, s, snap);
-    for (i, site) in snap.sites_by_bytes().iter().take(top).enumerate() {
+    let _ = totals(&mut e, sum);
+    let _ = cost(&mut e, sum);
+    let _ = losses(&mut e, sum);
+    for (i, site) in sum.top_sites.iter().enumerate() {
         let _ = writeln!(
             e,
             "  {:>2}. {:>10} allocs {:>12}  {} {}:{}  {}",
             i + 1,
             site.allocs,
-            human_bytes(site.bytes),
-            site.key.function,
-            short_file(&site.key.file),
-            site.key.line,
-            site.key.type_name
+            bytes(site.bytes),
+            site.function,
+            format::short_file(&site.file, 1),
+            site.line,
+            site.type_name
         );
     }
-    for p in &snap.pools {
+    for p in &sum.pools {
         let _ = pool(&mut e, p);
     }
-    for path in written {
+    for path in sum.files.iter().map(String::as_str) {
+        let _ = writeln!(e, "allocwatch: wrote {path}");
+    }
+    if let Some(path) = json {
         let _ = writeln!(e, "allocwatch: wrote {}", path.display());
     }
 }
 
-fn totals(e: &mut impl Write, s: &Session, snap: &Snapshot, stop: &Stop) -> std::io::Result<()> {
-    let why = match stop {
-        Stop::Duration => "duration reached".to_string(),
-        Stop::Signal(sig) => format!("{sig} received"),
-        Stop::Target(Gone::Exited(m) | Gone::Replaced(m)) => format!("target {m}"),
+fn bytes(b: u64) -> String {
+    format::bytes_spaced(b, LargestUnit::GiB)
+}
+
+fn totals(e: &mut impl Write, sum: &RunSummary) -> std::io::Result<()> {
+    let why = match (sum.stop.reason, sum.stop.detail.as_deref()) {
+        ("signal", Some(sig)) => format!("{sig} received"),
+        ("target_exited" | "target_replaced", Some(m)) => format!("target {m}"),
+        _ => "duration reached".to_string(),
     };
+    let sampled = sum.mode.initial == Mode::Sampled.name();
     writeln!(
         e,
         "allocwatch: PID {} ({}), {}, {} mode: {:.2}s ({why}): {} allocations, {} ({} bytes); events lost: {}",
-        s.target.pid,
-        s.target.exe_display,
-        s.plan.go_version,
-        if s.plan.switchable {
+        sum.target.pid,
+        sum.target.exe,
+        sum.target.go_version,
+        if sum.mode.max_overhead_pct.is_some() {
             "exact/sampled (--max-overhead)"
         } else {
-            s.plan.mode.name()
+            sum.mode.initial
         },
-        snap.elapsed.as_secs_f64(),
-        snap.total_allocs,
-        human_bytes(snap.total_bytes),
-        snap.total_bytes,
-        snap.counters.lost
+        sum.duration_s,
+        sum.totals.allocs,
+        bytes(sum.totals.bytes),
+        sum.totals.bytes,
+        sum.events.lost
     )?;
-    if s.plan.mode == crate::plan::Mode::Sampled {
+    if sampled {
         writeln!(
             e,
             "allocwatch: sampled mode: counts and bytes are estimates scaled from the runtime's memory-profile samples (as pprof does); types are not known"
@@ -69,24 +77,14 @@ fn totals(e: &mut impl Write, s: &Session, snap: &Snapshot, stop: &Stop) -> std:
     Ok(())
 }
 
-fn cost(e: &mut impl Write, s: &Session, snap: &Snapshot) -> std::io::Result<()> {
-    let secs = snap.elapsed.as_secs_f64();
-    #[expect(clippy::cast_precision_loss, reason = "display")]
-    let cost_ms = snap.counters.hits as f64 * COST_PER_HIT_NS / 1e6;
+fn cost(e: &mut impl Write, sum: &RunSummary) -> std::io::Result<()> {
+    let p = &sum.probes;
     writeln!(
         e,
-        "allocwatch: {} probe hits: about {cost_ms:.0} ms of the target's CPU time at ~{COST_PER_HIT_NS:.0} ns per hit ({:.1}% of one core)",
-        snap.counters.hits,
-        if secs > 0.0 {
-            cost_ms / 10.0 / secs
-        } else {
-            0.0
-        }
+        "allocwatch: {} probe hits: about {:.0} ms of the target's CPU time at ~{:.0} ns per hit ({:.1}% of one core)",
+        p.hits, p.estimated_cost_ms, p.cost_per_hit_ns, p.estimated_cost_pct_of_core
     )?;
-    let (run_ns, runs) = s.program_run_time();
-    if runs > 0 {
-        #[expect(clippy::cast_precision_loss, reason = "display")]
-        let avg = run_ns as f64 / runs as f64;
+    if let (Some(runs), Some(avg)) = (p.program_runs, p.program_ns_per_hit) {
         writeln!(
             e,
             "allocwatch: {runs} probe hits, {avg:.0} ns in eBPF programs per hit"
@@ -95,12 +93,10 @@ fn cost(e: &mut impl Write, s: &Session, snap: &Snapshot) -> std::io::Result<()>
     Ok(())
 }
 
-fn losses(e: &mut impl Write, s: &Session, snap: &Snapshot) -> std::io::Result<()> {
-    let fb = s.fallbacks();
-    if snap.counters.lost > 0 {
-        // A lost key stack loses no count: the kernel counted the allocation.
-        let stacks = fb.lost_stacks.min(snap.counters.lost);
-        let uncounted = snap.counters.lost - stacks;
+fn losses(e: &mut impl Write, sum: &RunSummary) -> std::io::Result<()> {
+    let ev = &sum.events;
+    if ev.lost > 0 {
+        let (uncounted, stacks) = (ev.uncounted, ev.lost_stacks);
         let what = match (uncounted, stacks) {
             (0, _) => format!("counts are exact, but {stacks} new sites lack their full stack"),
             (_, 0) => format!("{uncounted} operations were not counted: counts are low"),
@@ -111,76 +107,60 @@ fn losses(e: &mut impl Write, s: &Session, snap: &Snapshot) -> std::io::Result<(
         writeln!(
             e,
             "allocwatch: warning: {} events did not fit in the ring buffer: {what}",
-            snap.counters.lost
+            ev.lost
         )?;
     }
-    if fb.agg_full > 0 {
+    if ev.agg_full > 0 {
         writeln!(
             e,
             "allocwatch: note: the kernel's aggregation maps were full ({} keys): {} operations were sent one by one instead",
             allocwatch_common::AGG_ENTRIES,
-            fb.agg_full
+            ev.agg_full
         )?;
     }
     Ok(())
 }
 
-fn pool(e: &mut impl Write, p: &PoolSnapshot) -> std::io::Result<()> {
-    let st = &p.stats;
+fn pool(e: &mut impl Write, p: &Pool) -> std::io::Result<()> {
     writeln!(
         e,
         "  pool {} (New: {}): gets={} hits={} misses={} nil_returns={} puts={} hit_ratio={}",
         p.name,
         p.new_func
             .as_deref()
-            .unwrap_or(if st.nil_returns > 0 { "nil" } else { "?" }),
-        st.gets,
-        st.hits(),
-        st.misses,
-        st.nil_returns,
-        st.puts,
-        st.hit_ratio()
-            .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
+            .unwrap_or(if p.nil_returns > 0 { "nil" } else { "?" }),
+        p.gets,
+        p.hits,
+        p.misses,
+        p.nil_returns,
+        p.puts,
+        format::ratio_percent(p.hit_ratio),
     )?;
     // What this pool's own misses allocated inside New (exact mode).
-    match st.miss_cost() {
-        Some((0, _)) => {}
-        Some((n, b)) => writeln!(
+    match &p.miss_cost {
+        Some(c) if c.allocs == 0 => {}
+        Some(c) => writeln!(
             e,
-            "    misses cost {n} allocations, {} ({b} bytes)",
-            human_bytes(b)
+            "    misses cost {} allocations, {} ({} bytes)",
+            c.allocs,
+            bytes(c.bytes),
+            c.bytes
         )?,
-        None if st.misses > 0 => writeln!(e, "    misses cost: not known (sampled mode)")?,
+        None if p.misses > 0 => writeln!(e, "    misses cost: not known (sampled mode)")?,
         None => {}
     }
     for c in &p.callers {
-        let cs = &c.stats;
         writeln!(
             e,
             "    caller {} ({}:{}): gets={} misses={} nil_returns={} puts={}",
-            c.caller.function,
-            short_file(&c.caller.file),
-            c.caller.line,
-            cs.gets,
-            cs.misses,
-            cs.nil_returns,
-            cs.puts
+            c.function,
+            format::short_file(&c.file, 1),
+            c.line,
+            c.gets,
+            c.misses,
+            c.nil_returns,
+            c.puts
         )?;
     }
     Ok(())
-}
-
-fn human_bytes(b: u64) -> String {
-    #[expect(clippy::cast_precision_loss, reason = "display")]
-    let v = b as f64;
-    match b {
-        0..1024 => format!("{b} B"),
-        1024..1_048_576 => format!("{:.1} KiB", v / 1024.0),
-        1_048_576..1_073_741_824 => format!("{:.1} MiB", v / 1_048_576.0),
-        _ => format!("{:.2} GiB", v / 1_073_741_824.0),
-    }
-}
-
-fn short_file(f: &str) -> &str {
-    f.rsplit('/').next().unwrap_or(f)
 }

@@ -25,12 +25,7 @@ pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("allocwatch.log"));
     init_file_log(&log_path)?;
-    let escape = a
-        .escape
-        .source
-        .as_deref()
-        .map(|d| crate::escape::cmd::request(d, a.escape.go.as_deref()))
-        .transpose()?;
+    let escape = a.escape.request()?;
     let s = Session::start(&spec, a.target.session_options())?;
     // The header names the rate allocwatch set (the status line says why).
     let rate_note = s

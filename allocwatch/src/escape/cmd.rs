@@ -82,7 +82,7 @@ pub fn print_summary(a: &Analysis, snap: &Snapshot, top: usize) {
                 say(&format!(
                     "  why {} {}:{}: {}: {}",
                     s.key.function,
-                    s.key.file.rsplit('/').next().unwrap_or(&s.key.file),
+                    crate::format::short_file(&s.key.file, 1),
                     s.key.line,
                     e.cause().label(),
                     r.headline

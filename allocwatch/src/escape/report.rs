@@ -6,23 +6,8 @@ use std::io::{self, Write};
 use super::index::SiteLookup;
 use super::runner::Analysis;
 use super::suggest::{SiteFacts, pool_advice, site_suggestions};
+use crate::format::{self, LargestUnit};
 use crate::stats::{SiteStats, Snapshot};
-
-fn human(b: u64) -> String {
-    #[expect(clippy::cast_precision_loss, reason = "display")]
-    let v = b as f64;
-    match b {
-        0..1024 => format!("{b} B"),
-        1024..1_048_576 => format!("{:.1} KiB", v / 1024.0),
-        1_048_576..1_073_741_824 => format!("{:.1} MiB", v / 1_048_576.0),
-        _ => format!("{:.2} GiB", v / 1_073_741_824.0),
-    }
-}
-
-#[expect(clippy::cast_precision_loss, reason = "rates for display")]
-fn per_s(n: u64, secs: f64) -> Option<f64> {
-    (secs > 0.0).then(|| n as f64 / secs)
-}
 
 /// The facts suggestions need about a site of `snap`.
 #[must_use]
@@ -31,7 +16,7 @@ pub fn facts<'a>(s: &'a SiteStats, snap: &Snapshot) -> SiteFacts<'a> {
         type_name: &s.key.type_name,
         allocs: s.allocs,
         bytes: s.bytes,
-        allocs_per_s: per_s(s.allocs, snap.elapsed.as_secs_f64()),
+        allocs_per_s: snap.per_s(s.allocs),
         from_pool: s.pool_new_func.is_some(),
     }
 }
@@ -137,7 +122,7 @@ fn write_header(out: &mut impl Write, a: &Analysis, snap: &Snapshot, what: &str)
         "{what}: {:.1}s traced, {} allocations, {}",
         snap.elapsed.as_secs_f64(),
         snap.total_allocs,
-        human(snap.total_bytes)
+        format::bytes_spaced(snap.total_bytes, LargestUnit::GiB)
     )?;
     writeln!(
         out,
@@ -177,7 +162,7 @@ fn write_site(
         "{:>3}. {}  {}:{}  {}",
         rank,
         s.key.function,
-        short(&s.key.file),
+        format::short_file(&s.key.file, 2),
         s.key.line,
         s.key.type_name
     )?;
@@ -187,9 +172,12 @@ fn write_site(
         s.allocs,
         f.allocs_per_s
             .map_or_else(|| "-".into(), |r| format!("{r:.0}")),
-        human(s.bytes),
-        per_s(s.bytes, snap.elapsed.as_secs_f64()).map_or_else(|| "-".into(), |r| human(r as u64)),
-        human(s.bytes / s.allocs.max(1))
+        format::bytes_spaced(s.bytes, LargestUnit::GiB),
+        snap.per_s(s.bytes).map_or_else(
+            || "-".into(),
+            |r| format::bytes_spaced(r as u64, LargestUnit::GiB),
+        ),
+        format::bytes_spaced(s.bytes / s.allocs.max(1), LargestUnit::GiB)
     )?;
     if let Some(p) = &s.pool_new_func {
         writeln!(
@@ -244,7 +232,7 @@ impl Suggestions {
             let site = format!(
                 "{} {}:{} ({})",
                 s.key.function,
-                short(&s.key.file),
+                format::short_file(&s.key.file, 2),
                 s.key.line,
                 s.key.type_name
             );
@@ -305,15 +293,14 @@ fn write_pools(out: &mut impl Write, snap: &Snapshot) -> io::Result<()> {
             st.misses,
             st.nil_returns,
             st.puts,
-            st.hit_ratio()
-                .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
+            format::ratio_percent(st.hit_ratio())
         )?;
         for c in &p.callers {
             writeln!(
                 out,
                 "    {} ({}:{}): gets {}, misses {}, puts {}",
                 c.caller.function,
-                short(&c.caller.file),
+                format::short_file(&c.caller.file, 2),
                 c.caller.line,
                 c.stats.gets,
                 c.stats.misses,
@@ -322,13 +309,4 @@ fn write_pools(out: &mut impl Write, snap: &Snapshot) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The last two path elements: `demo/main.go`.
-fn short(f: &str) -> &str {
-    let mut it = f.rmatch_indices('/');
-    match (it.next(), it.next()) {
-        (Some(_), Some((i, _))) => &f[i + 1..],
-        _ => f,
-    }
 }

@@ -23,16 +23,6 @@ pub struct SiteFacts<'a> {
     pub from_pool: bool,
 }
 
-fn human(b: u64) -> String {
-    #[expect(clippy::cast_precision_loss, reason = "display")]
-    let v = b as f64;
-    match b {
-        0..1024 => format!("{b} B"),
-        1024..1_048_576 => format!("{:.1} KiB", v / 1024.0),
-        _ => format!("{:.1} MiB", v / 1_048_576.0),
-    }
-}
-
 /// Whether a site is a `sync.Pool` candidate: frequent, large on average,
 /// one concrete reusable type, not already from a pool.
 #[must_use]
@@ -64,7 +54,7 @@ pub fn site_suggestions(esc: Option<&SiteEscape>, f: &SiteFacts<'_>) -> Vec<Stri
         out.push(format!(
             "suggestion: pool candidate ({freq} of {}, avg {}, no pool): reuse them with a sync.Pool (Get, reset, Put back when done)",
             f.type_name,
-            human(avg)
+            crate::format::bytes_spaced(avg, crate::format::LargestUnit::MiB)
         ));
     }
     if let Some(e) = esc {

@@ -11,6 +11,7 @@
 //! sizes), empty for a window (partly) traced in sampled mode, where they are not known.
 
 use std::io::Write;
+use std::time::Duration;
 
 use crate::stats::{SiteKey, Snapshot};
 
@@ -42,17 +43,18 @@ pub const POOLS_HEADER: [&str; 12] = [
     "miss_bytes",
 ];
 
-fn secs(d: std::time::Duration) -> String {
+fn secs(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64())
 }
 
-#[expect(clippy::cast_precision_loss, reason = "rates for display")]
-fn rate(n: u64, window: f64) -> String {
-    if window > 0.0 {
-        format!("{:.1}", n as f64 / window)
-    } else {
-        String::new()
-    }
+/// The `window_start_s` and `window_end_s` columns of a window starting at `start`.
+fn bounds(start: Duration, window: &Snapshot) -> (String, String) {
+    (secs(start), secs(start + window.elapsed))
+}
+
+/// A rate column: one decimal, empty for a window without time.
+fn rate(r: Option<f64>) -> String {
+    r.map_or_else(String::new, |r| format!("{r:.1}"))
 }
 
 /// The text of the `escape` column for a site.
@@ -85,14 +87,8 @@ impl<W: Write> SitesCsv<W> {
 
     /// Writes one row per site of `window` (a difference of two snapshots,
     /// or a whole run), `start` being the window's start since recording began.
-    pub fn write_window(
-        &mut self,
-        start: std::time::Duration,
-        window: &Snapshot,
-    ) -> csv::Result<()> {
-        let end = start + window.elapsed;
-        let secs_f = window.elapsed.as_secs_f64();
-        let (s, e) = (secs(start), secs(end));
+    pub fn write_window(&mut self, start: Duration, window: &Snapshot) -> csv::Result<()> {
+        let (s, e) = bounds(start, window);
         for site in window.sites_by_bytes() {
             let k = &site.key;
             let row = [
@@ -104,8 +100,8 @@ impl<W: Write> SitesCsv<W> {
                 &k.type_name,
                 &site.allocs.to_string(),
                 &site.bytes.to_string(),
-                &rate(site.allocs, secs_f),
-                &rate(site.bytes, secs_f),
+                &rate(window.per_s(site.allocs)),
+                &rate(window.per_s(site.bytes)),
             ];
             let escape = self.escape.as_ref().map(|f| f(k));
             let extra = escape
@@ -139,13 +135,8 @@ impl<W: Write> PoolsCsv<W> {
         Ok(PoolsCsv { w })
     }
 
-    pub fn write_window(
-        &mut self,
-        start: std::time::Duration,
-        window: &Snapshot,
-    ) -> csv::Result<()> {
-        let end = start + window.elapsed;
-        let (s, e) = (secs(start), secs(end));
+    pub fn write_window(&mut self, start: Duration, window: &Snapshot) -> csv::Result<()> {
+        let (s, e) = bounds(start, window);
         for p in &window.pools {
             let st = &p.stats;
             let (miss_allocs, miss_bytes) = st
@@ -186,7 +177,6 @@ mod tests {
     use super::*;
     use crate::stats::{Counters, Frame, SIZE_BUCKETS, SiteKey, SiteStats};
     use std::sync::Arc;
-    use std::time::Duration;
 
     #[test]
     fn header_and_rows() {
@@ -282,7 +272,6 @@ mod pool_tests {
     use super::*;
     use crate::stats::{PoolSnapshot, PoolStats};
     use std::sync::Arc;
-    use std::time::Duration;
 
     #[test]
     fn pool_rows_carry_the_miss_cost_or_leave_it_empty() {

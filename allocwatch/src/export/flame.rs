@@ -75,7 +75,7 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::test_support::{frame, site, snapshot};
+    use crate::export::test_support::{frame, main_f, site, snapshot};
 
     fn meta() -> FlameMeta {
         FlameMeta {
@@ -89,14 +89,7 @@ mod tests {
         let snap = snapshot(
             1,
             vec![
-                site(
-                    "main.f",
-                    10,
-                    "main.T",
-                    5,
-                    120,
-                    vec![frame("main.f", 10), frame("main.main", 30)],
-                ),
+                main_f(),
                 site("main.g", 2, "[]uint8", 1, 4000, vec![frame("main.g", 2)]),
             ],
         );

@@ -102,21 +102,14 @@ pub fn write(snap: &Snapshot, weight: Weight, mut out: impl Write) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::test_support::{frame, site, snapshot};
+    use crate::export::test_support::{frame, main_f, site, snapshot};
 
     #[test]
     fn root_first_type_last_merged_and_sorted() {
         let snap = snapshot(
             1,
             vec![
-                site(
-                    "main.f",
-                    10,
-                    "main.T",
-                    5,
-                    120,
-                    vec![frame("main.f", 10), frame("main.main", 30)],
-                ),
+                main_f(),
                 // Same function and type at another line: folds together.
                 site(
                     "main.f",

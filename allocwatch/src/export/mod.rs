@@ -1,6 +1,6 @@
 //! Writing recordings to files: CSV tables of sites and pools (whole run, or
 //! one row per window with `record --interval`), pprof profiles, folded
-//! stacks and flame graphs.
+//! stacks, flame graphs, and the JSON summary of a recording (`summary`).
 //!
 //! Every writer is a pure function of a [`Snapshot`](crate::stats::Snapshot),
 //! so all outputs of one run show the same totals.
@@ -18,6 +18,7 @@ pub mod flame;
 pub mod folded;
 pub mod pprof;
 pub mod series;
+pub mod summary;
 
 pub use file::{AtomicFile, check_writable};
 
@@ -61,6 +62,12 @@ pub(crate) mod test_support {
             pool_new_func: None,
             sampled_allocs: 0,
         }
+    }
+
+    /// `main.f` at line 10, called by `main.main` at line 30: 5 `main.T`, 120 bytes.
+    pub fn main_f() -> SiteStats {
+        let stack = vec![frame("main.f", 10), frame("main.main", 30)];
+        site("main.f", 10, "main.T", 5, 120, stack)
     }
 
     /// A snapshot `secs` seconds into a recording.

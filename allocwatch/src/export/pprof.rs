@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::stats::{Frame, Snapshot};
+use crate::stats::{Counters, Frame, SiteStats, Snapshot};
 
 /// `Profile` of profile.proto.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -160,6 +160,42 @@ pub const EXACT_COMMENT: &str = "exact counts from allocwatch uprobes (not sampl
 /// The first comment in sampled mode (`record --mode sampled`).
 pub const SAMPLED_COMMENT: &str = "estimated counts: allocwatch read the Go runtime's memory-profile samples and scaled them as pprof does";
 
+/// What the kernel's counters say about the counts, one comment for each
+/// counter that is not zero: events lost (counts are low), and what was
+/// sent one by one instead of aggregated, or filtered out.
+#[must_use]
+pub fn counter_comments(c: &Counters) -> Vec<String> {
+    let full = allocwatch_common::AGG_ENTRIES;
+    let comments: [(u64, &dyn Fn(u64) -> String); 5] = [
+        (c.lost, &|n| {
+            format!("warning: {n} events did not fit in the ring buffer: counts are low")
+        }),
+        (c.lost_stacks, &|n| {
+            format!(
+                "of the lost events, {n} only carried a new site's full stack: those allocations were counted, the sites lack their full stack"
+            )
+        }),
+        (c.agg_full, &|n| {
+            format!(
+                "note: the kernel's aggregation maps were full ({full} keys): {n} operations were sent one by one instead"
+            )
+        }),
+        (c.key_truncated, &|n| {
+            format!(
+                "note: {n} allocations lay deeper in the runtime than a kernel key reaches: sent one by one (counted all the same)"
+            )
+        }),
+        (c.other_process, &|n| {
+            format!("note: {n} probe hits came from other processes (not counted)")
+        }),
+    ];
+    comments
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, text)| text(*n))
+        .collect()
+}
+
 /// What a profile says about its recording besides the counts.
 #[derive(Clone, Debug)]
 pub struct ProfileMeta {
@@ -207,7 +243,39 @@ fn sat_i64_u128(v: u128) -> i64 {
 #[must_use]
 pub fn build(snap: &Snapshot, meta: &ProfileMeta) -> Profile {
     let mut strings = Strings::new();
-    let mut p = Profile {
+    let mut p = header(snap, meta, &mut strings);
+    p.comment = meta.comments.iter().map(|c| strings.get(c)).collect();
+    let mut b = Builder {
+        type_key: strings.get("type"),
+        p,
+        strings,
+        functions: HashMap::new(),
+        locations: HashMap::new(),
+    };
+    for site in snap.sites_by_bytes() {
+        let site_frame;
+        let frames: &[Frame] = if site.stack.is_empty() {
+            // No stack known: the site alone.
+            site_frame = [Frame {
+                function: site.key.function.clone(),
+                file: site.key.file.clone(),
+                line: site.key.line,
+            }];
+            &site_frame
+        } else {
+            &site.stack
+        };
+        let location_id = frames.iter().map(|f| b.location(f)).collect();
+        let sample = b.sample(site, location_id);
+        b.p.sample.push(sample);
+    }
+    b.p.string_table = b.strings.table;
+    b.p
+}
+
+/// A profile without samples: value types, mapping, time.
+fn header(snap: &Snapshot, meta: &ProfileMeta, strings: &mut Strings) -> Profile {
+    Profile {
         sample_type: vec![
             ValueType {
                 r#type: strings.get("alloc_objects"),
@@ -240,84 +308,82 @@ pub fn build(snap: &Snapshot, meta: &ProfileMeta) -> Profile {
             .map_or(0, |d| sat_i64_u128(d.as_nanos())),
         duration_nanos: sat_i64_u128(snap.elapsed.as_nanos()),
         ..Profile::default()
-    };
-    p.comment = meta.comments.iter().map(|c| strings.get(c)).collect();
-    let type_key = strings.get("type");
-    let mut functions: HashMap<(Arc<str>, Arc<str>), u64> = HashMap::new();
-    let mut locations: HashMap<Frame, u64> = HashMap::new();
-    for site in snap.sites_by_bytes() {
-        let mut ids = Vec::with_capacity(site.stack.len().max(1));
-        let site_frame;
-        let frames: &[Frame] = if site.stack.is_empty() {
-            // No stack known: the site alone.
-            site_frame = [Frame {
-                function: site.key.function.clone(),
-                file: site.key.file.clone(),
-                line: site.key.line,
-            }];
-            &site_frame
-        } else {
-            &site.stack
-        };
-        for f in frames {
-            let id = if let Some(&id) = locations.get(f) {
-                id
-            } else {
-                let fkey = (f.function.clone(), f.file.clone());
-                let fid = match functions.get(&fkey) {
-                    Some(&id) => id,
-                    None => {
-                        let id = p.function.len() as u64 + 1;
-                        let name = strings.get(&f.function);
-                        p.function.push(Function {
-                            id,
-                            name,
-                            system_name: name,
-                            filename: strings.get(&f.file),
-                            start_line: 0,
-                        });
-                        functions.insert(fkey, id);
-                        id
-                    }
-                };
-                let id = p.location.len() as u64 + 1;
-                p.location.push(Location {
-                    id,
-                    mapping_id: 1,
-                    address: 0,
-                    line: vec![Line {
-                        function_id: fid,
-                        line: i64::from(f.line),
-                        column: 0,
-                    }],
-                    is_folded: false,
-                });
-                locations.insert(f.clone(), id);
-                id
-            };
-            ids.push(id);
-        }
-        p.sample.push(Sample {
-            location_id: ids,
-            value: vec![sat_i64(site.allocs), sat_i64(site.bytes)],
-            label: std::iter::once(Label {
-                key: type_key,
-                str: strings.get(&site.key.type_name),
-                num: 0,
-                num_unit: 0,
-            })
-            .chain((site.sampled_allocs > 0).then(|| Label {
-                // Estimated (sampled mode, or a --max-overhead switch).
-                key: strings.get("mode"),
-                str: strings.get(site.mode().name()),
-                num: 0,
-                num_unit: 0,
-            }))
-            .collect(),
-        });
     }
-    p.string_table = strings.table;
-    p
+}
+
+/// A profile being filled: locations and functions shared between samples.
+struct Builder {
+    p: Profile,
+    strings: Strings,
+    type_key: i64,
+    functions: HashMap<(Arc<str>, Arc<str>), u64>,
+    locations: HashMap<Frame, u64>,
+}
+
+impl Builder {
+    /// The id of the function of `f`, added when new.
+    fn function(&mut self, f: &Frame) -> u64 {
+        let fkey = (f.function.clone(), f.file.clone());
+        if let Some(&id) = self.functions.get(&fkey) {
+            return id;
+        }
+        let id = self.p.function.len() as u64 + 1;
+        let name = self.strings.get(&f.function);
+        self.p.function.push(Function {
+            id,
+            name,
+            system_name: name,
+            filename: self.strings.get(&f.file),
+            start_line: 0,
+        });
+        self.functions.insert(fkey, id);
+        id
+    }
+
+    /// The id of the location of `f`, added when new.
+    fn location(&mut self, f: &Frame) -> u64 {
+        if let Some(&id) = self.locations.get(f) {
+            return id;
+        }
+        let function_id = self.function(f);
+        let id = self.p.location.len() as u64 + 1;
+        self.p.location.push(Location {
+            id,
+            mapping_id: 1,
+            address: 0,
+            line: vec![Line {
+                function_id,
+                line: i64::from(f.line),
+                column: 0,
+            }],
+            is_folded: false,
+        });
+        self.locations.insert(f.clone(), id);
+        id
+    }
+
+    /// A site's sample: its values and labels (`type`, and `mode` when
+    /// estimated).
+    fn sample(&mut self, site: &SiteStats, location_id: Vec<u64>) -> Sample {
+        let type_label = Label {
+            key: self.type_key,
+            str: self.strings.get(&site.key.type_name),
+            num: 0,
+            num_unit: 0,
+        };
+        // Estimated (sampled mode, or a --max-overhead switch).
+        let mode_label = (site.sampled_allocs > 0).then(|| Label {
+            key: self.strings.get("mode"),
+            str: self.strings.get(site.mode().name()),
+            num: 0,
+            num_unit: 0,
+        });
+        Sample {
+            location_id,
+            value: vec![sat_i64(site.allocs), sat_i64(site.bytes)],
+            label: std::iter::once(type_label).chain(mode_label).collect(),
+        }
+    }
 }
 
 /// Writes the profile of `snap`, gzipped (what `go tool pprof` expects).
@@ -335,7 +401,7 @@ pub fn write(snap: &Snapshot, meta: &ProfileMeta, out: impl Write) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::test_support::{frame, site, snapshot};
+    use crate::export::test_support::{frame, main_f, site, snapshot};
     use prost::Message as _;
     use std::io::Read;
     use std::time::Duration;
@@ -357,14 +423,7 @@ mod tests {
         let snap = snapshot(
             2,
             vec![
-                site(
-                    "main.f",
-                    10,
-                    "main.T",
-                    5,
-                    120,
-                    vec![frame("main.f", 10), frame("main.main", 30)],
-                ),
+                main_f(),
                 site(
                     "main.g",
                     20,
@@ -456,6 +515,30 @@ mod tests {
         assert_eq!(p, build(&snap, &meta()));
         let total: i64 = p.sample.iter().map(|x| x.value[1]).sum();
         assert_eq!(total, 168);
+    }
+
+    #[test]
+    fn kernel_counters_are_commented_when_not_zero() {
+        assert!(counter_comments(&Counters::default()).is_empty());
+        let c = Counters {
+            hits: 100,
+            lost: 5,
+            lost_stacks: 2,
+            agg_full: 3,
+            key_truncated: 4,
+            other_process: 6,
+            ..Counters::default()
+        };
+        let v = counter_comments(&c);
+        assert_eq!(v.len(), 5, "{v:?}");
+        assert!(v[0].starts_with("warning: 5 events did not fit"), "{v:?}");
+        assert!(v[1].starts_with("of the lost events, 2 "), "{v:?}");
+        assert!(
+            v[2].contains(": 3 operations were sent one by one"),
+            "{v:?}"
+        );
+        assert!(v[3].starts_with("note: 4 allocations lay deeper"), "{v:?}");
+        assert!(v[4].starts_with("note: 6 probe hits"), "{v:?}");
     }
 
     #[test]

@@ -190,12 +190,17 @@ mod tests {
         std::fs::read_to_string(p).unwrap()
     }
 
-    #[test]
-    fn windows_are_differences_and_reach_the_file_at_once() {
+    /// A sites series in a new directory, and the path it is published at.
+    fn sites_series() -> (tempfile::TempDir, std::path::PathBuf, IntervalCsv) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sites.csv");
-        let mut ic =
-            IntervalCsv::start(Some(AtomicFile::create(&path).unwrap()), None, false).unwrap();
+        let ic = IntervalCsv::start(Some(AtomicFile::create(&path).unwrap()), None, false).unwrap();
+        (dir, path, ic)
+    }
+
+    #[test]
+    fn windows_are_differences_and_reach_the_file_at_once() {
+        let (dir, path, mut ic) = sites_series();
         // Published with its header before the first window.
         assert_eq!(read(&path).lines().count(), 1);
         let st = || vec![frame("main.f", 3)];
@@ -241,10 +246,7 @@ mod tests {
 
     #[test]
     fn bytes_read_after_their_count_still_add_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sites.csv");
-        let mut ic =
-            IntervalCsv::start(Some(AtomicFile::create(&path).unwrap()), None, false).unwrap();
+        let (_dir, path, mut ic) = sites_series();
         let st = || vec![frame("main.f", 3)];
         ic.window(&snapshot(1, vec![site("main.f", 3, "main.T", 2, 24, st())]))
             .unwrap();

@@ -20,8 +20,11 @@ const RELA_SIZE: u64 = 24;
 /// One `PT_LOAD` program header.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Segment {
+    /// Where it is mapped (before any load bias).
     pub(crate) vaddr: u64,
+    /// Where it starts in the file.
     pub(crate) offset: u64,
+    /// Bytes from the file.
     pub(crate) filesz: u64,
     /// Size in memory: past `filesz`, zero-filled (`.bss`).
     pub(crate) memsz: u64,

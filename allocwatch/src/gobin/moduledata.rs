@@ -66,12 +66,17 @@ pub(crate) struct SliceHdr {
 /// The validated fields of the first module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ModuleData {
+    /// Where `runtime.firstmoduledata` itself is.
     pub(crate) addr: u64,
+    /// The code, `[text, etext)`.
     pub(crate) text: u64,
     pub(crate) etext: u64,
+    /// The type descriptors, `[types, etypes)`: a `*_type` is in there.
     pub(crate) types: u64,
     pub(crate) etypes: u64,
+    /// `go:func.*`, the base of the funcdata offsets (inline trees).
     pub(crate) gofunc: u64,
+    /// The pclntab's tables as Go slices, checked against its header.
     pub(crate) funcnametab: SliceHdr,
     pub(crate) cutab: SliceHdr,
     pub(crate) filetab: SliceHdr,

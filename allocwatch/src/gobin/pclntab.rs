@@ -27,11 +27,18 @@ pub(crate) const MAX_INLINE_DEPTH: usize = 64;
 /// The pclntab header (`runtime.pcHeader`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Header {
+    /// Number of functions in the function table.
     pub(crate) nfunc: u64,
+    /// The tables, each as an offset from the start of the pclntab: the
+    /// function names,
     pub(crate) funcname_offset: u64,
+    /// the compilation units' file indexes,
     pub(crate) cu_offset: u64,
+    /// the file names,
     pub(crate) filetab_offset: u64,
+    /// the pc-value tables (line, file, inline tree),
     pub(crate) pctab_offset: u64,
+    /// and the function table followed by the `_func` records.
     pub(crate) pcln_offset: u64,
 }
 
@@ -109,10 +116,15 @@ pub(crate) struct RawFunc {
 /// The fields of a `_func` record that symbolization uses.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FuncRecord {
+    /// The name, in the function-name table.
     pub(crate) name_off: u32,
+    /// The pc-to-file and pc-to-line tables, in the pc-value table.
     pub(crate) pcfile: u32,
     pub(crate) pcln: u32,
+    /// How many `pcdata` and `funcdata` entries follow the record (the
+    /// inline tree is among them).
     pub(crate) npcdata: u32,
+    /// The function's compilation unit, for its file indexes.
     pub(crate) cu_offset: u32,
     pub(crate) nfuncdata: u8,
     /// Offset of `pcdata[0]` in `pclntable`.

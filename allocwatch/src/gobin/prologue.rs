@@ -87,26 +87,27 @@ impl Gpr {
 
     /// The 64-bit register that `reg` (any width) is part of.
     pub fn of(reg: Register) -> Option<Gpr> {
-        use Register as R;
-        Some(match reg {
-            R::RAX | R::EAX | R::AX | R::AL | R::AH => Gpr::Rax,
-            R::RBX | R::EBX | R::BX | R::BL | R::BH => Gpr::Rbx,
-            R::RCX | R::ECX | R::CX | R::CL | R::CH => Gpr::Rcx,
-            R::RDX | R::EDX | R::DX | R::DL | R::DH => Gpr::Rdx,
-            R::RSI | R::ESI | R::SI | R::SIL => Gpr::Rsi,
-            R::RDI | R::EDI | R::DI | R::DIL => Gpr::Rdi,
-            R::RBP | R::EBP | R::BP | R::BPL => Gpr::Rbp,
-            R::RSP | R::ESP | R::SP | R::SPL => Gpr::Rsp,
-            R::R8 | R::R8D | R::R8W | R::R8L => Gpr::R8,
-            R::R9 | R::R9D | R::R9W | R::R9L => Gpr::R9,
-            R::R10 | R::R10D | R::R10W | R::R10L => Gpr::R10,
-            R::R11 | R::R11D | R::R11W | R::R11L => Gpr::R11,
-            R::R12 | R::R12D | R::R12W | R::R12L => Gpr::R12,
-            R::R13 | R::R13D | R::R13W | R::R13L => Gpr::R13,
-            R::R14 | R::R14D | R::R14W | R::R14L => Gpr::R14,
-            R::R15 | R::R15D | R::R15W | R::R15L => Gpr::R15,
-            _ => return None,
-        })
+        // In the order of the registers' numbers in the instruction encoding.
+        const BY_NUMBER: [Gpr; 16] = [
+            Gpr::Rax,
+            Gpr::Rcx,
+            Gpr::Rdx,
+            Gpr::Rbx,
+            Gpr::Rsp,
+            Gpr::Rbp,
+            Gpr::Rsi,
+            Gpr::Rdi,
+            Gpr::R8,
+            Gpr::R9,
+            Gpr::R10,
+            Gpr::R11,
+            Gpr::R12,
+            Gpr::R13,
+            Gpr::R14,
+            Gpr::R15,
+        ];
+        let full = reg.full_register();
+        full.is_gpr64().then(|| BY_NUMBER[full.number()])
     }
 }
 
@@ -448,6 +449,31 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
             .collect()
+    }
+
+    #[test]
+    fn any_width_names_its_64_bit_register() {
+        use Register as R;
+        for (reg, want) in [
+            (R::RAX, Some("rax")),
+            (R::AH, Some("rax")),
+            (R::CL, Some("rcx")),
+            (R::DX, Some("rdx")),
+            (R::EBX, Some("rbx")),
+            (R::SPL, Some("rsp")),
+            (R::BP, Some("rbp")),
+            (R::SIL, Some("rsi")),
+            (R::EDI, Some("rdi")),
+            (R::R8L, Some("r8")),
+            (R::R9D, Some("r9")),
+            (R::R14, Some("r14")),
+            (R::R15W, Some("r15")),
+            (R::RIP, None),
+            (R::XMM0, None),
+            (R::FS, None),
+        ] {
+            assert_eq!(Gpr::of(reg).map(Gpr::name), want, "{reg:?}");
+        }
     }
 
     #[test]

@@ -74,21 +74,6 @@ pub enum BenchPrograms {
     Read2,
 }
 
-/// What the kernel could not do the cheap way, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Fallbacks {
-    /// Allocations (or pool operations) of a new key when the aggregation
-    /// map (or the pool map) was full: sent one by one through the ring
-    /// buffer.
-    pub agg_full: u64,
-    /// Allocations whose site lay deeper in the runtime than a key
-    /// reaches: sent one by one.
-    pub key_truncated: u64,
-    /// Lost events that only carried a new key's full stack (the
-    /// allocation was counted; its site lacks the full stack).
-    pub lost_stacks: u64,
-}
-
 /// Loaded programs with their probes attached. Dropping it (or
 /// [`Tracer::detach`]) detaches every probe, all at once.
 pub struct Tracer {
@@ -563,15 +548,7 @@ impl Tracer {
             nested: sum(counter::NESTED),
             lost: sum(counter::LOST),
             stack_errors: sum(counter::STACK_ERRORS),
-        }
-    }
-
-    /// Allocations the kernel sent one by one instead of aggregating them,
-    /// and lost events that carried only a stack.
-    #[must_use]
-    pub fn fallbacks(&self) -> Fallbacks {
-        let sum = |i: u32| self.counter(i);
-        Fallbacks {
+            other_process: sum(counter::OTHER_PROCESS),
             agg_full: sum(counter::AGG_FULL),
             key_truncated: sum(counter::KEY_TRUNCATED),
             lost_stacks: sum(counter::LOST_STACKS),

@@ -8,14 +8,19 @@
 //! the kernel or the target: it is tested with a fake resolver.
 
 mod pools;
+mod rates;
 
 pub use pools::{
     Callers, PoolCallerStats, PoolKey, PoolOp, PoolSnapshot, PoolStats, pool_display_name,
+    pool_with_new,
+};
+pub use rates::{
+    COST_PER_HIT_NS, PoolRate, Rates, SiteRate, cost_ns, cost_pct, cost_share, per_s, share,
 };
 
 use std::collections::HashMap;
 
-use allocwatch_common::{SAMPLE_SIZE_MASK, SAMPLED_BIT};
+use allocwatch_common::{AggKey, SAMPLE_SIZE_MASK, SAMPLED_BIT};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,7 +131,8 @@ impl SiteStats {
     }
 }
 
-/// Kernel-side counters (summed over CPUs).
+/// Kernel-side counters (summed over CPUs), cumulative like everything in
+/// a [`Snapshot`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Probe hits in the target.
@@ -137,6 +143,36 @@ pub struct Counters {
     pub lost: u64,
     /// Stacks that could not be read.
     pub stack_errors: u64,
+    /// Hits from another process (filtered out).
+    pub other_process: u64,
+    /// Allocations (or pool operations) of a new key when the aggregation
+    /// map (or the pool map) was full: sent one by one through the ring
+    /// buffer.
+    pub agg_full: u64,
+    /// Allocations whose site lay deeper in the runtime than a key
+    /// reaches: sent one by one.
+    pub key_truncated: u64,
+    /// Of `lost`, the events that only carried a new key's full stack (the
+    /// allocation was counted; its site lacks the full stack).
+    pub lost_stacks: u64,
+}
+
+impl Counters {
+    /// `self - earlier`, counter by counter.
+    #[must_use]
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        let d = |now: u64, then: u64| now.saturating_sub(then);
+        Counters {
+            hits: d(self.hits, earlier.hits),
+            nested: d(self.nested, earlier.nested),
+            lost: d(self.lost, earlier.lost),
+            stack_errors: d(self.stack_errors, earlier.stack_errors),
+            other_process: d(self.other_process, earlier.other_process),
+            agg_full: d(self.agg_full, earlier.agg_full),
+            key_truncated: d(self.key_truncated, earlier.key_truncated),
+            lost_stacks: d(self.lost_stacks, earlier.lost_stacks),
+        }
+    }
 }
 
 /// A consistent copy of everything, taken at one moment.
@@ -151,25 +187,13 @@ pub struct Snapshot {
     pub total_bytes: u64,
 }
 
-/// A key of the kernel's aggregation map: the type, the return addresses
-/// from the allocation entry to the site, and the size bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct KernelKey {
-    pub typ: u64,
-    pub frames: [u64; allocwatch_common::KEY_FRAMES],
-    pub nframes: u32,
-    pub bucket: u32,
-}
-
-impl KernelKey {
-    /// The key's return addresses, preceded by a placeholder for the probed
-    /// instruction (the shape [`Resolver::resolve_alloc`] takes).
-    fn resolver_frames(&self) -> Vec<u64> {
-        let n = (self.nframes as usize).min(self.frames.len());
-        std::iter::once(0)
-            .chain(self.frames[..n].iter().copied())
-            .collect()
-    }
+/// A kernel key's return addresses, preceded by a placeholder for the
+/// probed instruction (the shape [`Resolver::resolve_alloc`] takes).
+fn resolver_frames(key: &AggKey) -> Vec<u64> {
+    let n = (key.nframes as usize).min(key.frames.len());
+    std::iter::once(0)
+        .chain(key.frames[..n].iter().copied())
+        .collect()
 }
 
 /// What the aggregator remembers of a kernel key.
@@ -199,7 +223,7 @@ pub struct Aggregator<R> {
     sites: Vec<SiteStats>,
     site_index: HashMap<SiteKey, usize>,
     pools: pools::Pools,
-    keys: HashMap<KernelKey, KeyEntry>,
+    keys: HashMap<AggKey, KeyEntry>,
     /// Samples sent alone, per (site, size): how many, and how many
     /// allocations they have been counted as so far.
     lone_samples: HashMap<(usize, u64), (u64, u64)>,
@@ -243,15 +267,15 @@ fn hash_stack(typ: u64, frames: &[u64]) -> u64 {
     h
 }
 
-/// The size bucket of an allocation size.
+/// The index into [`SiteStats::size_hist`] of an allocation size: the
+/// kernel's bucket ([`allocwatch_common::size_bucket`]).
 #[must_use]
 pub fn size_bucket(size: u64) -> usize {
-    if size <= 1 {
-        0
-    } else {
-        ((64 - (size - 1).leading_zeros()) as usize).min(SIZE_BUCKETS - 1)
-    }
+    allocwatch_common::size_bucket(size) as usize
 }
+
+// Every bucket the kernel makes has its place in `size_hist`.
+const _: () = assert!(allocwatch_common::size_bucket(u64::MAX) as usize == SIZE_BUCKETS - 1);
 
 impl<R: Resolver> Aggregator<R> {
     pub fn new(resolver: R) -> Self {
@@ -356,7 +380,7 @@ impl<R: Resolver> Aggregator<R> {
 
     /// Takes the kernel's cumulative totals of one key; the difference since
     /// the last read is added to the key's site.
-    pub fn set_key_totals(&mut self, key: &KernelKey, count: u64, bytes: u64) {
+    pub fn set_key_totals(&mut self, key: &AggKey, count: u64, bytes: u64) {
         let sampled = key.bucket & SAMPLED_BIT != 0;
         let (count, bytes, bucket) = if sampled {
             // `count` samples of exactly `size` bytes each.
@@ -387,7 +411,7 @@ impl<R: Resolver> Aggregator<R> {
 
     /// Takes the full stack the kernel sent for a key seen for the first
     /// time: it gives the key's site its stack and its pool (if any).
-    pub fn add_key_stack(&mut self, key: &KernelKey, frames: &[u64]) {
+    pub fn add_key_stack(&mut self, key: &AggKey, frames: &[u64]) {
         let entry = self.key_entry(key);
         if entry.has_stack || frames.len() < 2 {
             return;
@@ -406,11 +430,11 @@ impl<R: Resolver> Aggregator<R> {
         }
     }
 
-    fn key_entry(&mut self, key: &KernelKey) -> KeyEntry {
+    fn key_entry(&mut self, key: &AggKey) -> KeyEntry {
         if let Some(e) = self.keys.get(key) {
             return *e;
         }
-        let mut resolved = self.resolver.resolve_alloc(key.typ, &key.resolver_frames());
+        let mut resolved = self.resolver.resolve_alloc(key.typ, &resolver_frames(key));
         if key.bucket & SAMPLED_BIT != 0 {
             blank_sampled_type(&mut resolved);
         }
@@ -447,8 +471,8 @@ impl<R: Resolver> Aggregator<R> {
 
     /// Records one pool operation.
     pub fn add_pool(&mut self, op: PoolOp, pool: u64, arg: u64, callers: Callers) {
-        self.pools
-            .add(&mut self.resolver, op, pool, arg, callers, 1);
+        let call = pools::PoolCall::new(op, pool, arg, callers);
+        self.pools.add(&mut self.resolver, call, 1);
     }
 
     /// Takes the kernel's cumulative count of one (pool, callers, operation).
@@ -460,8 +484,8 @@ impl<R: Resolver> Aggregator<R> {
         callers: Callers,
         total: u64,
     ) {
-        self.pools
-            .set_total(&mut self.resolver, op, pool, arg, callers, total);
+        let call = pools::PoolCall::new(op, pool, arg, callers);
+        self.pools.set_total(&mut self.resolver, call, total);
     }
 
     /// Takes the kernel's cumulative miss cost of one pool: allocations
@@ -542,15 +566,7 @@ impl Snapshot {
             elapsed: self.elapsed.saturating_sub(earlier.elapsed),
             sites,
             pools: pools::pools_since(&self.pools, &earlier.pools),
-            counters: Counters {
-                hits: self.counters.hits.saturating_sub(earlier.counters.hits),
-                nested: self.counters.nested.saturating_sub(earlier.counters.nested),
-                lost: self.counters.lost.saturating_sub(earlier.counters.lost),
-                stack_errors: self
-                    .counters
-                    .stack_errors
-                    .saturating_sub(earlier.counters.stack_errors),
-            },
+            counters: self.counters.since(&earlier.counters),
             total_allocs: self.total_allocs.saturating_sub(earlier.total_allocs),
             total_bytes: self.total_bytes.saturating_sub(earlier.total_bytes),
         }

@@ -19,7 +19,7 @@ use allocwatch_common::POOL_CALLERS;
 use super::{Frame, Resolver};
 
 /// What a pool probe saw.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PoolOp {
     /// `Get` was called.
     Get,
@@ -74,6 +74,12 @@ impl PoolStats {
     #[must_use]
     pub fn miss_cost(&self) -> Option<(u64, u64)> {
         (self.sampled_reads == 0).then_some((self.miss_allocs, self.miss_bytes))
+    }
+
+    /// Charges allocations made inside this pool's own `p.New()` calls.
+    pub fn charge_miss(&mut self, allocs: u64, bytes: u64) {
+        self.miss_allocs += allocs;
+        self.miss_bytes += bytes;
     }
 
     fn add(&mut self, op: PoolOp, n: u64) {
@@ -132,9 +138,18 @@ pub(super) struct Pools {
     /// return addresses -> the user's frame (past wrappers), resolved once
     callers: HashMap<Callers, Frame>,
     /// Last cumulative kernel totals per (op, pool, arg, callers).
-    totals: HashMap<(u8, u64, u64, Callers), u64>,
+    totals: HashMap<PoolCall, u64>,
     /// Last cumulative miss cost per pool (allocations, bytes).
     miss_totals: HashMap<PoolKey, (u64, u64)>,
+}
+
+/// The pool whose `New` function is `new_func`: the pool a site's
+/// allocations were made for when its stack shows that `New`.
+#[must_use]
+pub fn pool_with_new(pools: &[PoolSnapshot], new_func: &str) -> Option<usize> {
+    pools
+        .iter()
+        .position(|p| p.new_func.as_deref() == Some(new_func))
 }
 
 /// Return addresses of a pool operation: the caller of `Get`/`Put` and its
@@ -151,24 +166,35 @@ pub fn pool_display_name(pool: u64, symbol: Option<&str>, user: &str) -> String 
     }
 }
 
+/// One kind of pool operation as the kernel counts it: the operation, the
+/// pool, its argument (`New`'s code address for a miss) and its callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct PoolCall {
+    pub op: PoolOp,
+    pub pool: u64,
+    pub arg: u64,
+    pub callers: Callers,
+}
+
+impl PoolCall {
+    pub(super) fn new(op: PoolOp, pool: u64, arg: u64, callers: Callers) -> PoolCall {
+        PoolCall {
+            op,
+            pool,
+            arg,
+            callers,
+        }
+    }
+}
+
 impl Pools {
-    pub(super) fn set_total<R: Resolver>(
-        &mut self,
-        r: &mut R,
-        op: PoolOp,
-        pool: u64,
-        arg: u64,
-        callers: Callers,
-        total: u64,
-    ) {
-        let last = self
-            .totals
-            .entry((op as u8, pool, arg, callers))
-            .or_insert(0);
+    /// Takes the kernel's cumulative count of `call`.
+    pub(super) fn set_total<R: Resolver>(&mut self, r: &mut R, call: PoolCall, total: u64) {
+        let last = self.totals.entry(call).or_insert(0);
         let d = total.saturating_sub(*last);
         *last = total;
         if d > 0 {
-            self.add(r, op, pool, arg, callers, d);
+            self.add(r, call, d);
         }
     }
 
@@ -178,9 +204,11 @@ impl Pools {
         let (da, db) = (allocs.saturating_sub(last.0), bytes.saturating_sub(last.1));
         *last = (allocs, bytes);
         if da > 0 || db > 0 {
-            let e = self.pools.entry(pool).or_default();
-            e.stats.miss_allocs += da;
-            e.stats.miss_bytes += db;
+            self.pools
+                .entry(pool)
+                .or_default()
+                .stats
+                .charge_miss(da, db);
         }
     }
 
@@ -192,15 +220,14 @@ impl Pools {
         }
     }
 
-    pub(super) fn add<R: Resolver>(
-        &mut self,
-        r: &mut R,
-        op: PoolOp,
-        pool: u64,
-        arg: u64,
-        callers: Callers,
-        n: u64,
-    ) {
+    /// Counts `n` operations `call`.
+    pub(super) fn add<R: Resolver>(&mut self, r: &mut R, call: PoolCall, n: u64) {
+        let PoolCall {
+            op,
+            pool,
+            arg,
+            callers,
+        } = call;
         let frame = self
             .callers
             .entry(callers)

@@ -185,20 +185,27 @@ fn pool_counts_and_ratio() {
     assert_eq!(q.stats.gets_without_puts(), 1);
 }
 
+/// The expected values are the Go runtime's formula worked out by hand
+/// (`scaleHeapSample` in runtime/pprof/protomem.go:
+/// `scale = 1 / (1 - math.Exp(-avgSize/rate))`, no scaling when `rate <= 1`):
+/// size = rate gives 1 / (1 − e^−1) = 1 / (1 − 0.36787944117) = 1.58197670687;
+/// 24 B at 512 KiB gives x = 24 / 524288 = 4.5776e−5 and, with
+/// 1 / (1 − e^−x) = 1/x + 1/2 + x/12 − …, 21845.3333 + 0.5 + 0.0000038 =
+/// 21845.83334.
 #[test]
 fn sample_scale_matches_pprof() {
-    // pprof: scale = 1 / (1 - exp(-size/rate))
     let r = 512 * 1024;
-    assert!((sample_scale(512 * 1024, r) - 1.0 / (1.0 - (-1.0f64).exp())).abs() < 1e-9);
-    assert!((sample_scale(24, r) - 21845.83).abs() < 0.1);
+    assert!((sample_scale(512 * 1024, r) - 1.581_976_706_87).abs() < 1e-9);
+    assert!((sample_scale(24, r) - 21_845.833_34).abs() < 1e-4);
     assert_eq!(sample_scale(100, 0), 1.0);
+    assert_eq!(sample_scale(100, 1), 1.0);
 }
 
 #[test]
 fn sampled_keys_are_scaled() {
     let mut a = Aggregator::new(Fake);
     a.set_sample_rate(1024);
-    let key = KernelKey {
+    let key = AggKey {
         typ: 0,
         frames: [0x10, 0, 0, 0, 0, 0, 0, 0],
         nframes: 1,
@@ -206,9 +213,10 @@ fn sampled_keys_are_scaled() {
     };
     a.set_key_totals(&key, 10, 10 * 1024);
     let s = a.snapshot(Duration::from_secs(1), Counters::default());
-    let want = (10.0 * sample_scale(1024, 1024)).round() as u64;
-    assert_eq!(s.total_allocs, want);
-    assert_eq!(s.total_bytes, want * 1024);
+    // 10 samples of 1024 B at rate 1024: 10 / (1 − e^−1) = 15.82 allocations
+    // (see sample_scale_matches_pprof), rounded to 16, of 1024 B each.
+    assert_eq!(s.total_allocs, 16);
+    assert_eq!(s.total_bytes, 16 * 1024);
 }
 
 /// A sample the kernel could not aggregate (its runtime frames are deeper
@@ -218,7 +226,7 @@ fn sampled_keys_are_scaled() {
 fn unaggregated_samples_are_scaled_into_the_same_row() {
     let mut a = Aggregator::new(Fake);
     a.set_sample_rate(4096);
-    let key = KernelKey {
+    let key = AggKey {
         typ: 0,
         frames: [0x10, 0, 0, 0, 0, 0, 0, 0],
         nframes: 1,

@@ -19,7 +19,9 @@ use super::feed::{Feed, TargetInfo};
 use super::keymap::{Action, Context, KEYMAP};
 use crate::export::AtomicFile;
 use crate::export::csv::{PoolsCsv, SitesCsv};
-use crate::stats::{Frame, PoolKey, PoolSnapshot, SIZE_BUCKETS, SiteKey, SiteStats, Snapshot};
+use crate::stats::{
+    Frame, PoolKey, PoolRate, PoolSnapshot, SIZE_BUCKETS, SiteKey, SiteRate, SiteStats, Snapshot,
+};
 
 /// How the dashboard runs.
 #[derive(Clone, Debug)]
@@ -175,26 +177,20 @@ impl<C: Column> Sort<C> {
         *self = Sort::by(C::ALL[(i + 1) % C::ALL.len()]);
     }
 
+    /// `ascending` in this sort's direction.
+    fn direct(&self, ascending: Ordering) -> Ordering {
+        if self.descending {
+            ascending.reverse()
+        } else {
+            ascending
+        }
+    }
+
     /// `↓` or `↑`.
     #[must_use]
     pub fn glyph(&self) -> &'static str {
         if self.descending { "↓" } else { "↑" }
     }
-}
-
-/// Per-second rates of a site over the rate window.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct SiteRate {
-    pub allocs: f64,
-    pub bytes: f64,
-}
-
-/// Per-second rates of a pool over the rate window.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct PoolRate {
-    pub gets: f64,
-    pub misses: f64,
-    pub puts: f64,
 }
 
 /// What is on screen: rebuilt on each update unless paused.
@@ -327,40 +323,19 @@ fn push_capped<T>(q: &mut VecDeque<T>, v: T, cap: usize) {
     q.push_back(v);
 }
 
-#[expect(clippy::cast_precision_loss, reason = "rates for display")]
-fn per_s(n: u64, secs: f64) -> f64 {
-    if secs > 0.0 { n as f64 / secs } else { 0.0 }
-}
-
+/// A sparkline sample: `n` per second over `dt`, rounded.
 #[expect(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     reason = "non-negative rate, rounded"
 )]
-fn sample(n: u64, secs: f64) -> u64 {
-    per_s(n, secs).round() as u64
+fn sample(n: u64, dt: Duration) -> u64 {
+    crate::stats::per_s(n, dt).unwrap_or(0.0).round() as u64
 }
 
-/// Average allocation size of a site.
-#[expect(clippy::cast_precision_loss, reason = "display only")]
-#[must_use]
-pub fn avg_size(s: &SiteStats) -> f64 {
-    if s.allocs == 0 {
-        0.0
-    } else {
-        s.bytes as f64 / s.allocs as f64
-    }
-}
-
-/// Fraction `part / whole`, 0 when `whole` is 0.
-#[expect(clippy::cast_precision_loss, reason = "display only")]
-#[must_use]
-pub fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
+/// One rate per row (0 where there is none).
+fn aligned<T, R: Default>(rows: &[T], rate: impl Fn(&T) -> Option<R>) -> Vec<R> {
+    rows.iter().map(|x| rate(x).unwrap_or_default()).collect()
 }
 
 /// A case-insensitive substring test.
@@ -411,10 +386,9 @@ impl Needle {
 
 fn cmp_sites(
     sort: Sort<SiteColumn>,
-    a: (&SiteStats, SiteRate),
-    b: (&SiteStats, SiteRate),
+    (sa, ra): (&SiteStats, SiteRate),
+    (sb, rb): (&SiteStats, SiteRate),
 ) -> Ordering {
-    let ((sa, ra), (sb, rb)) = (a, b);
     let primary = match sort.column {
         SiteColumn::Function => sa.key.function.cmp(&sb.key.function),
         SiteColumn::Location => sa
@@ -427,13 +401,9 @@ fn cmp_sites(
         SiteColumn::BytesRate => ra.bytes.total_cmp(&rb.bytes),
         SiteColumn::Allocs => sa.allocs.cmp(&sb.allocs),
         SiteColumn::Bytes | SiteColumn::Share => sa.bytes.cmp(&sb.bytes),
-        SiteColumn::AvgSize => avg_size(sa).total_cmp(&avg_size(sb)),
+        SiteColumn::AvgSize => sa.avg_size().total_cmp(&sb.avg_size()),
     };
-    let primary = if sort.descending {
-        primary.reverse()
-    } else {
-        primary
-    };
+    let primary = sort.direct(primary);
     primary
         .then_with(|| sb.bytes.cmp(&sa.bytes))
         .then_with(|| sa.key.cmp(&sb.key))
@@ -441,10 +411,9 @@ fn cmp_sites(
 
 fn cmp_pools(
     sort: Sort<PoolColumn>,
-    a: (&PoolSnapshot, PoolRate),
-    b: (&PoolSnapshot, PoolRate),
+    (pa, ra): (&PoolSnapshot, PoolRate),
+    (pb, rb): (&PoolSnapshot, PoolRate),
 ) -> Ordering {
-    let ((pa, ra), (pb, rb)) = (a, b);
     // An unknown miss cost (sampled mode) sorts below every known one.
     let (ma, mb) = (pa.stats.miss_cost(), pb.stats.miss_cost());
     let primary = match sort.column {
@@ -468,11 +437,7 @@ fn cmp_pools(
         PoolColumn::MissBytes => ma.map(|m| m.1).cmp(&mb.map(|m| m.1)),
         PoolColumn::Callers => pa.callers.len().cmp(&pb.callers.len()),
     };
-    let primary = if sort.descending {
-        primary.reverse()
-    } else {
-        primary
-    };
+    let primary = sort.direct(primary);
     primary
         .then_with(|| pb.stats.gets.cmp(&pa.stats.gets))
         .then_with(|| pa.name.cmp(&pb.name))
@@ -863,22 +828,20 @@ impl App {
             self.totals_series.clear();
             self.site_series.clear();
         }
-        let dt = self.history.back().map(|prev| {
-            (
-                prev,
-                snap.elapsed.saturating_sub(prev.elapsed).as_secs_f64(),
-            )
-        });
-        let secs = match dt {
-            Some((prev, secs)) if secs > 0.0 => {
-                let allocs = sample(snap.total_allocs.saturating_sub(prev.total_allocs), secs);
-                let bytes = sample(snap.total_bytes.saturating_sub(prev.total_bytes), secs);
+        let dt = self
+            .history
+            .back()
+            .map(|prev| (prev, snap.elapsed.saturating_sub(prev.elapsed)));
+        let dt = match dt {
+            Some((prev, dt)) if !dt.is_zero() => {
+                let allocs = sample(snap.total_allocs.saturating_sub(prev.total_allocs), dt);
+                let bytes = sample(snap.total_bytes.saturating_sub(prev.total_bytes), dt);
                 push_capped(&mut self.totals_series, (allocs, bytes), self.series_cap);
-                Some(secs)
+                Some(dt)
             }
             _ => None,
         };
-        self.update_site_series(&snap, secs);
+        self.update_site_series(&snap, dt);
         self.history.push_back(Arc::new(snap));
         let newest = self.history.back().map_or(Duration::ZERO, |s| s.elapsed);
         while self.history.len() > 2
@@ -888,11 +851,11 @@ impl App {
         }
     }
 
-    fn update_site_series(&mut self, snap: &Snapshot, secs: Option<f64>) {
+    fn update_site_series(&mut self, snap: &Snapshot, dt: Option<Duration>) {
         self.generation += 1;
         let (generation, cap) = (self.generation, self.series_cap);
         for s in &snap.sites {
-            let since = |last: u64| secs.map(|secs| sample(s.allocs.saturating_sub(last), secs));
+            let since = |last: u64| dt.map(|dt| sample(s.allocs.saturating_sub(last), dt));
             if let Some(e) = self.site_series.get_mut(&s.key) {
                 if let Some(x) = since(e.last) {
                     push_capped(&mut e.samples, x, cap);
@@ -915,7 +878,7 @@ impl App {
             if e.seen != generation {
                 e.seen = generation;
                 e.last = 0;
-                if secs.is_some() {
+                if dt.is_some() {
                     push_capped(&mut e.samples, 0, cap);
                 }
             }
@@ -933,90 +896,21 @@ impl App {
             Some(b) => (Arc::new(newest.since(b)), b.elapsed),
             None => (newest.clone(), Duration::ZERO),
         };
-        let oldest = &self.history[0];
-        let secs = newest.elapsed.saturating_sub(oldest.elapsed).as_secs_f64();
-        let rates_known = self.history.len() >= 2 && secs > 0.0;
-
-        let (site_rates, pool_rates, allocs_rate, bytes_rate, hits_rate) = if rates_known {
-            // Rates of the newest snapshot's sites over the window...
-            let before: HashMap<&SiteKey, (u64, u64)> = oldest
-                .sites
-                .iter()
-                .map(|s| (&s.key, (s.allocs, s.bytes)))
-                .collect();
-            let rate = |s: &SiteStats| {
-                let (a, b) = before.get(&s.key).copied().unwrap_or((0, 0));
-                SiteRate {
-                    allocs: per_s(s.allocs.saturating_sub(a), secs),
-                    bytes: per_s(s.bytes.saturating_sub(b), secs),
-                }
-            };
-            // ...aligned with the shown sites (the same ones unless reset).
-            let site_rates = if Arc::ptr_eq(&totals, newest) {
-                newest.sites.iter().map(rate).collect()
-            } else {
-                let by_key: HashMap<&SiteKey, SiteRate> =
-                    newest.sites.iter().map(|s| (&s.key, rate(s))).collect();
-                totals
-                    .sites
-                    .iter()
-                    .map(|s| by_key.get(&s.key).copied().unwrap_or_default())
-                    .collect()
-            };
-            let pool_rates = totals
-                .pools
-                .iter()
-                .map(|p| {
-                    let now = newest
-                        .pools
-                        .iter()
-                        .find(|n| n.pool == p.pool)
-                        .map(|n| n.stats);
-                    let then = oldest
-                        .pools
-                        .iter()
-                        .find(|o| o.pool == p.pool)
-                        .map(|o| o.stats);
-                    let (now, then) = (now.unwrap_or_default(), then.unwrap_or_default());
-                    PoolRate {
-                        gets: per_s(now.gets.saturating_sub(then.gets), secs),
-                        misses: per_s(now.misses.saturating_sub(then.misses), secs),
-                        puts: per_s(now.puts.saturating_sub(then.puts), secs),
-                    }
-                })
-                .collect();
-            (
-                site_rates,
-                pool_rates,
-                per_s(
-                    newest.total_allocs.saturating_sub(oldest.total_allocs),
-                    secs,
-                ),
-                per_s(newest.total_bytes.saturating_sub(oldest.total_bytes), secs),
-                per_s(
-                    newest.counters.hits.saturating_sub(oldest.counters.hits),
-                    secs,
-                ),
-            )
-        } else {
-            (
-                vec![SiteRate::default(); totals.sites.len()],
-                vec![PoolRate::default(); totals.pools.len()],
-                0.0,
-                0.0,
-                0.0,
-            )
-        };
-
+        // Rates over the history kept (the rate window), for the shown rows
+        // (the newest snapshot's, or fewer since a reset).
+        let rates = (self.history.len() >= 2)
+            .then(|| newest.since(&self.history[0]).rates())
+            .flatten();
+        let r = rates.as_ref();
         let shown = Shown {
             start,
             now: newest.elapsed,
-            rates_known,
-            site_rates,
-            pool_rates,
-            allocs_rate,
-            bytes_rate,
-            hits_rate,
+            rates_known: rates.is_some(),
+            site_rates: aligned(&totals.sites, |s| r?.sites.get(&s.key).copied()),
+            pool_rates: aligned(&totals.pools, |p| r?.pools.get(&p.pool).copied()),
+            allocs_rate: r.map_or(0.0, |r| r.allocs),
+            bytes_rate: r.map_or(0.0, |r| r.bytes),
+            hits_rate: r.map_or(0.0, |r| r.hits),
             spark_allocs: self.totals_series.iter().map(|s| s.0).collect(),
             spark_bytes: self.totals_series.iter().map(|s| s.1).collect(),
             has_data: true,
@@ -1063,32 +957,7 @@ impl App {
             return;
         };
         let t = &self.shown.totals;
-        let mut types = Vec::new();
-        let mut size_hist = [0u64; SIZE_BUCKETS];
-        let mut this: Option<(usize, &SiteStats)> = None;
-        for (i, s) in t.sites.iter().enumerate() {
-            let k = &s.key;
-            if k.line == key.line && k.function == key.function && k.file == key.file {
-                for (h, x) in size_hist.iter_mut().zip(s.size_hist.iter()) {
-                    *h += x;
-                }
-                let rate = self.shown.site_rates.get(i).copied().unwrap_or_default();
-                types.push(TypeRow {
-                    type_name: k.type_name.clone(),
-                    allocs: s.allocs,
-                    bytes: s.bytes,
-                    rate,
-                });
-                if k.type_name == key.type_name {
-                    this = Some((i, s));
-                }
-            }
-        }
-        types.sort_by(|a, b| {
-            b.bytes
-                .cmp(&a.bytes)
-                .then_with(|| a.type_name.cmp(&b.type_name))
-        });
+        let (types, size_hist, this) = types_at_line(&self.shown, key);
         // A site with nothing since the last reset keeps what was known of it.
         let known = this.map(|(_, s)| s).or_else(|| {
             self.history
@@ -1101,12 +970,10 @@ impl App {
             (None, _) => Arc::from(Vec::<Frame>::new()),
         };
         let pool_new_func = known.and_then(|s| s.pool_new_func.clone());
-        let pool_name = pool_new_func.as_deref().and_then(|f| {
-            t.pools
-                .iter()
-                .find(|p| p.new_func.as_deref() == Some(f))
-                .map(|p| p.name.clone())
-        });
+        let pool_name = pool_new_func
+            .as_deref()
+            .and_then(|f| crate::stats::pool_with_new(&t.pools, f))
+            .map(|i| t.pools[i].name.clone());
         let (allocs, bytes, rate) = match this {
             Some((i, s)) => (
                 s.allocs,
@@ -1139,7 +1006,7 @@ impl App {
             allocs,
             bytes,
             rate,
-            share: share(bytes, t.total_bytes),
+            share: crate::stats::share(bytes, t.total_bytes),
             pool_new_func,
             pool_name,
             types,
@@ -1181,19 +1048,11 @@ impl App {
         };
         let rows = match self.tab {
             Tab::Sites => {
-                snap.sites = self
-                    .site_order
-                    .iter()
-                    .map(|&i| t.sites[i].clone())
-                    .collect();
+                snap.sites = pick_rows(&self.site_order, &t.sites);
                 snap.sites.len()
             }
             Tab::Pools => {
-                snap.pools = self
-                    .pool_order
-                    .iter()
-                    .map(|&i| t.pools[i].clone())
-                    .collect();
+                snap.pools = pick_rows(&self.pool_order, &t.pools);
                 snap.pools.len()
             }
         };
@@ -1223,6 +1082,49 @@ impl App {
             .with_context(|| format!("failed to write {}", path.display()))?;
         Ok((path, rows))
     }
+}
+
+/// The types allocated at `key`'s function:line (most bytes first), their
+/// size distribution, and `key`'s own row among the shown sites.
+fn types_at_line<'a>(
+    shown: &'a Shown,
+    key: &SiteKey,
+) -> (
+    Vec<TypeRow>,
+    [u64; SIZE_BUCKETS],
+    Option<(usize, &'a SiteStats)>,
+) {
+    let mut types = Vec::new();
+    let mut size_hist = [0u64; SIZE_BUCKETS];
+    let mut this = None;
+    for (i, s) in shown.totals.sites.iter().enumerate() {
+        let k = &s.key;
+        if k.line == key.line && k.function == key.function && k.file == key.file {
+            for (h, x) in size_hist.iter_mut().zip(s.size_hist.iter()) {
+                *h += x;
+            }
+            types.push(TypeRow {
+                type_name: k.type_name.clone(),
+                allocs: s.allocs,
+                bytes: s.bytes,
+                rate: shown.site_rates.get(i).copied().unwrap_or_default(),
+            });
+            if k.type_name == key.type_name {
+                this = Some((i, s));
+            }
+        }
+    }
+    types.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then_with(|| a.type_name.cmp(&b.type_name))
+    });
+    (types, size_hist, this)
+}
+
+/// `rows[i]` for each `i` of `order`.
+fn pick_rows<T: Clone>(order: &[usize], rows: &[T]) -> Vec<T> {
+    order.iter().map(|&i| rows[i].clone()).collect()
 }
 
 /// The detail view's "why on the heap" lines and suggestions for a site.

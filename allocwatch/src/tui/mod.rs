@@ -9,7 +9,6 @@
 
 mod app;
 pub mod feed;
-mod format;
 pub mod keymap;
 mod synth;
 mod terminal;
@@ -29,9 +28,10 @@ use ratatui::backend::{Backend, TestBackend};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
+pub use crate::stats::{PoolRate, SiteRate};
 pub use app::{
-    App, Column, Detail, ListPos, PoolColumn, PoolRate, Shown, SiteColumn, SiteDetail, SiteRate,
-    Sort, Status, Tab, TuiOptions, TypeRow,
+    App, Column, Detail, ListPos, PoolColumn, Shown, SiteColumn, SiteDetail, Sort, Status, Tab,
+    TuiOptions, TypeRow,
 };
 pub use feed::{Feed, TargetInfo};
 pub use keymap::{Action, Context, KEYMAP};

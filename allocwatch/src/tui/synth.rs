@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::feed::TargetInfo;
 use crate::stats::{
     Counters, Frame, PoolCallerStats, PoolSnapshot, PoolStats, SIZE_BUCKETS, SiteKey, SiteStats,
-    Snapshot, size_bucket,
+    Snapshot, pool_with_new, size_bucket,
 };
 
 /// The target shown in test headers.
@@ -133,7 +133,40 @@ fn pool(
 /// A few realistic sites and pools, `t` seconds after tracing started.
 #[must_use]
 pub fn at(t: u64) -> Snapshot {
-    let sites = vec![
+    let sites = sites_at(t);
+    let mut pools = pools_at(t);
+    // What the kernel charges a pool: the allocations of its New.
+    for s in &sites {
+        let pool = s
+            .pool_new_func
+            .as_deref()
+            .and_then(|f| pool_with_new(&pools, f));
+        if let Some(i) = pool {
+            pools[i].stats.charge_miss(s.allocs, s.bytes);
+        }
+    }
+    let counters = Counters {
+        hits: 6000 * t,
+        nested: 100 * t,
+        ..Counters::default()
+    };
+    snapshot(t, sites, pools, counters)
+}
+
+/// The snapshot of `sites` and `pools` at `t` seconds, with their totals.
+fn snapshot(t: u64, sites: Vec<SiteStats>, pools: Vec<PoolSnapshot>, c: Counters) -> Snapshot {
+    Snapshot {
+        elapsed: Duration::from_secs(t),
+        total_allocs: sites.iter().map(|s| s.allocs).sum(),
+        total_bytes: sites.iter().map(|s| s.bytes).sum(),
+        sites,
+        pools,
+        counters: c,
+    }
+}
+
+fn sites_at(t: u64) -> Vec<SiteStats> {
+    vec![
         site(
             "main.(*Server).handleOrder",
             "/srv/shop/orders.go",
@@ -194,8 +227,11 @@ pub fn at(t: u64) -> Snapshot {
             t,
             None,
         ),
-    ];
-    let mut pools = vec![
+    ]
+}
+
+fn pools_at(t: u64) -> Vec<PoolSnapshot> {
+    vec![
         pool(
             "main.bufPool",
             Some("main.newBuffer"),
@@ -225,33 +261,7 @@ pub fn at(t: u64) -> Snapshot {
             t,
             &[("main.render", "/srv/shop/render.go", 40, 1)],
         ),
-    ];
-    // What the kernel charges a pool: the allocations of its New.
-    for p in &mut pools {
-        let new = p.new_func.clone();
-        for s in sites
-            .iter()
-            .filter(|s| new.is_some() && s.pool_new_func == new)
-        {
-            p.stats.miss_allocs += s.allocs;
-            p.stats.miss_bytes += s.bytes;
-        }
-    }
-    let total_allocs = sites.iter().map(|s| s.allocs).sum();
-    let total_bytes = sites.iter().map(|s| s.bytes).sum();
-    Snapshot {
-        elapsed: Duration::from_secs(t),
-        sites,
-        pools,
-        counters: Counters {
-            hits: 6000 * t,
-            nested: 100 * t,
-            lost: 0,
-            stack_errors: 0,
-        },
-        total_allocs,
-        total_bytes,
-    }
+    ]
 }
 
 /// `n` generated sites (for the render benchmark), `t` seconds in.
@@ -287,17 +297,9 @@ pub fn many(n: usize, t: u64) -> Snapshot {
             None,
         ));
     }
-    let total_allocs = sites.iter().map(|s| s.allocs).sum();
-    let total_bytes = sites.iter().map(|s| s.bytes).sum();
-    Snapshot {
-        elapsed: Duration::from_secs(t),
-        sites,
-        pools: at(t).pools,
-        counters: Counters {
-            hits: total_allocs,
-            ..Counters::default()
-        },
-        total_allocs,
-        total_bytes,
-    }
+    let counters = Counters {
+        hits: sites.iter().map(|s| s.allocs).sum(),
+        ..Counters::default()
+    };
+    snapshot(t, sites, at(t).pools, counters)
 }

@@ -11,6 +11,7 @@ use ratatui::style::Color;
 
 use super::*;
 use crate::export::csv::{POOLS_HEADER, SITES_HEADER};
+use crate::format;
 
 fn new_app(export_dir: &Path) -> App {
     let opts = TuiOptions {
@@ -94,6 +95,37 @@ fn snapshot_pools() {
     let mut app = fed();
     press(&mut app, KeyCode::Tab);
     snap_both("pools", &mut app);
+}
+
+/// What the kernel sent one by one or lost shows in the status line, the
+/// counters that are not zero only.
+#[test]
+fn snapshot_kernel_counters() {
+    let mut app = new_app(Path::new("/nonexistent"));
+    for t in [10, 11] {
+        let mut snap = synth::at(t);
+        snap.counters.lost = 2 * t;
+        snap.counters.lost_stacks = t;
+        snap.counters.agg_full = 3 * t;
+        snap.counters.key_truncated = 1200 * t;
+        app.on_feed(Feed::Snapshot(Box::new(snap)));
+    }
+    let out = screen(&mut app, 120, 40);
+    assert!(
+        out.contains("map full 33 · deep keys 13.2k · stacks lost 11\""),
+        "{out}"
+    );
+    assert!(!out.contains("other pids"), "{out}");
+    snap_both("kernel_counters", &mut app);
+    // A status message keeps its room: the counters give way.
+    let text = "a status message that fills most of an eighty-column line ....";
+    app.status = Some(Status {
+        text: text.to_owned(),
+        error: false,
+    });
+    let out = screen(&mut app, 80, 24);
+    assert!(out.contains(text) && !out.contains("map full"), "{out}");
+    assert!(screen(&mut app, 120, 40).contains("map full 33"));
 }
 
 #[test]

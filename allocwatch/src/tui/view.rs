@@ -12,9 +12,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Cell, Paragraph, Row, Sparkline, Table};
 
-use super::app::{App, Column, Detail, PoolColumn, SiteColumn, Sort, Tab, avg_size, share};
-use super::format;
+use super::app::{App, Column, Detail, PoolColumn, SiteColumn, SiteDetail, Sort, Tab};
 use super::keymap::{self, Context, KEYMAP};
+use crate::format;
+use crate::stats::{Counters, PoolRate, PoolSnapshot, share};
 
 /// Below this size only a short message is drawn.
 const MIN_WIDTH: u16 = 30;
@@ -27,34 +28,13 @@ const DIM: Style = Style::new().add_modifier(Modifier::DIM);
 const SELECTED: Style = Style::new().add_modifier(Modifier::REVERSED);
 const SORTED: Style = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
 
-struct Areas {
-    header: Rect,
-    tabs: Rect,
-    banner: Rect,
-    body: Rect,
-    status: Rect,
-    footer: Rect,
-}
-
-fn areas(area: Rect, app: &App) -> Areas {
+/// The screen's rows: header, tabs, the banner of an exited target, body,
+/// status line, footer.
+fn areas(area: Rect, app: &App) -> [Rect; 6] {
     let banner = u16::from(app.exited.is_some());
-    let [header, tabs, banner, body, status, footer] = Layout::vertical([
-        Constraint::Length(3),
-        Constraint::Length(1),
-        Constraint::Length(banner),
-        Constraint::Min(0),
-        Constraint::Length(1),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    Areas {
-        header,
-        tabs,
-        banner,
-        body,
-        status,
-        footer,
-    }
+    let body = Constraint::Min(0);
+    let [header, tabs, banner, status, footer] = [3, 1, banner, 1, 1].map(Constraint::Length);
+    Layout::vertical([header, tabs, banner, body, status, footer]).areas(area)
 }
 
 fn too_small(area: Rect) -> bool {
@@ -67,7 +47,7 @@ pub fn page_rows(area: Rect, app: &App) -> usize {
     if too_small(area) {
         return 1;
     }
-    let body = areas(area, app).body;
+    let [_, _, _, body, _, _] = areas(area, app);
     let rows = if app.help {
         help_areas(body).1.height.saturating_sub(1)
     } else {
@@ -93,38 +73,55 @@ pub fn render(f: &mut Frame, app: &App) {
         f.render_widget(msg, area);
         return;
     }
-    let a = areas(area, app);
-    header(f, a.header, app);
-    tabs(f, a.tabs, app);
+    let [
+        header_area,
+        tabs_area,
+        banner,
+        body,
+        status_area,
+        footer_area,
+    ] = areas(area, app);
+    header(f, header_area, app);
+    tabs(f, tabs_area, app);
     if let Some(why) = &app.exited {
         let text = format!(" target exited: {why} — press q to quit");
         let style = Style::new()
             .fg(Color::White)
             .bg(Color::Red)
             .add_modifier(Modifier::BOLD);
-        f.render_widget(Paragraph::new(text).style(style), a.banner);
+        f.render_widget(Paragraph::new(text).style(style), banner);
     }
     if app.help {
-        help(f, a.body, app);
+        help(f, body, app);
     } else {
         match &app.detail {
-            Some(Detail::Site(_)) => site_detail(f, a.body, app),
-            Some(Detail::Pool(key)) => pool_detail(f, a.body, app, *key),
+            Some(Detail::Site(_)) => site_detail(f, body, app),
+            Some(Detail::Pool(key)) => pool_detail(f, body, app, *key),
             None => match app.tab {
-                Tab::Sites => sites(f, a.body, app),
-                Tab::Pools => pools(f, a.body, app),
+                Tab::Sites => sites(f, body, app),
+                Tab::Pools => pools(f, body, app),
             },
         }
     }
-    status(f, a.status, app);
-    footer(f, a.footer, app);
+    status(f, status_area, app);
+    footer(f, footer_area, app);
 }
 
 fn header(f: &mut Frame, area: Rect, app: &App) {
-    let s = &app.shown;
-    let info = &app.info;
     let [top, rates, totals] = Layout::vertical([Constraint::Length(1); 3]).areas(area);
+    header_title(f, top, app);
+    header_rates(f, rates, &app.shown);
+    header_totals(f, totals, app);
+}
 
+/// A per-second number, or `-` while rates are not known yet.
+fn known_rate(known: bool, r: f64, fmt: fn(f64) -> String) -> String {
+    if known { fmt(r) } else { "-".to_owned() }
+}
+
+/// The target, the mode, the command and the time traced.
+fn header_title(f: &mut Frame, top: Rect, app: &App) {
+    let (s, info) = (&app.shown, &app.info);
     let elapsed = format!(" {}", format::elapsed(s.now));
     let [title, clock] = Layout::horizontal([
         Constraint::Min(0),
@@ -160,7 +157,10 @@ fn header(f: &mut Frame, area: Rect, app: &App) {
     ));
     f.render_widget(Paragraph::new(Line::from(spans)), title);
     f.render_widget(Paragraph::new(elapsed).style(BOLD), clock);
+}
 
+/// Allocations and bytes per second, with their sparklines.
+fn header_rates(f: &mut Frame, rates: Rect, s: &super::Shown) {
     let [l1, s1, _, l2, s2] = Layout::horizontal([
         Constraint::Length(19),
         Constraint::Fill(1),
@@ -169,19 +169,17 @@ fn header(f: &mut Frame, area: Rect, app: &App) {
         Constraint::Fill(1),
     ])
     .areas(rates);
-    let (ar, br) = if s.rates_known {
-        (
-            format::rate(s.allocs_rate),
-            format::bytes_rate(s.bytes_rate),
-        )
-    } else {
-        ("-".to_owned(), "-".to_owned())
-    };
+    let ar = known_rate(s.rates_known, s.allocs_rate, format::rate);
+    let br = known_rate(s.rates_known, s.bytes_rate, format::bytes_rate);
     f.render_widget(Paragraph::new(format!("allocs/s {ar:>9} ")), l1);
     f.render_widget(Paragraph::new(format!("bytes/s {br:>11} ")), l2);
     sparkline(f, s1, &s.spark_allocs, Color::Cyan);
     sparkline(f, s2, &s.spark_bytes, Color::Magenta);
+}
 
+/// Totals, lost events, stack errors and what tracing costs.
+fn header_totals(f: &mut Frame, totals: Rect, app: &App) {
+    let (s, info) = (&app.shown, &app.info);
     let t = &s.totals;
     let since = if s.start.is_zero() {
         "total"
@@ -212,7 +210,7 @@ fn header(f: &mut Frame, area: Rect, app: &App) {
     }
     spans.push(Span::raw(" · "));
     if info.cost_per_hit_ns > 0.0 && s.rates_known {
-        let cpu = s.hits_rate * info.cost_per_hit_ns / 1e9;
+        let cpu = crate::stats::cost_share(s.hits_rate, info.cost_per_hit_ns);
         spans.push(Span::raw(format!(
             "cost ≈{} CPU ({} hits/s × {:.0}ns)",
             format::percent(cpu),
@@ -238,7 +236,12 @@ fn sparkline(f: &mut Frame, area: Rect, data: &[u64], color: Color) {
 
 fn tabs(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.shown.totals;
-    let tab = |name: &str, shown: usize, total: usize, active: bool| {
+    let tab = |which: Tab| {
+        let (name, shown, total) = match which {
+            Tab::Sites => ("Sites", app.site_order.len(), t.sites.len()),
+            Tab::Pools => ("Pools", app.pool_order.len(), t.pools.len()),
+        };
+        let active = app.tab == which;
         let text = if shown == total {
             format!(" {name} {total} ")
         } else {
@@ -254,19 +257,9 @@ fn tabs(f: &mut Frame, area: Rect, app: &App) {
         )
     };
     let mut spans = vec![
-        tab(
-            "Sites",
-            app.site_order.len(),
-            t.sites.len(),
-            app.tab == Tab::Sites,
-        ),
+        tab(Tab::Sites),
         Span::raw("│"),
-        tab(
-            "Pools",
-            app.pool_order.len(),
-            t.pools.len(),
-            app.tab == Tab::Pools,
-        ),
+        tab(Tab::Pools),
         Span::raw("  sort "),
     ];
     let (title, glyph) = match app.tab {
@@ -288,15 +281,50 @@ fn tabs(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// The status message on the left, what the kernel could not do the cheap
+/// way (when anything) on the right, where the message leaves room for it.
 fn status(f: &mut Frame, area: Rect, app: &App) {
+    let kernel = kernel_counters(&app.shown.totals.counters);
+    let message = app
+        .status
+        .as_ref()
+        .map_or(0, |s| s.text.chars().count() + 2);
+    let room = message + kernel.width() <= usize::from(area.width);
+    let width = if room { kernel.width() } else { 0 };
+    let [text, counters] = Layout::horizontal([
+        Constraint::Min(0),
+        Constraint::Length(u16::try_from(width).unwrap_or(0)),
+    ])
+    .areas(area);
+    f.render_widget(Paragraph::new(kernel).alignment(Alignment::Right), counters);
     if let Some(s) = &app.status {
         let style = if s.error {
             Style::new().fg(Color::Red).bold()
         } else {
             Style::new().fg(Color::Green)
         };
-        f.render_widget(Paragraph::new(s.text.as_str()).style(style), area);
+        f.render_widget(Paragraph::new(s.text.as_str()).style(style), text);
     }
+}
+
+/// The kernel's counters of what it sent one by one or lost, those that
+/// are not zero: `map full 3 · deep keys 12 · stacks lost 1 · other pids 4`.
+fn kernel_counters(c: &Counters) -> Line<'static> {
+    let warn = Style::new().fg(Color::Yellow);
+    let items = [
+        ("map full", c.agg_full, warn),
+        ("deep keys", c.key_truncated, DIM),
+        ("stacks lost", c.lost_stacks, warn),
+        ("other pids", c.other_process, DIM),
+    ];
+    let mut spans = Vec::new();
+    for (label, n, style) in items.into_iter().filter(|i| i.1 > 0) {
+        if !spans.is_empty() {
+            spans.push(Span::styled(" · ", DIM));
+        }
+        spans.push(Span::styled(format!("{label} {}", format::count(n)), style));
+    }
+    Line::from(spans)
 }
 
 fn footer(f: &mut Frame, area: Rect, app: &App) {
@@ -377,6 +405,12 @@ fn site_width(c: SiteColumn, location: u16) -> Constraint {
     }
 }
 
+/// Which of `len` rows show from `off` on, `rows_fit` of them (`3-12 of 40`);
+/// `None` when they all fit.
+fn shown_range(off: usize, rows_fit: usize, len: usize) -> Option<String> {
+    (len > rows_fit).then(|| format!("{}-{} of {len}", off + 1, (off + rows_fit).min(len)))
+}
+
 /// Width of a column of short strings: the longest, within `min..=max`.
 fn fit_width<'a>(items: impl Iterator<Item = &'a str>, min: usize, max: usize) -> u16 {
     let w = items
@@ -426,32 +460,8 @@ fn sites(f: &mut Frame, area: Rect, app: &App) {
         .zip(locations)
         .enumerate()
         .map(|(n, (&i, location))| {
-            let site = &t.sites[i];
-            let rate = s.site_rates.get(i).copied().unwrap_or_default();
             let mut location = Some(location);
-            let cells = cols.iter().map(|&c| match c {
-                SiteColumn::Function => {
-                    Cell::from(format::short_name(&site.key.function).into_owned())
-                }
-                SiteColumn::Location => Cell::from(location.take().unwrap_or_default()),
-                SiteColumn::Type => {
-                    Cell::from(format::short_name(&site.key.type_name).into_owned())
-                }
-                SiteColumn::AllocsRate => right(if s.rates_known {
-                    format::rate(rate.allocs)
-                } else {
-                    "-".into()
-                }),
-                SiteColumn::BytesRate => right(if s.rates_known {
-                    format::bytes_rate(rate.bytes)
-                } else {
-                    "-".into()
-                }),
-                SiteColumn::Allocs => right(format::count(site.allocs)),
-                SiteColumn::Bytes => right(format::bytes(site.bytes)),
-                SiteColumn::AvgSize => right(format::bytes_rate(avg_size(site))),
-                SiteColumn::Share => right(format::percent(share(site.bytes, t.total_bytes))),
-            });
+            let cells = cols.iter().map(|&c| site_cell(c, s, i, &mut location));
             let row = Row::new(cells.collect::<Vec<_>>());
             if off + n == sel {
                 row.style(SELECTED)
@@ -459,39 +469,89 @@ fn sites(f: &mut Frame, area: Rect, app: &App) {
                 row
             }
         });
-    let numeric = |c: SiteColumn| c.descending_by_default();
-    let head = Row::new(
-        cols.iter()
-            .map(|&c| header_cell(c, app.site_sort, numeric(c))),
-    );
     let widths = cols.iter().map(|&c| site_width(c, location_width));
-    let table = Table::new(rows, widths).header(head).column_spacing(1);
-    f.render_widget(table, area);
-
+    f.render_widget(list_table(rows, cols, app.site_sort, widths), area);
     if len == 0 {
-        let msg = if !s.has_data {
-            "waiting for allocations…".to_owned()
-        } else if !app.filter.is_empty() && !t.sites.is_empty() {
-            format!("no call site matches \"{}\" (Esc clears)", app.filter)
-        } else if s.start.is_zero() {
-            "no allocations yet".to_owned()
-        } else {
-            "no allocations since the reset".to_owned()
-        };
+        let why = nothing_shown(app, "waiting for allocations…", t.sites.len(), "call site");
+        let msg = why.unwrap_or_else(|| {
+            let since = if s.start.is_zero() {
+                "yet"
+            } else {
+                "since the reset"
+            };
+            format!("no allocations {since}")
+        });
         placeholder(f, area, &msg);
     }
 }
 
-const POOL_NARROW: &[PoolColumn] = &[
-    PoolColumn::Pool,
-    PoolColumn::GetsRate,
-    PoolColumn::HitRatio,
-    PoolColumn::MissesRate,
-    PoolColumn::PutsRate,
-    PoolColumn::NotPut,
-    PoolColumn::MissAllocs,
-    PoolColumn::Callers,
-];
+/// A list's table, its header naming the columns and the sort.
+fn list_table<'a, C: Column>(
+    rows: impl IntoIterator<Item = Row<'a>>,
+    cols: &[C],
+    sort: Sort<C>,
+    widths: impl IntoIterator<Item = Constraint>,
+) -> Table<'a> {
+    let head = Row::new(
+        cols.iter()
+            .map(|&c| header_cell(c, sort, c.descending_by_default())),
+    );
+    table(rows, widths, head)
+}
+
+/// A table with a header row, its columns one space apart.
+fn table<'a>(
+    rows: impl IntoIterator<Item = Row<'a>>,
+    widths: impl IntoIterator<Item = Constraint>,
+    head: Row<'a>,
+) -> Table<'a> {
+    Table::new(rows, widths).header(head).column_spacing(1)
+}
+
+/// Why a list shows no row when there is no data yet, or a filter matches
+/// none of its `rows`; `None` for other reasons.
+fn nothing_shown(app: &App, waiting: &str, rows: usize, what: &str) -> Option<String> {
+    if !app.shown.has_data {
+        Some(waiting.to_owned())
+    } else if !app.filter.is_empty() && rows > 0 {
+        Some(format!("no {what} matches \"{}\" (Esc clears)", app.filter))
+    } else {
+        None
+    }
+}
+
+/// Column `c` of shown site `i`; `location` is taken by its column.
+fn site_cell(
+    c: SiteColumn,
+    s: &super::Shown,
+    i: usize,
+    location: &mut Option<String>,
+) -> Cell<'static> {
+    let site = &s.totals.sites[i];
+    let rate = s.site_rates.get(i).copied().unwrap_or_default();
+    match c {
+        SiteColumn::Function => Cell::from(format::short_name(&site.key.function).into_owned()),
+        SiteColumn::Location => Cell::from(location.take().unwrap_or_default()),
+        SiteColumn::Type => Cell::from(format::short_name(&site.key.type_name).into_owned()),
+        SiteColumn::AllocsRate => right(known_rate(s.rates_known, rate.allocs, format::rate)),
+        SiteColumn::BytesRate => right(known_rate(s.rates_known, rate.bytes, format::bytes_rate)),
+        SiteColumn::Allocs => right(format::count(site.allocs)),
+        SiteColumn::Bytes => right(format::bytes(site.bytes)),
+        SiteColumn::AvgSize => right(format::bytes_rate(site.avg_size())),
+        SiteColumn::Share => right(format::percent(share(site.bytes, s.totals.total_bytes))),
+    }
+}
+
+/// The columns of the pools view: narrow terminals (two lines a row) show
+/// `New` under the pool's name and leave out the miss bytes.
+fn pool_columns(row_height: u16) -> Vec<PoolColumn> {
+    let narrow_drops = |c: &PoolColumn| matches!(c, PoolColumn::NewFunc | PoolColumn::MissBytes);
+    PoolColumn::ALL
+        .iter()
+        .copied()
+        .filter(|c| row_height == 1 || !narrow_drops(c))
+        .collect()
+}
 
 fn pool_width(c: PoolColumn) -> Constraint {
     match c {
@@ -530,23 +590,11 @@ fn pools(f: &mut Frame, area: Rect, app: &App) {
     let s = &app.shown;
     let t = &s.totals;
     let row_height = pool_row_height(area);
-    let cols = if row_height == 1 {
-        PoolColumn::ALL
-    } else {
-        POOL_NARROW
-    };
+    let cols = pool_columns(row_height);
     let rows_fit = usize::from(area.height.saturating_sub(1) / row_height);
     let len = app.pool_order.len();
     let off = app.pools_pos.visible_offset(len, rows_fit);
     let sel = app.pools_pos.selected.min(len.saturating_sub(1));
-    let known = |r: f64| {
-        if s.rates_known {
-            format::rate(r)
-        } else {
-            "-".to_owned()
-        }
-    };
-
     let rows = app
         .pool_order
         .iter()
@@ -554,64 +602,61 @@ fn pools(f: &mut Frame, area: Rect, app: &App) {
         .skip(off)
         .take(rows_fit)
         .map(|(pos, &i)| {
-            let p = &t.pools[i];
-            let rate = s.pool_rates.get(i).copied().unwrap_or_default();
-            let cells = cols.iter().map(|&c| match c {
-                PoolColumn::Pool if row_height == 2 => Cell::from(Text::from(vec![
-                    Line::raw(format::short_name(&p.name).into_owned()),
-                    Line::styled(
-                        format!(
-                            " New {}",
-                            p.new_func
-                                .as_deref()
-                                .map_or(Cow::Borrowed("-"), format::short_name)
-                        ),
-                        DIM,
-                    ),
-                ])),
-                PoolColumn::Pool => Cell::from(format::short_name(&p.name).into_owned()),
-                PoolColumn::NewFunc => Cell::from(p.new_func.as_deref().map_or_else(
-                    || Span::styled("-", DIM),
-                    |n| Span::raw(format::short_name(n).into_owned()),
-                )),
-                PoolColumn::GetsRate => right(known(rate.gets)),
-                PoolColumn::HitRatio => hit_cell(p.stats.hit_ratio()),
-                PoolColumn::MissesRate => right(known(rate.misses)),
-                PoolColumn::PutsRate => right(known(rate.puts)),
-                PoolColumn::NotPut => right(format::count(p.stats.gets_without_puts())),
-                PoolColumn::MissAllocs => right(
-                    p.stats
-                        .miss_cost()
-                        .map_or_else(|| "-".to_owned(), |(n, _)| format::count(n)),
-                ),
-                PoolColumn::MissBytes => right(
-                    p.stats
-                        .miss_cost()
-                        .map_or_else(|| "-".to_owned(), |(_, b)| format::bytes(b)),
-                ),
-                PoolColumn::Callers => right(p.callers.len().to_string()),
-            });
+            let cells = cols.iter().map(|&c| pool_cell(c, s, i, row_height));
             let row = Row::new(cells).height(row_height);
             if pos == sel { row.style(SELECTED) } else { row }
         });
-    let head = Row::new(
-        cols.iter()
-            .map(|&c| header_cell(c, app.pool_sort, c.descending_by_default())),
-    );
-    let table = Table::new(rows, cols.iter().map(|&c| pool_width(c)))
-        .header(head)
-        .column_spacing(1);
-    f.render_widget(table, area);
-
+    let widths = cols.iter().map(|&c| pool_width(c));
+    f.render_widget(list_table(rows, &cols, app.pool_sort, widths), area);
     if len == 0 {
-        let msg = if !s.has_data {
-            "waiting for data…".to_owned()
-        } else if !app.filter.is_empty() && !t.pools.is_empty() {
-            format!("no pool matches \"{}\" (Esc clears)", app.filter)
-        } else {
-            "no sync.Pool activity seen".to_owned()
-        };
-        placeholder(f, area, &msg);
+        let why = nothing_shown(app, "waiting for data…", t.pools.len(), "pool");
+        placeholder(
+            f,
+            area,
+            &why.unwrap_or_else(|| "no sync.Pool activity seen".into()),
+        );
+    }
+}
+
+/// Column `c` of shown pool `i`, in rows `row_height` lines high.
+fn pool_cell(c: PoolColumn, s: &super::Shown, i: usize, row_height: u16) -> Cell<'static> {
+    let p = &s.totals.pools[i];
+    let rate = s.pool_rates.get(i).copied().unwrap_or_default();
+    let known = |r: f64| known_rate(s.rates_known, r, format::rate);
+    match c {
+        PoolColumn::Pool if row_height == 2 => Cell::from(Text::from(vec![
+            Line::raw(format::short_name(&p.name).into_owned()),
+            Line::styled(
+                format!(
+                    " New {}",
+                    p.new_func
+                        .as_deref()
+                        .map_or(Cow::Borrowed("-"), format::short_name)
+                ),
+                DIM,
+            ),
+        ])),
+        PoolColumn::Pool => Cell::from(format::short_name(&p.name).into_owned()),
+        PoolColumn::NewFunc => Cell::from(p.new_func.as_deref().map_or_else(
+            || Span::styled("-", DIM),
+            |n| Span::raw(format::short_name(n).into_owned()),
+        )),
+        PoolColumn::GetsRate => right(known(rate.gets)),
+        PoolColumn::HitRatio => hit_cell(p.stats.hit_ratio()),
+        PoolColumn::MissesRate => right(known(rate.misses)),
+        PoolColumn::PutsRate => right(known(rate.puts)),
+        PoolColumn::NotPut => right(format::count(p.stats.gets_without_puts())),
+        PoolColumn::MissAllocs => right(
+            p.stats
+                .miss_cost()
+                .map_or_else(|| "-".to_owned(), |(n, _)| format::count(n)),
+        ),
+        PoolColumn::MissBytes => right(
+            p.stats
+                .miss_cost()
+                .map_or_else(|| "-".to_owned(), |(_, b)| format::bytes(b)),
+        ),
+        PoolColumn::Callers => right(p.callers.len().to_string()),
     }
 }
 
@@ -657,7 +702,7 @@ fn site_detail_areas(body: Rect, app: &App) -> SiteDetailAreas {
 
 /// The "why on the heap" block (`--source`): the reason chain, cut to
 /// leave room for the suggestions, at most `max` lines.
-fn why_lines(d: &crate::tui::SiteDetail, max: usize) -> Vec<Line<'static>> {
+fn why_lines(d: &SiteDetail, max: usize) -> Vec<Line<'static>> {
     if d.escape.is_empty() {
         return Vec::new();
     }
@@ -691,7 +736,27 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
         return;
     };
     let a = site_detail_areas(body, app);
-    let rates = app.shown.rates_known;
+    f.render_widget(Paragraph::new(site_info(d, app.shown.rates_known)), a.info);
+    let [label, spark] =
+        Layout::horizontal([Constraint::Length(24), Constraint::Min(0)]).areas(a.spark);
+    f.render_widget(Paragraph::new("allocs/s, last minute:").style(DIM), label);
+    sparkline(f, spark, &d.series, Color::Cyan);
+    f.render_widget(
+        Paragraph::new(why_lines(d, usize::from(body.height / 3))),
+        a.why,
+    );
+    // Left: the types at this function:line, then their size distribution.
+    let width = usize::from(a.left.width);
+    let mut lines = type_lines(d, width);
+    lines.push(Line::raw(""));
+    lines.extend(size_lines(d, width));
+    f.render_widget(Paragraph::new(lines), a.left);
+    // Right: the stack, scrollable.
+    stack_table(f, a.stack, &d.stack, app.scroll);
+}
+
+/// The site, its type, totals and rates, and the pool whose `New` made it.
+fn site_info(d: &SiteDetail, rates: bool) -> Vec<Line<'static>> {
     let mut info = vec![
         Line::from(vec![
             Span::styled(d.key.function.to_string(), BOLD),
@@ -706,17 +771,9 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
         Line::from(format!(
             "{} allocs ({}/s) · {} ({}/s)",
             format::count(d.allocs),
-            if rates {
-                format::rate(d.rate.allocs)
-            } else {
-                "-".into()
-            },
+            known_rate(rates, d.rate.allocs, format::rate),
             format::bytes(d.bytes),
-            if rates {
-                format::bytes_rate(d.rate.bytes)
-            } else {
-                "-".into()
-            },
+            known_rate(rates, d.rate.bytes, format::bytes_rate),
         )),
     ];
     if let Some(new) = &d.pool_new_func {
@@ -726,19 +783,11 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
             Style::new().fg(Color::Yellow),
         ));
     }
-    f.render_widget(Paragraph::new(info), a.info);
+    info
+}
 
-    let [label, spark] =
-        Layout::horizontal([Constraint::Length(24), Constraint::Min(0)]).areas(a.spark);
-    f.render_widget(Paragraph::new("allocs/s, last minute:").style(DIM), label);
-    sparkline(f, spark, &d.series, Color::Cyan);
-    f.render_widget(
-        Paragraph::new(why_lines(d, usize::from(body.height / 3))),
-        a.why,
-    );
-
-    // Left: the types at this function:line, then their size distribution.
-    let width = usize::from(a.left.width);
+/// The types allocated at the site's function:line, its own in bold.
+fn type_lines(d: &SiteDetail, width: usize) -> Vec<Line<'static>> {
     let mut lines = vec![Line::styled("Types at this line", BOLD)];
     for t in &d.types {
         let nums = format!(
@@ -761,8 +810,12 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
             Span::raw(nums),
         ]));
     }
-    lines.push(Line::raw(""));
-    lines.push(Line::styled("Sizes (all types at this line)", BOLD));
+    lines
+}
+
+/// The size distribution of all types at the line, as bars.
+fn size_lines(d: &SiteDetail, width: usize) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::styled("Sizes (all types at this line)", BOLD)];
     let max = d.size_hist.iter().copied().max().unwrap_or(0);
     let total: u64 = d.size_hist.iter().sum();
     let bar_w = width.saturating_sub(8 + 7 + 7);
@@ -781,13 +834,14 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
     if total == 0 {
         lines.push(Line::styled("no allocations since the reset", DIM));
     }
-    f.render_widget(Paragraph::new(lines), a.left);
+    lines
+}
 
-    // Right: the stack, scrollable.
-    let rows_fit = usize::from(a.stack.height.saturating_sub(1));
-    let off = app.scroll.min(d.stack.len().saturating_sub(1));
-    let frames: Vec<(String, String)> = d
-        .stack
+/// A stack, from `scroll` on, with a title that says which frames show.
+fn stack_table(f: &mut Frame, area: Rect, stack: &[crate::stats::Frame], scroll: usize) {
+    let rows_fit = usize::from(area.height.saturating_sub(1));
+    let off = scroll.min(stack.len().saturating_sub(1));
+    let frames: Vec<(String, String)> = stack
         .iter()
         .skip(off)
         .take(rows_fit)
@@ -801,28 +855,16 @@ fn site_detail(f: &mut Frame, body: Rect, app: &App) {
     let location_width = fit_width(
         frames.iter().map(|f| f.1.as_str()),
         0,
-        usize::from(a.stack.width / 2),
+        usize::from(area.width / 2),
     );
     let rows = frames.into_iter().map(|(function, location)| {
         Row::new([Cell::from(function), Cell::from(location).style(DIM)])
     });
-    let title = if d.stack.len() > rows_fit {
-        format!(
-            "Stack {}-{} of {} (↑↓)",
-            off + 1,
-            (off + rows_fit).min(d.stack.len()),
-            d.stack.len()
-        )
-    } else {
-        "Stack".to_owned()
-    };
-    let table = Table::new(
-        rows,
-        [Constraint::Fill(1), Constraint::Length(location_width)],
-    )
-    .header(Row::new([Cell::from(title).style(BOLD)]))
-    .column_spacing(1);
-    f.render_widget(table, a.stack);
+    let title = shown_range(off, rows_fit, stack.len())
+        .map_or_else(|| "Stack".to_owned(), |r| format!("Stack {r} (↑↓)"));
+    let widths = [Constraint::Fill(1), Constraint::Length(location_width)];
+    let head = Row::new([Cell::from(title).style(BOLD)]);
+    f.render_widget(table(rows, widths, head), area);
 }
 
 fn pool_detail_areas(body: Rect) -> (Rect, Rect) {
@@ -843,16 +885,17 @@ fn pool_detail(f: &mut Frame, body: Rect, app: &App, key: crate::stats::PoolKey)
     let (info_area, callers_area) = pool_detail_areas(body);
     let shown = &app.shown;
     let rate = shown.pool_rates.get(idx).copied().unwrap_or_default();
-    let known = |r: f64| {
-        if shown.rates_known {
-            format::rate(r)
-        } else {
-            "-".to_owned()
-        }
-    };
+    let info = pool_info(pool, rate, shown.rates_known);
+    f.render_widget(Paragraph::new(info), info_area);
+    pool_callers(f, callers_area, pool, app.scroll);
+}
+
+/// A pool's name, address, `New`, counts, rates and miss cost.
+fn pool_info(pool: &PoolSnapshot, rate: PoolRate, rates_known: bool) -> Vec<Line<'static>> {
+    let known = |r: f64| known_rate(rates_known, r, format::rate);
     let st = &pool.stats;
     let ratio = st.hit_ratio();
-    let info = vec![
+    vec![
         Line::from(vec![
             Span::styled(format!("pool {}", pool.name), BOLD),
             Span::raw(format!(
@@ -883,9 +926,11 @@ fn pool_detail(f: &mut Frame, body: Rect, app: &App, key: crate::stats::PoolKey)
                 |(n, b)| format!("{} ({})", format::count(n), format::bytes(b))
             ),
         )),
-    ];
-    f.render_widget(Paragraph::new(info), info_area);
+    ]
+}
 
+/// A pool's callers, most gets first, from `scroll` on.
+fn pool_callers(f: &mut Frame, callers_area: Rect, pool: &PoolSnapshot, scroll: usize) {
     let mut order: Vec<usize> = (0..pool.callers.len()).collect();
     order.sort_by(|&x, &y| {
         pool.callers[y]
@@ -895,7 +940,7 @@ fn pool_detail(f: &mut Frame, body: Rect, app: &App, key: crate::stats::PoolKey)
             .then(x.cmp(&y))
     });
     let rows_fit = usize::from(callers_area.height.saturating_sub(1));
-    let off = app.scroll.min(order.len().saturating_sub(1));
+    let off = scroll.min(order.len().saturating_sub(1));
     let rows = order.iter().skip(off).take(rows_fit).map(|&n| {
         let c = &pool.callers[n];
         Row::new([
@@ -934,19 +979,13 @@ fn pool_detail(f: &mut Frame, body: Rect, app: &App, key: crate::stats::PoolKey)
             })
         }),
     );
-    let widths = [
-        Constraint::Fill(3),
-        Constraint::Fill(2),
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Length(7),
+    let [gets, hits, misses, puts] = [7; 4].map(Constraint::Length);
+    let (names, hit) = (
+        [Constraint::Fill(3), Constraint::Fill(2)],
         Constraint::Length(5),
-    ];
-    f.render_widget(
-        Table::new(rows, widths).header(head).column_spacing(1),
-        callers_area,
     );
+    let widths = names.into_iter().chain([gets, hits, misses, puts, hit]);
+    f.render_widget(table(rows, widths, head), callers_area);
 }
 
 fn help_areas(body: Rect) -> (Rect, Rect) {
@@ -973,26 +1012,16 @@ fn contexts_label(ctxs: &[Context]) -> String {
         .to_owned();
     }
     {
-        if has(&Context::Sites) && has(&Context::Pools) {
-            parts.push("lists");
-        } else {
-            parts.extend(
-                [Context::Sites, Context::Pools]
-                    .iter()
-                    .filter(|c| has(c))
-                    .map(|c| c.name()),
-            );
-        }
-        if has(&Context::SiteDetail) && has(&Context::PoolDetail) {
-            parts.push("details");
-        } else {
-            parts.extend(
-                [Context::SiteDetail, Context::PoolDetail]
-                    .iter()
-                    .filter(|c| has(c))
-                    .map(|c| c.name()),
-            );
-        }
+        // Both of a pair by the pair's name, else each by its own.
+        let mut pair = |both: [Context; 2], name: &'static str| {
+            if both.iter().all(has) {
+                parts.push(name);
+            } else {
+                parts.extend(both.iter().filter(|c| has(c)).map(|c| c.name()));
+            }
+        };
+        pair([Context::Sites, Context::Pools], "lists");
+        pair([Context::SiteDetail, Context::PoolDetail], "details");
         if has(&Context::Help) {
             parts.push("help");
         }
@@ -1012,16 +1041,8 @@ fn help(f: &mut Frame, body: Rect, app: &App) {
     } else {
         app.info.log_path.as_str()
     };
-    let range = if KEYMAP.len() > rows_fit {
-        format!(
-            " · keys {}-{} of {}, ↑↓ scroll",
-            off + 1,
-            (off + rows_fit).min(KEYMAP.len()),
-            KEYMAP.len()
-        )
-    } else {
-        String::new()
-    };
+    let range = shown_range(off, rows_fit, KEYMAP.len())
+        .map_or_else(String::new, |r| format!(" · keys {r}, ↑↓ scroll"));
     let text = Text::from(vec![
         Line::styled(format!("Help — ? or Esc closes it{range}"), BOLD),
         Line::from(format!("log file: {log}")),
@@ -1045,8 +1066,5 @@ fn help(f: &mut Frame, body: Rect, app: &App) {
         Constraint::Fill(1),
         Constraint::Length(14),
     ];
-    f.render_widget(
-        Table::new(rows, widths).header(head).column_spacing(1),
-        keys,
-    );
+    f.render_widget(table(rows, widths, head), keys);
 }

@@ -4,7 +4,30 @@
 //! under `target/fixtures/`.
 #![allow(dead_code)]
 
+pub mod pools;
 pub mod proc;
+pub mod record;
+pub mod sites;
+pub mod skip;
+pub mod summary;
+
+// Each test crate uses some of these.
+#[allow(unused_imports)]
+pub use pools::PoolCount;
+#[allow(unused_imports)]
+pub use record::{
+    Recorded, read_csv, record, record_cmd, record_json, record_pools_csv, record_sites_and_pools,
+    start_record,
+};
+#[allow(unused_imports)]
+pub use sites::{
+    FixtureResult, Site, SiteRow, check_exact, check_metrics, check_sites, check_sites_where,
+    read_site_rows,
+};
+#[allow(unused_imports)]
+pub use skip::{have_tool, skip, skip_unless_root};
+#[allow(unused_imports)]
+pub use summary::{RunSummary, read_summary};
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -120,12 +143,10 @@ impl Variant {
     }
 }
 
-/// True when gcc is available for the `External` variant.
+/// True when gcc is available for the `External` variant; otherwise the
+/// skip of that variant is recorded.
 pub fn have_gcc() -> bool {
-    Command::new("gcc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    have_tool("gcc", "--version", "the externally linked (cgo) variant")
 }
 
 fn hash_dir(dir: &Path, h: &mut DefaultHasher) {
@@ -144,17 +165,63 @@ fn hash_dir(dir: &Path, h: &mut DefaultHasher) {
     }
 }
 
-/// Builds `testdata/<package>` (e.g. "fixtures/allocs" or "demo") with `tc`
-/// in `variant`, once: the result is cached under `target/fixtures/` keyed by
-/// the sources, the toolchain and the variant. Returns the executable's path.
-pub fn build_go(tc: &GoToolchain, package: &str, variant: Variant) -> PathBuf {
+/// The import path of the `testdata` module (its `go.mod`).
+const TESTDATA_MODULE: &str = "allocwatch.test";
+
+/// The packages of the `testdata` module that the Go files directly in
+/// `dir` name in quotes (imports; a mention in a comment only adds a
+/// package to hash), as directories relative to `testdata`.
+fn local_imports(dir: &Path) -> Vec<String> {
+    let prefix = format!("\"{TESTDATA_MODULE}/");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_none_or(|e| e != "go") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read Go source");
+        for (at, _) in text.match_indices(&prefix) {
+            let rest = &text[at + prefix.len()..];
+            if let Some(end) = rest.find('"') {
+                found.push(rest[..end].to_string());
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Hashes what `testdata/<package>` is built from: `go.mod`, the package's
+/// directory and, transitively, every package of the module it imports
+/// (`testdata/internal/fixture`), so that a change to a shared package
+/// rebuilds the fixtures that import it.
+pub fn hash_sources(package: &str, h: &mut DefaultHasher) {
     let testdata = workspace_root().join("testdata");
-    let src = testdata.join(package);
-    let mut h = DefaultHasher::new();
-    hash_dir(&src, &mut h);
     std::fs::read(testdata.join("go.mod"))
         .expect("testdata/go.mod")
-        .hash(&mut h);
+        .hash(h);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = vec![package.to_string()];
+    while let Some(pkg) = todo.pop() {
+        if !seen.insert(pkg.clone()) {
+            continue;
+        }
+        let dir = testdata.join(&pkg);
+        pkg.hash(h);
+        hash_dir(&dir, h);
+        todo.extend(local_imports(&dir).into_iter().rev());
+    }
+}
+
+/// Builds `testdata/<package>` (e.g. "fixtures/allocs" or "demo") with `tc`
+/// in `variant`, once: the result is cached under `target/fixtures/` keyed by
+/// the sources (with the module's packages it imports), the toolchain and the
+/// variant. Returns the executable's path.
+pub fn build_go(tc: &GoToolchain, package: &str, variant: Variant) -> PathBuf {
+    let testdata = workspace_root().join("testdata");
+    let mut h = DefaultHasher::new();
+    hash_sources(package, &mut h);
     variant.hash(&mut h);
     tc.version.hash(&mut h);
     let name = package.replace('/', "-");
@@ -229,34 +296,6 @@ pub fn allocwatch() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_allocwatch"))
 }
 
-/// True (after saying so) when the test cannot run because it needs root.
-pub fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("skipped: needs root to load eBPF programs");
-    true
-}
-
-/// One row of the sites CSV (`record --csv`).
-#[derive(Debug, serde::Deserialize)]
-pub struct SiteRow {
-    pub function: String,
-    pub file: String,
-    pub line: u32,
-    #[serde(rename = "type")]
-    pub type_name: String,
-    pub allocs: u64,
-    pub bytes: u64,
-}
-
-/// Every row of a sites CSV.
-pub fn read_site_rows(path: &Path) -> Vec<SiteRow> {
-    let mut r =
-        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    r.deserialize().map(|x| x.expect("csv row")).collect()
-}
-
 /// The fixture's `result <json>` line on its stdout, parsed.
 pub fn parse_result<T: serde::de::DeserializeOwned>(stdout: &str) -> T {
     let line = stdout
@@ -317,40 +356,4 @@ pub fn read_word(pid: u32, addr: u64) -> u64 {
     f.read_exact_at(&mut b, addr)
         .unwrap_or_else(|e| panic!("read {addr:#x} of PID {pid}: {e}"));
     u64::from_le_bytes(b)
-}
-
-/// Runs `allocwatch record --pools-csv F -- bin` with `GOMAXPROCS=1`,
-/// `GOGC=off` and `env`, asserts success, and returns the pools CSV's rows
-/// with allocwatch's stdout (the fixture's) and stderr (the summary).
-pub fn record_pools_csv<R: serde::de::DeserializeOwned>(
-    bin: &Path,
-    env: &[(&str, &str)],
-) -> (Vec<R>, String, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let csv_path = dir.path().join("pools.csv");
-    let out = Command::new(allocwatch())
-        .arg("record")
-        .arg("--pools-csv")
-        .arg(&csv_path)
-        .arg("--")
-        .arg(bin)
-        .env("GOMAXPROCS", "1")
-        .env("GOGC", "off")
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run allocwatch");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "allocwatch failed ({}):\n{stderr}\n{stdout}",
-        out.status
-    );
-    let mut r = csv::Reader::from_path(&csv_path).expect("pools csv");
-    let rows = r
-        .deserialize()
-        .map(|x| x.unwrap_or_else(|e| panic!("pools csv row: {e}\n{stderr}")))
-        .collect();
-    (rows, stdout, stderr)
 }

@@ -1,5 +1,6 @@
 //! Child processes that tests talk to line by line: a fixture waiting with
-//! `ALLOCWATCH_WAIT=1`, or allocwatch itself.
+//! `ALLOCWATCH_WAIT=1`, or allocwatch itself; and that the benchmarks reap
+//! with `wait4` to read their CPU time.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -47,6 +48,19 @@ impl Lines {
         }
     }
 
+    /// Lines that never come: for a [`Proc`] whose output is read elsewhere.
+    pub fn none() -> Lines {
+        Lines {
+            rx: channel().1,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Everything received so far.
+    pub fn text(&self) -> String {
+        self.seen.join("\n")
+    }
+
     /// Consumes the lines already received (they describe the past).
     pub fn drain(&mut self) {
         while let Ok(l) = self.rx.try_recv() {
@@ -54,23 +68,35 @@ impl Lines {
         }
     }
 
-    /// Everything until EOF (the writer has exited).
+    /// Everything until EOF (the writer has exited) or `timeout`.
     pub fn finish(&mut self, timeout: Duration) -> String {
         self.wait_for(timeout, |_| false);
-        self.seen.join("\n")
+        self.text()
     }
 }
 
-/// A child process that is killed and reaped when the test ends, whatever happens.
+/// A child process that is killed and reaped when the test ends, whatever
+/// happens (unless [`Proc::reap`] reaped it: then its PID is no longer ours).
 pub struct Proc {
     pub child: Child,
     stdin: Option<ChildStdin>,
     pub out: Lines,
     pub name: String,
+    reaped: bool,
+}
+
+/// How a process reaped by [`Proc::reap`] ended.
+pub struct Ended {
+    pub success: bool,
+    /// utime + stime of the whole process (all threads), in ns.
+    pub cpu_ns: f64,
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
         }
@@ -79,6 +105,18 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Spawns `cmd` as it is set up; its output is not read ([`Proc::out`] stays empty).
+    pub fn start(cmd: &mut Command, name: &str) -> Proc {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Proc {
+            child,
+            stdin: None,
+            out: Lines::none(),
+            name: name.to_string(),
+            reaped: false,
+        }
+    }
+
     /// Spawns `cmd` with stdin piped and `stdout` or `stderr` (`read_stderr`) read line by line.
     pub fn spawn(mut cmd: Command, name: &str, read_stderr: bool) -> Proc {
         cmd.stdin(Stdio::piped());
@@ -99,6 +137,7 @@ impl Proc {
             stdin,
             out,
             name: name.to_string(),
+            reaped: false,
         }
     }
 
@@ -173,10 +212,68 @@ impl Proc {
         matches!(state, 'R' | 'S')
     }
 
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
+    }
+
+    /// Sends `sig`; nothing once [`Proc::reap`] has reaped the process.
     pub fn signal(&self, sig: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
+        if self.reaped {
+            return;
+        }
+        let pid = self.pid();
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
         let r = unsafe { libc::kill(pid, sig) };
         assert_eq!(r, 0, "kill {pid}");
+    }
+
+    /// Waits (up to `timeout`, then SIGKILL) and reaps the process with
+    /// `wait4`, for its CPU time.
+    pub fn reap(&mut self, timeout: Duration) -> Ended {
+        let deadline = Instant::now() + timeout;
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is valid.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: wait4 on our own child with valid out-pointers.
+            let r = unsafe { libc::wait4(self.pid(), &raw mut status, libc::WNOHANG, &raw mut ru) };
+            if r == self.pid() {
+                break;
+            }
+            assert!(
+                r == 0,
+                "wait4 {}: {}",
+                self.name,
+                std::io::Error::last_os_error()
+            );
+            if Instant::now() > deadline {
+                eprintln!("{} did not exit in time: killing it", self.name);
+                self.signal(libc::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.reaped = true;
+        let tv = |t: libc::timeval| t.tv_sec as f64 * 1e9 + t.tv_usec as f64 * 1e3;
+        Ended {
+            success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            cpu_ns: tv(ru.ru_utime) + tv(ru.ru_stime),
+        }
+    }
+
+    /// CPU time so far (sum over the threads' scheduler run time), in ns.
+    pub fn cpu_now(&self) -> f64 {
+        let mut total = 0.0;
+        let dir = format!("/proc/{}/task", self.pid());
+        for t in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat"))
+                && let Some(ns) = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse::<f64>().ok())
+            {
+                total += ns;
+            }
+        }
+        total
     }
 }

@@ -125,7 +125,7 @@ impl CostMeter {
             Some(&(t0, h0)) if t0 + COST_WINDOW <= t1 => (t0, h0),
             _ => (Duration::ZERO, 0),
         };
-        crate::budget::cost_pct(h1.saturating_sub(h0), t1.saturating_sub(t0)) / 100.0
+        crate::stats::cost_pct(h1.saturating_sub(h0), t1.saturating_sub(t0)) / 100.0
     }
 }
 

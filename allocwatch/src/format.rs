@@ -1,7 +1,11 @@
-//! How numbers, durations and Go names are written on screen.
+//! How numbers, sizes, durations, paths and Go names are written for people:
+//! the dashboard, the summaries and the reports call these, nothing else
+//! formats them.
 //!
-//! Counts use decimal prefixes (`12.3k`), sizes binary ones (`12.3KiB`); every
-//! formatter keeps its output short enough for a narrow table column.
+//! Counts use decimal prefixes (`12.3k`), sizes binary ones (`12.3KiB`); the
+//! dashboard's formatters keep their output short enough for a narrow table
+//! column, the summaries' and reports' ([`bytes_spaced`]) put a space before
+//! the unit.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -17,14 +21,9 @@ fn scaled(n: u64, base: f64, bump_at: f64, units: &[&str]) -> String {
         v /= base;
         unit += 1;
     }
-    let u = units[unit];
-    if unit == 0 {
-        format!("{n}{u}")
-    } else if v < 99.95 {
-        format!("{v:.1}{u}")
-    } else {
-        format!("{v:.0}{u}")
-    }
+    // Whole numbers in the first unit (`v` is `n` exactly there).
+    let decimals = usize::from(unit > 0 && v < 99.95);
+    format!("{v:.decimals$}{}", units[unit])
 }
 
 /// A count: `999`, `1.0k`, `12.3k`, `123k`, `1.2M`.
@@ -37,6 +36,32 @@ pub fn count(n: u64) -> String {
 #[must_use]
 pub fn bytes(n: u64) -> String {
     scaled(n, 1024.0, 1023.5, &BYTE_UNITS)
+}
+
+/// The largest unit [`bytes_spaced`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LargestUnit {
+    /// Up to `MiB` (one decimal), for sizes of single allocations.
+    MiB,
+    /// Up to `GiB` (two decimals), for totals.
+    GiB,
+}
+
+/// A size with a space before the unit and one decimal: `512 B`, `1.5 KiB`,
+/// `3.0 MiB`; from 1 GiB, `1.25 GiB` or, with [`LargestUnit::MiB`], `1024.0 MiB`.
+#[must_use]
+pub fn bytes_spaced(b: u64, largest: LargestUnit) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * KIB;
+    const GIB: u64 = 1024 * MIB;
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let v = b as f64;
+    match b {
+        0..KIB => format!("{b} B"),
+        KIB..MIB => format!("{:.1} KiB", v / 1024.0),
+        _ if b < GIB || largest == LargestUnit::MiB => format!("{:.1} MiB", v / 1_048_576.0),
+        _ => format!("{:.2} GiB", v / 1_073_741_824.0),
+    }
 }
 
 #[expect(
@@ -83,17 +108,22 @@ pub fn ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"))
 }
 
+/// A ratio in `0..=1` as a percentage with one decimal: `93.0%`; `-` when unknown.
+#[must_use]
+pub fn ratio_percent(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
 /// A fraction as a percentage: `12.3%`.
 #[must_use]
 pub fn percent(frac: f64) -> String {
     let p = if frac.is_finite() { frac * 100.0 } else { 0.0 };
-    if p >= 99.95 {
-        format!("{p:.0}%")
-    } else if p < 0.995 {
-        format!("{p:.2}%")
-    } else {
-        format!("{p:.1}%")
-    }
+    let decimals = match p {
+        _ if p >= 99.95 => 0,
+        _ if p < 0.995 => 2,
+        _ => 1,
+    };
+    format!("{p:.decimals$}%")
 }
 
 /// The last `components` components of a path: `net/http/server.go` → `http/server.go` for 2.
@@ -212,6 +242,15 @@ mod tests {
         assert_eq!(bytes(1000 * 1024), "1000KiB");
         assert_eq!(bytes(1024 * 1024), "1.0MiB");
         assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5MiB");
+        for largest in [LargestUnit::MiB, LargestUnit::GiB] {
+            assert_eq!(bytes_spaced(0, largest), "0 B");
+            assert_eq!(bytes_spaced(1023, largest), "1023 B");
+            assert_eq!(bytes_spaced(1024, largest), "1.0 KiB");
+            assert_eq!(bytes_spaced(1_048_575, largest), "1024.0 KiB");
+            assert_eq!(bytes_spaced(3 << 19, largest), "1.5 MiB");
+        }
+        assert_eq!(bytes_spaced(5 << 29, LargestUnit::GiB), "2.50 GiB");
+        assert_eq!(bytes_spaced(5 << 29, LargestUnit::MiB), "2560.0 MiB");
     }
 
     #[test]
@@ -250,6 +289,8 @@ mod tests {
         assert_eq!(percent(0.0015), "0.15%");
         assert_eq!(percent(0.0), "0.00%");
         assert_eq!(ratio(None), "-");
+        assert_eq!(ratio_percent(None), "-");
+        assert_eq!(ratio_percent(Some(0.93)), "93.0%");
         assert_eq!(bucket_label(0), "≤1B");
         assert_eq!(bucket_label(6), "≤64B");
         assert_eq!(bucket_label(10), "≤1KiB");
