@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use support::proc::Proc;
+use support::sites::{FixtureResult, SiteRow, check_metrics};
 use support::{
     Variant, allocwatch, fixture, parse_result, probe_sites, read_probed, skip_unless_root,
     target_dir, toolchain,
@@ -171,41 +172,49 @@ fn targets(addr: SocketAddr) -> Vec<TargetJson> {
     serde_json::from_str(&get_text(addr, "/targets")).expect("/targets JSON")
 }
 
-#[derive(Debug, Deserialize)]
-struct Site {
-    func: String,
-    #[serde(rename = "type")]
-    type_name: String,
-    count: i64,
-    bytes: i64,
-    line: u32,
+/// The allocation series of `pid` as sites-CSV rows (objects and bytes
+/// joined by their labels).
+fn site_rows(samples: &[Sample], pid: u32) -> Vec<SiteRow> {
+    let key =
+        |s: &Sample| ["function", "file", "line", "type", "mode"].map(|k| s.labels[k].clone());
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bytes: HashMap<[String; 5], u64> = of(samples, "allocwatch_alloc_bytes_total", pid)
+        .into_iter()
+        .map(|s| (key(s), s.value as u64))
+        .collect();
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    of(samples, "allocwatch_alloc_objects_total", pid)
+        .into_iter()
+        .map(|s| {
+            let k = key(s);
+            SiteRow {
+                bytes: bytes[&k],
+                allocs: s.value as u64,
+                function: k[0].clone(),
+                file: k[1].clone(),
+                line: k[2].parse().unwrap_or(0),
+                type_name: k[3].clone(),
+            }
+        })
+        .collect()
 }
 
-#[derive(Debug, Deserialize)]
-struct AllocsResult {
-    go: String,
-    sites: Vec<Site>,
-}
-
-/// Every site the fixture measured, against the `/metrics` series of `pid`.
-fn check_exact(samples: &[Sample], pid: u32, res: &AllocsResult) {
-    let objects = of(samples, "allocwatch_alloc_objects_total", pid);
-    let bytes = of(samples, "allocwatch_alloc_bytes_total", pid);
-    let sum = |rows: &[&Sample], s: &Site| -> u64 {
-        let line = s.line.to_string();
-        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        rows.iter()
-            .filter(|r| {
-                r.labels["function"] == s.func
-                    && r.labels["line"] == line
-                    && (s.type_name.is_empty() || r.labels["type"] == s.type_name)
-            })
-            .map(|r| r.value as u64)
-            .sum()
-    };
+/// Every site the fixture measured, against the `/metrics` series of `pid`
+/// (summed over the rows of its function, line and type; a count of −1 asks
+/// for at least one allocation); and the runtime's own count of the
+/// workload's allocations.
+fn check_exact(samples: &[Sample], pid: u32, res: &FixtureResult) {
+    let rows = site_rows(samples, pid);
     let mut failures = Vec::new();
     for s in &res.sites {
-        let (n, b) = (sum(&objects, s), sum(&bytes, s));
+        let (n, b) = rows
+            .iter()
+            .filter(|r| {
+                r.function == s.func
+                    && r.line == s.line
+                    && (s.type_name.is_empty() || r.type_name == s.type_name)
+            })
+            .fold((0, 0), |(n, b), r| (n + r.allocs, b + r.bytes));
         let ok = match (u64::try_from(s.count), u64::try_from(s.bytes)) {
             (Err(_), _) => n > 0,
             (Ok(c), Err(_)) => n == c,
@@ -220,13 +229,15 @@ fn check_exact(samples: &[Sample], pid: u32, res: &AllocsResult) {
     }
     assert!(
         failures.is_empty(),
-        "{} ({}):\n  {}",
-        "allocs fixture",
+        "allocs fixture ({}):\n  {}",
         res.go,
         failures.join("\n  ")
     );
+    check_metrics(&format!("PID {pid} ({})", res.go), &rows, res);
     assert!(
-        objects.iter().all(|r| r.labels["mode"] == "exact"),
+        of(samples, "allocwatch_alloc_objects_total", pid)
+            .iter()
+            .all(|r| r.labels["mode"] == "exact"),
         "exact mode: every series is exact"
     );
     let lost = of(samples, "allocwatch_events_lost_total", pid);
@@ -318,7 +329,7 @@ fn metrics_show_exact_counts_also_after_exit() {
         );
     }
     fixtures.iter_mut().for_each(|f| f.0.go());
-    let results: Vec<AllocsResult> = fixtures
+    let results: Vec<FixtureResult> = fixtures
         .iter_mut()
         .map(|(fx, _, _)| {
             let (status, out) = fx.finish(Duration::from_secs(60));
