@@ -82,8 +82,6 @@ fn one_loop_traces_two_processes_exactly() {
     if skip_unless_root() {
         return;
     }
-    // Workloads long enough (hundreds of ms) to span several windows: at
-    // n = 2000 one ran in under the first 100 ms window now and then.
     let (mut p1, pid1) = start("1.21.13", 20_000);
     let (mut p2, pid2) = start("1.27.3", 30_000);
     let opts = Options {
@@ -108,9 +106,6 @@ fn one_loop_traces_two_processes_exactly() {
             Traced::new(s, None)
         })
         .collect();
-    // Both are traced: let them run their workloads at the same time.
-    p1.go();
-    p2.go();
     let mut windows = [0u32; 2];
     let mut gone = Vec::new();
     let schedule = Schedule {
@@ -121,7 +116,16 @@ fn one_loop_traces_two_processes_exactly() {
         .block_on(async {
             let signals = Signals::listen().expect("signals");
             runloop::run(&mut traced, signals, schedule, |t| match t {
-                Tick::Window { index, .. } => windows[index] += 1,
+                Tick::Window { index, .. } => {
+                    // Both are traced and each has a window: let them run
+                    // their workloads at the same time (a workload can be
+                    // shorter than a window).
+                    if windows == [0, 0] {
+                        p1.go();
+                        p2.go();
+                    }
+                    windows[index] += 1;
+                }
                 Tick::Gone { index, .. } => gone.push(index),
                 Tick::Switch { .. } => panic!("no budget, no switch"),
             })
