@@ -4,6 +4,7 @@
 //! under `target/fixtures/`.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod pools;
 pub mod proc;
 pub mod record;
