@@ -254,9 +254,11 @@ fn kernel_problems() -> Vec<Missing> {
     problems
 }
 
-/// Tools the tests drive that Debian installs with the base system.
+/// Tools the tests drive that a standard Debian system has, with their
+/// package (systemd-analyze: tests/deploy.rs verifies the systemd unit).
 const BASE_TOOLS: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
+    ("systemd-analyze", "systemd"),
     ("unshare", "util-linux"),
     ("chattr", "e2fsprogs"),
 ];
