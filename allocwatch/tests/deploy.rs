@@ -328,6 +328,16 @@ fn the_daemonset_has_what_a_node_agent_needs() {
         }
     }
     let script = entrypoint(&c);
+    // Kubernetes replaces $(NAME) of the container's variables and $$ in
+    // command: the script must reach sh as it is (as the test runs it).
+    let env = c["env"].as_array().expect("env");
+    assert!(
+        !script.contains("$$")
+            && env
+                .iter()
+                .all(|e| !script.contains(&format!("$({})", e["name"].as_str().unwrap_or("")))),
+        "Kubernetes would rewrite the entrypoint:\n{script}"
+    );
     assert!(
         script.contains(&format!("--listen 0.0.0.0:{port}")),
         "listens where the probes and Prometheus reach it:\n{script}"
