@@ -341,7 +341,10 @@ fn set_sample_rate(
         AppError::target(format!(
             "PID {pid}: cannot {what} runtime.MemProfileRate at {addr:#x}: {e}"
         ))
-        .hint("use --mode exact")
+        .hint(
+            "use --mode exact; sampled mode reads and sets runtime.MemProfileRate through \
+             /proc/PID/mem, which without root takes CAP_DAC_OVERRIDE for another user's process",
+        )
     };
     let live = crate::target::read_u64(pid, addr)
         .ok_or_else(|| fail("read", &"/proc/PID/mem is not readable"))?;
