@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use support::http::{get_text, start_daemon_cmd};
 use support::proc::Proc;
-use support::sites::{FixtureResult, SiteRow, check_metrics};
+use support::sites::{FixtureResult, SiteRow, assert_sites, check_metrics};
 use support::{
     Variant, allocwatch, fixture, parse_result, probe_sites, read_probed, skip_unless_root,
     target_dir, toolchain,
@@ -155,35 +155,9 @@ fn site_rows(samples: &[Sample], pid: u32) -> Vec<SiteRow> {
 /// workload's allocations.
 fn check_exact(samples: &[Sample], pid: u32, res: &FixtureResult) {
     let rows = site_rows(samples, pid);
-    let mut failures = Vec::new();
-    for s in &res.sites {
-        let (n, b) = rows
-            .iter()
-            .filter(|r| {
-                r.function == s.func
-                    && r.line == s.line
-                    && (s.type_name.is_empty() || r.type_name == s.type_name)
-            })
-            .fold((0, 0), |(n, b), r| (n + r.allocs, b + r.bytes));
-        let ok = match (u64::try_from(s.count), u64::try_from(s.bytes)) {
-            (Err(_), _) => n > 0,
-            (Ok(c), Err(_)) => n == c,
-            (Ok(c), Ok(want)) => n == c && b == want,
-        };
-        if !ok {
-            failures.push(format!(
-                "{} line {} type {:?}: expected {} allocs / {} bytes, /metrics has {n} / {b}",
-                s.func, s.line, s.type_name, s.count, s.bytes
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "allocs fixture ({}):\n  {}",
-        res.go,
-        failures.join("\n  ")
-    );
-    check_metrics(&format!("PID {pid} ({})", res.go), &rows, res);
+    let what = format!("PID {pid} ({})", res.go);
+    assert_sites(&what, &rows, res);
+    check_metrics(&what, &rows, res);
     assert!(
         of(samples, "allocwatch_alloc_objects_total", pid)
             .iter()

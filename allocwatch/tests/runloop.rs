@@ -16,41 +16,12 @@ use allocwatch::runloop::{self, Schedule, Signals, Stop, Tick, Traced};
 use allocwatch::session::{Options, Session, TargetSpec};
 use allocwatch::stats::Snapshot;
 use support::proc::Proc;
-use support::sites::{FixtureResult, SiteRow, check_metrics};
+use support::sites::{FixtureResult, SiteRow, assert_sites, check_metrics};
 use support::{Variant, fixture, parse_result, skip_unless_root, toolchain};
 
 /// Every site the fixture measured, against the session's snapshot; and
 /// the runtime's own count of the workload's allocations.
 fn check(what: &str, snap: &Snapshot, res: &FixtureResult) {
-    let mut failures = Vec::new();
-    for s in &res.sites {
-        let (allocs, bytes) = snap
-            .sites
-            .iter()
-            .filter(|r| {
-                *r.key.function == *s.func
-                    && r.key.line == s.line
-                    && (s.type_name.is_empty() || *r.key.type_name == *s.type_name)
-            })
-            .fold((0, 0), |(a, b), r| (a + r.allocs, b + r.bytes));
-        let ok = match (u64::try_from(s.count), u64::try_from(s.bytes)) {
-            (Err(_), _) => allocs > 0,
-            (Ok(n), Err(_)) => allocs == n,
-            (Ok(n), Ok(b)) => allocs == n && bytes == b,
-        };
-        if !ok {
-            failures.push(format!(
-                "{} line {} type {:?}: expected {} allocs / {} bytes, got {allocs} / {bytes}",
-                s.func, s.line, s.type_name, s.count, s.bytes
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{what} ({}):\n  {}",
-        res.go,
-        failures.join("\n  ")
-    );
     assert_eq!(snap.counters.lost, 0, "{what}: events were lost");
     let rows: Vec<SiteRow> = snap
         .sites
@@ -64,6 +35,7 @@ fn check(what: &str, snap: &Snapshot, res: &FixtureResult) {
             bytes: s.bytes,
         })
         .collect();
+    assert_sites(what, &rows, res);
     check_metrics(what, &rows, res);
 }
 

@@ -68,6 +68,40 @@ pub fn check_sites_where(
     summary: &RunSummary,
     open_type: impl Fn(&str) -> bool,
 ) {
+    let failures = site_mismatches(rows, res, open_type);
+    assert!(
+        failures.is_empty(),
+        "{what} ({}):\n  {}\nallocwatch summary:\n{summary:#?}",
+        res.go,
+        failures.join("\n  ")
+    );
+    assert!(
+        summary.events.lost == 0,
+        "{what}: events were lost:\n{summary:#?}"
+    );
+}
+
+/// Every site the fixture reports has exactly its count and bytes in
+/// `rows`, whatever they were read from (a CSV, a snapshot, `/metrics`).
+pub fn assert_sites(what: &str, rows: &[SiteRow], res: &FixtureResult) {
+    let failures = site_mismatches(rows, res, |_| true);
+    assert!(
+        failures.is_empty(),
+        "{what} ({}):\n  {}",
+        res.go,
+        failures.join("\n  ")
+    );
+}
+
+/// The fixture's sites that `rows` do not count exactly (summed over the
+/// rows of the site's function, line and type; a count of −1 asks for at
+/// least one allocation), one line each; a site whose type the fixture
+/// leaves open counts the rows whose type passes `open_type`.
+pub fn site_mismatches(
+    rows: &[SiteRow],
+    res: &FixtureResult,
+    open_type: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let mut failures = Vec::new();
     for s in &res.sites {
         let matching: Vec<&SiteRow> = rows
@@ -107,16 +141,7 @@ pub fn check_sites_where(
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{what} ({}):\n  {}\nallocwatch summary:\n{summary:#?}",
-        res.go,
-        failures.join("\n  ")
-    );
-    assert!(
-        summary.events.lost == 0,
-        "{what}: events were lost:\n{summary:#?}"
-    );
+    failures
 }
 
 /// The fixture's `runtime/metrics` over its workload window count every
