@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use serde::Deserialize;
 use support::{
     PoolCount, RunSummary, SiteRow, Variant, allocwatch, fixture, parse_result, read_csv,
-    read_site_rows, record_json, skip_unless_root, toolchain, workspace_root,
+    read_site_rows, record_json, record_refused, skip_unless_root, toolchain, workspace_root,
 };
 
 #[derive(Debug, Deserialize)]
@@ -315,20 +315,9 @@ fn json_summary_path_is_checked_first() {
         (&[Path::new("--json"), &missing], "cannot write --json"),
     ];
     for (args, want) in cases {
-        let out = Command::new(allocwatch())
-            .arg("record")
-            .args(args)
-            .args(["--", "/bin/true"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run allocwatch");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(want), "{args:?}: {stderr}");
-        assert!(
-            !stderr.contains("tracing PID"),
-            "{args:?}: attached: {stderr}"
-        );
+        let mut args = args.to_vec();
+        args.extend([Path::new("--"), Path::new("/bin/true")]);
+        record_refused(&args, want);
     }
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),

@@ -17,8 +17,8 @@ pub mod summary;
 pub use pools::PoolCount;
 #[allow(unused_imports)]
 pub use record::{
-    Recorded, read_csv, record, record_cmd, record_json, record_pools_csv, record_sites_and_pools,
-    start_record,
+    Recorded, read_csv, record, record_cmd, record_json, record_pools_csv, record_refused,
+    record_sites_and_pools, start_record,
 };
 #[allow(unused_imports)]
 pub use sites::{

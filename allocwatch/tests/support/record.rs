@@ -17,6 +17,24 @@ pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
         .collect()
 }
 
+/// Runs `allocwatch record ARGS` (stdin closed), which must be refused as
+/// a usage error (exit 2) that names `want`, before anything is attached.
+pub fn record_refused<A: AsRef<OsStr> + std::fmt::Debug>(args: &[A], want: &str) {
+    let out = Command::new(super::allocwatch())
+        .arg("record")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run allocwatch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(want), "{args:?}: {stderr}");
+    assert!(
+        !stderr.contains("tracing PID"),
+        "{args:?}: attached: {stderr}"
+    );
+}
+
 /// Runs `allocwatch record ARGS -- bin` (stdin closed) with the fixtures'
 /// usual `GOMAXPROCS=1` and `GOGC=off`, then `env` (which may override
 /// them); asserts it exits 0 and returns its stdout (the fixture's) and
