@@ -257,6 +257,23 @@ fn read_identity(pid: u32) -> Option<Identity> {
     })
 }
 
+/// True when PID has an address space now: a fresh `/proc/PID/mem` of a
+/// process that released its memory (exiting) reads nothing (end of file),
+/// while any live address space answers with a byte or an error for an
+/// unmapped address.
+fn has_address_space(pid: u32) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(mem) = std::fs::File::open(proc_path(pid, "mem")) else {
+        return false;
+    };
+    let maps = std::fs::read_to_string(proc_path(pid, "maps")).unwrap_or_default();
+    let addr = maps
+        .lines()
+        .find_map(|l| u64::from_str_radix(l.split('-').next()?, 16).ok())
+        .unwrap_or(0x1000);
+    !matches!(mem.read_at(&mut [0u8; 1], addr), Ok(0))
+}
+
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(proc_path(pid, "stat"))
         .ok()
@@ -420,11 +437,17 @@ impl Target {
             }
             Some(id) => match compare(&self.identity, &id) {
                 None if self.space.as_ref().is_some_and(|s| !s.readable()) => {
-                    // Its address space is gone: exec'd, or exiting just now.
+                    // The address space it had is gone: it exec'd (a new one
+                    // is in place) or it is exiting (none is: undecided until
+                    // a later check sees it exited).
                     match read_identity(self.pid) {
-                        Some(_) if !is_zombie(self.pid) => Some(Gone::Replaced(
-                            "replaced itself with a new run of the same executable (exec)".into(),
-                        )),
+                        Some(_) if !is_zombie(self.pid) && has_address_space(self.pid) => {
+                            Some(Gone::Replaced(
+                                "replaced itself with a new run of the same executable (exec)"
+                                    .into(),
+                            ))
+                        }
+                        Some(_) if !is_zombie(self.pid) => None,
                         _ if self.child.is_some() => None,
                         _ => Some(Gone::Exited("exited".into())),
                     }
@@ -505,6 +528,21 @@ mod tests {
         exe_dev: 0x803,
         exe_ino: 42,
     };
+
+    #[test]
+    fn a_live_process_has_an_address_space_and_a_zombie_none() {
+        assert!(has_address_space(std::process::id()));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_zombie(child.id()) {
+            assert!(Instant::now() < deadline, "`true` did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!has_address_space(child.id()));
+        child.wait().expect("reap");
+    }
 
     #[test]
     fn same_process_same_program() {

@@ -370,7 +370,7 @@ fn pid_reuse_is_noticed() {
         "--json",
         json.to_str().unwrap(),
     ]));
-    aw.signal(libc::SIGSTOP);
+    aw.stop();
     fx.send("go");
     fx.close_stdin();
     let (status, stdout) = fx.finish(Duration::from_secs(30));

@@ -203,13 +203,30 @@ impl Proc {
         if !matches!(self.child.try_wait(), Ok(None)) {
             return false;
         }
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let state = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 2..].chars().next())
-            .unwrap_or('?');
-        matches!(state, 'R' | 'S')
+        matches!(self.state(), 'R' | 'S')
+    }
+
+    /// The state letter of the process's main thread (`?` when unreadable).
+    fn state(&self) -> char {
+        state_of(&format!("/proc/{}/stat", self.child.id()))
+    }
+
+    /// Sends SIGSTOP and returns once every thread has stopped (state `T`):
+    /// the signal alone only asks.
+    pub fn stop(&self) {
+        self.signal(libc::SIGSTOP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let all_stopped = || {
+            std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .all(|t| state_of(&t.path().join("stat").to_string_lossy()) == 'T')
+        };
+        while !all_stopped() {
+            assert!(Instant::now() < deadline, "PID {} did not stop", self.pid());
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -276,4 +293,12 @@ impl Proc {
         }
         total
     }
+}
+
+/// The state letter in a `/proc/.../stat` file (`?` when unreadable).
+fn state_of(path: &str) -> char {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|i| stat[i + 2..].chars().next())
+        .unwrap_or('?')
 }
