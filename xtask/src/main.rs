@@ -22,9 +22,10 @@ struct Cli {
 enum Cmd {
     /// Install the BPF toolchain, test tools and Go toolchains; check the kernel.
     Setup,
-    /// Setup, lint, then every test (unit and privileged integration tests);
-    /// refuses to start without root or a prerequisite, lists skipped tests
-    /// at the end and, under CI=true, fails when any test skipped.
+    /// Setup, rustfmt, then every test (unit and privileged integration
+    /// tests) with clippy running beside them; refuses to start without root
+    /// or a prerequisite, lists skipped tests at the end and, under CI=true,
+    /// fails when any test skipped or clippy warned.
     Test {
         /// Arguments passed to the integration test binaries (e.g. a test name filter).
         #[arg(last = true)]
@@ -57,7 +58,7 @@ fn main() -> Result<()> {
             }
             setup::setup()?;
             testrun::require_prerequisites()?;
-            lint()?;
+            fmt_check()?;
             testrun::test(&args)
         }
         Cmd::Demo => {
@@ -73,34 +74,55 @@ fn main() -> Result<()> {
 }
 
 fn lint() -> Result<()> {
+    fmt_check()?;
+    clippy(&util::root().join("target"), util::run)
+}
+
+fn fmt_check() -> Result<()> {
     util::step("rustfmt --check");
-    util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
+    util::run(util::cargo().args(["fmt", "--all", "--check"]))
+}
+
+/// clippy on the workspace and on the eBPF crate, built in `target_dir`,
+/// each command run by `run`.
+fn clippy(
+    target_dir: &std::path::Path,
+    run: impl Fn(&mut std::process::Command) -> Result<()>,
+) -> Result<()> {
     util::step("clippy (workspace)");
-    util::run(util::cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    run(util::cargo()
+        .args(["clippy", "--workspace", "--all-targets", "--target-dir"])
+        .arg(target_dir)
+        .args(["--", "-D", "warnings"]))?;
     util::step("clippy (eBPF crate, Debian's clippy for the BPF target)");
     let root = util::root();
-    util::run(
-        util::ebpf_cargo()
-            .current_dir(root.join("allocwatch-ebpf"))
-            .args([
-                "check",
-                "--release",
-                "--target",
-                "bpfel-unknown-none",
-                "--target-dir",
-            ])
-            .arg(root.join("target/bpf-clippy"))
-            .env("RUSTC_WORKSPACE_WRAPPER", "/usr/bin/clippy-driver")
-            .env("RUSTFLAGS", "-D warnings"),
-    )?;
-    Ok(())
+    run(util::ebpf_cargo()
+        .current_dir(root.join("allocwatch-ebpf"))
+        .args([
+            "check",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "--target-dir",
+        ])
+        .arg(root.join("target/bpf-clippy"))
+        .env("RUSTC_WORKSPACE_WRAPPER", "/usr/bin/clippy-driver")
+        .env("RUSTFLAGS", "-D warnings"))
+}
+
+/// clippy while the tests run: at the lowest CPU priority, in a target
+/// directory of its own (cargo locks one per build), its output shown once
+/// it is done.
+fn clippy_beside() -> Result<()> {
+    let dir = util::root().join("target/clippy");
+    let start = std::time::Instant::now();
+    let result = clippy(&dir, |c| util::run_quiet(&mut util::niced(c, 19)));
+    util::step(&format!(
+        "clippy, run beside the tests: {} ({:.0} s)",
+        if result.is_ok() { "clean" } else { "FAILED" },
+        start.elapsed().as_secs_f64()
+    ));
+    result
 }
 
 fn demo() -> Result<()> {

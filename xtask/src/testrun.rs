@@ -58,12 +58,8 @@ fn read_skips(dir: &Path) -> Result<Vec<String>> {
 /// The `#[ignore]`d tests, as libtest lists them: the benchmarks of
 /// tests/bench.rs and helpers that tests run in a child process (`*_child`).
 fn ignored_tests() -> Option<Vec<String>> {
-    let out = util::output(util::cargo().args([
-        "test",
+    let out = util::output(util::cargo().args(INTEGRATION_TESTS).args([
         "-q",
-        "-p",
-        "allocwatch",
-        "--tests",
         "--",
         "--list",
         "--ignored",
@@ -76,8 +72,91 @@ fn ignored_tests() -> Option<Vec<String>> {
     )
 }
 
+/// Compiles into the Go build cache the tests use (`target/gocache/VERSION`,
+/// same settings as `tests/support::build_go`) what the fixtures share: the
+/// standard library they import, in the build modes the tests use, and on
+/// the oldest and newest toolchains every fixture (the demo's `net/http`,
+/// the profile writer's `runtime/pprof`). It runs beside the tests, which
+/// mostly wait on Go programs, at a lower priority than theirs, so that most
+/// fixtures the tests build later only need linking. A warm-up only: a
+/// failure is reported, and a test that needs the package builds it (and
+/// reports the error) itself.
+fn warm_go_cache() {
+    let versions = setup::GO_VERSIONS;
+    let (oldest, newest) = (versions[0], versions[versions.len() - 1]);
+    // The tests start with the oldest and newest toolchains.
+    let order = [oldest, newest]
+        .into_iter()
+        .chain(versions[1..versions.len() - 1].iter().copied());
+    let start = std::time::Instant::now();
+    for v in order {
+        let shared = if v == oldest || v == newest {
+            every_fixture(v)
+        } else {
+            vec!["./internal/fixture".to_string()]
+        };
+        let mut builds = vec![(shared, None, None)];
+        builds.push((
+            vec!["./internal/fixture".into()],
+            Some("-buildmode=pie"),
+            None,
+        ));
+        if v.starts_with("1.26.") {
+            // Go 1.26's size-specialized malloc, an experiment there.
+            builds.push((
+                vec!["./internal/fixture".into()],
+                None,
+                Some("sizespecializedmalloc"),
+            ));
+        }
+        for (packages, mode, experiment) in builds {
+            let mut go = util::go_cmd(&util::go_root(v));
+            go.current_dir(util::root().join("testdata"))
+                .arg("build")
+                .args(mode)
+                .args(&packages);
+            if let Some(x) = experiment {
+                go.env("GOEXPERIMENT", x);
+            }
+            let mut go = util::niced(&go, 5);
+            if let Err(e) = util::run_quiet(&mut go) {
+                println!("xtask: warning: warming the Go {v} build cache: {e}");
+            }
+        }
+    }
+    println!(
+        "xtask: Go build caches warmed for the fixtures in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+/// The fixtures Go `v` builds (`go list` leaves out those its version
+/// excludes), but `bigbin` (the benchmarks'), with the demo and the
+/// fixtures' shared packages.
+fn every_fixture(v: &str) -> Vec<String> {
+    let listed = util::output(
+        util::go_cmd(&util::go_root(v))
+            .current_dir(util::root().join("testdata"))
+            .args(["list", "./fixtures/..."]),
+    )
+    .unwrap_or_default();
+    let mut packages: Vec<String> = listed
+        .lines()
+        .filter(|p| !p.ends_with("/bigbin"))
+        .map(str::to_string)
+        .collect();
+    packages.extend(["./demo".to_string(), "./internal/...".to_string()]);
+    packages
+}
+
 pub fn test(args: &[String]) -> Result<()> {
     let dir = new_skip_dir()?;
+    util::step("building the tests");
+    util::run(util::cargo().args(["test", "--workspace", "--tests", "--no-run"]))?;
+    // Beside the tests, which mostly wait on Go programs: the Go build cache
+    // warm-up, and clippy at the lowest priority.
+    let warm = std::thread::spawn(warm_go_cache);
+    let lint = std::thread::spawn(crate::clippy_beside);
     util::step("unit tests");
     let mut unit = util::cargo();
     unit.args(["test", "--workspace", "--lib", "--bins"])
@@ -86,22 +165,21 @@ pub fn test(args: &[String]) -> Result<()> {
     if result.is_ok() {
         util::step("integration tests (real kernel, real Go toolchains; one at a time)");
         let mut cmd = util::cargo();
-        cmd.args([
-            "test",
-            "-p",
-            "allocwatch",
-            "--tests",
-            "--",
-            "--test-threads=1",
-        ])
-        .args(args)
-        .env(SKIP_DIR_VAR, &dir);
+        cmd.args(INTEGRATION_TESTS)
+            .args(["--", "--test-threads=1"])
+            .args(args)
+            .env(SKIP_DIR_VAR, &dir);
         result = util::run(&mut cmd);
     }
+    let _ = warm.join();
+    let linted = lint
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the clippy thread panicked")));
     let skips = read_skips(&dir)?;
     std::fs::remove_dir_all(&dir)?;
     report(&skips);
     result?;
+    linted?;
     if !skips.is_empty() && std::env::var("CI").as_deref() == Ok("true") {
         bail!(
             "{} skipped under CI=true, where a skip fails the run (listed above)",
@@ -114,6 +192,10 @@ pub fn test(args: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+/// `cargo test` over every integration test of the workspace, with the
+/// features the `--workspace` build resolved (so nothing is rebuilt).
+const INTEGRATION_TESTS: &[&str] = &["test", "--workspace", "--test", "*"];
 
 fn report(skips: &[String]) {
     util::step("skipped tests");

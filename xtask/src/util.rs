@@ -64,6 +64,40 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// `cmd` run under `nice -n LEVEL` (same arguments, environment and
+/// directory): it gets the CPU that higher-priority work leaves.
+pub fn niced(cmd: &Command, level: u8) -> Command {
+    let mut niced = Command::new("nice");
+    niced
+        .args(["-n", &level.to_string()])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .current_dir(cmd.get_current_dir().unwrap_or(&root()));
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => niced.env(k, v),
+            None => niced.env_remove(k),
+        };
+    }
+    niced
+}
+
+/// Runs `cmd` with its output captured, which goes into the error when it fails.
+pub fn run_quiet(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed with {}:\n{}",
+            cmd.get_program(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// Output of a command, or None when it cannot run or fails.
 pub fn output(cmd: &mut Command) -> Option<String> {
     let o = cmd.output().ok()?;
@@ -99,6 +133,9 @@ pub fn go_cmd(goroot: &Path) -> Command {
                 .join(version.trim_start_matches("go")),
         )
         .env("GOPATH", root().join("target/gopath"))
+        // As allocwatch/tests/support builds the fixtures: one cache for both.
+        .env("GOAMD64", "v1")
+        .env_remove("GOEXPERIMENT")
         .env("CGO_ENABLED", "0");
     c
 }
