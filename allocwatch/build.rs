@@ -63,7 +63,12 @@ fn main() {
     };
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let target_dir = target_root(&out_dir).join("bpf");
+    // ALLOCWATCH_BPF_TARGET_DIR: where another build (`cargo xtask test`'s
+    // clippy, in a target directory of its own) finds the eBPF build of the
+    // main one, instead of building it again.
+    println!("cargo::rerun-if-env-changed=ALLOCWATCH_BPF_TARGET_DIR");
+    let target_dir = std::env::var_os("ALLOCWATCH_BPF_TARGET_DIR")
+        .map_or_else(|| target_root(&out_dir).join("bpf"), PathBuf::from);
     let mut path = vec![
         linker.parent().expect("linker dir").to_path_buf(),
         PathBuf::from("/usr/lib/llvm-22/bin"),

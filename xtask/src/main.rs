@@ -93,7 +93,9 @@ fn clippy(
     run(util::cargo()
         .args(["clippy", "--workspace", "--all-targets", "--target-dir"])
         .arg(target_dir)
-        .args(["--", "-D", "warnings"]))?;
+        .args(["--", "-D", "warnings"])
+        // The eBPF object of the main build (cargo finds it up to date).
+        .env("ALLOCWATCH_BPF_TARGET_DIR", util::root().join("target/bpf")))?;
     util::step("clippy (eBPF crate, Debian's clippy for the BPF target)");
     let root = util::root();
     run(util::ebpf_cargo()

