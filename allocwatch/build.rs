@@ -106,11 +106,11 @@ fn main() {
             "building the eBPF programs (allocwatch-ebpf) failed; the compiler's messages are above",
         );
     }
-    let obj = target_dir
-        .join(BPF_TARGET)
-        .join("release")
-        .join("allocwatch");
-    if let Err(e) = std::fs::copy(&obj, out_dir.join("allocwatch.bpf.o")) {
-        fail(&format!("eBPF object {} not found: {e}", obj.display()));
+    // The tracing programs, and the daemon's exec notification.
+    for bin in ["allocwatch", "execwatch"] {
+        let obj = target_dir.join(BPF_TARGET).join("release").join(bin);
+        if let Err(e) = std::fs::copy(&obj, out_dir.join(format!("{bin}.bpf.o"))) {
+            fail(&format!("eBPF object {} not found: {e}", obj.display()));
+        }
     }
 }

@@ -14,6 +14,10 @@ pub const MAX_FRAMES: usize = 32;
 /// Ring buffer size in bytes (a power of two multiple of the page size).
 pub const RINGBUF_BYTES: u32 = 32 << 20;
 
+/// The exec notification's ring buffer (`execwatch`'s `EXECS`): one `u32`
+/// PID per exec (16 bytes with its header), room for 4,096 between reads.
+pub const EXEC_RINGBUF_BYTES: u32 = 64 << 10;
+
 /// Most address ranges in a [`MallocRanges`] (searched by bisection).
 pub const MAX_RANGES: u32 = 256;
 

@@ -132,9 +132,15 @@ pub fn trace_pools(mode: Mode, pools: bool, no_pools: bool) -> bool {
 /// `allocwatch daemon`.
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
+    /// Trace every process whose executable (/proc/PID/exe) matches REGEX by its full path or its
+    /// base name, unanchored as in grep (e.g. '^api$' for the name api): those running now and
+    /// those started later, from the moment they exec (repeat for more). A match that allocwatch
+    /// cannot trace (not a Go program, unsupported Go version) is logged once and skipped.
+    #[arg(long = "exe", value_name = "REGEX", value_parser = parse_regex, required_unless_present = "pids")]
+    pub exe: Vec<regex::Regex>,
     /// A Go process to trace (repeat for more). A process that allocwatch cannot trace (not a Go
-    /// program, unsupported Go version, gone) is logged and skipped.
-    #[arg(short, long = "pid", value_name = "PID", required = true)]
+    /// program, unsupported Go version, gone) is logged and skipped, and tried again when it execs.
+    #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
     /// Where to serve /metrics, /debug/pprof/allocs and /targets (port 0: any free port; the
     /// address bound is printed on stderr). Loopback unless another address is asked for.
@@ -353,6 +359,10 @@ pub fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
 }
 
 /// Parses `1.5s`, `500ms`, `2m`, `1h`, `10` (seconds).
+fn parse_regex(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s).map_err(|e| e.to_string())
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s

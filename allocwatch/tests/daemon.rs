@@ -456,3 +456,130 @@ fn a_pid_that_is_not_go_is_skipped() {
     let _ = sleep.kill();
     let _ = sleep.wait();
 }
+
+/// A fixture run from `exe`, waiting to run `n` iterations (as [`allocs`]).
+fn allocs_from(exe: &std::path::Path, n: u32, name: &str) -> (Proc, u32) {
+    let mut c = Command::new(exe);
+    c.env("ALLOCWATCH_WAIT", "1")
+        .env("ALLOCWATCH_N", n.to_string())
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off");
+    Proc::ready(c, name)
+}
+
+#[test]
+fn exe_traces_matching_processes_running_and_started_later() {
+    if skip_unless_root() {
+        return;
+    }
+    // Copies of the fixture under a name no other process has.
+    let dir = tempfile::tempdir_in(target_dir()).expect("tempdir");
+    let name = format!("aw-discover-{}", std::process::id());
+    let bin = fixture(&toolchain(GO), "allocs", Variant::Default);
+    let exe = dir.path().join(&name);
+    std::fs::copy(&bin, &exe).expect("copy the fixture");
+    // A program that matches and is not Go.
+    let not_go = dir.path().join(format!("{name}-sleep"));
+    std::fs::copy("/bin/sleep", &not_go).expect("copy sleep");
+
+    let (mut early, early_pid) = allocs_from(&exe, 2000, "early allocs");
+    let (mut d, addr) = start_daemon(&["--exe", &format!("^{name}"), "--mode", "exact"]);
+    let list = wait_target(addr, early_pid, Duration::from_secs(1), |t| {
+        t.is_some_and(|t| t.state == "tracing")
+    });
+    assert!(
+        list.iter().all(|t| t.pid == early_pid),
+        "only the process that matches: {list:?}"
+    );
+    // The same Go program not matching (another name), then one that matches.
+    let (mut other, other_pid) = allocs_from(&bin, 1000, "allocs of another name");
+    let started = Instant::now();
+    let (mut late, late_pid) = allocs_from(&exe, 3000, "late allocs");
+    wait_target(addr, late_pid, Duration::from_secs(10), |t| {
+        t.is_some_and(|t| t.state == "tracing" && t.go_version.as_deref() == Some("go1.27.3"))
+    });
+    eprintln!(
+        "PID {late_pid} traced {:?} after its start",
+        started.elapsed()
+    );
+    let mut sleeper = Command::new(&not_go).arg("60").spawn().expect("start");
+    let list = wait_target(addr, sleeper.id(), Duration::from_secs(10), |t| {
+        t.is_some_and(|t| t.state == "skipped")
+    });
+    assert!(
+        !list.iter().any(|t| t.pid == other_pid),
+        "a process that does not match is not listed: {list:?}"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+
+    let mut results = Vec::new();
+    for (fx, pid) in [(&mut early, early_pid), (&mut late, late_pid)] {
+        fx.go();
+        let (status, out) = fx.finish(Duration::from_secs(60));
+        assert!(status.success(), "{}: {status}\n{out}", fx.name);
+        results.push((pid, parse_result::<FixtureResult>(&out)));
+    }
+    other.go();
+    let _ = other.finish(Duration::from_secs(60));
+    for (pid, _) in &results {
+        wait_target(addr, *pid, Duration::from_secs(5), |t| {
+            t.is_some_and(|t| t.state == "exited")
+        });
+    }
+    let samples = parse_metrics(&get_text(addr, "/metrics"));
+    for (pid, res) in &results {
+        check_exact(&samples, *pid, res);
+    }
+    assert!(of(&samples, "allocwatch_target_info", other_pid).is_empty());
+    let err = terminate(&mut d);
+    let skipped: Vec<&str> = err.lines().filter(|l| l.contains("not traced")).collect();
+    assert_eq!(skipped.len(), 1, "one line for the one skipped:\n{err}");
+    let latency = err
+        .lines()
+        .find(|l| l.contains(&format!("PID {late_pid} traced from")))
+        .unwrap_or_else(|| panic!("no line on when PID {late_pid} was traced:\n{err}"));
+    eprintln!("{latency}");
+}
+
+#[test]
+fn a_pid_that_execs_into_a_go_program_is_traced_from_then() {
+    if skip_unless_root() {
+        return;
+    }
+    let bin = fixture(&toolchain(GO), "allocs", Variant::Default);
+    // A shell that waits for a line, then execs the fixture (same PID).
+    let mut c = Command::new("sh");
+    c.args(["-c", "read line; exec \"$0\""])
+        .arg(&bin)
+        .env("ALLOCWATCH_WAIT", "1")
+        .env("ALLOCWATCH_N", "2500")
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off");
+    let mut fx = Proc::spawn(c, "sh, then allocs", false);
+    let pid = fx.child.id();
+    let (mut d, addr) = start_daemon(&["--pid", &pid.to_string(), "--mode", "exact"]);
+    let list = targets(addr);
+    let t = list.iter().find(|t| t.pid == pid).expect("listed");
+    assert_eq!(t.state, "skipped", "sh is not Go: {list:?}");
+    fx.send("exec");
+    assert_eq!(fx.wait_ready(), pid, "the fixture has the shell's PID");
+    wait_target(addr, pid, Duration::from_secs(10), |t| {
+        t.is_some_and(|t| t.state == "tracing")
+    });
+    fx.go();
+    let (status, out) = fx.finish(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{out}");
+    let res: FixtureResult = parse_result(&out);
+    // Listed twice now: skipped (the shell), exited (the Go program).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !targets(addr)
+        .iter()
+        .any(|t| t.pid == pid && t.state == "exited")
+    {
+        assert!(Instant::now() < deadline, "{:?}", targets(addr));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check_exact(&parse_metrics(&get_text(addr, "/metrics")), pid, &res);
+    terminate(&mut d);
+}

@@ -376,8 +376,8 @@ fn env_value(c: &Value, name: &str) -> String {
 
 /// The manifest's entrypoint, run on this host as the pod runs it (root
 /// with the host's PIDs), with `ALLOCWATCH_EXE` a pattern that only a copy
-/// of the spin fixture under a name of its own matches: it finds that
-/// process, and the daemon it starts traces it. Only the binary's path
+/// of the spin fixture under a name of its own matches: the daemon it
+/// starts finds that process and traces it. Only the binary's path
 /// and the address (loopback, any free port) are changed in the script.
 #[test]
 fn the_daemonset_entrypoint_finds_the_service() {
@@ -394,7 +394,7 @@ fn the_daemonset_entrypoint_finds_the_service() {
         .replace(listen, "--listen 127.0.0.1:0")
         .replace(bin, &allocwatch().display().to_string());
     let tmp = tempfile::tempdir().expect("tempdir");
-    // A glob that only this copy matches (no other test names it so).
+    // A pattern that only this copy matches (no other test names it so).
     let name = format!("allocwatch-deploy-svc-{}", std::process::id());
     let svc = tmp.path().join(&name);
     std::fs::copy(fixture(&toolchain(GO), "spin", Variant::Default), &svc).expect("copy");
@@ -402,7 +402,7 @@ fn the_daemonset_entrypoint_finds_the_service() {
     let mut sh = Command::new("/bin/sh");
     sh.arg("-c")
         .arg(&script)
-        .env("ALLOCWATCH_EXE", format!("{name}*"))
+        .env("ALLOCWATCH_EXE", format!("^{name}$"))
         .env("ALLOCWATCH_ARGS", &args);
     let (mut d, addr) = start_daemon_cmd(sh);
     let t = target(addr, pid);

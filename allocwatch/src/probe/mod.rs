@@ -21,6 +21,7 @@ use crate::plan::{ProbePlan, Program};
 use crate::stats::Counters;
 use links::{Attacher, Links, is_exact_entry};
 
+pub mod execs;
 mod links;
 mod multi;
 

@@ -190,6 +190,12 @@ impl Fleet {
         self.traced.len()
     }
 
+    /// True when `pid` is traced now.
+    #[must_use]
+    pub fn is_traced(&self, pid: u32) -> bool {
+        self.live.0.iter().any(|l| l.meta.pid == pid)
+    }
+
     /// Starts tracing `pid`; a process that cannot be traced is logged in
     /// one line and listed as skipped, never an error.
     pub fn attach(&mut self, pid: u32, opts: Options, max_overhead: Option<f64>) {

@@ -62,7 +62,10 @@ pub fn render(
     format: Format,
 ) -> Result<String, fmt::Error> {
     let mut registry = Registry::with_prefix("allocwatch");
-    registry.register_collector(Box::new(Exposition { views, max_sites }));
+    registry.register_collector(Box::new(Exposition {
+        views: one_per_pid(views),
+        max_sites,
+    }));
     let mut out = String::new();
     match format {
         Format::Prometheus => {
@@ -124,6 +127,29 @@ pub fn site_rows(snap: &Snapshot, max_sites: usize) -> Vec<SiteRow<'_>> {
         });
     }
     rows
+}
+
+/// One target per PID, so that no two series have the same labels: the
+/// process traced now hides the earlier ones of its PID (it exec'd, or it
+/// took the PID of one that exited: its counters start again, which
+/// Prometheus reads as a counter reset); else the one with counts that went
+/// last; else the one listed last. `views` lists the traced first, then the
+/// others in the order they went.
+fn one_per_pid(views: Vec<TargetView>) -> Vec<TargetView> {
+    let rank = |v: &TargetView| match (&v.state, &v.snap) {
+        (State::Tracing, _) => 2,
+        (_, Some(_)) => 1,
+        (_, None) => 0,
+    };
+    let mut kept: Vec<TargetView> = Vec::with_capacity(views.len());
+    for v in views {
+        match kept.iter_mut().find(|k| k.meta.pid == v.meta.pid) {
+            Some(k) if rank(&v) >= rank(k) && k.state != State::Tracing => *k = v,
+            Some(_) => {}
+            None => kept.push(v),
+        }
+    }
+    kept
 }
 
 /// The collector asked at the scrape.

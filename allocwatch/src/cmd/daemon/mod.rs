@@ -6,10 +6,12 @@
 //! The loop owns the [`Fleet`]; between its steps it answers the HTTP
 //! handlers' requests, gives back the targets that went (their final
 //! counts kept for `--retain`) and forgets those retained for longer.
-//! Processes come from `--pid` today; a discovery source (`--exe`) would
-//! call [`Fleet::attach`] from the same loop.
+//! Processes come from `--pid` and `--exe` ([`discover`]): those running
+//! at the start, then each process that execs and is wanted, attached from
+//! the same loop.
 
 mod container;
+mod discover;
 mod fleet;
 mod http;
 mod metrics;
@@ -23,8 +25,10 @@ use super::init_stderr_log;
 use crate::cli::DaemonArgs;
 use crate::error::{AppError, Result};
 use crate::plan::Mode;
+use crate::probe::execs::ExecWatch;
 use crate::runloop::{Runner, Schedule, Signals, Stop, Tick};
 use crate::session::Options;
+use discover::{Discovery, Patterns};
 use fleet::{Fleet, Request};
 
 /// Each target's ring buffer. It carries only what the kernel does not
@@ -58,11 +62,26 @@ pub async fn daemon(a: DaemonArgs, verbose: u8) -> Result<()> {
     let addr = listener
         .local_addr()
         .map_err(|e| AppError::env(format!("--listen {}: {e}", a.listen)))?;
+    let patterns = Patterns::new(a.exe.clone());
+    let watch = match ExecWatch::start() {
+        Ok(w) => Some(w),
+        Err(e) if patterns.is_empty() => {
+            log::warn!(
+                "{}: a --pid target that execs is not traced again",
+                e.message
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let mut fleet = Fleet::new(a.retain);
     let mut pids = a.pids.clone();
     pids.sort_unstable();
     pids.dedup();
-    for pid in pids {
+    let mut discovery = Discovery::new(patterns, &pids, watch);
+    let found = discover::scan(discovery.patterns());
+    pids.extend(found.iter().filter(|p| !a.pids.contains(p)));
+    for &pid in &pids {
         fleet.attach(pid, opts, max_overhead);
     }
     let (tx, rx) = mpsc::channel(64);
@@ -73,11 +92,17 @@ pub async fn daemon(a: DaemonArgs, verbose: u8) -> Result<()> {
         }
     });
     eprintln!(
-        "allocwatch: daemon tracing {} of {} processes; serving http://{addr}/metrics, /debug/pprof/allocs?pid=PID and /targets",
+        "allocwatch: daemon tracing {} of {} processes{}; serving http://{addr}/metrics, /debug/pprof/allocs?pid=PID and /targets",
         fleet.tracing(),
-        a.pids.len()
+        pids.len(),
+        if a.exe.is_empty() {
+            ""
+        } else {
+            ", and every process started later that --exe matches"
+        }
     );
-    let stop = drive(&mut fleet, signals, rx).await;
+    let attach = |fleet: &mut Fleet, pid: u32| fleet.attach(pid, opts, max_overhead);
+    let stop = drive(&mut fleet, &mut discovery, attach, signals, rx).await;
     // Nothing is served from here on; every target is given back at once.
     server.abort();
     fleet.release_all();
@@ -127,10 +152,13 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     })
 }
 
-/// Steps the run loop until a signal, answering requests and giving back
-/// the targets that go between steps.
+/// Steps the run loop until a signal; between steps, answers requests,
+/// gives back the targets that went, and attaches (`attach`) the processes
+/// that exec'd and are wanted.
 async fn drive(
     fleet: &mut Fleet,
+    discovery: &mut Discovery,
+    attach: impl Fn(&mut Fleet, u32),
     signals: Signals,
     mut requests: mpsc::Receiver<Request>,
 ) -> Result<Stop> {
@@ -152,9 +180,19 @@ async fn drive(
                 }
             }
             Some(req) = requests.recv() => fleet.serve(req),
+            () = discovery.wait_execs() => {}
         }
         if !gone.is_empty() {
             fleet.release_gone(gone);
+        }
+        for (pid, seen) in discovery.take_ready(|pid| fleet.is_traced(pid)) {
+            attach(fleet, pid);
+            if fleet.is_traced(pid) {
+                eprintln!(
+                    "allocwatch: PID {pid} traced from {} ms after its exec",
+                    seen.elapsed().as_millis()
+                );
+            }
         }
         fleet.expire();
     }
