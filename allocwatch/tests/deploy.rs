@@ -115,7 +115,7 @@ fn systemd_accepts_the_unit() {
     );
     let env = unit_value(&unit, "EnvironmentFile");
     assert!(
-        read(&deploy_file("systemd/allocwatch.env")).contains("\nALLOCWATCH_ARGS=--pid "),
+        read(&deploy_file("systemd/allocwatch.env")).contains("\nALLOCWATCH_ARGS=--exe "),
         "the example {env} sets ALLOCWATCH_ARGS"
     );
     if !have_tool("systemd-analyze", "--version", "the systemd unit") {
