@@ -212,6 +212,8 @@ pub struct Runner {
     clock: Clock,
     /// Stop when every target is gone (else only at the deadline or a signal).
     stop_when_gone: bool,
+    /// A failed mode switch gives that target up instead of ending the run.
+    drop_on_failed_switch: bool,
 }
 
 impl Runner {
@@ -227,13 +229,17 @@ impl Runner {
             ticker: tokio::time::interval(schedule.refresh.min(Duration::from_millis(20))),
             clock: Clock::new(schedule.refresh),
             stop_when_gone: true,
+            drop_on_failed_switch: false,
         }
     }
 
-    /// Goes on when no target is left (a daemon waits for signals).
+    /// Goes on when no target is left (a daemon waits for signals), and
+    /// gives up a target whose mode switch fails (detached like one that
+    /// went: `Tick::Gone` with [`Gone::Dropped`]) instead of ending the run.
     #[must_use]
     pub fn keep_running(mut self) -> Runner {
         self.stop_when_gone = false;
+        self.drop_on_failed_switch = true;
         self
     }
 
@@ -269,7 +275,8 @@ impl Runner {
                 let budgets = traced.iter().any(|t| t.budget.is_some() && t.gone.is_none());
                 let (budget_due, window_due) = self.clock.due(budgets);
                 if budget_due || window_due {
-                    snapshots(traced, budget_due, window_due, tick)?;
+                    let drop = self.drop_on_failed_switch;
+                    snapshots(traced, budget_due, window_due, drop, tick)?;
                 }
             }
             () = sleep_until(self.deadline) => return Ok(Some(Stop::Duration)),
@@ -336,11 +343,13 @@ fn check_targets(traced: &mut [Traced], tick: &mut impl FnMut(Tick<'_>)) -> Opti
 }
 
 /// One snapshot (a read of every kernel map) per live session serves both
-/// the budget and the window.
+/// the budget and the window. A failed mode switch ends the run, or, with
+/// `drop_failed`, gives that target up.
 fn snapshots(
     traced: &mut [Traced],
     budget_due: bool,
     window_due: bool,
+    drop_failed: bool,
     tick: &mut impl FnMut(Tick<'_>),
 ) -> Result<()> {
     for (index, t) in traced.iter_mut().enumerate() {
@@ -348,12 +357,25 @@ fn snapshots(
             continue;
         }
         let snap = t.session.snapshot();
-        if budget_due && let Some((switch, notice)) = t.observe(&snap)? {
-            tick(Tick::Switch {
+        let observed = if budget_due {
+            t.observe(&snap)
+        } else {
+            Ok(None)
+        };
+        match observed {
+            Ok(Some((switch, notice))) => tick(Tick::Switch {
                 index,
                 switch: &switch,
                 notice: &notice,
-            });
+            }),
+            Ok(None) => {}
+            Err(e) if drop_failed => {
+                let gone = Gone::Dropped(format!("its mode switch failed ({})", e.message));
+                tick(Tick::Gone { index, gone: &gone });
+                t.gone = Some(gone);
+                continue;
+            }
+            Err(e) => return Err(e),
         }
         if window_due {
             tick(Tick::Window { index, snap: &snap });

@@ -63,6 +63,50 @@ pub fn open_binary(path: &Path, what: &str) -> Result<GoBinary> {
     })
 }
 
+/// An executable file as it is on disk now.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+/// The parsed executables sessions use now, by file: processes that run the
+/// same executable (a daemon tracing every replica of a service) share one
+/// parse, and one copy of the file in memory.
+static BINARIES: std::sync::Mutex<Vec<(FileKey, std::sync::Weak<GoBinary>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// [`open_binary`], shared with every session that runs the same file (same
+/// device, inode, size and modification time) while one still holds it.
+fn shared_binary(path: &Path, what: &str) -> Result<Arc<GoBinary>> {
+    use std::os::unix::fs::MetadataExt;
+    let key = std::fs::metadata(path).ok().map(|m| FileKey {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    });
+    let Some(key) = key else {
+        return open_binary(path, what).map(Arc::new);
+    };
+    let mut cache = BINARIES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(bin) = cache
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(bin);
+    }
+    let bin = Arc::new(open_binary(path, what)?);
+    cache.push((key, Arc::downgrade(&bin)));
+    Ok(bin)
+}
+
 fn pool_op(kind: u32) -> Option<PoolOp> {
     match kind {
         cookie::POOL_GET => Some(PoolOp::Get),
@@ -155,7 +199,7 @@ impl Session {
         opts: Options,
     ) -> Result<(Arc<GoBinary>, ProbePlan, Tracer, u64, Option<RateOverride>)> {
         let what = format!("PID {} ({})", target.pid, target.exe_display);
-        let bin = Arc::new(open_binary(&target.exe, &what)?);
+        let bin = shared_binary(&target.exe, &what)?;
         let plan = plan::plan(
             &bin,
             PlanOptions {

@@ -87,6 +87,9 @@ pub const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 pub enum Gone {
     Exited(String),
     Replaced(String),
+    /// allocwatch gave the target up (why): a long-running run (the
+    /// daemon) that goes on with its other targets.
+    Dropped(String),
 }
 
 /// Reads a little-endian word of a process's memory through `/proc/PID/mem`.

@@ -1611,6 +1611,133 @@ fn b8_quit() {
 }
 
 // ---------------------------------------------------------------------------
+// 9. The daemon's own cost: CPU while idle, memory with many targets
+
+/// `VmRSS` or `VmHWM` of `pid`, in MiB.
+fn status_mib(pid: i32, key: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect(key)
+        / 1024.0
+}
+
+/// `n` manysites fixtures (1,000 allocation sites each), waiting.
+fn manysites(n: usize) -> Vec<(Proc, u32)> {
+    let bin = fixture(&go(), "manysites", Variant::Default);
+    (0..n)
+        .map(|_| {
+            let mut c = Command::new(&bin);
+            c.env("ALLOCWATCH_WAIT", "1").env("GOMAXPROCS", "1");
+            Proc::ready(c, "manysites")
+        })
+        .collect()
+}
+
+/// `allocwatch daemon --listen 127.0.0.1:0 ARGS --pid …` on `pids`.
+fn daemon_on(pids: &[u32], args: &[&str]) -> (Proc, std::net::SocketAddr) {
+    let mut c = Command::new(allocwatch());
+    c.args(["daemon", "--listen", "127.0.0.1:0"]).args(args);
+    for p in pids {
+        c.args(["--pid", &p.to_string()]);
+    }
+    support::http::start_daemon_cmd(c)
+}
+
+fn stop_daemon(mut d: Proc) {
+    d.signal(libc::SIGTERM);
+    let (status, err) = d.finish(Duration::from_secs(30));
+    assert!(status.success(), "daemon: {status}\n{err}");
+}
+
+#[test]
+#[ignore = "benchmark: cargo xtask bench"]
+fn b9_daemon() {
+    if skip_unless_root() {
+        return;
+    }
+    println!("\n## 9. Daemon: CPU while idle (20 targets), memory (50 targets × 1,000 sites)");
+    let mut targets = manysites(50);
+    let pids: Vec<u32> = targets.iter().map(|t| t.1).collect();
+
+    // Idle: 20 targets that allocate nothing, nothing scraped; the default
+    // (sampled) mode. What remains is the loop's own work: a look at each
+    // target every 250 ms, a snapshot of each every 10 s.
+    let (d, _) = daemon_on(&pids[..20], &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let span = Duration::from_secs_f64(seconds().max(30.0));
+    let (c0, t0) = (d.cpu_now(), Instant::now());
+    std::thread::sleep(span);
+    let pct = (d.cpu_now() - c0) / 1e9 / t0.elapsed().as_secs_f64() * 100.0;
+    stop_daemon(d);
+    note(&format!(
+        "daemon CPU over {:.0} s with 20 idle targets (sampled mode, no scrape)",
+        span.as_secs_f64()
+    ));
+    row(
+        "daemon: CPU while idle, 20 targets",
+        pct,
+        "% of a core",
+        Goal::AtMost(2.0),
+    );
+
+    // Memory: 50 targets in exact mode, each allocating once at its 1,000
+    // sites (so each has 1,000 keys, their stacks through the ring buffer),
+    // then two scrapes of /metrics (the default --max-sites 500: 501 series
+    // per target).
+    let (d, addr) = daemon_on(&pids, &["--mode", "exact"]);
+    let attached = status_mib(d.pid(), "VmRSS:");
+    for (fx, _) in &mut targets {
+        fx.send("go");
+    }
+    for (fx, pid) in &mut targets {
+        let done = fx
+            .out
+            .wait_for(Duration::from_secs(60), |l| l.starts_with("done "));
+        assert!(done.is_some(), "manysites {pid} did not finish");
+    }
+    let mut series = 0;
+    for _ in 0..2 {
+        let text = support::http::get_text(addr, "/metrics");
+        series = text
+            .lines()
+            .filter(|l| l.starts_with("allocwatch_alloc_objects_total{"))
+            .count();
+    }
+    let sites: usize = {
+        let text = support::http::get_text(addr, "/metrics");
+        text.lines()
+            .filter(|l| l.starts_with("allocwatch_alloc_objects_total{") && l.contains("main.site"))
+            .count()
+    };
+    let (rss, hwm) = (status_mib(d.pid(), "VmRSS:"), status_mib(d.pid(), "VmHWM:"));
+    stop_daemon(d);
+    for (fx, _) in &mut targets {
+        fx.close_stdin();
+        let _ = fx.finish(Duration::from_secs(10));
+    }
+    note(&format!(
+        "RSS after attaching 50 targets: {attached:.0} MiB; after their 50,000 sites and \
+         scrapes of {series} allocation series ({sites} of them main.site*): {rss:.0} MiB, peak {hwm:.0} MiB"
+    ));
+    assert_eq!(sites, 50 * 500, "each target's 500 hottest sites exported");
+    row(
+        "daemon: RSS, 50 targets × 1,000 sites",
+        rss,
+        "MiB",
+        Goal::AtMost(150.0),
+    );
+    row(
+        "daemon: peak RSS (VmHWM), 50 targets × 1,000 sites",
+        hwm,
+        "MiB",
+        Goal::None,
+    );
+}
+
+// ---------------------------------------------------------------------------
 
 #[test]
 #[ignore = "benchmark: cargo xtask bench"]

@@ -9,6 +9,11 @@
 //!   real go tool) names the hot function of a fixture that allocates
 //!   without pause.
 //! - SIGTERM: every probe gone from the target, exit 0 within 1 s.
+//! - `--exe`: processes that match, running at the start and started later,
+//!   exact; others not listed; a match that is not Go skipped.
+//! - A `--pid` that execs into a Go program is traced from the exec.
+//! - A real Prometheus scrapes it and answers PromQL with the counts;
+//!   `promtool check metrics` lints the exposition.
 //! - A PID that is not a Go program is skipped with one log line.
 //! - Bad flags exit 2, a port in use exits 4, before anything is attached.
 
@@ -316,7 +321,10 @@ fn bad_flags_and_a_busy_port() {
         )
     };
     let (code, err) = run(&[]);
-    assert_eq!(code, Some(2), "no --pid: {err}");
+    assert_eq!(code, Some(2), "neither --pid nor --exe: {err}");
+    let (code, err) = run(&["--exe", "("]);
+    assert_eq!(code, Some(2), "a bad --exe pattern: {err}");
+    assert!(err.contains("--exe"), "{err}");
     let (code, err) = run(&["--pid", "1", "--mode", "exact", "--sample-rate", "4096"]);
     assert_eq!(code, Some(2), "--sample-rate in exact mode: {err}");
     assert!(err.contains("error: --sample-rate"), "{err}");
@@ -581,5 +589,144 @@ fn a_pid_that_execs_into_a_go_program_is_traced_from_then() {
         std::thread::sleep(Duration::from_millis(50));
     }
     check_exact(&parse_metrics(&get_text(addr, "/metrics")), pid, &res);
+    terminate(&mut d);
+}
+
+/// A TCP port free on loopback now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A PromQL query through Prometheus' HTTP API: each result's value.
+fn prom_query(prom: SocketAddr, query: &str) -> Vec<f64> {
+    let mut path = String::from("/api/v1/query?query=");
+    for b in query.bytes() {
+        if b.is_ascii_alphanumeric() || b"_-.".contains(&b) {
+            path.push(b as char);
+        } else {
+            path.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&get_text(prom, &path)).expect("Prometheus API JSON");
+    assert_eq!(v["status"], "success", "{v}");
+    v["data"]["result"]
+        .as_array()
+        .expect("a vector")
+        .iter()
+        .map(|r| {
+            r["value"][1]
+                .as_str()
+                .expect("value")
+                .parse()
+                .expect("number")
+        })
+        .collect()
+}
+
+/// Prometheus itself (Debian's package): `promtool check metrics` finds
+/// nothing to say about the exposition's names and types, and a real
+/// Prometheus scraping the daemon (in the format it negotiates) answers
+/// PromQL with the exact counts of an `allocs` fixture.
+#[test]
+fn prometheus_scrapes_the_daemon() {
+    if skip_unless_root()
+        || !support::skip::have_tool("prometheus", "--version", "a real Prometheus scrape")
+    {
+        return;
+    }
+    let (mut fx, pid, _) = allocs(GO, 4000);
+    let (mut d, addr) = start_daemon(&["--pid", &pid.to_string(), "--mode", "exact"]);
+    fx.go();
+    let (status, out) = fx.finish(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{out}");
+    let res: FixtureResult = parse_result(&out);
+    wait_target(addr, pid, Duration::from_secs(5), |t| {
+        t.is_some_and(|t| t.state == "exited")
+    });
+
+    // promtool's lint of the exposition.
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    {
+        use std::io::Write;
+        let mut stdin = lint.stdin.take().expect("stdin");
+        stdin
+            .write_all(get_text(addr, "/metrics").as_bytes())
+            .expect("write");
+    }
+    let lint = lint.wait_with_output().expect("promtool");
+    assert!(
+        lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}",
+        lint.status,
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    // Prometheus, scraping every second.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: allocwatch\n    static_configs:\n      - targets: [\"{addr}\"]\n"
+        ),
+    )
+    .expect("config");
+    let prom: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut p = Command::new("prometheus");
+    p.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={prom}"));
+    let mut prometheus = Proc::spawn(p, "prometheus", true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let query =
+        format!("sum(allocwatch_alloc_objects_total{{pid=\"{pid}\",function=~\"main\\\\..*\"}})");
+    let total = loop {
+        assert!(
+            prometheus.running(),
+            "prometheus exited: {:?}",
+            prometheus.out.seen
+        );
+        if std::net::TcpStream::connect(prom).is_ok()
+            && let Some(&total) = prom_query(prom, &query).first()
+        {
+            break total;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus has no allocwatch series: {:?}",
+            prometheus.out.seen
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    // What /metrics says (exact, checked against the fixture).
+    let samples = parse_metrics(&get_text(addr, "/metrics"));
+    check_exact(&samples, pid, &res);
+    let want: f64 = of(&samples, "allocwatch_alloc_objects_total", pid)
+        .iter()
+        .filter(|s| s.labels["function"].starts_with("main."))
+        .map(|s| s.value)
+        .sum();
+    assert!(
+        want > 0.0 && (total - want).abs() < 0.5,
+        "Prometheus: {total} allocations by main.*, /metrics {want}"
+    );
+    let up = prom_query(prom, "up{job=\"allocwatch\"}");
+    assert_eq!(up, vec![1.0], "the scrape is healthy");
+    prometheus.signal(libc::SIGTERM);
+    let _ = prometheus.finish(Duration::from_secs(20));
     terminate(&mut d);
 }

@@ -31,6 +31,10 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
         "systemd",
         "systemd-analyze verifies the unit in deploy/systemd",
     ),
+    (
+        "prometheus",
+        "a real Prometheus scrapes the daemon; promtool lints /metrics",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

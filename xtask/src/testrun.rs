@@ -131,8 +131,11 @@ fn warm_go_cache() {
 }
 
 /// The fixtures Go `v` builds (`go list` leaves out those its version
-/// excludes), but `bigbin` (the benchmarks'), with the demo and the
+/// excludes), but those only the benchmarks build, with the demo and the
 /// fixtures' shared packages.
+/// The fixtures only `cargo xtask bench` builds.
+const BENCH_ONLY: &[&str] = &["bigbin", "manysites"];
+
 fn every_fixture(v: &str) -> Vec<String> {
     let listed = util::output(
         util::go_cmd(&util::go_root(v))
@@ -142,7 +145,7 @@ fn every_fixture(v: &str) -> Vec<String> {
     .unwrap_or_default();
     let mut packages: Vec<String> = listed
         .lines()
-        .filter(|p| !p.ends_with("/bigbin"))
+        .filter(|p| !BENCH_ONLY.iter().any(|b| p.ends_with(&format!("/{b}"))))
         .map(str::to_string)
         .collect();
     packages.extend(["./demo".to_string(), "./internal/...".to_string()]);

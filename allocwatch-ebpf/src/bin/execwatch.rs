@@ -28,7 +28,6 @@ static EXECS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn exec_notify(_ctx: RawTracePointContext) -> i32 {
     // After exec the caller is the thread-group leader: its PID.
-    #[expect(clippy::cast_possible_truncation, reason = "the upper half is the tgid")]
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if EXECS.output::<u32>(tgid, 0).is_err()
         && let Some(n) = EXECS_LOST.get_ptr_mut(0)

@@ -256,7 +256,8 @@ fn summary_run<'a>(
         stopped: match stop {
             Stop::Duration => Stopped::Duration,
             Stop::Signal(sig) => Stopped::Signal(sig),
-            Stop::Target(Gone::Exited(m)) => Stopped::TargetExited(m.clone()),
+            // Dropped: only runs that keep running (the daemon) drop targets.
+            Stop::Target(Gone::Exited(m) | Gone::Dropped(m)) => Stopped::TargetExited(m.clone()),
             Stop::Target(Gone::Replaced(m)) => Stopped::TargetReplaced(m.clone()),
         },
         program_run_time: s.program_run_time(),

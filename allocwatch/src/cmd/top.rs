@@ -135,7 +135,9 @@ async fn feed(
     let _ = tx.send(Feed::Snapshot(Box::new(snap))).await;
     let pid = t.session.target.pid;
     let mut msg = match &stop {
-        Ok(Stop::Target(Gone::Exited(m) | Gone::Replaced(m))) => format!("pid {pid} {m}"),
+        Ok(Stop::Target(Gone::Exited(m) | Gone::Replaced(m) | Gone::Dropped(m))) => {
+            format!("pid {pid} {m}")
+        }
         Ok(Stop::Signal(sig)) => format!("tracing stopped by {sig}"),
         Ok(Stop::Duration) => "tracing stopped".into(),
         Err(e) => format!("tracing failed: {}", e.message),

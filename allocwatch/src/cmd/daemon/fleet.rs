@@ -44,6 +44,11 @@ pub enum State {
         at: SystemTime,
         how: String,
     },
+    /// allocwatch gave it up (`why`) and detached.
+    Dropped {
+        at: SystemTime,
+        why: String,
+    },
     /// allocwatch could not trace it.
     Skipped {
         reason: String,
@@ -57,6 +62,7 @@ impl State {
         match self {
             State::Tracing => "tracing",
             State::Exited { .. } => "exited",
+            State::Dropped { .. } => "dropped",
             State::Skipped { .. } => "skipped",
         }
     }
@@ -253,9 +259,25 @@ impl Fleet {
             let live = self.live.0.remove(i);
             let snap = t.session.snapshot();
             release_target(&mut t.session);
-            let how = match t.gone() {
-                Some(Gone::Exited(m) | Gone::Replaced(m)) => m.clone(),
-                None => "gone".into(),
+            let at = SystemTime::now();
+            let (how, state) = match t.gone() {
+                Some(Gone::Dropped(why)) => (
+                    format!("no longer traced: {why}"),
+                    State::Dropped {
+                        at,
+                        why: why.clone(),
+                    },
+                ),
+                Some(Gone::Exited(m) | Gone::Replaced(m)) => {
+                    (m.clone(), State::Exited { at, how: m.clone() })
+                }
+                None => (
+                    "gone".into(),
+                    State::Exited {
+                        at,
+                        how: "gone".into(),
+                    },
+                ),
             };
             eprintln!(
                 "allocwatch: PID {} ({}) {how}: its last counts stay exported for {} s",
@@ -265,10 +287,7 @@ impl Fleet {
             );
             let view = TargetView {
                 meta: live.meta,
-                state: State::Exited {
-                    at: SystemTime::now(),
-                    how,
-                },
+                state,
                 mode: Some(t.session.mode()),
                 snap: Some(Arc::new(snap)),
                 cost_ratio: 0.0,

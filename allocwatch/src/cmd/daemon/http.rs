@@ -210,6 +210,7 @@ impl From<&TargetView> for TargetJson {
         let (reason, exited) = match &v.state {
             State::Tracing => (None, None),
             State::Exited { at, how } => (Some(how.clone()), Some(unix_secs(*at))),
+            State::Dropped { at, why } => (Some(why.clone()), Some(unix_secs(*at))),
             State::Skipped { reason } => (Some(reason.clone()), None),
         };
         TargetJson {

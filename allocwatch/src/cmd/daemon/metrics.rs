@@ -428,6 +428,56 @@ mod tests {
     }
 
     #[test]
+    fn one_target_per_pid() {
+        let exited = |how: &str| State::Exited {
+            at: SystemTime::now(),
+            how: how.into(),
+        };
+        let skipped = State::Skipped {
+            reason: "not a Go executable".into(),
+        };
+        // Traced first, then the others in the order they went.
+        let views = vec![
+            view(7, State::Tracing, Some(sites())),
+            view(8, skipped.clone(), None),
+            view(7, exited("replaced itself (exec)"), Some(sites())),
+            view(8, exited("exited"), Some(sites())),
+            view(9, exited("exited"), Some(sites())),
+            view(
+                9,
+                exited("exited, and its PID now belongs to another process"),
+                Some(sites()),
+            ),
+            view(9, skipped, None),
+        ];
+        let kept = one_per_pid(views);
+        let got: Vec<(u32, &str, bool)> = kept
+            .iter()
+            .map(|v| (v.meta.pid, v.state.name(), v.snap.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (7, "tracing", true),
+                (8, "exited", true),
+                (9, "exited", true)
+            ]
+        );
+        // Of two that went with counts, the one that went last.
+        assert!(
+            matches!(&kept[2].state, State::Exited { how, .. } if how.contains("another process")),
+            "{:?}",
+            kept[2].state
+        );
+        let text = render(kept, 10, Format::Prometheus).expect("render");
+        let info: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("allocwatch_target_info{"))
+            .collect();
+        assert_eq!(info.len(), 3, "{text}");
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         let st = vec![frame("main.main", 3)];
         let snap = snapshot(
