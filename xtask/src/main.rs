@@ -56,10 +56,9 @@ fn main() -> Result<()> {
             if !setup::is_root() {
                 testrun::require_prerequisites()?;
             }
-            setup::setup()?;
-            testrun::require_prerequisites()?;
+            let go = setup::setup_go_beside()?;
             fmt_check()?;
-            testrun::test(&args)
+            testrun::test(&args, go)
         }
         Cmd::Demo => {
             setup::setup()?;

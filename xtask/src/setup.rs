@@ -55,9 +55,21 @@ fn deb_installed(pkg: &str) -> bool {
 
 /// Installs what is missing and reports the kernel: idempotent.
 pub fn setup() -> Result<()> {
+    setup_but_go()?;
+    go_toolchains()
+}
+
+/// What a build needs (Debian's packages, bpf-linker) and the kernel
+/// report; then the Go toolchains, which only the tests need, on a thread
+/// of their own: `cargo xtask test` builds meanwhile.
+pub fn setup_go_beside() -> Result<std::thread::JoinHandle<Result<()>>> {
+    setup_but_go()?;
+    Ok(std::thread::spawn(go_toolchains))
+}
+
+fn setup_but_go() -> Result<()> {
     deb_packages()?;
     bpf_linker()?;
-    go_toolchains()?;
     step("setup: kernel and privileges");
     let problems = kernel_problems();
     if problems.is_empty() {

@@ -152,10 +152,15 @@ fn every_fixture(v: &str) -> Vec<String> {
     packages
 }
 
-pub fn test(args: &[String]) -> Result<()> {
+/// Builds and runs the suite; `go` installs the Go toolchains meanwhile.
+pub fn test(args: &[String], go: std::thread::JoinHandle<Result<()>>) -> Result<()> {
+    util::step("building the tests (the Go toolchains install meanwhile)");
+    let built = util::run(util::cargo().args(["test", "--workspace", "--tests", "--no-run"]));
+    go.join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the Go toolchain install panicked")))?;
+    built?;
+    require_prerequisites()?;
     let dir = new_skip_dir()?;
-    util::step("building the tests");
-    util::run(util::cargo().args(["test", "--workspace", "--tests", "--no-run"]))?;
     // Beside the tests, which mostly wait on Go programs: the Go build cache
     // warm-up, and clippy at the lowest priority.
     let warm = std::thread::spawn(warm_go_cache);
