@@ -1643,7 +1643,8 @@ fn daemon_on(pids: &[u32], args: &[&str]) -> (Proc, std::net::SocketAddr) {
     for p in pids {
         c.args(["--pid", &p.to_string()]);
     }
-    support::http::start_daemon_cmd(c)
+    // Exact mode attaches in ~1.2 s per target (the kernel's verifier).
+    support::http::start_daemon_cmd_within(c, Duration::from_secs(300))
 }
 
 fn stop_daemon(mut d: Proc) {
@@ -1688,7 +1689,7 @@ fn b9_daemon() {
     // then two scrapes of /metrics (the default --max-sites 500: 501 series
     // per target).
     let (d, addr) = daemon_on(&pids, &["--mode", "exact"]);
-    let attached = status_mib(d.pid(), "VmRSS:");
+    let (attached, attached_hwm) = (status_mib(d.pid(), "VmRSS:"), status_mib(d.pid(), "VmHWM:"));
     for (fx, _) in &mut targets {
         fx.send("go");
     }
@@ -1719,7 +1720,7 @@ fn b9_daemon() {
         let _ = fx.finish(Duration::from_secs(10));
     }
     note(&format!(
-        "RSS after attaching 50 targets: {attached:.0} MiB; after their 50,000 sites and \
+        "RSS after attaching 50 targets: {attached:.0} MiB (peak so far {attached_hwm:.0} MiB); after their 50,000 sites and \
          scrapes of {series} allocation series ({sites} of them main.site*): {rss:.0} MiB, peak {hwm:.0} MiB"
     ));
     // Each target: its 500 hottest sites (most of them main.site*, the

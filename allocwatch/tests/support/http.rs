@@ -11,10 +11,16 @@ use super::proc::Proc;
 /// wrapper that execs it) and waits until it serves: the process (stderr
 /// read line by line) and the address it bound.
 pub fn start_daemon_cmd(cmd: Command) -> (Proc, SocketAddr) {
+    start_daemon_cmd_within(cmd, Duration::from_secs(60))
+}
+
+/// [`start_daemon_cmd`], waiting up to `timeout` (it serves once every
+/// process given is attached).
+pub fn start_daemon_cmd_within(cmd: Command, timeout: Duration) -> (Proc, SocketAddr) {
     let mut d = Proc::spawn(cmd, "allocwatch daemon", true);
     let line = d
         .out
-        .wait_for(Duration::from_secs(60), |l| l.contains("serving http://"))
+        .wait_for(timeout, |l| l.contains("serving http://"))
         .unwrap_or_else(|| panic!("the daemon never served: {:?}", d.out.seen));
     let addr = line
         .split("http://")

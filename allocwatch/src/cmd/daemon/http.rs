@@ -94,7 +94,10 @@ async fn get_metrics(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let format = Format::from_accept(accept);
-    match metrics::render(views, ctx.max_sites, format) {
+    let rendered = metrics::render(views, ctx.max_sites, format);
+    // The snapshots it rendered from are freed now.
+    super::trim_heap();
+    match rendered {
         Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

@@ -87,6 +87,7 @@ pub async fn daemon(a: DaemonArgs, verbose: u8) -> Result<()> {
     for &pid in &pids {
         fleet.attach(pid, opts, max_overhead);
     }
+    trim_heap();
     let (tx, rx) = mpsc::channel(64);
     let app = http::router(tx, a.max_sites as usize);
     let server = tokio::spawn(async move {
@@ -116,6 +117,17 @@ pub async fn daemon(a: DaemonArgs, verbose: u8) -> Result<()> {
     };
     eprintln!("allocwatch: stopped by {by}: every probe detached");
     Ok(())
+}
+
+/// Gives the heap's free pages back to the kernel. Without it glibc keeps
+/// what a scrape's snapshots or an attach freed, and the daemon's RSS stays
+/// near its highest (benchmark 9: 145–185 MiB after the same run).
+pub(super) fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The session options of `--mode`, `--max-overhead`, `--sample-rate` and
@@ -187,6 +199,7 @@ async fn drive(
         }
         if !gone.is_empty() {
             fleet.release_gone(gone);
+            trim_heap();
         }
         for (pid, seen) in discovery.take_ready(|pid| fleet.is_traced(pid)) {
             attach(fleet, pid);
