@@ -247,11 +247,21 @@ fn proc_path(pid: u32, what: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{what}"))
 }
 
-fn read_identity(pid: u32) -> Option<Identity> {
+/// When `pid` started (field 22 of `/proc/PID/stat`, in clock ticks since
+/// boot): an exec keeps it, another process that takes the PID has another.
+#[must_use]
+pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(proc_path(pid, "stat")).ok()?;
-    // Field 22 (starttime); the command (field 2) may contain spaces and ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let start_time = rest.split(' ').nth(19)?.parse().ok()?;
+    // The command (field 2) may contain spaces and ')'.
+    stat[stat.rfind(')')? + 2..]
+        .split(' ')
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+fn read_identity(pid: u32) -> Option<Identity> {
+    let start_time = start_time(pid)?;
     let meta = std::fs::metadata(proc_path(pid, "exe")).ok()?;
     Some(Identity {
         start_time,

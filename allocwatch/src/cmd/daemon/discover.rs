@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 
 use crate::probe::execs::ExecWatch;
+use crate::target::start_time;
 
 /// How long an exec of a PID still traced waits for its session to notice
 /// (the loop looks at each target every 250 ms).
@@ -55,16 +56,6 @@ pub fn exe_of(pid: u32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
-}
-
-/// Field 22 of `/proc/PID/stat`: when the process started (an exec keeps it).
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..]
-        .split(' ')
-        .nth(19)?
-        .parse()
-        .ok()
 }
 
 /// The processes running now whose executable matches, by PID (not

@@ -226,9 +226,7 @@ impl Fleet {
                 log::warn!("not traced: {}", e.message);
                 let meta = Meta {
                     pid,
-                    exe: std::fs::read_link(format!("/proc/{pid}/exe"))
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
+                    exe: super::discover::exe_of(pid).unwrap_or_default(),
                     container: container::of_pid(pid),
                     go_version: String::new(),
                     plan_mode: None,
