@@ -18,9 +18,6 @@ pub const RINGBUF_BYTES: u32 = 32 << 20;
 /// PID per exec (16 bytes with its header), room for 4,096 between reads.
 pub const EXEC_RINGBUF_BYTES: u32 = 64 << 10;
 
-/// Most address ranges in a [`MallocRanges`] (searched by bisection).
-pub const MAX_RANGES: u32 = 256;
-
 /// Return addresses in an aggregation key: up to and including the first
 /// frame outside the Go runtime (the allocation site).
 pub const KEY_FRAMES: usize = 8;
@@ -41,8 +38,10 @@ pub mod names {
     pub const PROG_ALLOC_SAMPLE: &str = "alloc_sample";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
-    pub const MALLOC_RANGES: &str = "MALLOC_RANGES";
-    pub const RUNTIME_RANGES: &str = "RUNTIME_RANGES";
+    pub const MALLOC_SET: &str = "MALLOC_SET";
+    pub const RUNTIME_SET: &str = "RUNTIME_SET";
+    pub const MALLOC_BITS: &str = "MALLOC_BITS";
+    pub const RUNTIME_BITS: &str = "RUNTIME_BITS";
     pub const AGG: &str = "AGG";
     pub const POOL_AGG: &str = "POOL_AGG";
     pub const POOL_MISS_AGG: &str = "POOL_MISS_AGG";
@@ -328,26 +327,40 @@ const _: () = assert!(core::mem::size_of::<PoolValue>() == 16);
 /// Distinct pool keys aggregated in the kernel.
 pub const POOL_ENTRIES: u32 = 1 << 14;
 
-/// Sorted, non-overlapping `[start, end)` runtime address ranges, set as
-/// globals before the programs load: those of every `runtime.mallocgc*`
-/// function (a size-specialized entry whose return address falls in one was
-/// called by `runtime.mallocgc` and is not counted again), and those of the
+/// A set of code addresses as a bitmap, one bit per `1 << shift` bytes
+/// from `base` (runtime addresses) for `slots` slots; the bits are in the
+/// `u64` array map that goes with it (bit `i % 64` of word `i / 64`). Set as
+/// a global before the programs load. Two sets: the `runtime.mallocgc*`
+/// functions (a size-specialized entry whose return address falls in one
+/// was called by `runtime.mallocgc` and is not counted again), and the
 /// runtime's own functions (frames the aggregation key walks through).
+///
+/// Exact because every function starts at a multiple of the slot size (Go's
+/// linker aligns functions to 32 bytes on amd64; the loader picks a smaller
+/// slot when a boundary is not aligned): no slot holds code of two
+/// functions. A lookup is one array read, and gives the verifier no loop
+/// to explore (a bisection of a range table did, and cost it up to a second
+/// per program).
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct MallocRanges {
-    pub count: u64,
-    pub ranges: [[u64; 2]; MAX_RANGES as usize],
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddrSet {
+    pub base: u64,
+    pub slots: u64,
+    pub shift: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<MallocRanges>() == 8 + 16 * MAX_RANGES as usize);
+const _: () = assert!(core::mem::size_of::<AddrSet>() == 24);
 
-impl MallocRanges {
-    pub const EMPTY: MallocRanges = MallocRanges {
-        count: 0,
-        ranges: [[0; 2]; MAX_RANGES as usize],
+impl AddrSet {
+    pub const EMPTY: AddrSet = AddrSet {
+        base: 0,
+        slots: 0,
+        shift: 0,
     };
 }
+
+/// The largest slot of an [`AddrSet`]: Go's function alignment on amd64.
+pub const ADDR_SET_MAX_SHIFT: u32 = 5;
 
 #[cfg(feature = "user")]
 mod user {
@@ -356,7 +369,7 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PoolEvent {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::MallocRanges {}
+    unsafe impl aya::Pod for super::AddrSet {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AggKey {}
     // SAFETY: as above.

@@ -46,10 +46,10 @@
 #![expect(internal_features, reason = "the BPF target's only atomic add")]
 
 use allocwatch_common::{
-    AGG_ENTRIES, AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, KEY_FRAMES, MAX_FRAMES,
-    MAX_RANGES, MISS_ENTRIES, MISS_NESTING, MallocRanges, MissStack, POOL_CALLERS, POOL_ENTRIES,
-    PoolEvent, PoolKey, PoolValue, RINGBUF_BYTES, SAMPLE_SIZE_MASK, SAMPLED_BIT, Slot, cookie,
-    counter, mode, size_bucket, slot_index,
+    AGG_ENTRIES, AddrSet, AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, KEY_FRAMES, MAX_FRAMES,
+    MISS_ENTRIES, MISS_NESTING, MissStack, POOL_CALLERS, POOL_ENTRIES, PoolEvent, PoolKey,
+    PoolValue, RINGBUF_BYTES, SAMPLE_SIZE_MASK, SAMPLED_BIT, Slot, cookie, counter, mode,
+    size_bucket, slot_index,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -69,13 +69,14 @@ use aya_log_ebpf::warn;
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
 
-/// `runtime.mallocgc*` address ranges, set by the loader.
+/// The `runtime.mallocgc*` functions, set by the loader (bits in
+/// `MALLOC_BITS`).
 #[unsafe(no_mangle)]
-static MALLOC_RANGES: MallocRanges = MallocRanges::EMPTY;
+static MALLOC_SET: AddrSet = AddrSet::EMPTY;
 
-/// Address ranges of the Go runtime's own functions, set by the loader.
+/// The runtime's own functions, set by the loader (bits in `RUNTIME_BITS`).
 #[unsafe(no_mangle)]
-static RUNTIME_RANGES: MallocRanges = MallocRanges::EMPTY;
+static RUNTIME_SET: AddrSet = AddrSet::EMPTY;
 
 /// Runtime address of the instruction right after the `CALL reg` of
 /// `p.New()` in `sync.(*Pool).Get` (the return address of a `New` call),
@@ -85,6 +86,14 @@ static POOL_NEW_RETURN: u64 = 0;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
+
+/// The bits of `MALLOC_SET`; sized and filled by the loader.
+#[map]
+static MALLOC_BITS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The bits of `RUNTIME_SET`; sized and filled by the loader.
+#[map]
+static RUNTIME_BITS: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -195,39 +204,29 @@ fn lost(ctx: &ProbeContext, flags: u32) {
     }
 }
 
-/// True when `addr` lies in one of the sorted ranges (bisection).
+/// True when `addr` is in `set` (one array read; see `AddrSet`).
 #[inline(always)]
-fn in_ranges(r: &'static MallocRanges, addr: u64) -> bool {
-    // SAFETY: a read of a loader-set constant.
-    let n = unsafe { core::ptr::read_volatile(&r.count) };
-    let mut lo: u64 = 0;
-    let mut hi: u64 = if n > MAX_RANGES as u64 {
-        MAX_RANGES as u64
-    } else {
-        n
+fn in_set(set: &'static AddrSet, bits: &'static Array<u64>, addr: u64) -> bool {
+    // SAFETY: reads of a loader-set constant.
+    let (base, slots, shift) = unsafe {
+        (
+            core::ptr::read_volatile(&set.base),
+            core::ptr::read_volatile(&set.slots),
+            core::ptr::read_volatile(&set.shift),
+        )
     };
-    let mut i = 0;
-    // ceil(log2(MAX_RANGES)) + 1 steps always suffice.
-    while i < 10 {
-        if lo >= hi {
-            return false;
-        }
-        let mid = (lo + hi) / 2;
-        let Some(range) = r.ranges.get(mid as usize) else {
-            return false;
-        };
-        // SAFETY: a read of a loader-set constant.
-        let [start, end] = unsafe { core::ptr::read_volatile(range) };
-        if addr < start {
-            hi = mid;
-        } else if addr >= end {
-            lo = mid + 1;
-        } else {
-            return true;
-        }
-        i += 1;
+    let slot = addr.wrapping_sub(base) >> (shift & 63);
+    if slot >= slots {
+        return false;
     }
-    false
+    bits.get((slot >> 6) as u32)
+        .is_some_and(|w| (*w >> (slot & 63)) & 1 != 0)
+}
+
+/// True when `addr` is in one of the runtime's own functions.
+#[inline(always)]
+fn in_runtime(addr: u64) -> bool {
+    in_set(&RUNTIME_SET, &RUNTIME_BITS, addr)
 }
 
 /// The registers a program needs, each loaded once with a fixed offset from
@@ -293,7 +292,7 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
     let Ok(ret0) = (unsafe { bpf_probe_read_user(regs.rsp as *const u64) }) else {
         return;
     };
-    if kind == cookie::ALLOC_SPECIALIZED && in_ranges(&MALLOC_RANGES, ret0) {
+    if kind == cookie::ALLOC_SPECIALIZED && in_set(&MALLOC_SET, &MALLOC_BITS, ret0) {
         bump(counter::NESTED);
         return;
     }
@@ -310,14 +309,14 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
     let mut bp = regs.rbp;
     // SAFETY (the read): checked user read of a frame record [saved BP,
     // return address]; when it fails, the key ends at `ret0`.
-    if in_ranges(&RUNTIME_RANGES, ret0)
+    if in_runtime(ret0)
         && let Ok(rec) = unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }
     {
         bp = rec[0];
         f1 = rec[1];
         // A zero return address ends the stack (as in the walk below).
         nframes = if f1 == 0 { 1 } else { 2 };
-        if f1 != 0 && in_ranges(&RUNTIME_RANGES, f1) {
+        if f1 != 0 && in_runtime(f1) {
             walk_and_count(ctx, size, short_key(typ, ret0, f1, 2, bucket), bp, f1);
             return;
         }
@@ -430,7 +429,10 @@ fn new_is_live(bp: &mut u64, steps: &mut u32, hi: u64, d: u64) -> Option<bool> {
         if *bp == 0 || *bp > target {
             return Some(false);
         }
-        let rec = read_frame(*bp);
+        // SAFETY: checked user read of a frame record.
+        let Ok(rec) = (unsafe { bpf_probe_read_user(*bp as *const [u64; 2]) }) else {
+            return None;
+        };
         *steps += 1;
         if *bp == target {
             return Some(rec[1] == ret_new);
@@ -461,40 +463,54 @@ fn charge_miss(ctx: &ProbeContext, rsp: u64, rbp: u64, size: u64) {
     let st = unsafe { &mut *st };
     let mut pool = 0;
     let (mut bp, mut steps) = (rbp, 0);
+    // Read once, written once: each read of map memory is a new unknown
+    // to the verifier, and would multiply the states it explores.
+    let n = st.n;
+    let mut live = n;
     let mut i = MISS_NESTING;
     while i > 0 {
         i -= 1;
-        if (i as u32) >= st.n {
+        if (i as u32) >= n {
             continue;
         }
         let (Some(&d), Some(&p)) = (st.depths.get(i), st.pools.get(i)) else {
             break;
         };
-        let live = if d < depth {
+        let on_stack = if d < depth {
             new_is_live(&mut bp, &mut steps, hi, d)
         } else {
             Some(false)
         };
-        match live {
+        match on_stack {
             Some(true) => {
                 pool = p;
                 break;
             }
-            Some(false) => st.n = i as u32,
+            Some(false) => live = i as u32,
             None => {
+                if live < n {
+                    st.n = live;
+                }
                 bump(counter::MISS_UNTRACKED);
                 return;
             }
         }
     }
-    if st.n == 0 && POOL_MISSES.remove(g).is_ok() {
+    if live < n {
+        st.n = live;
+    }
+    if live == 0 && POOL_MISSES.remove(g).is_ok() {
         in_flight_add(u64::MAX);
     }
     if pool == 0 {
         return;
     }
-    if add_or_insert(&POOL_MISS_AGG, &pool, || first_alloc(size), |v| add_alloc(v, size))
-        == Upsert::Full
+    if add_or_insert(
+        &POOL_MISS_AGG,
+        &pool,
+        || first_alloc(size),
+        |v| add_alloc(v, size),
+    ) == Upsert::Full
     {
         bump(counter::AGG_FULL);
     }
@@ -617,7 +633,7 @@ fn short_key(typ: u64, f0: u64, f1: u64, nframes: u32, bucket: u32) -> AggKey {
 fn walk_and_count(ctx: &ProbeContext, size: u64, mut key: AggKey, mut bp: u64, mut ret: u64) {
     let mut n: usize = 2;
     while n < KEY_FRAMES {
-        if !in_ranges(&RUNTIME_RANGES, ret) {
+        if !in_runtime(ret) {
             break;
         }
         // SAFETY: checked user read of a frame record [saved BP, return address].
@@ -633,7 +649,7 @@ fn walk_and_count(ctx: &ProbeContext, size: u64, mut key: AggKey, mut bp: u64, m
         n += 1;
     }
     key.nframes = n as u32;
-    if n == KEY_FRAMES && in_ranges(&RUNTIME_RANGES, ret) {
+    if n == KEY_FRAMES && in_runtime(ret) {
         // The site lies deeper than a key reaches: send this allocation alone.
         bump(counter::KEY_TRUNCATED);
         send_alloc(ctx, size, &key, 0);
@@ -844,7 +860,8 @@ pub fn floor_read2(ctx: ProbeContext) -> u32 {
     // SAFETY: checked user reads.
     let ret: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
     // SAFETY: as above.
-    let rec: [u64; 2] = unsafe { bpf_probe_read_user(regs.rbp as *const [u64; 2]) }.unwrap_or([0; 2]);
+    let rec: [u64; 2] =
+        unsafe { bpf_probe_read_user(regs.rbp as *const [u64; 2]) }.unwrap_or([0; 2]);
     if let Some(p) = SCRATCH.get_ptr_mut(0) {
         // SAFETY: per-CPU slot.
         unsafe { *p = ret ^ rec[1] };

@@ -108,10 +108,6 @@ pub enum PlanError {
     NotLoadable { function: String, offset: u64 },
     #[error("cannot find runtime.MemProfileRate in runtime.profilealloc")]
     NoMemProfileRate,
-    #[error(
-        "the runtime's functions form {count} separate address ranges, more than the {max} supported"
-    )]
-    TooManyRanges { count: usize, max: u32 },
 }
 
 /// Why `sync.Pool` is not traced (allocation tracing carries on).
@@ -368,7 +364,7 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, PlanError> {
         .map(|f| (f.entry, f.end))
         .collect();
     malloc_ranges.sort_unstable();
-    let runtime_ranges = runtime_ranges(bin)?;
+    let runtime_ranges = runtime_ranges(bin);
     let (pools, pool_new_return) = b.pool_tracing(opts.pools);
     if info.pgo() && pools == PoolTracing::Enabled {
         b.warnings.push(
@@ -401,19 +397,12 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, PlanError> {
 /// The `[start, end)` ranges of the runtime's own functions. A runtime
 /// function ends where the next function starts, so runs of adjacent
 /// runtime functions merge into one range.
-fn runtime_ranges(bin: &GoBinary) -> Result<Vec<(u64, u64)>, PlanError> {
-    let ranges = merge_ranges(
+fn runtime_ranges(bin: &GoBinary) -> Vec<(u64, u64)> {
+    merge_ranges(
         bin.functions()
             .filter(|f| crate::symbolize::is_runtime_frame(&f.name))
             .map(|f| (f.entry, f.end)),
-    );
-    if ranges.len() > allocwatch_common::MAX_RANGES as usize {
-        return Err(PlanError::TooManyRanges {
-            count: ranges.len(),
-            max: allocwatch_common::MAX_RANGES,
-        });
-    }
-    Ok(ranges)
+    )
 }
 
 impl Builder<'_> {

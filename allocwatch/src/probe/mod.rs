@@ -6,9 +6,8 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use allocwatch_common::{
-    AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, MAX_FRAMES, MAX_RANGES, MallocRanges,
-    POOL_CALLERS, PoolEvent, PoolKey, PoolValue, SAMPLED_BIT, SLOT_FRAMES, Slot, cookie, counter,
-    kind, names,
+    AggKey, AggValue, AllocEvent, EVENT_STACK_ONLY, MAX_FRAMES, POOL_CALLERS, PoolEvent, PoolKey,
+    PoolValue, SAMPLED_BIT, SLOT_FRAMES, Slot, cookie, counter, kind, names,
 };
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::{Ebpf, EbpfLoader};
@@ -21,6 +20,7 @@ use crate::plan::{ProbePlan, Program};
 use crate::stats::Counters;
 use links::{Attacher, Links, is_exact_entry};
 
+mod addrset;
 pub mod execs;
 mod links;
 mod multi;
@@ -109,22 +109,6 @@ fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
-}
-
-/// Ranges as the eBPF programs take them: runtime addresses, sorted.
-fn to_ranges(vaddr_ranges: &[(u64, u64)], bias: u64) -> Result<MallocRanges> {
-    if vaddr_ranges.len() > MAX_RANGES as usize {
-        return Err(AppError::target(format!(
-            "{} separate address ranges, more than the {MAX_RANGES} supported",
-            vaddr_ranges.len()
-        )));
-    }
-    let mut r = MallocRanges::EMPTY;
-    for (i, (s, e)) in vaddr_ranges.iter().enumerate() {
-        r.ranges[i] = [s + bias, e + bias];
-    }
-    r.count = vaddr_ranges.len() as u64;
-    Ok(r)
 }
 
 /// The key a slot counts under.
@@ -229,19 +213,23 @@ fn decode(buf: &[u8]) -> Option<Event<'_>> {
     }
 }
 
-/// Loads the eBPF object with the target's PID and the runtime addresses
-/// of its `runtime.mallocgc*` functions, its runtime and the `p.New()`
-/// return.
+/// Loads the eBPF object with the target's PID, the runtime addresses of
+/// its `runtime.mallocgc*` functions and of its runtime (as bitmaps), and
+/// the `p.New()` return.
 fn load(plan: &ProbePlan, tgid: u32, bias: u64, opts: LoadOptions) -> Result<Ebpf> {
-    let ranges = to_ranges(&plan.merged_malloc_ranges(), bias)?;
-    let runtime = to_ranges(&plan.runtime_ranges, bias)?;
+    let bitmap = |ranges: &[(u64, u64)]| addrset::build(ranges, bias).map_err(AppError::target);
+    let malloc = bitmap(&plan.merged_malloc_ranges())?;
+    let runtime = bitmap(&plan.runtime_ranges)?;
     let new_return = plan.pool_new_return.map_or(0, |a| a + bias);
+    let entries = |b: &addrset::Bitmap| u32::try_from(b.words.len()).unwrap_or(u32::MAX);
     let mut loader = EbpfLoader::new();
     loader
         .override_global(names::TARGET_TGID, &tgid, true)
         .override_global(names::POOL_NEW_RETURN, &new_return, true)
-        .override_global(names::MALLOC_RANGES, &ranges, true)
-        .override_global(names::RUNTIME_RANGES, &runtime, true);
+        .override_global(names::MALLOC_SET, &malloc.set, true)
+        .override_global(names::RUNTIME_SET, &runtime.set, true)
+        .map_max_entries(names::MALLOC_BITS, entries(&malloc))
+        .map_max_entries(names::RUNTIME_BITS, entries(&runtime));
     if let Some(bytes) = opts.ringbuf_bytes {
         // The kernel refuses other sizes with EINVAL.
         if !bytes.is_power_of_two() || u64::from(bytes) % page_size() != 0 {
@@ -252,7 +240,27 @@ fn load(plan: &ProbePlan, tgid: u32, bias: u64, opts: LoadOptions) -> Result<Ebp
         }
         loader.map_max_entries(names::EVENTS, bytes);
     }
-    loader.load(BPF_OBJECT).map_err(|e| load_error(&e))
+    let mut ebpf = loader.load(BPF_OBJECT).map_err(|e| load_error(&e))?;
+    fill_bits(&mut ebpf, names::MALLOC_BITS, &malloc)?;
+    fill_bits(&mut ebpf, names::RUNTIME_BITS, &runtime)?;
+    Ok(ebpf)
+}
+
+/// Writes the non-zero words of `bitmap` into array map `name` (created
+/// zeroed), before any program runs.
+fn fill_bits(ebpf: &mut Ebpf, name: &str, bitmap: &addrset::Bitmap) -> Result<()> {
+    let map = ebpf
+        .map_mut(name)
+        .ok_or_else(|| AppError::other(format!("map {name} missing from the eBPF object")))?;
+    let mut bits: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(map).map_err(|e| load_error(&e))?;
+    for (i, &w) in bitmap.words.iter().enumerate() {
+        if w != 0 {
+            let i = u32::try_from(i).map_err(|e| AppError::other(e.to_string()))?;
+            bits.set(i, w, 0).map_err(|e| load_error(&e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Takes map `name` (`what`, for the error) out of `ebpf`, typed.
