@@ -6,7 +6,7 @@
 //! the aggregator, every address here once and cached by the resolver.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
@@ -127,23 +127,71 @@ pub struct GoResolver {
     bias: u64,
     /// The live process, to read pools' `New` from.
     pid: Option<u32>,
-    pcs: HashMap<u64, Arc<[Frame]>>,
+    /// Frames and names of this executable, shared with the resolvers of
+    /// its other processes (the daemon traces many of one executable).
+    shared: Arc<Mutex<SharedSymbols>>,
+    /// Return addresses that symbolize to nothing (named by their runtime
+    /// address, so not shared).
+    unknown_pcs: HashMap<u64, Arc<[Frame]>>,
     types: HashMap<u64, Arc<str>>,
-    strings: HashMap<String, Arc<str>>,
     /// Which pool callers only forward to `sync.Pool`.
     wrappers: Wrappers,
+}
+
+/// The symbolized frames (by file address) and interned names of one
+/// executable, shared by the resolvers of all its traced processes: 50
+/// processes of one executable need them once, not 50 times.
+#[derive(Default)]
+struct SharedSymbols {
+    pcs: HashMap<u64, Arc<[Frame]>>,
+    strings: std::collections::HashSet<Arc<str>>,
+}
+
+/// Each executable's [`SharedSymbols`], while a resolver uses them.
+type SymbolRegistry = Vec<(Weak<GoBinary>, Weak<Mutex<SharedSymbols>>)>;
+static SHARED_SYMBOLS: Mutex<SymbolRegistry> = Mutex::new(Vec::new());
+
+impl SharedSymbols {
+    /// The shared symbols of `bin` (one parsed executable), new if no
+    /// resolver of it is alive.
+    fn of(bin: &Arc<GoBinary>) -> Arc<Mutex<SharedSymbols>> {
+        let mut reg = SHARED_SYMBOLS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reg.retain(|(b, s)| b.strong_count() > 0 && s.strong_count() > 0);
+        let key = Arc::downgrade(bin);
+        if let Some(s) = reg
+            .iter()
+            .find(|(b, _)| b.ptr_eq(&key))
+            .and_then(|(_, s)| s.upgrade())
+        {
+            return s;
+        }
+        let s = Arc::new(Mutex::new(SharedSymbols::default()));
+        reg.push((key, Arc::downgrade(&s)));
+        s
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strings.insert(a.clone());
+        a
+    }
 }
 
 impl GoResolver {
     #[must_use]
     pub fn new(bin: Arc<GoBinary>, bias: u64) -> Self {
         GoResolver {
+            shared: SharedSymbols::of(&bin),
             bin,
             bias,
             pid: None,
-            pcs: HashMap::new(),
+            unknown_pcs: HashMap::new(),
             types: HashMap::new(),
-            strings: HashMap::new(),
             wrappers: Wrappers::default(),
         }
     }
@@ -156,38 +204,44 @@ impl GoResolver {
     }
 
     fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.strings.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.strings.insert(s.to_string(), a.clone());
-        a
+        self.shared().intern(s)
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, SharedSymbols> {
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Frames of a return address (innermost first), inline-aware.
     fn frames_of_return(&mut self, ret: u64) -> Arc<[Frame]> {
-        if let Some(f) = self.pcs.get(&ret) {
+        if let Some(f) = self.unknown_pcs.get(&ret) {
             return f.clone();
         }
         let pc = ret.wrapping_sub(self.bias).wrapping_sub(1);
+        if let Some(f) = self.shared().pcs.get(&pc) {
+            return f.clone();
+        }
         let raw = self.bin.symbolize(pc);
-        let frames: Vec<Frame> = if raw.is_empty() {
-            vec![Frame {
+        if raw.is_empty() {
+            let frames: Arc<[Frame]> = Arc::from(vec![Frame {
                 function: self.intern(&format!("{ret:#x}")),
                 file: self.intern(""),
                 line: 0,
-            }]
-        } else {
-            raw.iter()
-                .map(|f| Frame {
-                    function: self.intern(&f.function),
-                    file: self.intern(&f.file),
-                    line: f.line,
-                })
-                .collect()
-        };
-        let frames: Arc<[Frame]> = Arc::from(frames);
-        self.pcs.insert(ret, frames.clone());
+            }]);
+            self.unknown_pcs.insert(ret, frames.clone());
+            return frames;
+        }
+        let mut shared = self.shared();
+        let frames: Arc<[Frame]> = raw
+            .iter()
+            .map(|f| Frame {
+                function: shared.intern(&f.function),
+                file: shared.intern(&f.file),
+                line: f.line,
+            })
+            .collect();
+        shared.pcs.insert(pc, frames.clone());
         frames
     }
 

@@ -175,7 +175,7 @@ impl<W: Write> PoolsCsv<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{Counters, Frame, SIZE_BUCKETS, SiteKey, SiteStats};
+    use crate::stats::{Counters, Frame, SiteKey, SiteStats, SizeHist};
     use std::sync::Arc;
 
     #[test]
@@ -192,7 +192,7 @@ mod tests {
                 key,
                 allocs: 10,
                 bytes: 240,
-                size_hist: [0; SIZE_BUCKETS],
+                size_hist: SizeHist::default(),
                 stack: Arc::from(Vec::<Frame>::new()),
                 pool_new_func: None,
                 sampled_allocs: 0,
@@ -238,7 +238,7 @@ mod tests {
             },
             allocs,
             bytes: allocs,
-            size_hist: [0; SIZE_BUCKETS],
+            size_hist: SizeHist::default(),
             stack: Arc::from(Vec::<Frame>::new()),
             pool_new_func: None,
             sampled_allocs,

@@ -28,7 +28,7 @@ pub(crate) mod test_support {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::stats::{Counters, Frame, SIZE_BUCKETS, SiteKey, SiteStats, Snapshot};
+    use crate::stats::{Counters, Frame, SiteKey, SiteStats, SizeHist, Snapshot};
 
     /// A frame of `function` in `<function>.go`.
     pub fn frame(function: &str, line: u32) -> Frame {
@@ -57,7 +57,7 @@ pub(crate) mod test_support {
             },
             allocs,
             bytes,
-            size_hist: [0; SIZE_BUCKETS],
+            size_hist: SizeHist::default(),
             stack: Arc::from(stack),
             pool_new_func: None,
             sampled_allocs: 0,

@@ -25,6 +25,10 @@ pub mod execs;
 mod links;
 mod multi;
 
+/// aya-log's ring buffer map and the size allocwatch gives it.
+const AYA_LOGS: &str = "AYA_LOGS";
+const AYA_LOGS_BYTES: u32 = 16 << 10;
+
 /// The eBPF object built by `build.rs`.
 static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allocwatch.bpf.o"));
@@ -229,7 +233,11 @@ fn load(plan: &ProbePlan, tgid: u32, bias: u64, opts: LoadOptions) -> Result<Ebp
         .override_global(names::MALLOC_SET, &malloc.set, true)
         .override_global(names::RUNTIME_SET, &runtime.set, true)
         .map_max_entries(names::MALLOC_BITS, entries(&malloc))
-        .map_max_entries(names::RUNTIME_BITS, entries(&runtime));
+        .map_max_entries(names::RUNTIME_BITS, entries(&runtime))
+        // aya-log's ring (128 KiB by default, mapped whole into this process
+        // with its data pages twice): the programs log one line per CPU at
+        // most (the first lost event).
+        .map_max_entries(AYA_LOGS, AYA_LOGS_BYTES);
     if let Some(bytes) = opts.ringbuf_bytes {
         // The kernel refuses other sizes with EINVAL.
         if !bytes.is_power_of_two() || u64::from(bytes) % page_size() != 0 {

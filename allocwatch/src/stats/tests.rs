@@ -250,3 +250,26 @@ fn unaggregated_samples_are_scaled_into_the_same_row() {
     );
     assert_eq!(site.mode().name(), "sampled");
 }
+
+#[test]
+fn size_hist_is_sparse_sorted_and_subtracts() {
+    let mut h = SizeHist::default();
+    h.add(5, 3);
+    h.add(2, 1);
+    h.add(5, 2);
+    h.add(SIZE_BUCKETS + 10, 7); // the last bucket takes anything above
+    h.add(9, 0);
+    assert_eq!(
+        h.iter().collect::<Vec<_>>(),
+        vec![(2, 1), (5, 5), (SIZE_BUCKETS - 1, 7)]
+    );
+    assert_eq!(h.get(5), 5);
+    assert_eq!(h.get(9), 0);
+    let mut earlier = SizeHist::default();
+    earlier.add(5, 5);
+    earlier.add(2, 4);
+    assert_eq!(
+        h.since(&earlier).iter().collect::<Vec<_>>(),
+        vec![(SIZE_BUCKETS - 1, 7)]
+    );
+}

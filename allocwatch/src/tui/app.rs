@@ -1100,8 +1100,8 @@ fn types_at_line<'a>(
     for (i, s) in shown.totals.sites.iter().enumerate() {
         let k = &s.key;
         if k.line == key.line && k.function == key.function && k.file == key.file {
-            for (h, x) in size_hist.iter_mut().zip(s.size_hist.iter()) {
-                *h += x;
+            for (b, n) in s.size_hist.iter() {
+                size_hist[b] += n;
             }
             types.push(TypeRow {
                 type_name: k.type_name.clone(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::feed::TargetInfo;
 use crate::stats::{
-    Counters, Frame, PoolCallerStats, PoolSnapshot, PoolStats, SIZE_BUCKETS, SiteKey, SiteStats,
+    Counters, Frame, PoolCallerStats, PoolSnapshot, PoolStats, SiteKey, SiteStats, SizeHist,
     Snapshot, pool_with_new, size_bucket,
 };
 
@@ -51,11 +51,11 @@ fn site(
     pool: Option<&str>,
 ) -> SiteStats {
     let allocs = per_s * t;
-    let mut size_hist = [0; SIZE_BUCKETS];
+    let mut size_hist = SizeHist::default();
     // Three quarters at `size`, a quarter at four times `size`.
     let big = allocs / 4;
-    size_hist[size_bucket(size)] += allocs - big;
-    size_hist[size_bucket(size * 4)] += big;
+    size_hist.add(size_bucket(size), allocs - big);
+    size_hist.add(size_bucket(size * 4), big);
     SiteStats {
         key: SiteKey {
             function: Arc::from(function),
