@@ -14,6 +14,8 @@
 //! - Only the traced process is counted: a second process of the same
 //!   executable, allocating three times as much at the same time, adds
 //!   nothing (the uprobes' per-process scope; Go 1.21 and 1.27).
+//! - The verifier's work per loaded program stays under a bound (the
+//!   kernel's `verified_insns`): an attach costs ~0.2 s, not seconds.
 
 mod support;
 
@@ -591,4 +593,59 @@ fn other_process_of_same_executable_not_counted_go1_21() {
     for v in [Variant::Default, Variant::PieStripped] {
         other_process_of_same_executable("1.21.13", v);
     }
+}
+
+/// Most instructions the kernel's verifier may walk for one allocation
+/// program. They measured 48,999 (`alloc_specialized`) and 43,752
+/// (`alloc_entry`) on 2026-12-03. Before the address sets became bitmaps
+/// they were 484,405 and 144,450, and an exact-mode attach took ~1.2 s of
+/// verifier time instead of ~0.2 s: this bound catches such a regression
+/// without timing anything.
+const MAX_VERIFIED_INSNS: u32 = 100_000;
+
+/// Each allocation and pool program that an exact-mode attach loads (Go
+/// 1.27: `runtime.mallocgc`, the size-specialized entries and the pools)
+/// costs the verifier at most [`MAX_VERIFIED_INSNS`], as the kernel reports
+/// it for the loaded programs (`bpf_prog_info.verified_insns`).
+#[test]
+fn verifier_work_per_program_stays_small() {
+    if skip_unless_root() {
+        return;
+    }
+    let fx = running_spin("1.27.3", Variant::Default);
+    let mut aw = start_record(record_cmd(&[
+        "--pid",
+        &fx.child.id().to_string(),
+        "--duration",
+        "3s",
+    ]));
+    let wanted = ["alloc_entry", "alloc_specializ", "pool_probe"];
+    let mut seen = Vec::new();
+    for info in aya::programs::loaded_programs().flatten() {
+        let Some(name) = info.name_as_str() else {
+            continue;
+        };
+        if !wanted.contains(&name) {
+            continue;
+        }
+        let verified = info
+            .verified_instruction_count()
+            .expect("kernel ≥ 5.16 reports verified_insns");
+        eprintln!("{name}: {verified} instructions verified");
+        assert!(
+            verified <= MAX_VERIFIED_INSNS,
+            "{name}: the verifier walked {verified} instructions (bound {MAX_VERIFIED_INSNS})"
+        );
+        seen.push(name.to_string());
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        ["alloc_entry", "alloc_specializ", "pool_probe"],
+        "programs loaded"
+    );
+    let (status, stderr) = aw.finish(Duration::from_secs(20));
+    assert!(status.success(), "allocwatch failed ({status}):\n{stderr}");
+    fx.signal(SIGTERM);
 }
