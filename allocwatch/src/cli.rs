@@ -225,6 +225,10 @@ pub struct RecordArgs {
     /// Write an allocation flame graph (SVG), the type as the leaf frame.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Write a speedscope file (opens at speedscope.app as it is): the stacks of --folded as two
+    /// profiles, alloc_space (bytes) and alloc_objects (allocations).
+    #[arg(long, value_name = "FILE")]
+    pub speedscope: Option<PathBuf>,
     /// Write a machine-readable summary of the run (JSON, schema in docs/json-summary.md):
     /// target, mode and switches, stop reason, totals, lost events, probe cost, top sites, pools.
     #[arg(long, value_name = "FILE")]
@@ -505,6 +509,8 @@ mod tests {
             "allocs",
             "--svg",
             "a.svg",
+            "--speedscope",
+            "a.speedscope.json",
         ])
         .unwrap()
         .command
@@ -513,6 +519,7 @@ mod tests {
         };
         assert_eq!(r.folded_weight, FoldedWeight::Allocs);
         assert!(r.pprof.is_some() && r.folded.is_some() && r.svg.is_some() && r.interval.is_none());
+        assert!(r.speedscope.is_some());
     }
 
     #[test]

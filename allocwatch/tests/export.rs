@@ -12,6 +12,10 @@
 //! - `--folded` (bytes, and `--folded-weight allocs`) adds up to the CSV's
 //!   totals, per function too; `--svg` is well-formed XML, names the
 //!   fixture's functions and shows the same total.
+//! - `--speedscope`: valid JSON with speedscope's `$schema`; its two
+//!   profiles (`alloc_space` in bytes, `alloc_objects`) add up to the run's
+//!   totals, every stack is valid frame indices ending in the type, and
+//!   each fixture function weighs exactly what it allocated.
 //! - `--interval`: the `phases` fixture allocates nothing for 1 s, then
 //!   main.PhaseA at 2000/s for 2 s, then main.PhaseB for 2 s; the windows
 //!   show each change in the right windows, and add up to the exact counts.
@@ -527,6 +531,101 @@ fn pprof_folded_svg_go1_21() {
 #[test]
 fn pprof_folded_svg_go1_27() {
     profile_outputs("1.27.3");
+}
+
+/// `--speedscope`: both profiles add up to the run's totals, their stacks
+/// are valid frame indices ending in a type, and each function of the
+/// fixture weighs exactly what the fixture allocated.
+fn speedscope_output(version: &str) {
+    if skip_unless_root() {
+        return;
+    }
+    let tc = toolchain(version);
+    let bin = fixture(&tc, "allocs", Variant::Default);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("allocs.speedscope.json");
+    let run = support::record_json(
+        &["--speedscope".as_ref(), path.as_os_str()],
+        &bin,
+        &[("ALLOCWATCH_N", "1000")],
+    );
+    assert_eq!(run.summary.events.lost, 0, "{:#?}", run.summary);
+    let res: FixtureResult = parse_result(&run.stdout);
+    let what = format!("{} allocs", res.go);
+    let totals = &run.summary.totals;
+    assert!(totals.allocs > 0, "{what}: nothing recorded");
+    let text = std::fs::read_to_string(&path).expect("read speedscope file");
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON: {e}\n{text}"));
+    assert_eq!(
+        v["$schema"], "https://www.speedscope.app/file-format-schema.json",
+        "{what}"
+    );
+    let frames = v["shared"]["frames"].as_array().expect("shared.frames");
+    let name = |i: usize| frames[i]["name"].as_str().expect("frame name");
+    let profiles = v["profiles"].as_array().expect("profiles");
+    let want = expected(&res);
+    let mut seen = Vec::new();
+    for (p, unit, total, objects) in [
+        (&profiles[0], "bytes", totals.bytes, false),
+        (&profiles[1], "none", totals.allocs, true),
+    ] {
+        let pname = p["name"].as_str().expect("profile name");
+        seen.push(pname);
+        assert_eq!(p["type"], "sampled", "{what}: {pname}");
+        assert_eq!(p["unit"], unit, "{what}: {pname}");
+        let weights: Vec<u64> = serde_json::from_value(p["weights"].clone()).expect("weights");
+        let samples: Vec<Vec<usize>> =
+            serde_json::from_value(p["samples"].clone()).expect("samples");
+        assert_eq!(samples.len(), weights.len(), "{what}: {pname}");
+        assert_eq!(weights.iter().sum::<u64>(), total, "{what}: {pname} total");
+        assert_eq!(p["startValue"], 0, "{what}: {pname}");
+        assert_eq!(p["endValue"], total, "{what}: {pname}");
+        let mut per_fn: HashMap<&str, u64> = HashMap::new();
+        for (stack, w) in samples.iter().zip(&weights) {
+            assert!(
+                stack.len() >= 2 && stack.iter().all(|&i| i < frames.len()),
+                "{what}: {pname}: bad stack {stack:?} ({} frames)",
+                frames.len()
+            );
+            let leaf = name(stack[stack.len() - 1]);
+            assert!(
+                leaf.starts_with('[') && leaf.ends_with(']'),
+                "{what}: {pname}: the leaf is not a type: {leaf}"
+            );
+            *per_fn.entry(name(stack[stack.len() - 2])).or_default() += w;
+        }
+        for (f, (count, bytes)) in &want {
+            let w = if objects { count } else { bytes };
+            if let Some(w) = w {
+                assert_eq!(per_fn.get(f), Some(w), "{what}: {pname}: weight of {f}");
+            }
+        }
+    }
+    assert_eq!(seen, ["alloc_space", "alloc_objects"], "{what}");
+    let small = frames
+        .iter()
+        .find(|f| f["name"] == "main.allocSmall")
+        .unwrap_or_else(|| panic!("{what}: no frame main.allocSmall"));
+    assert!(
+        small["file"].as_str().is_some_and(|f| f.ends_with(".go")),
+        "{what}: main.allocSmall has no file: {small}"
+    );
+    assert!(
+        run.summary.files.iter().any(|f| Path::new(f) == path),
+        "{what}: the summary does not list the file: {:?}",
+        run.summary.files
+    );
+}
+
+#[test]
+fn speedscope_go1_21() {
+    speedscope_output("1.21.13");
+}
+
+#[test]
+fn speedscope_go1_27() {
+    speedscope_output("1.27.3");
 }
 
 /// The number after `prefix` in `text`, if any.

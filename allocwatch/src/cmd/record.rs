@@ -14,7 +14,7 @@ use crate::export::csv::{PoolsCsv, SitesCsv};
 use crate::export::folded::Weight;
 use crate::export::series::{IntervalCsv, WriteError};
 use crate::export::summary::{self as run_summary, RunSummary, Stopped};
-use crate::export::{AtomicFile, flame, folded, pprof};
+use crate::export::{AtomicFile, flame, folded, pprof, speedscope};
 use crate::plan::Mode;
 use crate::runloop::{self, Schedule, Signals, Stop, Tick, Traced};
 use crate::session::Session;
@@ -160,18 +160,20 @@ struct Files {
     pprof: Option<AtomicFile>,
     folded: Option<AtomicFile>,
     svg: Option<AtomicFile>,
+    speedscope: Option<AtomicFile>,
     /// `--json`: written last, it lists the others.
     json: Option<AtomicFile>,
 }
 
 impl Files {
     fn open(a: &RecordArgs) -> Result<Files> {
-        let [csv, pools, pprof, folded, svg, json] = output::create_all([
+        let [csv, pools, pprof, folded, svg, speedscope, json] = output::create_all([
             ("--csv", a.csv.as_deref()),
             ("--pools-csv", a.pools_csv.as_deref()),
             ("--pprof", a.pprof.as_deref()),
             ("--folded", a.folded.as_deref()),
             ("--svg", a.svg.as_deref()),
+            ("--speedscope", a.speedscope.as_deref()),
             ("--json", a.json.as_deref()),
         ])?;
         Ok(Files {
@@ -180,6 +182,7 @@ impl Files {
             pprof,
             folded,
             svg,
+            speedscope,
             json,
         })
     }
@@ -232,6 +235,10 @@ impl Files {
         if let Some(f) = self.svg.take() {
             let meta = flame_meta(r.s, snap, weight);
             written.push(output::write(f, |w| flame::write(snap, weight, &meta, w))?);
+        }
+        if let Some(f) = self.speedscope.take() {
+            let name = format!("Heap allocations of {}", target_line(r.s));
+            written.push(output::write(f, |w| speedscope::write(snap, &name, w))?);
         }
         Ok(written)
     }

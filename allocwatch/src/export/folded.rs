@@ -56,22 +56,70 @@ fn push_frame(out: &mut String, name: &str) {
     }));
 }
 
-/// The folded stack of one site, without its weight.
+/// One frame of a site's stack as the flame graphs show it: a function
+/// with where it was (the call's, or for the site the allocation's, file and
+/// line), or the allocated type, the leaf, as `[main.T]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StackFrame<'a> {
+    Function {
+        name: &'a str,
+        /// Empty when not known.
+        file: &'a str,
+        /// 0 when not known.
+        line: u32,
+    },
+    /// The allocated Go type (`?` when not known).
+    Type(String),
+}
+
+impl StackFrame<'_> {
+    /// The frame's name: the function, or the type in brackets.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        match self {
+            StackFrame::Function { name, .. } => name,
+            StackFrame::Type(t) => t,
+        }
+    }
+}
+
+/// The stack of one site, root first, the type as the leaf frame. A site
+/// without a stack is its own function's frame.
 #[must_use]
-pub fn stack_of(site: &SiteStats) -> String {
-    let mut s = String::new();
-    if site.stack.is_empty() {
-        push_frame(&mut s, &site.key.function);
-    }
-    for f in site.stack.iter().rev() {
-        push_frame(&mut s, &f.function);
-    }
+pub fn frames_of(site: &SiteStats) -> Vec<StackFrame<'_>> {
+    let mut frames: Vec<StackFrame<'_>> = if site.stack.is_empty() {
+        vec![StackFrame::Function {
+            name: &site.key.function,
+            file: &site.key.file,
+            line: site.key.line,
+        }]
+    } else {
+        site.stack
+            .iter()
+            .rev()
+            .map(|f| StackFrame::Function {
+                name: &f.function,
+                file: &f.file,
+                line: f.line,
+            })
+            .collect()
+    };
     let t = if site.key.type_name.is_empty() {
         "?"
     } else {
         &site.key.type_name
     };
-    push_frame(&mut s, &format!("[{t}]"));
+    frames.push(StackFrame::Type(format!("[{t}]")));
+    frames
+}
+
+/// The folded stack of one site, without its weight.
+#[must_use]
+pub fn stack_of(site: &SiteStats) -> String {
+    let mut s = String::new();
+    for f in frames_of(site) {
+        push_frame(&mut s, f.name());
+    }
     s
 }
 

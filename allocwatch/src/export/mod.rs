@@ -1,6 +1,7 @@
 //! Writing recordings to files: CSV tables of sites and pools (whole run, or
 //! one row per window with `record --interval`), pprof profiles, folded
-//! stacks, flame graphs, and the JSON summary of a recording (`summary`).
+//! stacks, flame graphs, speedscope files, and the JSON summary of a
+//! recording (`summary`).
 //!
 //! Every writer is a pure function of a [`Snapshot`](crate::stats::Snapshot),
 //! so all outputs of one run show the same totals.
@@ -18,6 +19,7 @@ pub mod flame;
 pub mod folded;
 pub mod pprof;
 pub mod series;
+pub mod speedscope;
 pub mod summary;
 
 pub use file::{AtomicFile, check_writable};
