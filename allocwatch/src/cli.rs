@@ -18,7 +18,9 @@ use crate::probe::BenchPrograms;
     long_about = "allocwatch attaches eBPF uprobes to a running Go program (no code change, no restart) and \
                   shows where it allocates heap memory — per call site and Go type — and how well its \
                   sync.Pools work.\n\nExit codes: 0 success, 1 other error, 2 usage error, 3 target problem \
-                  (no such process, not a Go program, unsupported Go), 4 environment problem (privileges, kernel)."
+                  (no such process, not a Go program, unsupported Go), 4 environment problem (privileges, kernel).",
+    after_help = EXAMPLES,
+    max_term_width = 100
 )]
 pub struct Cli {
     /// More log output (-v info, -vv debug).
@@ -31,16 +33,110 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Live dashboard of a running Go program.
+    #[command(after_help = TOP_EXAMPLES)]
     Top(TopArgs),
     /// Trace headless and write CSV files.
+    #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
     /// Print what allocwatch would probe in a Go executable (no root needed).
+    #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(InspectArgs),
     /// Trace for a while, then say why the hot sites are on the heap (the compiler's escape analysis).
+    #[command(after_help = EXPLAIN_EXAMPLES)]
     Explain(ExplainArgs),
     /// Trace Go processes unattended and serve Prometheus metrics and pprof profiles over HTTP.
+    #[command(after_help = DAEMON_EXAMPLES)]
     Daemon(DaemonArgs),
+    /// Print a shell completion script on stdout (no root needed).
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Print allocwatch's man page (roff) on stdout, or a command's (no root needed).
+    #[command(after_help = MAN_EXAMPLES)]
+    Man(ManArgs),
 }
+
+/// The examples at the end of `allocwatch --help` (and in the man page).
+pub const EXAMPLES: &str = "\
+Examples:
+  allocwatch top --pid 1234
+  allocwatch record --pid 1234 --duration 10s --csv sites.csv
+  allocwatch inspect ./myservice
+  allocwatch explain --pid 1234 --source ~/src/myservice
+  allocwatch daemon --exe '^api$'
+  allocwatch completions bash > /etc/bash_completion.d/allocwatch";
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  allocwatch top --pid 1234                     # live dashboard
+  allocwatch top -- ./myservice -flag           # launch, watch from the start
+  allocwatch top --pid 1234 --mode sampled      # near-zero cost, estimates
+  allocwatch top --pid 1234 --source ~/src/myservice";
+
+const RECORD_EXAMPLES: &str = "\
+Examples:
+  allocwatch record --pid 1234 --duration 10s --csv sites.csv --pools-csv p.csv
+  allocwatch record --csv sites.csv -- ./mybench      # trace a whole run
+  allocwatch record --pid 1234 --duration 30s --interval 1s --csv rates.csv
+  allocwatch record --pid 1234 --pprof allocs.pb.gz --svg allocs.svg
+  allocwatch record --pid 1234 --duration 10s --json run.json
+  allocwatch record --pid 1234 --mode sampled --csv sites.csv  # near-zero cost";
+
+const INSPECT_EXAMPLES: &str = "\
+Examples:
+  allocwatch inspect ./myservice
+  allocwatch inspect --pid 1234 --json
+  allocwatch inspect --mode sampled ./myservice";
+
+const EXPLAIN_EXAMPLES: &str = "\
+Examples:
+  allocwatch explain --pid 1234 --source ~/src/myservice
+  allocwatch explain --duration 30s --source ~/src/myservice -- ./myservice
+  allocwatch explain --pid 1234 --source . --go ~/sdk/go1.24.2/bin/go";
+
+const DAEMON_EXAMPLES: &str = "\
+Examples:
+  allocwatch daemon --exe '^api$' --exe '^/srv/'  # serves 127.0.0.1:9464
+  allocwatch daemon --pid 1234 --pid 5678
+  allocwatch daemon --pid 1234 --mode exact --listen 0.0.0.0:9464";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  allocwatch completions bash > /etc/bash_completion.d/allocwatch
+  allocwatch completions zsh > /usr/local/share/zsh/site-functions/_allocwatch
+  allocwatch completions fish > ~/.config/fish/completions/allocwatch.fish";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  allocwatch man > /usr/local/share/man/man1/allocwatch.1
+  allocwatch man record > /usr/local/share/man/man1/allocwatch-record.1
+  allocwatch man | man -l -";
+
+/// `allocwatch completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete allocwatch's commands and flags in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `allocwatch man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A command's own page (allocwatch-COMMAND(1)) instead of allocwatch(1).
+    #[arg(value_name = "COMMAND", value_parser = clap::builder::PossibleValuesParser::new(COMMANDS))]
+    pub command: Option<String>,
+}
+
+/// The names of allocwatch's commands.
+pub const COMMANDS: [&str; 7] = [
+    "top",
+    "record",
+    "inspect",
+    "explain",
+    "daemon",
+    "completions",
+    "man",
+];
 
 /// `--source DIR` / `--go PATH`: the compiler's escape analysis beside the sites.
 #[derive(Debug, Args)]
@@ -525,5 +621,12 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn man_knows_every_command() {
+        let cmd = Cli::command();
+        let names: Vec<&str> = cmd.get_subcommands().map(clap::Command::get_name).collect();
+        assert_eq!(names, COMMANDS);
     }
 }

@@ -30,6 +30,8 @@ fn main() -> ExitCode {
                 Command::Top(a) => cmd::top(a, cli.verbose).await,
                 Command::Explain(a) => cmd::explain(a, cli.verbose).await,
                 Command::Daemon(a) => cmd::daemon(a, cli.verbose).await,
+                Command::Completions(a) => cmd::completions(&a),
+                Command::Man(a) => cmd::man(&a),
             }
         }),
         Err(e) => Err(AppError::other(format!(

@@ -699,3 +699,253 @@ fn program_that_cannot_start_is_a_target_error() {
         false,
     );
 }
+
+// --- Completions, man page, help ---------------------------------------------
+
+/// The commands, as the completion scripts and man pages name them.
+const COMMANDS: [&str; 7] = [
+    "top",
+    "record",
+    "inspect",
+    "explain",
+    "daemon",
+    "completions",
+    "man",
+];
+
+/// A successful run that printed something on stdout and no error.
+fn expect_output(what: &str, r: &Run) {
+    assert_eq!(
+        r.code, 0,
+        "{what}: exit code {}; stderr:\n{}",
+        r.code, r.stderr
+    );
+    assert!(!r.stdout.trim().is_empty(), "{what} printed nothing");
+    assert!(
+        r.lines_starting("error:").is_empty(),
+        "{what}: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn bash_completions_are_valid_bash() {
+    let r = run(&["completions", "bash"]);
+    expect_output("completions bash", &r);
+    for name in COMMANDS {
+        assert!(r.stdout.contains(name), "no `{name}` in:\n{}", r.stdout);
+    }
+    assert!(
+        r.stdout.contains("--pid") && r.stdout.contains("--csv"),
+        "{}",
+        r.stdout
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("allocwatch.bash");
+    fs::write(&script, &r.stdout).unwrap();
+    let check = run_cmd(Command::new("bash").arg("-n").arg(&script));
+    assert_eq!(check.code, 0, "bash -n: {}", check.stderr);
+    // Sourced, it registers a completion for allocwatch.
+    let loaded = run_cmd(
+        Command::new("bash")
+            .arg("-c")
+            .arg("source \"$1\" && complete -p allocwatch")
+            .arg("bash")
+            .arg(&script),
+    );
+    assert_eq!(loaded.code, 0, "source: {}", loaded.stderr);
+    assert!(loaded.stdout.contains("allocwatch"), "{}", loaded.stdout);
+}
+
+#[test]
+fn zsh_and_fish_completions_name_the_commands() {
+    for shell in ["zsh", "fish"] {
+        let r = run(&["completions", shell]);
+        expect_output(&format!("completions {shell}"), &r);
+        for name in ["record", "top", "daemon"] {
+            assert!(
+                r.stdout.contains(name),
+                "{shell}: no `{name}`:\n{}",
+                r.stdout
+            );
+        }
+    }
+    let r = run(&["completions", "tcsh"]);
+    assert_eq!(r.code, 2, "unknown shell: {}", r.stderr);
+}
+
+/// `page` rendered by man (or groff), when one of them is installed.
+fn render_man(page: &str) -> Option<String> {
+    use std::io::Write;
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let mut cmd = if have("man") {
+        let mut c = Command::new("man");
+        c.args(["--warnings", "-l", "-"]).env("MANWIDTH", "80");
+        c
+    } else if have("groff") {
+        let mut c = Command::new("groff");
+        c.args(["-k", "-man", "-Tutf8", "-ww"]);
+        c
+    } else {
+        return None;
+    };
+    let mut child = cmd
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start man");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .expect("write the page");
+    let r = Run::from(&child.wait_with_output().expect("man"));
+    assert_eq!(r.code, 0, "{cmd:?}: {}", r.stderr);
+    assert!(r.stderr.trim().is_empty(), "{cmd:?} warns:\n{}", r.stderr);
+    Some(r.stdout)
+}
+
+#[test]
+fn man_pages_are_roff() {
+    let r = run(&["man"]);
+    expect_output("man", &r);
+    assert!(
+        r.stdout.starts_with(".TH") || r.stdout.starts_with(".ie"),
+        "not roff:\n{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("allocwatch"), "{}", r.stdout);
+    for name in COMMANDS {
+        assert!(
+            r.stdout.contains(&format!("allocwatch\\-{name}(1)")),
+            "allocwatch(1) does not list {name}:\n{}",
+            r.stdout
+        );
+    }
+    // Without man and groff, the roff source is all there is to check.
+    if let Some(text) = render_man(&r.stdout) {
+        for needle in [
+            "SYNOPSIS",
+            "SUBCOMMANDS",
+            "EXAMPLES",
+            "allocwatch top --pid 1234",
+        ] {
+            assert!(text.contains(needle), "no `{needle}` in:\n{text}");
+        }
+    }
+    // The pages the list names.
+    for name in COMMANDS {
+        let r = run(&["man", name]);
+        expect_output(&format!("man {name}"), &r);
+        assert!(
+            r.stdout.starts_with(&format!(".TH allocwatch-{name} 1 ")),
+            "{}",
+            r.stdout
+        );
+        if let Some(text) = render_man(&r.stdout) {
+            assert!(text.contains("EXAMPLES"), "man {name}:\n{text}");
+            assert!(
+                text.contains(&format!("allocwatch {name} ")),
+                "man {name}:\n{text}"
+            );
+        }
+    }
+    let r = run(&["man", "nope"]);
+    assert_eq!(r.code, 2, "man nope: {}", r.stderr);
+}
+
+#[test]
+fn help_shows_examples() {
+    for name in [
+        "top",
+        "record",
+        "inspect",
+        "explain",
+        "daemon",
+        "completions",
+        "man",
+    ] {
+        for flag in ["--help", "-h"] {
+            let r = run_cmd(
+                Command::new(allocwatch())
+                    .args([name, flag])
+                    .env("COLUMNS", "100"),
+            );
+            expect_output(&format!("{name} {flag}"), &r);
+            let examples = r
+                .stdout
+                .split_once("\nExamples:\n")
+                .unwrap_or_else(|| panic!("{name} {flag}: no Examples:\n{}", r.stdout))
+                .1;
+            let lines: Vec<&str> = examples.lines().collect();
+            assert!(
+                lines.len() >= 2
+                    && lines
+                        .iter()
+                        .all(|l| l.starts_with(&format!("  allocwatch {name} "))),
+                "{name} {flag}: examples:\n{examples}"
+            );
+        }
+    }
+    let r = run(&["record", "--help"]);
+    assert!(
+        r.stdout
+            .contains("\n  allocwatch record --pid 1234 --duration 10s --json run.json\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn help_wraps_to_the_terminal() {
+    for (columns, width) in [("60", 60), ("80", 80), ("250", 100)] {
+        for name in ["record", "daemon"] {
+            let r = run_cmd(
+                Command::new(allocwatch())
+                    .args([name, "--help"])
+                    .env("COLUMNS", columns),
+            );
+            expect_output(&format!("COLUMNS={columns} {name} --help"), &r);
+            let widest = r.stdout.lines().map(|l| l.chars().count()).max().unwrap();
+            assert!(
+                widest <= width,
+                "COLUMNS={columns}: a line of {widest} characters:\n{}",
+                r.stdout
+            );
+            // Wide enough to be used, not wrapped at some fixed narrower width.
+            assert!(
+                widest > width - 10,
+                "COLUMNS={columns}: {widest}\n{}",
+                r.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn completions_and_man_need_no_privileges() {
+    if skip_unless_root("switching to user nobody") {
+        return;
+    }
+    if !have_setpriv() {
+        return;
+    }
+    let (_dir, aw, _) = world_readable_copy(&[]);
+    for args in [
+        &["completions", "bash"][..],
+        &["completions", "zsh"],
+        &["man"],
+    ] {
+        let r = run_cmd(as_nobody(&aw).args(args));
+        expect_output(&format!("nobody: {args:?}"), &r);
+    }
+}

@@ -7,6 +7,7 @@ mod explain;
 mod inspect;
 mod output;
 mod record;
+mod shell;
 mod summary;
 mod top;
 
@@ -17,6 +18,7 @@ pub use daemon::daemon;
 pub use explain::explain;
 pub use inspect::inspect;
 pub use record::record;
+pub use shell::{completions, man, man_page};
 pub use top::top;
 
 use crate::cli::{EscapeArgs, TargetArgs};
