@@ -148,6 +148,10 @@ pub struct EscapeArgs {
     /// The go command for --source (default: one of the target's version on PATH or in ~/sdk, else `go`).
     #[arg(long = "go", value_name = "PATH", requires = "source")]
     pub go: Option<PathBuf>,
+    /// Run --source's `go build` as root on a tree root does not own (refused by default; under
+    /// sudo the build runs as the invoking user instead).
+    #[arg(long, requires = "source")]
+    pub allow_root_build: bool,
 }
 
 /// The traced program: a PID, or a command after `--`.
@@ -282,7 +286,8 @@ pub struct TopArgs {
     /// Where `e` writes CSV files.
     #[arg(long, default_value = ".")]
     pub export_dir: PathBuf,
-    /// allocwatch's log file while the dashboard owns the terminal.
+    /// allocwatch's log file while the dashboard owns the terminal (default: allocwatch.log in
+    /// $XDG_STATE_HOME/allocwatch or ~/.local/state/allocwatch; under sudo, the invoking user's).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
     #[command(flatten)]
@@ -346,6 +351,10 @@ pub struct ExplainArgs {
     /// The go command (default: one of the target's version on PATH or in ~/sdk, else `go`).
     #[arg(long = "go", value_name = "PATH")]
     pub go: Option<PathBuf>,
+    /// Run `go build` as root on a tree root does not own (refused by default; under sudo the
+    /// build runs as the invoking user instead).
+    #[arg(long)]
+    pub allow_root_build: bool,
     /// How long to trace before explaining; less if the target exits or at Ctrl-C.
     #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,

@@ -24,3 +24,4 @@ pub mod stats;
 pub mod symbolize;
 pub mod target;
 pub mod tui;
+pub mod user;

@@ -547,3 +547,114 @@ fn explain_demo_go127() {
 fn explain_demo_go121() {
     explain_demo("1.21.13");
 }
+
+/// `--source` under sudo (`SUDO_UID`/`SUDO_GID`/`SUDO_USER` = nobody,
+/// allocwatch itself root): every go command runs as that user. `--go` is
+/// a wrapper that logs the uid it runs as and the go subcommand, then runs
+/// the real toolchain; it fails `go build` at once (no cold compile of the
+/// standard library in a fresh cache), so the trace goes on without
+/// reasons. nobody has no home directory: the build cache is a private
+/// directory in `$TMPDIR`, created by and for nobody (mode 0700).
+#[test]
+fn sudo_source_build_runs_as_the_invoking_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if skip_unless_root() {
+        return;
+    }
+    let tc = toolchain("1.27.3");
+    let bin = build_fixture(&tc, false);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let log = dir.path().join("go-runs.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let wrapper = dir.path().join("go");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$(id -u) $1\" >> {log}\n[ \"$1\" = build ] && exit 1\nexec {go} \"$@\"\n",
+            log = log.display(),
+            go = tc.go().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(allocwatch())
+        .args(["record", "--csv"])
+        .arg(dir.path().join("sites.csv"))
+        .arg("--source")
+        .arg(escape_module())
+        .arg("--go")
+        .arg(&wrapper)
+        .arg("--")
+        .arg(&bin)
+        .env("ALLOCWATCH_N", "10")
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .env("SUDO_USER", "nobody")
+        .env("TMPDIR", dir.path())
+        .env("GOPROXY", "off")
+        .env_remove("GOCACHE")
+        .env_remove("XDG_CACHE_HOME")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run allocwatch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "allocwatch failed:\n{stderr}");
+    assert!(stderr.contains("escape analysis failed"), "{stderr}");
+    let runs = std::fs::read_to_string(&log).unwrap();
+    let runs: Vec<&str> = runs.lines().collect();
+    assert!(
+        runs.iter().any(|l| l.ends_with(" build")) && runs.iter().any(|l| l.ends_with(" env")),
+        "go commands run: {runs:?}"
+    );
+    for r in &runs {
+        assert!(
+            r.starts_with("65534 "),
+            "a go command ran as another user: {runs:?}"
+        );
+    }
+    let cache = std::fs::symlink_metadata(dir.path().join("allocwatch-gocache-65534")).unwrap();
+    assert!(cache.is_dir());
+    assert_eq!((cache.uid(), cache.mode() & 0o777), (65534, 0o700));
+}
+
+/// As plain root, `--source` on a module that root does not own is
+/// refused before anything is attached (exit 2, with the hint), and
+/// `--allow-root-build` lets it through (here to the missing PID: exit 3).
+#[test]
+fn root_refuses_to_build_a_tree_it_does_not_own() {
+    if skip_unless_root() {
+        return;
+    }
+    let tc = toolchain("1.27.3");
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::copy(escape_module().join("go.mod"), tree.path().join("go.mod")).unwrap();
+    std::os::unix::fs::chown(tree.path(), Some(65534), Some(65534)).unwrap();
+    let explain = |extra: &[&str]| {
+        let out = Command::new(allocwatch())
+            .args(["explain", "--pid", "999999999", "--source"])
+            .arg(tree.path())
+            .arg("--go")
+            .arg(tc.go())
+            .args(extra)
+            .env_remove("SUDO_UID")
+            .env_remove("SUDO_GID")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run allocwatch");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = explain(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("belongs to uid 65534") && err.contains("--allow-root-build"),
+        "{err}"
+    );
+    let (code, err) = explain(&["--allow-root-build"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(!err.contains("--allow-root-build"), "{err}");
+}

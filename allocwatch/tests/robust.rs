@@ -881,3 +881,73 @@ fn no_network_port() {
     eprintln!("top: {n} socket fds, all Unix or netlink");
     drop(fx);
 }
+
+/// `top`'s log as root: by default `allocwatch.log` in
+/// `$XDG_STATE_HOME/allocwatch/` (directory 0700, file 0600); a symlink
+/// planted at that path is refused (exit 2), and the file it points to is
+/// untouched; under sudo (`SUDO_UID`/`SUDO_GID` = nobody) the directory
+/// and the log are created as that user, and a place that user cannot
+/// write to is refused rather than written as root. The log is opened
+/// before the target is looked for, so a PID that does not exist (exit 3)
+/// is enough.
+#[test]
+fn top_log_is_created_safely() {
+    if skip_unless_root() {
+        return;
+    }
+    let top = |state: &Path, sudo: bool| {
+        let mut c = Command::new(allocwatch());
+        c.args(["top", "--pid", "999999999"])
+            .env("XDG_STATE_HOME", state)
+            .env_remove("SUDO_UID")
+            .env_remove("SUDO_GID")
+            .stdin(Stdio::null());
+        if sudo {
+            c.env("SUDO_UID", "65534").env("SUDO_GID", "65534");
+        }
+        let out = c.output().expect("run allocwatch top");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o777;
+
+    let state = tempfile::tempdir().unwrap();
+    let log = state.path().join("allocwatch/allocwatch.log");
+    let (code, err) = top(state.path(), false);
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(mode(log.parent().unwrap()), 0o700);
+    assert_eq!(mode(&log), 0o600);
+
+    let outside = state.path().join("outside");
+    std::fs::write(&outside, "keep").unwrap();
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink(&outside, &log).unwrap();
+    let (code, err) = top(state.path(), false);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is a symlink: not followed"), "{err}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
+    assert!(
+        std::fs::symlink_metadata(&log)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // Under sudo: the user's files, with the user's permissions.
+    let theirs = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(65534), Some(65534)).unwrap();
+    let (code, err) = top(theirs.path(), true);
+    assert_eq!(code, Some(3), "{err}");
+    let log = theirs.path().join("allocwatch/allocwatch.log");
+    for p in [log.parent().unwrap(), log.as_path()] {
+        let m = std::fs::metadata(p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534), "{}", p.display());
+    }
+    let roots = tempfile::tempdir().unwrap();
+    let (code, err) = top(roots.path(), true);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(!roots.path().join("allocwatch").exists());
+}

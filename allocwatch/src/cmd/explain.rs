@@ -15,7 +15,7 @@ use crate::session::Session;
 pub async fn explain(a: ExplainArgs, verbose: u8) -> Result<()> {
     init_stderr_log(verbose);
     let spec = a.target.spec()?;
-    let req = crate::escape::cmd::request(&a.source, a.go.as_deref())?;
+    let req = crate::escape::cmd::request(&a.source, a.go.as_deref(), a.allow_root_build)?;
     let mut opts = a.target.session_options();
     // The report is about the sites, not the counts: no mode switches.
     opts.max_overhead = None;

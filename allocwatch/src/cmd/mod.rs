@@ -12,7 +12,7 @@ mod summary;
 mod top;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use daemon::daemon;
 pub use explain::explain;
@@ -81,7 +81,7 @@ impl EscapeArgs {
     pub fn request(&self) -> Result<Option<crate::escape::Request>> {
         self.source
             .as_deref()
-            .map(|d| crate::escape::cmd::request(d, self.go.as_deref()))
+            .map(|d| crate::escape::cmd::request(d, self.go.as_deref(), self.allow_root_build))
             .transpose()
     }
 }
@@ -109,11 +109,34 @@ fn init_stderr_log(verbose: u8) {
 
 /// allocwatch's own messages into `path`, while the dashboard owns the
 /// terminal.
-fn init_file_log(path: &Path) -> Result<()> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+/// Where `top` logs: `--log-file`, else `allocwatch.log` in the invoking
+/// user's state directory (`$XDG_STATE_HOME/allocwatch/`,
+/// `~/.local/state/allocwatch/`; under sudo, the user's).
+fn log_path(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    crate::user::invoker()
+        .state_dir()
+        .map(|d| d.join("allocwatch.log"))
+        .ok_or_else(|| {
+            AppError::usage("no place for the log: neither XDG_STATE_HOME nor a home directory")
+                .hint("pass --log-file FILE")
+        })
+}
+
+/// Opens the log file (creating its directory, mode 0700, when it is the
+/// default one) with the invoking user's filesystem identity: mode 0600,
+/// never through a symlink, and sends the log there.
+fn init_file_log(path: &Path, default_dir: bool) -> Result<()> {
+    let user = crate::user::invoker();
+    let f = user
+        .as_fs_user(|| {
+            if default_dir && let Some(dir) = path.parent() {
+                crate::user::create_private_dir(dir)?;
+            }
+            crate::user::open_private_append(path)
+        })
         .map_err(|e| {
             AppError::usage(format!("cannot open the log file {}: {e}", path.display()))
         })?;

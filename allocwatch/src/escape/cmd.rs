@@ -17,10 +17,19 @@ use crate::stats::{SiteKey, Snapshot};
 ///
 /// # Errors
 /// A usage error saying what is wrong with them.
-pub fn request(source: &Path, go: Option<&Path>) -> Result<Request, AppError> {
-    Request::new(source, go).map_err(|e| {
+pub fn request(
+    source: &Path,
+    go: Option<&Path>,
+    allow_root_build: bool,
+) -> Result<Request, AppError> {
+    Request::new(source, go, allow_root_build).map_err(|e| {
         let err = AppError::usage(format!("--source: {e}"));
-        if e.is_toolchain() {
+        if matches!(e, super::EscapeError::RootOnForeignTree { .. }) {
+            err.hint(
+                "run allocwatch through sudo as the tree's owner (the build then runs as them), \
+                 or pass --allow-root-build to build as root anyway",
+            )
+        } else if e.is_toolchain() {
             err.hint("pass --go /path/to/go (a toolchain of the target's Go version)")
         } else {
             err.hint("--source takes the directory of the target's Go module (where its go.mod is)")

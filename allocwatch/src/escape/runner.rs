@@ -62,6 +62,11 @@ pub enum EscapeError {
     BuildFailed { root: PathBuf, tail: String },
     #[error("the escape analysis panicked")]
     Panicked,
+    #[error(
+        "{} belongs to uid {owner}: allocwatch does not run the Go toolchain as root on another user's tree",
+        root.display()
+    )]
+    RootOnForeignTree { root: PathBuf, owner: u32 },
 }
 
 fn join(errors: &[EscapeError]) -> String {
@@ -96,18 +101,45 @@ pub struct Toolchain {
 }
 
 /// A base environment for every go command: its own GOROOT, no toolchain
-/// switching, no user GOFLAGS.
+/// switching, no user GOFLAGS. Under sudo it runs as the invoking user,
+/// with their home (so their build and module caches), never as root on
+/// their tree. Without a usable cache location (no `GOCACHE`, no
+/// `XDG_CACHE_HOME`, no home directory), a private one in the temporary
+/// directory: `allocwatch-gocache-UID`, mode 0700, used only when it is
+/// that user's own directory.
 fn go_command(go: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
     let mut c = Command::new(go);
     c.env_remove("GOROOT")
         .env_remove("GOFLAGS")
         .env("GOTOOLCHAIN", "local");
-    let has_cache = std::env::var_os("GOCACHE").is_some_and(|v| !v.is_empty());
-    let has_home = ["XDG_CACHE_HOME", "HOME"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
-    if !has_cache && !has_home {
-        c.env("GOCACHE", std::env::temp_dir().join("allocwatch-gocache"));
+    let user = crate::user::invoker();
+    let mut home = std::env::var_os("HOME").map(PathBuf::from);
+    if user.via_sudo {
+        c.uid(user.uid).gid(user.gid);
+        home.clone_from(&user.home);
+        match &user.home {
+            Some(h) => c.env("HOME", h),
+            None => c.env_remove("HOME"),
+        };
+        if let Some(name) = &user.name {
+            c.env("USER", name).env("LOGNAME", name);
+        }
+    }
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let has_cache = set("GOCACHE")
+        || set("XDG_CACHE_HOME")
+        || home.is_some_and(|h| h.is_absolute() && h.is_dir());
+    if !has_cache {
+        let dir = user.as_fs_user(|| {
+            crate::user::private_dir_in(&std::env::temp_dir(), "allocwatch-gocache", user.uid)
+        });
+        match dir {
+            Ok(d) => {
+                c.env("GOCACHE", d);
+            }
+            Err(e) => log::warn!("no Go build cache for --source: {e}"),
+        }
     }
     c
 }
@@ -419,20 +451,22 @@ pub fn compile(
 ) -> Result<String, EscapeError> {
     let mut c = go_command(go);
     c.current_dir(root).arg("build");
-    // A single main package is linked; its executable goes nowhere.
+    // A single main package is linked; its executable goes nowhere. For
+    // `./...`, a directory of its own (random name, mode 0700, the invoking
+    // user's under sudo), removed afterwards.
     let tmp = if package == "./..." {
-        let d = std::env::temp_dir().join(format!(
-            "allocwatch-escape-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        std::fs::create_dir(&d).map_err(|source| EscapeError::TempDir {
-            path: d.clone(),
-            source,
-        })?;
-        let mut o = OsString::from(&d);
+        let user = crate::user::invoker();
+        let d = user
+            .as_fs_user(|| {
+                tempfile::Builder::new()
+                    .prefix("allocwatch-escape-")
+                    .tempdir()
+            })
+            .map_err(|source| EscapeError::TempDir {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let mut o = OsString::from(d.path());
         o.push("/");
         c.arg("-o").arg(o);
         Some(d)
@@ -443,9 +477,7 @@ pub fn compile(
     c.args(&plan.args).arg(package);
     apply_env(&mut c, &plan.env);
     let out = c.output();
-    if let Some(d) = tmp {
-        let _ = std::fs::remove_dir_all(d);
-    }
+    drop(tmp);
     let out = out.map_err(|source| cannot_run(go, source))?;
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
@@ -548,14 +580,40 @@ pub struct Request {
     pub go: Option<PathBuf>,
 }
 
+/// Refuses to build, as plain root, a module that root does not own
+/// (unless `allow_root_build`): the build would run what the tree's owner
+/// controls (cgo's compiler and flags, the module's build settings) with
+/// root's privileges. Under sudo the build runs as the invoking user
+/// instead.
+fn check_build_user(root: &Path, allow_root_build: bool) -> Result<(), EscapeError> {
+    use std::os::unix::fs::MetadataExt;
+    let user = crate::user::invoker();
+    if allow_root_build || user.via_sudo || user.uid != 0 {
+        return Ok(());
+    }
+    let owner = std::fs::metadata(root).map_or(0, |m| m.uid());
+    if owner == 0 {
+        return Ok(());
+    }
+    Err(EscapeError::RootOnForeignTree {
+        root: root.to_path_buf(),
+        owner,
+    })
+}
+
 impl Request {
     /// Checks `--source` (a directory in a Go module) and `--go` (a working
     /// go command), or that some toolchain can be found.
     ///
     /// # Errors
     /// What is wrong with them ([`EscapeError::is_toolchain`] tells which).
-    pub fn new(source: &Path, go: Option<&Path>) -> Result<Request, EscapeError> {
+    pub fn new(
+        source: &Path,
+        go: Option<&Path>,
+        allow_root_build: bool,
+    ) -> Result<Request, EscapeError> {
         let (root, module_path) = find_module(source)?;
+        check_build_user(&root, allow_root_build)?;
         match go {
             Some(g) => {
                 go_version(g)?;
