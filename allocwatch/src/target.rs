@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -479,30 +479,54 @@ impl Target {
                 self.pid
             ))
         })?;
-        for line in maps.lines() {
-            let mut it = line.split_whitespace();
-            let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(inode)) =
-                (it.next(), it.next(), it.next(), it.next(), it.next())
-            else {
-                continue;
-            };
-            if inode.parse::<u64>().ok() != Some(self.identity.exe_ino)
-                || u64::from_str_radix(offset, 16).ok() != Some(0)
-            {
-                continue;
-            }
-            let start = range
-                .split('-')
-                .next()
-                .and_then(|s| u64::from_str_radix(s, 16).ok())
-                .unwrap_or(0);
-            return Ok(start.wrapping_sub(first_load_vaddr & !0xfff));
-        }
-        Err(AppError::target(format!(
-            "the executable of PID {} is not mapped in its memory",
-            self.pid
-        )))
+        let exe_path = std::fs::read_link(proc_path(self.pid, "exe")).ok();
+        let start = exe_mapping(
+            &maps,
+            self.identity.exe_dev,
+            self.identity.exe_ino,
+            exe_path.as_deref(),
+        )
+        .ok_or_else(|| {
+            AppError::target(format!(
+                "the executable of PID {} is not mapped in its memory",
+                self.pid
+            ))
+        })?;
+        Ok(start.wrapping_sub(first_load_vaddr & !0xfff))
     }
+}
+
+/// The start of the executable's mapping at file offset 0 in `maps`
+/// (`/proc/PID/maps`): the one of its device and inode; else (an overlay
+/// filesystem shows the underlying file's device there) the one of its
+/// inode whose path is the executable's.
+fn exe_mapping(maps: &str, dev: u64, ino: u64, path: Option<&Path>) -> Option<u64> {
+    let want_dev = format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev));
+    let mut same_ino_and_path = None;
+    for line in maps.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(range), Some(_perms), Some(offset), Some(map_dev), Some(inode)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        if inode.parse::<u64>().ok() != Some(ino) || u64::from_str_radix(offset, 16).ok() != Some(0)
+        {
+            continue;
+        }
+        let start = range
+            .split('-')
+            .next()
+            .and_then(|s| u64::from_str_radix(s, 16).ok())?;
+        if map_dev == want_dev {
+            return Some(start);
+        }
+        let map_path = it.collect::<Vec<_>>().join(" ");
+        if same_ino_and_path.is_none() && path.is_some_and(|p| p.as_os_str() == map_path.as_str()) {
+            same_ino_and_path = Some(start);
+        }
+    }
+    same_ino_and_path
 }
 
 /// What became of the process allocwatch identified as `was`, now that the
@@ -535,6 +559,30 @@ fn describe_status(status: std::process::ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_executable_mapping_is_found_by_device_and_inode() {
+        let dev = libc::makedev(0xfd, 0x01);
+        let maps = "\
+55d0c0000000-55d0c0400000 r--p 00000000 08:02 1234 /mnt/other/lib.so
+55d0c1000000-55d0c1400000 r--p 00000000 fd:01 1234 /srv/app
+55d0c1400000-55d0c1800000 r-xp 00400000 fd:01 1234 /srv/app
+";
+        // Same inode on another device first: not it.
+        assert_eq!(exe_mapping(maps, dev, 1234, None), Some(0x55d0_c100_0000));
+        assert_eq!(exe_mapping(maps, dev, 99, None), None);
+        // An overlay filesystem: the device differs, the inode and path match.
+        let overlay = libc::makedev(0, 0x2a);
+        assert_eq!(
+            exe_mapping(maps, overlay, 1234, Some(Path::new("/srv/app"))),
+            Some(0x55d0_c100_0000)
+        );
+        assert_eq!(
+            exe_mapping(maps, overlay, 1234, Some(Path::new("/srv/elsewhere"))),
+            None
+        );
+        assert_eq!(exe_mapping(maps, overlay, 1234, None), None);
+    }
 
     const ID: Identity = Identity {
         start_time: 123_456,
