@@ -18,6 +18,7 @@ pub mod format;
 pub mod gobin;
 pub mod plan;
 pub mod probe;
+pub mod progress;
 pub mod runloop;
 pub mod session;
 pub mod stats;

@@ -41,6 +41,8 @@ pub struct Options {
     /// `--sample-rate`: the `runtime.MemProfileRate` to set for the session
     /// (sampled mode, `--max-overhead`).
     pub sample_rate: Option<u64>,
+    /// Show progress while reading, planning and attaching (on a terminal).
+    pub progress: bool,
 }
 
 /// The rate allocwatch sets in a program that has memory profiling off: the
@@ -199,7 +201,21 @@ impl Session {
         opts: Options,
     ) -> Result<(Arc<GoBinary>, ProbePlan, Tracer, u64, Option<RateOverride>)> {
         let what = format!("PID {} ({})", target.pid, target.exe_display);
+        let progress = opts.progress.then(|| {
+            let size = std::fs::metadata(&target.exe).map_or(0, |m| m.len());
+            #[expect(clippy::cast_precision_loss, reason = "a size to show")]
+            let mb = size as f64 / 1e6;
+            let shown = Path::new(&target.exe_display);
+            let name = shown.file_name().map_or_else(
+                || target.exe_display.clone(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            crate::progress::Progress::spinner(format!("reading {name} ({mb:.1} MB)"))
+        });
         let bin = shared_binary(&target.exe, &what)?;
+        if let Some(p) = &progress {
+            p.say("planning the probes");
+        }
         let plan = plan::plan(
             &bin,
             PlanOptions {
@@ -221,7 +237,14 @@ impl Session {
         // Before attaching: the runtime's first samples at a new rate (one
         // per P right away, from Go 1.24) fall before counting starts.
         let rate_override = set_sample_rate(target, &plan, bias, opts.sample_rate)?;
+        if let Some(p) = &progress {
+            p.say(format!(
+                "loading the eBPF programs, attaching {} probes",
+                plan.probes.len()
+            ));
+        }
         let tracer = Tracer::attach_programs(&plan, &target.exe, target.pid, bias, load)?;
+        drop(progress);
         Ok((bin, plan, tracer, bias, rate_override))
     }
 

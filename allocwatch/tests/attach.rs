@@ -649,3 +649,51 @@ fn verifier_work_per_program_stays_small() {
     assert!(status.success(), "allocwatch failed ({status}):\n{stderr}");
     fx.signal(SIGTERM);
 }
+
+/// On a terminal, `record` shows what it is doing while it reads the
+/// executable and attaches, and a bar until `--duration`; with stderr not
+/// a terminal (a pipe, as everywhere else in the tests) none of it. The
+/// terminal is a pseudo-terminal from util-linux's `script`.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    if skip_unless_root() {
+        return;
+    }
+    let fx = running_spin("1.27.3", Variant::Default);
+    let pid = fx.child.id().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let typescript = dir.path().join("typescript");
+    let cmdline = format!(
+        "{} record --pid {pid} --duration 2s",
+        allocwatch().display()
+    );
+    let status = Command::new("script")
+        .args(["-q", "-f", "-e", "-c", &cmdline])
+        .arg(&typescript)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run script (util-linux)");
+    assert!(status.success(), "record on a terminal: {status}");
+    let tty = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    for want in [
+        "reading fixtures-spin",
+        "attaching 19 probes",
+        "tracing [",
+        "of 2s",
+    ] {
+        assert!(tty.contains(want), "no {want:?} on the terminal:\n{tty}");
+    }
+    assert!(tty.contains("(duration reached)"), "{tty}");
+
+    let mut aw = start_record(record_cmd(&["--pid", &pid, "--duration", "2s"]));
+    let (status, stderr) = aw.finish(Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+    for unwanted in ["reading fixtures-spin", "tracing [", "\r"] {
+        assert!(
+            !stderr.contains(unwanted),
+            "{unwanted:?} in piped stderr:\n{stderr}"
+        );
+    }
+    drop(fx);
+}

@@ -63,6 +63,7 @@ fn one_loop_traces_two_processes_exactly() {
         ringbuf_bytes: None,
         max_overhead: None,
         sample_rate: None,
+        progress: false,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

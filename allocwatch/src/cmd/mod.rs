@@ -68,6 +68,7 @@ impl TargetArgs {
             ringbuf_bytes: self.ringbuf_bytes,
             max_overhead: self.max_overhead,
             sample_rate: self.sample_rate,
+            progress: true,
         }
     }
 }

@@ -43,12 +43,23 @@ pub async fn record(a: RecordArgs, verbose: u8) -> Result<()> {
         duration: a.duration,
         refresh: a.interval.unwrap_or(Duration::from_secs(1)),
     };
+    // A bar until --duration (on a terminal only).
+    let bar = a
+        .duration
+        .map(|d| crate::progress::Progress::timed("tracing", d));
     let stop = runloop::run(&mut traced, signals, schedule, |t| match t {
-        Tick::Switch { notice, .. } => eprintln!("allocwatch: {notice}"),
+        Tick::Switch { notice, .. } => {
+            let line = format!("allocwatch: {notice}");
+            match &bar {
+                Some(b) => b.println(&line),
+                None => eprintln!("{line}"),
+            }
+        }
         Tick::Window { snap, .. } => series.window(snap),
         Tick::Gone { .. } => {}
     })
     .await?;
+    drop(bar);
     let [t] = &mut traced;
     let snap = t.session.snapshot();
     // Tracing is over: the target is given back (its MemProfileRate set

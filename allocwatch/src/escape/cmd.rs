@@ -46,7 +46,11 @@ fn say(line: &str) {
 /// still worth its files) and returns `None`.
 #[must_use]
 pub fn finish(job: Job) -> Option<Analysis> {
-    match job.wait() {
+    let progress =
+        crate::progress::Progress::spinner("escape analysis: go build -gcflags=-m=2 of the module");
+    let done = job.wait();
+    drop(progress);
+    match done {
         Ok(a) => {
             say(&format!(
                 "escape analysis: {} ({}) on {} in {:.1}s: {} heap decisions",

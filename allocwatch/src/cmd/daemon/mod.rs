@@ -152,6 +152,7 @@ fn session_options(a: &DaemonArgs) -> Result<(Options, Option<f64>)> {
         ringbuf_bytes: Some(RINGBUF_BYTES),
         max_overhead: a.max_overhead,
         sample_rate: a.sample_rate,
+        progress: false,
     };
     Ok((opts, a.max_overhead))
 }
