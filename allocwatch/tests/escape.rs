@@ -658,3 +658,50 @@ fn root_refuses_to_build_a_tree_it_does_not_own() {
     assert_eq!(code, Some(3), "{err}");
     assert!(!err.contains("--allow-root-build"), "{err}");
 }
+
+/// On a terminal, the wait for `--source`'s `go build` shows a progress
+/// line. `--go` is a wrapper whose `build` takes a second and fails (no
+/// real compile needed); the terminal is util-linux's `script`.
+#[test]
+fn escape_build_shows_progress_on_a_terminal() {
+    use std::os::unix::fs::PermissionsExt;
+    if skip_unless_root() {
+        return;
+    }
+    let tc = toolchain("1.27.3");
+    let bin = build_fixture(&tc, false);
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("go");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = build ] && {{ sleep 1; exit 1; }}\nexec {} \"$@\"\n",
+            tc.go().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cmdline = format!(
+        "ALLOCWATCH_N=10 GOPROXY=off {} record --source {} --go {} -- {}",
+        allocwatch().display(),
+        escape_module().display(),
+        wrapper.display(),
+        bin.display()
+    );
+    let typescript = dir.path().join("typescript");
+    let status = Command::new("script")
+        .args(["-q", "-f", "-e", "-c", &cmdline])
+        .arg(&typescript)
+        .env("GOCACHE", target_dir().join("gocache").join(&tc.version))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run script (util-linux)");
+    assert!(status.success(), "record on a terminal: {status}");
+    let tty = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(
+        tty.contains("escape analysis: go build -gcflags=-m=2"),
+        "no progress line for the build:\n{tty}"
+    );
+    assert!(tty.contains("escape analysis failed"), "{tty}");
+}
