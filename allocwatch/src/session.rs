@@ -45,6 +45,13 @@ pub struct Options {
     pub progress: bool,
 }
 
+/// `ALLOCWATCH_FAIL_SWITCH_BACK=PID` makes the switch of that process back
+/// to exact mode fail, so that what follows a failed switch can be tested
+/// (attaching probes again does not fail on a healthy kernel).
+fn fail_switch_back(pid: u32) -> bool {
+    std::env::var("ALLOCWATCH_FAIL_SWITCH_BACK").is_ok_and(|v| v == pid.to_string())
+}
+
 /// The rate allocwatch sets in a program that has memory profiling off: the
 /// runtime's default (`runtime.MemProfileRate = 512 * 1024`).
 pub const DEFAULT_SAMPLE_RATE: u64 = 512 * 1024;
@@ -343,6 +350,11 @@ impl Session {
                 self.tracer.detach_exact();
             }
             Mode::Exact => {
+                if fail_switch_back(self.target.pid) {
+                    return Err(AppError::env(
+                        "attaching the exact-mode probes again failed (ALLOCWATCH_FAIL_SWITCH_BACK)",
+                    ));
+                }
                 self.tracer.attach_exact()?;
                 self.tracer.set_mode(Mode::Exact)?;
                 self.sampled_since_read = true;

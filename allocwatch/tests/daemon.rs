@@ -730,3 +730,72 @@ fn prometheus_scrapes_the_daemon() {
     let _ = prometheus.finish(Duration::from_secs(20));
     terminate(&mut d);
 }
+
+/// A target whose `--max-overhead` switch fails is given up, not fatal:
+/// the `phases` fixture costs exact mode far more than 5 % of a core in its
+/// busy phase (300,000 allocations/s), so the daemon switches it to sampled
+/// mode; in its quiet tail it switches back, and that switch is made to
+/// fail (`ALLOCWATCH_FAIL_SWITCH_BACK`, a test hook: attaching probes again
+/// does not fail on a healthy kernel). The target is then `dropped` at
+/// `/targets` with the reason, its counts stay at `/metrics`, a second
+/// target is still traced, the fixture runs to its end unharmed, and the
+/// daemon still exits 0 on SIGTERM.
+#[test]
+fn a_failed_mode_switch_drops_that_target_only() {
+    if skip_unless_root() {
+        return;
+    }
+    let bin = fixture(&toolchain("1.27.3"), "phases", Variant::Default);
+    let mut c = Command::new(&bin);
+    c.env("ALLOCWATCH_WAIT", "1")
+        .env("ALLOCWATCH_IDLE", "1")
+        .env("ALLOCWATCH_PHASE", "5")
+        .env("ALLOCWATCH_RATE", "2000")
+        .env("ALLOCWATCH_RATE_B", "300000")
+        .env("ALLOCWATCH_TAIL", "7")
+        .env("ALLOCWATCH_TAIL_RATE", "2000")
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off");
+    let (mut fx, pid) = Proc::ready(c, "phases");
+    let (mut other, other_pid, _) = allocs("1.21.13", 100);
+    let mut d = Command::new(allocwatch());
+    d.arg("daemon")
+        .args(["--listen", "127.0.0.1:0", "--max-overhead", "5"])
+        .args(["--pid", &pid.to_string(), "--pid", &other_pid.to_string()])
+        .env("ALLOCWATCH_FAIL_SWITCH_BACK", pid.to_string());
+    let (mut d, addr) = support::http::start_daemon_cmd(d);
+    wait_target(addr, pid, Duration::from_secs(30), |t| {
+        t.is_some_and(|t| t.state == "tracing")
+    });
+    fx.go();
+    let list = wait_target(addr, pid, Duration::from_secs(30), |t| {
+        t.is_some_and(|t| t.state == "dropped")
+    });
+    let dropped = list.iter().find(|t| t.pid == pid).unwrap();
+    assert!(
+        dropped
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("mode switch failed")),
+        "{dropped:?}"
+    );
+    let still = list.iter().find(|t| t.pid == other_pid);
+    assert_eq!(still.map(|t| t.state.as_str()), Some("tracing"), "{list:?}");
+    let samples = parse_metrics(&get_text(addr, "/metrics"));
+    let busy: f64 = of(&samples, "allocwatch_alloc_objects_total", pid)
+        .iter()
+        .filter(|s| s.labels["function"] == "main.allocB")
+        .map(|s| s.value)
+        .sum();
+    assert!(
+        busy > 0.0,
+        "the dropped target's counts are gone from /metrics"
+    );
+    let (status, out) = fx.finish(Duration::from_secs(30));
+    assert!(status.success(), "phases: {status}\n{out}");
+    other.go();
+    let (status, out) = other.finish(Duration::from_secs(30));
+    assert!(status.success(), "allocs: {status}\n{out}");
+    let err = terminate(&mut d);
+    assert!(err.contains("mode switch failed"), "{err}");
+}
