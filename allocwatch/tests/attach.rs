@@ -661,21 +661,11 @@ fn progress_shows_on_a_terminal_only() {
     }
     let fx = running_spin("1.27.3", Variant::Default);
     let pid = fx.child.id().to_string();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let typescript = dir.path().join("typescript");
     let cmdline = format!(
         "{} record --pid {pid} --duration 2s",
         allocwatch().display()
     );
-    let status = Command::new("script")
-        .args(["-q", "-f", "-e", "-c", &cmdline])
-        .arg(&typescript)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .expect("run script (util-linux)");
-    assert!(status.success(), "record on a terminal: {status}");
-    let tty = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    let tty = support::on_terminal(&cmdline, Command::new("script"));
     for want in [
         "reading fixtures-spin",
         "attaching 19 probes",

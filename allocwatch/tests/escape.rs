@@ -688,17 +688,9 @@ fn escape_build_shows_progress_on_a_terminal() {
         wrapper.display(),
         bin.display()
     );
-    let typescript = dir.path().join("typescript");
-    let status = Command::new("script")
-        .args(["-q", "-f", "-e", "-c", &cmdline])
-        .arg(&typescript)
-        .env("GOCACHE", target_dir().join("gocache").join(&tc.version))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .expect("run script (util-linux)");
-    assert!(status.success(), "record on a terminal: {status}");
-    let tty = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    let mut script = Command::new("script");
+    script.env("GOCACHE", target_dir().join("gocache").join(&tc.version));
+    let tty = support::on_terminal(&cmdline, script);
     assert!(
         tty.contains("escape analysis: go build -gcflags=-m=2"),
         "no progress line for the build:\n{tty}"

@@ -358,3 +358,20 @@ pub fn read_word(pid: u32, addr: u64) -> u64 {
         .unwrap_or_else(|e| panic!("read {addr:#x} of PID {pid}: {e}"));
     u64::from_le_bytes(b)
 }
+
+/// Runs shell command line `cmdline` on a pseudo-terminal (util-linux's
+/// `script`, with `cmd`'s environment), asserts it succeeded, and returns
+/// everything it wrote to the terminal.
+pub fn on_terminal(cmdline: &str, mut cmd: Command) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let typescript = dir.path().join("typescript");
+    let status = cmd
+        .args(["-q", "-f", "-e", "-c", cmdline])
+        .arg(&typescript)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run script (util-linux)");
+    assert!(status.success(), "{cmdline} on a terminal: {status}");
+    String::from_utf8_lossy(&std::fs::read(&typescript).expect("typescript")).into_owned()
+}
