@@ -26,3 +26,4 @@ pub mod symbolize;
 pub mod target;
 pub mod tui;
 pub mod user;
+pub mod weak_cache;

@@ -18,6 +18,7 @@ use crate::probe::{Event, LoadOptions, Tracer};
 use crate::stats::{Aggregator, PoolOp, Snapshot};
 use crate::symbolize::GoResolver;
 use crate::target::{Gone, RateOverride, Target};
+use crate::weak_cache::WeakCache;
 
 /// What to trace.
 #[derive(Clone, Debug)]
@@ -84,8 +85,7 @@ struct FileKey {
 /// The parsed executables sessions use now, by file: processes that run the
 /// same executable (a daemon tracing every replica of a service) share one
 /// parse, and one copy of the file in memory.
-static BINARIES: std::sync::Mutex<Vec<(FileKey, std::sync::Weak<GoBinary>)>> =
-    std::sync::Mutex::new(Vec::new());
+static BINARIES: WeakCache<FileKey, GoBinary> = WeakCache::new();
 
 /// [`open_binary`], shared with every session that runs the same file (same
 /// device, inode, size and modification time) while one still holds it.
@@ -100,20 +100,7 @@ fn shared_binary(path: &Path, what: &str) -> Result<Arc<GoBinary>> {
     let Some(key) = key else {
         return open_binary(path, what).map(Arc::new);
     };
-    let mut cache = BINARIES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    cache.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(bin) = cache
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
-    {
-        return Ok(bin);
-    }
-    let bin = Arc::new(open_binary(path, what)?);
-    cache.push((key, Arc::downgrade(&bin)));
-    Ok(bin)
+    BINARIES.get_or_try_insert(key, || open_binary(path, what))
 }
 
 fn pool_op(kind: u32) -> Option<PoolOp> {

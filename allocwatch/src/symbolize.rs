@@ -6,12 +6,13 @@
 //! the aggregator, every address here once and cached by the resolver.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
 use crate::gobin::{GoBinary, TypeName, wrappers::Wrappers};
 use crate::stats::{Callers, Frame, Resolved, Resolver, SiteKey};
+use crate::weak_cache::WeakCache;
 
 /// True for frames that belong to the Go runtime's allocation machinery: the
 /// site is the first frame after them.
@@ -147,29 +148,18 @@ struct SharedSymbols {
     strings: std::collections::HashSet<Arc<str>>,
 }
 
-/// Each executable's [`SharedSymbols`], while a resolver uses them.
-type SymbolRegistry = Vec<(Weak<GoBinary>, Weak<Mutex<SharedSymbols>>)>;
-static SHARED_SYMBOLS: Mutex<SymbolRegistry> = Mutex::new(Vec::new());
+/// Each executable's [`SharedSymbols`], while a resolver uses them, by the
+/// address of its parsed [`GoBinary`]: every resolver holds its binary, so
+/// while an entry's symbols are alive that address is still their binary.
+static SHARED_SYMBOLS: WeakCache<usize, Mutex<SharedSymbols>> = WeakCache::new();
 
 impl SharedSymbols {
     /// The shared symbols of `bin` (one parsed executable), new if no
     /// resolver of it is alive.
     fn of(bin: &Arc<GoBinary>) -> Arc<Mutex<SharedSymbols>> {
-        let mut reg = SHARED_SYMBOLS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        reg.retain(|(b, s)| b.strong_count() > 0 && s.strong_count() > 0);
-        let key = Arc::downgrade(bin);
-        if let Some(s) = reg
-            .iter()
-            .find(|(b, _)| b.ptr_eq(&key))
-            .and_then(|(_, s)| s.upgrade())
-        {
-            return s;
-        }
-        let s = Arc::new(Mutex::new(SharedSymbols::default()));
-        reg.push((key, Arc::downgrade(&s)));
-        s
+        SHARED_SYMBOLS.get_or_insert_with(Arc::as_ptr(bin) as usize, || {
+            Mutex::new(SharedSymbols::default())
+        })
     }
 
     fn intern(&mut self, s: &str) -> Arc<str> {
