@@ -206,22 +206,17 @@ impl Drop for AtomicFile {
     }
 }
 
-/// When allocwatch runs through sudo, files it writes belong to the user who ran sudo.
+/// When allocwatch runs through sudo, files it writes belong to the user who
+/// ran sudo ([`crate::user::invoker`]).
 fn chown_to_sudo_user(path: &Path) {
-    let (Some(uid), Some(gid)) = (
-        std::env::var("SUDO_UID")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok()),
-        std::env::var("SUDO_GID")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok()),
-    ) else {
+    let user = crate::user::invoker();
+    if !user.via_sudo {
         return;
-    };
+    }
     // lchown: should someone who can write to the directory swap the
     // temporary file for a symlink meanwhile, only the link changes owner.
-    if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
-        log::warn!("could not give {} to uid {uid}: {e}", path.display());
+    if let Err(e) = std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid)) {
+        log::warn!("could not give {} to uid {}: {e}", path.display(), user.uid);
     }
 }
 
