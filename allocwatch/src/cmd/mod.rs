@@ -110,33 +110,31 @@ fn init_stderr_log(verbose: u8) {
 
 /// allocwatch's own messages into `path`, while the dashboard owns the
 /// terminal.
-/// Where `top` logs: `--log-file`, else `allocwatch.log` in the invoking
-/// user's state directory (`$XDG_STATE_HOME/allocwatch/`,
-/// `~/.local/state/allocwatch/`; under sudo, the user's).
-fn log_path(given: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = given {
-        return Ok(p.to_path_buf());
-    }
-    crate::user::invoker()
-        .state_dir()
-        .map(|d| d.join("allocwatch.log"))
-        .ok_or_else(|| {
-            AppError::usage("no place for the log: neither XDG_STATE_HOME nor a home directory")
-                .hint("pass --log-file FILE")
-        })
-}
-
-/// Opens the log file (creating its directory, mode 0700, when it is the
-/// default one) with the invoking user's filesystem identity: mode 0600,
-/// never through a symlink, and sends the log there.
-fn init_file_log(path: &Path, default_dir: bool) -> Result<()> {
+/// Sends the log to `top`'s log file and returns its path: `--log-file`
+/// (`given`), else `allocwatch.log` in the invoking user's state directory
+/// (`$XDG_STATE_HOME/allocwatch/`, `~/.local/state/allocwatch/`; under sudo,
+/// the user's), created with mode 0700. The file is opened with that
+/// user's filesystem identity: mode 0600, never through a symlink.
+fn init_file_log(given: Option<&Path>) -> Result<PathBuf> {
     let user = crate::user::invoker();
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => user
+            .state_dir()
+            .map(|d| d.join("allocwatch.log"))
+            .ok_or_else(|| {
+                AppError::usage("no place for the log: neither XDG_STATE_HOME nor a home directory")
+                    .hint("pass --log-file FILE")
+            })?,
+    };
     let f = user
         .as_fs_user(|| {
-            if default_dir && let Some(dir) = path.parent() {
+            if given.is_none()
+                && let Some(dir) = path.parent()
+            {
                 crate::user::create_private_dir(dir)?;
             }
-            crate::user::open_private_append(path)
+            crate::user::open_private_append(&path)
         })
         .map_err(|e| {
             AppError::usage(format!("cannot open the log file {}: {e}", path.display()))
@@ -146,7 +144,7 @@ fn init_file_log(path: &Path, default_dir: bool) -> Result<()> {
         .parse_env("ALLOCWATCH_LOG")
         .target(env_logger::Target::Pipe(Box::new(f)))
         .try_init();
-    Ok(())
+    Ok(path)
 }
 
 /// Tells the user (and scripts waiting for it) that the probes are in place:

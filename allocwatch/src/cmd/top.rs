@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::Sender;
 
-use super::{COST_PER_HIT_NS, init_file_log, log_path, release_target};
+use super::{COST_PER_HIT_NS, init_file_log, release_target};
 use crate::cli::TopArgs;
 use crate::error::{AppError, Result};
 use crate::runloop::{self, Schedule, Signals, Stop, Tick, Traced};
@@ -20,8 +20,7 @@ use crate::tui::Feed;
 /// used.
 pub async fn top(a: TopArgs, _verbose: u8) -> Result<()> {
     let spec = a.target.spec()?;
-    let log_path = log_path(a.log_file.as_deref())?;
-    init_file_log(&log_path, a.log_file.is_none())?;
+    let log_path = init_file_log(a.log_file.as_deref())?;
     let escape = a.escape.request()?;
     let s = Session::start(&spec, a.target.session_options())?;
     // The header names the rate allocwatch set (the status line says why).
