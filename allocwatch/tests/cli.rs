@@ -12,6 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use allocwatch::cli::COMMANDS;
 use support::{Variant, fixture, is_root, toolchain};
 
 /// What one run printed and returned.
@@ -702,17 +703,6 @@ fn program_that_cannot_start_is_a_target_error() {
 
 // --- Completions, man page, help ---------------------------------------------
 
-/// The commands, as the completion scripts and man pages name them.
-const COMMANDS: [&str; 7] = [
-    "top",
-    "record",
-    "inspect",
-    "explain",
-    "daemon",
-    "completions",
-    "man",
-];
-
 /// A successful run that printed something on stdout and no error.
 fn expect_output(what: &str, r: &Run) {
     assert_eq!(
@@ -865,15 +855,7 @@ fn man_pages_are_roff() {
 
 #[test]
 fn help_shows_examples() {
-    for name in [
-        "top",
-        "record",
-        "inspect",
-        "explain",
-        "daemon",
-        "completions",
-        "man",
-    ] {
+    for name in COMMANDS {
         for flag in ["--help", "-h"] {
             let r = run_cmd(
                 Command::new(allocwatch())
