@@ -14,9 +14,62 @@ pub const MAX_FRAMES: usize = 32;
 /// Ring buffer size in bytes (a power of two multiple of the page size).
 pub const RINGBUF_BYTES: u32 = 32 << 20;
 
-/// The exec notification's ring buffer (`execwatch`'s `EXECS`): one `u32`
-/// PID per exec (16 bytes with its header), room for 4,096 between reads.
-pub const EXEC_RINGBUF_BYTES: u32 = 64 << 10;
+/// The exec notification's ring buffer (`execwatch`'s `EXECS`): one
+/// [`ExecNote`] per exec (32 bytes with its header), room for 4,096
+/// between reads.
+pub const EXEC_RINGBUF_BYTES: u32 = 128 << 10;
+
+/// One record of `execwatch`'s ring buffer: a process exec'd.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecNote {
+    /// The process (thread-group ID).
+    pub pid: u32,
+    /// [`EXEC_NOTE_EXEC`], [`EXEC_NOTE_HELD`] or [`EXEC_NOTE_HOLD_FAILED`].
+    pub kind: u32,
+    /// The file it exec'd, as [`ExeKey`] (0, 0 when unread).
+    pub file: ExeKey,
+}
+const _: () = assert!(core::mem::size_of::<ExecNote>() == 24);
+
+/// An executable file as the kernel knows it: `super_block.s_dev` (the
+/// kernel's encoding, `MKDEV`) and `inode.i_ino`. The key of `HOLD`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExeKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+const _: () = assert!(core::mem::size_of::<ExeKey>() == 16);
+
+/// Executables whose new processes are held: room in `HOLD`.
+pub const HOLD_MAX: u32 = 4096;
+
+/// Where `exec_notify` reads the exec'd file's identity, in bytes (from
+/// the kernel's BTF, set by the loader; `valid` 0 leaves it unread):
+/// `linux_binprm.file`, `file.f_inode`, `inode.i_ino`, `inode.i_sb`,
+/// `super_block.s_dev`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecFileOffsets {
+    pub valid: u32,
+    pub bprm_file: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+}
+const _: () = assert!(core::mem::size_of::<ExecFileOffsets>() == 24);
+
+/// `exec_notify`: the process exec'd.
+pub const EXEC_NOTE_EXEC: u32 = 0;
+/// The process exec'd a file in `HOLD` and was sent `SIGSTOP` before its
+/// first instruction; the daemon sends `SIGCONT` once it has attached.
+pub const EXEC_NOTE_HELD: u32 = 1;
+/// The process exec'd a file in `HOLD`, and the kernel refused the
+/// signal (it runs on).
+pub const EXEC_NOTE_HOLD_FAILED: u32 = 2;
 
 /// Return addresses in an aggregation key: up to and including the first
 /// frame outside the Go runtime (the allocation site).
@@ -382,4 +435,8 @@ mod user {
     unsafe impl aya::Pod for super::MissStack {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PoolValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExeKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecFileOffsets {}
 }

@@ -234,8 +234,11 @@ pub fn trace_pools(mode: Mode, pools: bool, no_pools: bool) -> bool {
 pub struct DaemonArgs {
     /// Trace every process whose executable (/proc/PID/exe) matches REGEX by its full path or its
     /// base name, unanchored as in grep (e.g. '^api$' for the name api): those running now and
-    /// those started later, from the moment they exec (repeat for more). A match that allocwatch
-    /// cannot trace (not a Go program, unsupported Go version) is logged once and skipped.
+    /// those started later (repeat for more). A process that starts an executable already traced,
+    /// or one REGEX names by its absolute path ('^/srv/bin/api$'), is traced from its first
+    /// allocation (see --no-hold); one that starts another, from a moment after its exec. A match
+    /// that allocwatch cannot trace (not a Go program, unsupported Go version) is logged once and
+    /// skipped.
     #[arg(long = "exe", value_name = "REGEX", value_parser = parse_regex, required_unless_present = "pids")]
     pub exe: Vec<regex::Regex>,
     /// A Go process to trace (repeat for more). A process that allocwatch cannot trace (not a Go
@@ -271,6 +274,11 @@ pub struct DaemonArgs {
     /// Do not trace sync.Pool (in exact mode, where it is on by default).
     #[arg(long)]
     pub no_pools: bool,
+    /// Do not stop new processes of the executables traced (or named by --exe) at their first
+    /// instruction while their probes are attached (SIGSTOP, then SIGCONT: ~0.2 s at start); they
+    /// are then traced from a moment after their exec, and what they allocate first is not counted.
+    #[arg(long)]
+    pub no_hold: bool,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,14 @@ pub fn missing_capabilities() -> Vec<&'static str> {
     .collect()
 }
 
+/// True when allocwatch may signal other users' processes (`CAP_KILL`):
+/// the daemon's holds need it, to send `SIGCONT` to a process it stopped.
+#[must_use]
+pub fn can_signal_any_process() -> bool {
+    const CAP_KILL: u32 = 5;
+    effective_caps() & (1u64 << CAP_KILL) != 0
+}
+
 /// A kernel feature allocwatch needs.
 struct Feature {
     name: &'static str,

@@ -421,6 +421,12 @@ impl Target {
         let _ = child.wait();
     }
 
+    /// The executable's device and inode, as when the target was found.
+    #[must_use]
+    pub fn exe_file_id(&self) -> (u64, u64) {
+        (self.identity.exe_dev, self.identity.exe_ino)
+    }
+
     /// True when allocwatch launched the target.
     #[must_use]
     pub fn launched(&self) -> bool {

@@ -11,6 +11,10 @@
 //! - SIGTERM: every probe gone from the target, exit 0 within 1 s.
 //! - `--exe`: processes that match, running at the start and started later,
 //!   exact; others not listed; a match that is not Go skipped.
+//! - A process started later, of an executable already traced or named by
+//!   its path, is counted exactly from its first allocation (held at its
+//!   exec while attached); another process of the same file that no
+//!   pattern matches runs on, unlisted.
 //! - A `--pid` that execs into a Go program is traced from the exec.
 //! - A real Prometheus scrapes it and answers PromQL with the counts;
 //!   `promtool check metrics` lints the exposition.
@@ -548,6 +552,121 @@ fn exe_traces_matching_processes_running_and_started_later() {
         .find(|l| l.contains(&format!("PID {late_pid} traced from")))
         .unwrap_or_else(|| panic!("no line on when PID {late_pid} was traced:\n{err}"));
     eprintln!("{latency}");
+}
+
+/// A fixture run from `exe` straight away (no wait): `n` iterations,
+/// then its result.
+fn allocs_now(exe: &std::path::Path, n: u32, name: &str) -> (u32, FixtureResult) {
+    let mut c = Command::new(exe);
+    c.env("ALLOCWATCH_N", n.to_string())
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off");
+    let mut fx = Proc::spawn(c, name, false);
+    let pid = fx.child.id();
+    let (status, out) = fx.finish(Duration::from_secs(60));
+    assert!(status.success(), "{name}: {status}\n{out}");
+    (pid, parse_result(&out))
+}
+
+#[test]
+fn a_process_started_later_is_counted_from_its_first_allocation() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = tempfile::tempdir_in(target_dir()).expect("tempdir");
+    let tag = std::process::id();
+    // `named`: an --exe pattern names it by its absolute path, and nothing
+    // runs it at the start. `known`: matched by its base name, and one
+    // process of it runs at the start (Go 1.21 there, 1.27 here).
+    let named = dir.path().join(format!("aw-named-{tag}"));
+    std::fs::copy(fixture(&toolchain(GO), "allocs", Variant::Default), &named).expect("copy");
+    let known_name = format!("aw-known-{tag}");
+    let known = dir.path().join(&known_name);
+    std::fs::copy(
+        fixture(&toolchain("1.21.13"), "allocs", Variant::Default),
+        &known,
+    )
+    .expect("copy");
+    // The same file as `named` under a name no pattern matches.
+    let alias = dir.path().join(format!("aw-alias-{tag}"));
+    std::fs::hard_link(&named, &alias).expect("hard link");
+
+    let (mut running, running_pid) = allocs_from(&known, 1000, "known, running");
+    let named_pattern = format!("^{}$", regex::escape(&named.display().to_string()));
+    let (mut d, addr) = start_daemon(&[
+        "--exe",
+        &named_pattern,
+        "--exe",
+        &format!("^{known_name}$"),
+        "--mode",
+        "exact",
+        "-v",
+    ]);
+    wait_target(addr, running_pid, Duration::from_secs(5), |t| {
+        t.is_some_and(|t| t.state == "tracing")
+    });
+    // Each allocates from its first instruction on and exits: counted
+    // exactly only if traced from the start.
+    let mut results = Vec::new();
+    for (exe, what) in [(&named, "named"), (&known, "known")] {
+        let (pid, res) = allocs_now(exe, 2000, what);
+        wait_target(addr, pid, Duration::from_secs(5), |t| {
+            t.is_some_and(|t| t.state == "exited")
+        });
+        results.push((pid, res));
+    }
+    // The armed file rewritten in place (same inode) with another build:
+    // a hold patches no instruction, so the new program runs as built, and
+    // is counted from its start too.
+    let other =
+        std::fs::read(fixture(&toolchain("1.21.13"), "allocs", Variant::Default)).expect("read");
+    std::fs::write(&named, other).expect("rewrite in place");
+    let (pid, res) = allocs_now(&named, 1500, "named, rewritten");
+    assert_eq!(res.go, "go1.21.13");
+    wait_target(addr, pid, Duration::from_secs(5), |t| {
+        t.is_some_and(|t| t.state == "exited")
+    });
+    results.push((pid, res));
+    // Several at once: each held while those before it are attached, for
+    // a second at most; every one runs to its end.
+    let burst: Vec<Proc> = (0..6)
+        .map(|i| {
+            let mut c = Command::new(&known);
+            c.env("ALLOCWATCH_N", "100").env("GOMAXPROCS", "1");
+            Proc::spawn(c, &format!("known, burst {i}"), false)
+        })
+        .collect();
+    for mut fx in burst {
+        let (status, out) = fx.finish(Duration::from_secs(30));
+        assert!(status.success(), "{}: {status}\n{out}", fx.name);
+    }
+    // A process of an armed file that is not wanted: held a moment, let go,
+    // never listed.
+    let (alias_pid, _) = allocs_now(&alias, 10, "alias");
+    let samples = parse_metrics(&get_text(addr, "/metrics"));
+    for (pid, res) in &results {
+        check_exact(&samples, *pid, res);
+    }
+    assert!(
+        !targets(addr).iter().any(|t| t.pid == alias_pid),
+        "a process no pattern matches is not listed"
+    );
+    running.go();
+    let (status, out) = running.finish(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{out}");
+    let err = terminate(&mut d);
+    for (pid, _) in &results {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("PID {pid} traced from")))
+            .unwrap_or_else(|| panic!("no line on when PID {pid} was traced:\n{err}"));
+        assert!(line.contains("from its first instruction"), "{line}");
+        eprintln!("{line}");
+    }
+    for f in [&named, &known] {
+        let armed = format!("new processes of {} are held at their exec", f.display());
+        assert!(err.contains(&armed), "{armed}:\n{err}");
+    }
 }
 
 #[test]

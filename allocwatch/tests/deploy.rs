@@ -180,11 +180,9 @@ fn target(addr: std::net::SocketAddr, pid: u32) -> TargetJson {
         .unwrap_or_else(|| panic!("PID {pid} not listed at /targets"))
 }
 
-/// `allocwatch daemon --pid PID` (default: sampled mode) as uid and gid
-/// 65534 with `caps` only (inheritable, ambient, bounding): what
-/// `DynamicUser=yes` with the unit's capabilities gives it. Its `/targets`
-/// entry for `pid`, after SIGTERM and exit 0.
-fn daemon_as_nobody(caps: &[String], pid: u32) -> TargetJson {
+/// `allocwatch daemon --listen 127.0.0.1:0 ARGS` as uid and gid 65534
+/// with `caps` only (inheritable, ambient, bounding).
+fn as_nobody(caps: &[String], args: &[&str]) -> Command {
     let caps = caps.join(",");
     let mut c = Command::new("setpriv");
     c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -192,18 +190,21 @@ fn daemon_as_nobody(caps: &[String], pid: u32) -> TargetJson {
         .arg(format!("--ambient-caps={caps}"))
         .arg(format!("--bounding-set=-all,{caps}"))
         .arg(allocwatch())
-        .args([
-            "daemon",
-            "--listen",
-            "127.0.0.1:0",
-            "--pid",
-            &pid.to_string(),
-        ]);
-    let (mut d, addr) = start_daemon_cmd(c);
+        .args(["daemon", "--listen", "127.0.0.1:0"])
+        .args(args);
+    c
+}
+
+/// `allocwatch daemon --pid PID` (default: sampled mode) as uid and gid
+/// 65534 with `caps` only (inheritable, ambient, bounding): what
+/// `DynamicUser=yes` with the unit's capabilities gives it. Its `/targets`
+/// entry for `pid`, after SIGTERM and exit 0.
+fn daemon_as_nobody(caps: &[String], pid: u32) -> TargetJson {
+    let (mut d, addr) = start_daemon_cmd(as_nobody(caps, &["--pid", &pid.to_string()]));
     let t = target(addr, pid);
     d.signal(libc::SIGTERM);
     let (status, err) = d.finish(Duration::from_secs(10));
-    assert!(status.success(), "daemon with {caps}: {status}\n{err}");
+    assert!(status.success(), "daemon with {caps:?}: {status}\n{err}");
     t
 }
 
@@ -240,6 +241,61 @@ fn the_unit_s_capabilities_trace_another_user_s_process() {
     fx.signal(libc::SIGINT);
     let (status, out) = fx.finish(Duration::from_secs(30));
     assert!(status.success(), "spin: {status}\n{out}");
+}
+
+/// An `allocs` fixture of root run from `exe` in a session of its own (so
+/// that only `CAP_KILL` lets another user send it `SIGCONT`), straight
+/// away: `n` iterations, then its exit status and output.
+fn allocs_in_own_session(exe: &Path, n: u32) -> (std::process::ExitStatus, String) {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(exe);
+    c.env("ALLOCWATCH_N", n.to_string()).env("GOMAXPROCS", "1");
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut fx = Proc::spawn(c, "allocs in its own session", false);
+    fx.finish(Duration::from_secs(30))
+}
+
+#[test]
+fn the_unit_s_capabilities_let_a_held_process_go() {
+    if skip_unless_root() || !have_tool("setpriv", "--version", "the unit's capabilities") {
+        return;
+    }
+    let caps = unit_caps();
+    assert!(
+        caps.iter().any(|c| c == "+kill"),
+        "the unit grants CAP_KILL"
+    );
+    let dir = tempfile::tempdir_in(support::target_dir()).expect("tempdir");
+    let exe = dir.path().join(format!("aw-held-{}", std::process::id()));
+    std::fs::copy(fixture(&toolchain(GO), "allocs", Variant::Default), &exe).expect("copy");
+    let pattern = format!("^{}$", exe.display());
+    let fewer: Vec<String> = caps.iter().filter(|c| *c != "+kill").cloned().collect();
+    for (caps, held) in [(&caps, true), (&fewer, false)] {
+        let mut c = as_nobody(caps, &["--exe", &pattern, "--mode", "exact", "-v"]);
+        c.env_remove("RUST_LOG");
+        let (mut d, _addr) = start_daemon_cmd(c);
+        // Root's process, another session: stopped at its first
+        // instruction (with CAP_KILL), let go, and it runs to its end.
+        let (status, out) = allocs_in_own_session(&exe, 100);
+        assert!(status.success(), "{caps:?}: {status}\n{out}");
+        assert!(out.contains("result "), "{out}");
+        d.signal(libc::SIGTERM);
+        let (status, err) = d.finish(Duration::from_secs(10));
+        assert!(status.success(), "daemon with {caps:?}: {status}\n{err}");
+        let traced = err.contains("traced from its first instruction");
+        assert_eq!(traced, held, "with {caps:?}:\n{err}");
+        if !held {
+            assert!(err.contains("no CAP_KILL"), "{err}");
+        }
+    }
 }
 
 /// The documents of a YAML file, as JSON values.

@@ -1,14 +1,26 @@
 //! The exec notification the daemon finds new processes with:
 //! `execwatch.bpf.o`'s `exec_notify`, at the raw tracepoint
-//! `sched_process_exec` (no tracefs needed), sends the PID of every process that execs through a ring
-//! buffer of its own; [`ExecWatch::next`] hands them over. An exec the
-//! ring buffer cannot hold is counted ([`ExecWatch::lost`]).
+//! `sched_process_exec` (no tracefs needed), sends the PID of every process
+//! that execs, and the file it exec'd, through a ring buffer of its own;
+//! [`ExecWatch::next`] hands them over. A note the ring buffer cannot hold
+//! is counted ([`ExecWatch::lost`]).
+//!
+//! [`ExecWatch::hold`] adds an executable file to the program's `HOLD`
+//! map: a process that execs it later is stopped (`SIGSTOP`) before its
+//! first instruction, and its [`Exec`] says `held`; [`resume`] lets it go.
+//! The program finds the file's device and inode through kernel structures
+//! whose layout comes from the kernel's BTF ([`super::btf`]).
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+pub use allocwatch_common::ExeKey;
+use allocwatch_common::{
+    EXEC_NOTE_EXEC, EXEC_NOTE_HELD, EXEC_NOTE_HOLD_FAILED, ExecFileOffsets, ExecNote,
+};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::unix::AsyncFd;
 
+use super::btf;
 use super::{load_error, take_map};
 use crate::error::{AppError, Result};
 
@@ -20,6 +32,10 @@ static EXECWATCH_OBJECT: &[u8] =
 pub struct ExecWatch {
     ring: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
+    hold: HashMap<MapData, ExeKey, u8>,
+    /// The program reads the exec'd file (the kernel has BTF with the
+    /// fields it reads through).
+    files: bool,
     /// Owns the program and its attachment.
     _ebpf: Ebpf,
 }
@@ -31,7 +47,22 @@ impl ExecWatch {
     /// The kernel refuses the program or the tracepoint (privileges, no
     /// BPF ring buffer).
     pub fn start() -> Result<ExecWatch> {
+        let offsets = btf::ExecFileOffsets::of_this_kernel();
+        if offsets.is_none() {
+            log::warn!(
+                "the kernel's BTF does not say where an exec'd file is (linux_binprm.file, file.f_inode, inode.i_ino, inode.i_sb, super_block.s_dev): new processes are not held"
+            );
+        }
+        let globals = offsets.map_or_else(ExecFileOffsets::default, |o| ExecFileOffsets {
+            valid: 1,
+            bprm_file: o.bprm_file,
+            file_inode: o.file_inode,
+            inode_ino: o.inode_ino,
+            inode_sb: o.inode_sb,
+            sb_dev: o.sb_dev,
+        });
         let mut ebpf = EbpfLoader::new()
+            .override_global("EXEC_FILE_OFFSETS", &globals, true)
             .load(EXECWATCH_OBJECT)
             .map_err(|e| load_error(&e))?;
         let prog: &mut RawTracePoint = ebpf
@@ -50,43 +81,194 @@ impl ExecWatch {
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| AppError::other(format!("cannot poll the exec ring buffer: {e}")))?;
         let lost = take_map(&mut ebpf, "EXECS_LOST", "exec counter")?;
+        let hold = take_map(&mut ebpf, "HOLD", "held executables")?;
         Ok(ExecWatch {
             ring,
             lost,
+            hold,
+            files: offsets.is_some(),
             _ebpf: ebpf,
         })
     }
 
-    /// Waits for execs and returns the PIDs of every process that exec'd
-    /// since the last call, in order (a PID twice if it exec'd twice).
-    /// Cancel-safe: nothing is taken from the ring buffer before the wait
-    /// ends.
-    pub async fn next(&mut self) -> Vec<u32> {
+    /// True when the notes say which file each process exec'd (and
+    /// [`ExecWatch::hold`] can work).
+    #[must_use]
+    pub fn sees_files(&self) -> bool {
+        self.files
+    }
+
+    /// Stops every process that execs `file` from now on before its first
+    /// instruction, until [`resume`].
+    ///
+    /// # Errors
+    /// The map is full (`HOLD_MAX` executables).
+    pub fn hold(&mut self, file: ExeKey) -> Result<()> {
+        self.hold.insert(file, 1, 0).map_err(|e| {
+            AppError::env(format!(
+                "cannot hold the new processes of one more executable: {e}"
+            ))
+        })
+    }
+
+    /// Waits for notes and returns every one since the last call, in
+    /// order (a PID twice if it exec'd twice). Cancel-safe: nothing is
+    /// taken from the ring buffer before the wait ends.
+    pub async fn next(&mut self) -> Vec<Exec> {
         loop {
             let Ok(mut guard) = self.ring.readable_mut().await else {
                 // The ring buffer cannot be polled: never ready again.
                 return std::future::pending().await;
             };
             let ring = guard.get_inner_mut();
-            let mut pids = Vec::new();
+            let mut notes = Vec::new();
             while let Some(item) = ring.next() {
-                if let Some(b) = item.get(..4) {
-                    pids.push(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                }
+                notes.extend(Exec::from_bytes(&item));
             }
             guard.clear_ready();
-            if !pids.is_empty() {
-                return pids;
+            if !notes.is_empty() {
+                return notes;
             }
         }
     }
 
-    /// Execs the ring buffer could not hold, since the start.
+    /// Stops watching: the program detached first, then what the ring
+    /// buffer still holds is returned (so that a process held just before
+    /// can be let go; none is held after).
+    #[must_use]
+    pub fn stop(self) -> Vec<Exec> {
+        let ExecWatch {
+            ring,
+            lost,
+            hold,
+            files: _,
+            _ebpf,
+        } = self;
+        drop(_ebpf);
+        drop((lost, hold));
+        let mut ring = ring.into_inner();
+        let mut notes = Vec::new();
+        while let Some(item) = ring.next() {
+            notes.extend(Exec::from_bytes(&item));
+        }
+        notes
+    }
+
+    /// Notes the ring buffer could not hold, since the start.
     #[must_use]
     pub fn lost(&self) -> u64 {
         self.lost
             .get(&0, 0)
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
+    }
+}
+
+/// One exec, as the notification saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exec {
+    pub pid: u32,
+    /// The file exec'd (`None` when the kernel's layout is unknown).
+    pub file: Option<ExeKey>,
+    /// Stopped before its first instruction: it runs again on [`resume`].
+    pub held: bool,
+    /// Its file is held, and the kernel refused the signal: it runs on.
+    pub hold_failed: bool,
+}
+
+impl Exec {
+    fn from_bytes(b: &[u8]) -> Option<Exec> {
+        let b = b.get(..size_of::<ExecNote>())?;
+        // SAFETY: ExecNote is plain old data (integers only), and `b` has
+        // its size; read_unaligned needs no alignment.
+        let n: ExecNote = unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) };
+        Some(Exec {
+            pid: n.pid,
+            file: (n.file.ino != 0).then_some(n.file),
+            held: n.kind == EXEC_NOTE_HELD,
+            hold_failed: n.kind == EXEC_NOTE_HOLD_FAILED,
+        })
+        .filter(|_| n.kind <= EXEC_NOTE_HOLD_FAILED && (n.kind != EXEC_NOTE_EXEC || n.pid != 0))
+    }
+}
+
+/// The identity of an executable file as `exec_notify` reads it, from
+/// `stat`'s device and inode.
+#[must_use]
+pub fn exe_key(st_dev: u64, st_ino: u64) -> ExeKey {
+    ExeKey {
+        dev: btf::kernel_dev(st_dev),
+        _pad: 0,
+        ino: st_ino,
+    }
+}
+
+/// Lets a process [`ExecWatch::hold`] stopped run (`SIGCONT`; a stop still
+/// pending is discarded with it, so this may come first).
+pub fn resume(pid: u32) {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) has no memory preconditions.
+    if unsafe { libc::kill(p, libc::SIGCONT) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            log::error!(
+                "PID {pid} was held at its exec and cannot be let go (SIGCONT: {e}): it stays stopped until something sends it SIGCONT"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(pid: u32, kind: u32, dev: u32, ino: u64) -> Vec<u8> {
+        [
+            pid.to_ne_bytes().as_slice(),
+            &kind.to_ne_bytes(),
+            &dev.to_ne_bytes(),
+            &0u32.to_ne_bytes(),
+            &ino.to_ne_bytes(),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn notes_read_as_the_kernel_writes_them() {
+        let file = ExeKey {
+            dev: (8 << 20) | 1,
+            _pad: 0,
+            ino: 1234,
+        };
+        assert_eq!(
+            Exec::from_bytes(&bytes(42, EXEC_NOTE_EXEC, file.dev, 1234)),
+            Some(Exec {
+                pid: 42,
+                file: Some(file),
+                held: false,
+                hold_failed: false,
+            })
+        );
+        let held = Exec::from_bytes(&bytes(7, EXEC_NOTE_HELD, file.dev, 1234)).expect("note");
+        assert!(held.held && !held.hold_failed);
+        let failed =
+            Exec::from_bytes(&bytes(7, EXEC_NOTE_HOLD_FAILED, file.dev, 1234)).expect("note");
+        assert!(!failed.held && failed.hold_failed);
+        // The file unread (no BTF): no file.
+        let unread = Exec::from_bytes(&bytes(9, EXEC_NOTE_EXEC, 0, 0)).expect("note");
+        assert_eq!(unread.file, None);
+        assert_eq!(Exec::from_bytes(&[1, 2, 3]), None);
+        assert_eq!(Exec::from_bytes(&bytes(9, 77, 0, 0)), None, "unknown kind");
+    }
+
+    #[test]
+    fn a_file_s_key_from_stat() {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata("/proc/self/exe").expect("stat");
+        let k = exe_key(m.dev(), m.ino());
+        assert_eq!(k.ino, m.ino());
+        assert_eq!(k.dev, btf::kernel_dev(m.dev()));
     }
 }

@@ -21,6 +21,7 @@ use crate::stats::Counters;
 use links::{Attacher, Links, is_exact_entry};
 
 mod addrset;
+mod btf;
 pub mod execs;
 mod links;
 mod multi;

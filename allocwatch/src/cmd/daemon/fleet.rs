@@ -202,6 +202,13 @@ impl Fleet {
         self.live.0.iter().any(|l| l.meta.pid == pid)
     }
 
+    /// The session of `pid` when it is traced now.
+    #[must_use]
+    pub fn session(&self, pid: u32) -> Option<&Session> {
+        let i = self.live.0.iter().position(|l| l.meta.pid == pid)?;
+        self.traced.get(i).map(|t| &t.session)
+    }
+
     /// Starts tracing `pid`; a process that cannot be traced is logged in
     /// one line and listed as skipped, never an error.
     pub fn attach(&mut self, pid: u32, opts: Options, max_overhead: Option<f64>) {

@@ -51,6 +51,11 @@ const REFRESH: Duration = Duration::from_secs(10);
 /// after it went.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
+/// How long held processes wait, at most, for the attaches ahead of
+/// theirs in one turn of the loop (each takes ~0.2 s): those after that go
+/// on unheld and are attached a moment later.
+const HOLD_AT_MOST: Duration = Duration::from_secs(1);
+
 /// `allocwatch daemon`.
 ///
 /// # Errors
@@ -82,10 +87,23 @@ pub async fn daemon(a: DaemonArgs, verbose: u8) -> Result<()> {
     pids.sort_unstable();
     pids.dedup();
     let mut discovery = Discovery::new(patterns, &pids, watch);
+    if a.no_hold {
+        discovery = discovery.without_hold();
+    } else if !crate::envcheck::can_signal_any_process() && !a.exe.is_empty() {
+        // A process stopped at its exec would stay stopped.
+        log::warn!(
+            "no CAP_KILL: new processes are not held at their first instruction (what they allocate before they are attached is not counted)"
+        );
+        discovery = discovery.without_hold();
+    }
+    discovery.arm_literal_paths();
     let found = discover::scan(discovery.patterns());
     pids.extend(found.iter().filter(|p| !a.pids.contains(p)));
     for &pid in &pids {
         fleet.attach(pid, opts, max_overhead);
+        if let Some(s) = fleet.session(pid) {
+            discovery.arm(&s.target, None);
+        }
     }
     trim_heap();
     let (tx, rx) = mpsc::channel(64);
@@ -202,15 +220,33 @@ async fn drive(
             fleet.release_gone(gone);
             trim_heap();
         }
-        for (pid, seen) in discovery.take_ready(|pid| fleet.is_traced(pid)) {
-            attach(fleet, pid);
-            if fleet.is_traced(pid) {
-                eprintln!(
-                    "allocwatch: PID {pid} traced from {} ms after its exec",
-                    seen.elapsed().as_millis()
-                );
+        let turn = std::time::Instant::now();
+        for mut r in discovery.take_ready(|pid| fleet.is_traced(pid)) {
+            if r.held && turn.elapsed() >= HOLD_AT_MOST {
+                // Many started at once: the rest are not kept waiting for
+                // the attaches before theirs.
+                discovery.resume(r.pid);
+                r.held = false;
+            }
+            attach(fleet, r.pid);
+            if let Some(s) = fleet.session(r.pid) {
+                discovery.arm(&s.target, r.file);
+                let ms = r.seen.elapsed().as_millis();
+                if r.held {
+                    eprintln!(
+                        "allocwatch: PID {} traced from its first instruction (held {ms} ms at its exec)",
+                        r.pid
+                    );
+                } else {
+                    eprintln!(
+                        "allocwatch: PID {} traced from {ms} ms after its exec",
+                        r.pid
+                    );
+                }
             }
         }
+        // Attached or not, no process stays held past this turn.
+        discovery.resume_held();
         fleet.expire();
     }
 }
