@@ -46,6 +46,14 @@ const _: () = assert!(core::mem::size_of::<ExeKey>() == 16);
 /// Executables whose new processes are held: room in `HOLD`.
 pub const HOLD_MAX: u32 = 4096;
 
+/// A process name as the kernel keeps it (`task_struct.comm`: the exec'd
+/// file's base name, at most 15 bytes, NUL-padded). The key of
+/// `HOLD_COMMS`.
+pub type Comm = [u8; 16];
+
+/// Process names whose new processes are held: room in `HOLD_COMMS`.
+pub const HOLD_COMMS_MAX: u32 = 256;
+
 /// Where `exec_notify` reads the exec'd file's identity, in bytes (from
 /// the kernel's BTF, set by the loader; `valid` 0 leaves it unread):
 /// `linux_binprm.file`, `file.f_inode`, `inode.i_ino`, `inode.i_sb`,

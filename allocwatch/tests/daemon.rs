@@ -575,9 +575,10 @@ fn a_process_started_later_is_counted_from_its_first_allocation() {
     }
     let dir = tempfile::tempdir_in(target_dir()).expect("tempdir");
     let tag = std::process::id();
-    // `named`: an --exe pattern names it by its absolute path, and nothing
-    // runs it at the start. `known`: matched by its base name, and one
-    // process of it runs at the start (Go 1.21 there, 1.27 here).
+    // `named` (Go 1.27): an --exe pattern names it by its absolute path,
+    // and nothing runs it at the start. `known` (Go 1.21): a pattern that
+    // is no whole name matches it, and one process of it runs at the start:
+    // armed once that one is traced.
     let named = dir.path().join(format!("aw-named-{tag}"));
     std::fs::copy(fixture(&toolchain(GO), "allocs", Variant::Default), &named).expect("copy");
     let known_name = format!("aw-known-{tag}");
@@ -587,6 +588,17 @@ fn a_process_started_later_is_counted_from_its_first_allocation() {
         &known,
     )
     .expect("copy");
+    // `by_name`: a pattern spells out its base name, nothing runs it.
+    let by_name = dir.path().join(format!("aw-nm{}", tag % 100_000));
+    std::fs::copy(
+        fixture(&toolchain(GO), "allocs", Variant::Default),
+        &by_name,
+    )
+    .expect("copy");
+    let by_name_pattern = format!(
+        "^{}$",
+        by_name.file_name().and_then(|n| n.to_str()).expect("name")
+    );
     // The same file as `named` under a name no pattern matches.
     let alias = dir.path().join(format!("aw-alias-{tag}"));
     std::fs::hard_link(&named, &alias).expect("hard link");
@@ -597,7 +609,9 @@ fn a_process_started_later_is_counted_from_its_first_allocation() {
         "--exe",
         &named_pattern,
         "--exe",
-        &format!("^{known_name}$"),
+        &format!("^{known_name}"),
+        "--exe",
+        &by_name_pattern,
         "--mode",
         "exact",
         "-v",
@@ -608,7 +622,7 @@ fn a_process_started_later_is_counted_from_its_first_allocation() {
     // Each allocates from its first instruction on and exits: counted
     // exactly only if traced from the start.
     let mut results = Vec::new();
-    for (exe, what) in [(&named, "named"), (&known, "known")] {
+    for (exe, what) in [(&named, "named"), (&known, "known"), (&by_name, "by name")] {
         let (pid, res) = allocs_now(exe, 2000, what);
         wait_target(addr, pid, Duration::from_secs(5), |t| {
             t.is_some_and(|t| t.state == "exited")
@@ -667,6 +681,11 @@ fn a_process_started_later_is_counted_from_its_first_allocation() {
         let armed = format!("new processes of {} are held at their exec", f.display());
         assert!(err.contains(&armed), "{armed}:\n{err}");
     }
+    let armed = format!(
+        "new processes named {} are held at their exec",
+        by_name_pattern.trim_matches(['^', '$'])
+    );
+    assert!(err.contains(&armed), "{armed}:\n{err}");
 }
 
 #[test]

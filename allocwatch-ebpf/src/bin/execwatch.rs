@@ -7,8 +7,10 @@
 //! at the new executable there. An object of its own, so that watching
 //! execs creates none of the tracing programs' maps.
 //!
-//! Holds: when the file is in `HOLD` (executables the daemon traces),
-//! the process is sent `SIGSTOP` here, before it runs its first
+//! Holds: when the file is in `HOLD` (executables the daemon traces), or
+//! the process's new name (`comm`, the file's base name) is in
+//! `HOLD_COMMS` (names `--exe` patterns spell out), the process is sent
+//! `SIGSTOP` here, before it runs its first
 //! instruction (the signal is acted on as the exec returns to user mode),
 //! and the note says so. The daemon attaches, then sends `SIGCONT`: the
 //! process is counted from its first allocation. No instruction of the
@@ -21,11 +23,14 @@
 #![no_main]
 
 use allocwatch_common::{
-    EXEC_NOTE_EXEC, EXEC_NOTE_HELD, EXEC_NOTE_HOLD_FAILED, EXEC_RINGBUF_BYTES, ExeKey,
-    ExecFileOffsets, ExecNote, HOLD_MAX,
+    Comm, EXEC_NOTE_EXEC, EXEC_NOTE_HELD, EXEC_NOTE_HOLD_FAILED, EXEC_RINGBUF_BYTES, ExeKey,
+    ExecFileOffsets, ExecNote, HOLD_COMMS_MAX, HOLD_MAX,
 };
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_send_signal},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::bpf_send_signal,
+    },
     macros::{map, raw_tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::RawTracePointContext,
@@ -56,6 +61,10 @@ static EXECS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static HOLD: HashMap<ExeKey, u8> = HashMap::with_max_entries(HOLD_MAX, 0);
 
+/// The process names whose new processes are held (filled by the daemon).
+#[map]
+static HOLD_COMMS: HashMap<Comm, u8> = HashMap::with_max_entries(HOLD_COMMS_MAX, 0);
+
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn exec_notify(ctx: RawTracePointContext) -> i32 {
     // After exec the caller is the thread-group leader: its PID.
@@ -64,8 +73,7 @@ pub fn exec_notify(ctx: RawTracePointContext) -> i32 {
     let bprm: u64 = ctx.arg(2);
     let file = exec_file(bprm).unwrap_or_default();
     let mut kind = EXEC_NOTE_EXEC;
-    // SAFETY: a lookup in a map of this program; the value is not kept.
-    if file.ino != 0 && unsafe { HOLD.get(file) }.is_some() {
+    if held(&file) {
         // SAFETY: a helper call; it signals the current process (the one
         // exec'ing), never another.
         let sent = unsafe { bpf_send_signal(SIGSTOP) };
@@ -83,6 +91,19 @@ pub fn exec_notify(ctx: RawTracePointContext) -> i32 {
         unsafe { *n += 1 };
     }
     0
+}
+
+/// True when the process's file, or its name, is one to hold.
+#[inline(always)]
+fn held(file: &ExeKey) -> bool {
+    // SAFETY: lookups in maps of this program; no value is kept.
+    unsafe {
+        if file.ino != 0 && HOLD.get(file).is_some() {
+            return true;
+        }
+        // The name exec set: the file's base name, as comm holds it.
+        bpf_get_current_comm().is_ok_and(|comm| HOLD_COMMS.get(comm).is_some())
+    }
 }
 
 /// `bprm->file->f_inode`: its `i_sb->s_dev` and `i_ino`.

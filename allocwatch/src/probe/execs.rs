@@ -13,7 +13,7 @@
 
 pub use allocwatch_common::ExeKey;
 use allocwatch_common::{
-    EXEC_NOTE_EXEC, EXEC_NOTE_HELD, EXEC_NOTE_HOLD_FAILED, ExecFileOffsets, ExecNote,
+    Comm, EXEC_NOTE_EXEC, EXEC_NOTE_HELD, EXEC_NOTE_HOLD_FAILED, ExecFileOffsets, ExecNote,
 };
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
@@ -33,6 +33,7 @@ pub struct ExecWatch {
     ring: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     hold: HashMap<MapData, ExeKey, u8>,
+    hold_comms: HashMap<MapData, Comm, u8>,
     /// The program reads the exec'd file (the kernel has BTF with the
     /// fields it reads through).
     files: bool,
@@ -82,10 +83,12 @@ impl ExecWatch {
             .map_err(|e| AppError::other(format!("cannot poll the exec ring buffer: {e}")))?;
         let lost = take_map(&mut ebpf, "EXECS_LOST", "exec counter")?;
         let hold = take_map(&mut ebpf, "HOLD", "held executables")?;
+        let hold_comms = take_map(&mut ebpf, "HOLD_COMMS", "held process names")?;
         Ok(ExecWatch {
             ring,
             lost,
             hold,
+            hold_comms,
             files: offsets.is_some(),
             _ebpf: ebpf,
         })
@@ -107,6 +110,20 @@ impl ExecWatch {
         self.hold.insert(file, 1, 0).map_err(|e| {
             AppError::env(format!(
                 "cannot hold the new processes of one more executable: {e}"
+            ))
+        })
+    }
+
+    /// Stops every process that execs a file of base name `name` from now
+    /// on before its first instruction, until [`resume`]. The kernel keeps
+    /// 15 bytes of a name: a longer one holds every name it starts.
+    ///
+    /// # Errors
+    /// The map is full (`HOLD_COMMS_MAX` names).
+    pub fn hold_name(&mut self, name: &str) -> Result<()> {
+        self.hold_comms.insert(comm(name), 1, 0).map_err(|e| {
+            AppError::env(format!(
+                "cannot hold the new processes of one more name: {e}"
             ))
         })
     }
@@ -141,11 +158,12 @@ impl ExecWatch {
             ring,
             lost,
             hold,
+            hold_comms,
             files: _,
             _ebpf,
         } = self;
         drop(_ebpf);
-        drop((lost, hold));
+        drop((lost, hold, hold_comms));
         let mut ring = ring.into_inner();
         let mut notes = Vec::new();
         while let Some(item) = ring.next() {
@@ -201,6 +219,15 @@ pub fn exe_key(st_dev: u64, st_ino: u64) -> ExeKey {
         _pad: 0,
         ino: st_ino,
     }
+}
+
+/// `name` as `task_struct.comm` holds it: 15 bytes at most, NUL-padded.
+fn comm(name: &str) -> Comm {
+    let mut c = [0u8; 16];
+    for (d, s) in c.iter_mut().zip(name.bytes().take(15)) {
+        *d = s;
+    }
+    c
 }
 
 /// Lets a process [`ExecWatch::hold`] stopped run (`SIGCONT`; a stop still
@@ -261,6 +288,15 @@ mod tests {
         assert_eq!(unread.file, None);
         assert_eq!(Exec::from_bytes(&[1, 2, 3]), None);
         assert_eq!(Exec::from_bytes(&bytes(9, 77, 0, 0)), None, "unknown kind");
+    }
+
+    #[test]
+    fn names_as_the_kernel_keeps_them() {
+        assert_eq!(&comm("api")[..4], b"api\0");
+        assert_eq!(comm("api")[15], 0);
+        let long = comm("a-very-long-service-name");
+        assert_eq!(&long[..15], b"a-very-long-ser");
+        assert_eq!(long[15], 0, "NUL-terminated");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! is traced, its executable file is armed ([`Discovery::arm`],
 //! [`ExecWatch::hold`]); so is, at the start, a Go executable that an
 //! `--exe` pattern names literally by its absolute path
-//! ([`Patterns::literal_paths`]). A process that execs an armed file is
+//! ([`Patterns::literal_paths`]), and every file of a base name that a
+//! pattern spells out whole, `^api$` ([`Patterns::literal_names`]). A process that execs an armed file is
 //! stopped by the exec notification before its first instruction; the
 //! loop attaches it, then lets it go ([`Discovery::resume_held`]), so it
 //! is counted from its first allocation. A held process is never kept
@@ -69,6 +70,25 @@ impl Patterns {
             .collect();
         paths.dedup();
         paths
+    }
+
+    /// The base names that a pattern names literally and whole
+    /// (`^api$`: anchored at both ends, no `/`, no operator but `.`).
+    #[must_use]
+    pub fn literal_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .0
+            .iter()
+            .filter_map(|r| {
+                let p = r.as_str();
+                let anchored = p.starts_with('^') && p.ends_with('$') && !p.ends_with("\\$");
+                let name = literal(p).filter(|n| anchored && !n.is_empty() && !n.contains('/'))?;
+                r.is_match(&name).then_some(name)
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// True when any pattern matches `exe` (a path, as `/proc/PID/exe`
@@ -251,11 +271,23 @@ impl Discovery {
         }
     }
 
-    /// Arms the Go executables that `--exe` names by their path, so that
-    /// their first process too is held (see [`Patterns::literal_paths`]).
-    pub fn arm_literal_paths(&mut self) {
+    /// Arms the Go executables that `--exe` names by their path, and the
+    /// base names it spells out, so that their first process too is held
+    /// (see [`Patterns::literal_paths`], [`Patterns::literal_names`]).
+    pub fn arm_literals(&mut self) {
         if !self.hold {
             return;
+        }
+        for name in self.patterns.literal_names() {
+            let Some(w) = &mut self.watch else {
+                return;
+            };
+            match w.hold_name(&name) {
+                Ok(()) => {
+                    log::info!("new processes named {name} are held at their exec until traced")
+                }
+                Err(e) => log::warn!("{name}: {}", e.message),
+            }
         }
         for path in self.patterns.literal_paths() {
             if let Err(e) = GoBinary::open(&path) {
@@ -434,6 +466,17 @@ mod tests {
         ])
         .literal_paths();
         assert_eq!(found, vec![PathBuf::from(me)]);
+        // Whole base names: anchored at both ends, no path.
+        let names = patterns(&[
+            "^api$",
+            "^my\\-svc\\.v2$",
+            "api",
+            "^api",
+            "^/srv/api$",
+            "^a.*$",
+        ])
+        .literal_names();
+        assert_eq!(names, vec!["api".to_string(), "my-svc.v2".to_string()]);
     }
 
     fn pending(pid: u32, seen: Instant) -> Pending {

@@ -96,7 +96,7 @@ pub async fn daemon(a: DaemonArgs, verbose: u8) -> Result<()> {
         );
         discovery = discovery.without_hold();
     }
-    discovery.arm_literal_paths();
+    discovery.arm_literals();
     let found = discover::scan(discovery.patterns());
     pids.extend(found.iter().filter(|p| !a.pids.contains(p)));
     for &pid in &pids {
