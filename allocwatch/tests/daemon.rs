@@ -15,6 +15,10 @@
 //!   its path, is counted exactly from its first allocation (held at its
 //!   exec while attached); another process of the same file that no
 //!   pattern matches runs on, unlisted.
+//! - 20 short-lived processes in a row and one in a mount namespace of
+//!   its own: each exact from its first instruction, and the daemon holds
+//!   no more BPF file descriptors after them than before; a PID reused by
+//!   a new process: both listed, the series are the new one's.
 //! - A `--pid` that execs into a Go program is traced from the exec.
 //! - A real Prometheus scrapes it and answers PromQL with the counts;
 //!   `promtool check metrics` lints the exposition.
@@ -686,6 +690,190 @@ fn a_process_started_later_is_counted_from_its_first_allocation() {
         by_name_pattern.trim_matches(['^', '$'])
     );
     assert!(err.contains(&armed), "{armed}:\n{err}");
+}
+
+/// The daemon's file descriptors for BPF objects and perf events, by
+/// kind (`anon_inode:bpf-map`, `anon_inode:bpf-prog`, …): what tracing a
+/// process holds.
+fn bpf_fds(pid: u32) -> std::collections::BTreeMap<String, usize> {
+    let mut kinds = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .flatten()
+    {
+        let Ok(link) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        let link = link.to_string_lossy().into_owned();
+        if link.starts_with("anon_inode:bpf") || link.contains("perf_event") {
+            *kinds.entry(link).or_insert(0) += 1;
+        }
+    }
+    kinds
+}
+
+/// The daemon's resident set size, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn short_lived_processes_and_another_mount_namespace_leave_nothing_behind() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = tempfile::tempdir_in(target_dir()).expect("tempdir");
+    let name = format!("aw-lc{}", std::process::id() % 100_000);
+    let exe = dir.path().join(&name);
+    let bin = fixture(&toolchain(GO), "allocs", Variant::Default);
+    std::fs::copy(&bin, &exe).expect("copy");
+    let (mut d, addr) = start_daemon(&[
+        "--exe",
+        &format!("^{name}$"),
+        "--mode",
+        "exact",
+        "--retain",
+        "2s",
+    ]);
+    let daemon = d.child.id();
+    let before = bpf_fds(daemon);
+    // 20 processes in a row, each exact from its first instruction to its
+    // exit, and forgotten 2 s later.
+    let mut rss = Vec::new();
+    for i in 0..20 {
+        let (pid, res) = allocs_now(&exe, 200, &format!("short-lived {i}"));
+        wait_target(addr, pid, Duration::from_secs(5), |t| {
+            t.is_some_and(|t| t.state == "exited")
+        });
+        check_exact(&parse_metrics(&get_text(addr, "/metrics")), pid, &res);
+        rss.push(rss_kib(daemon));
+    }
+    // One more of the same name in a mount namespace of its own, from a
+    // file that exists only there.
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs none "$1" && cp "$2" "$1/$3" && exec "$1/$3""#)
+        .arg("sh")
+        .arg(&mnt)
+        .arg(&bin)
+        .arg(&name)
+        .env("ALLOCWATCH_N", "300")
+        .env("GOMAXPROCS", "1")
+        .env("GOGC", "off");
+    let mut fx = Proc::spawn(c, "allocs in a mount namespace", false);
+    let ns_pid = fx.child.id();
+    let (status, out) = fx.finish(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{out}");
+    let list = wait_target(addr, ns_pid, Duration::from_secs(5), |t| {
+        t.is_some_and(|t| t.state == "exited")
+    });
+    let inside = mnt.join(&name);
+    assert!(!inside.exists(), "the namespace's file is not visible here");
+    let t = list.iter().find(|t| t.pid == ns_pid).expect("listed");
+    assert_eq!(
+        t.exe,
+        inside.display().to_string(),
+        "the path as it sees it"
+    );
+    let res: FixtureResult = parse_result(&out);
+    check_exact(&parse_metrics(&get_text(addr, "/metrics")), ns_pid, &res);
+    // Every probe, program, map and link of the 21 went with them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bpf_fds(daemon) != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        bpf_fds(daemon),
+        before,
+        "BPF file descriptors of the daemon"
+    );
+    // Memory: with each process forgotten after --retain, the RSS levels
+    // off (a leak of one process's tracing, ~8 MiB with its ring buffer,
+    // or of its parsed executable would show).
+    eprintln!("daemon RSS after each process (KiB): {rss:?}");
+    let grown = rss[19].saturating_sub(rss[7]);
+    assert!(
+        grown < 4 << 10,
+        "RSS grew {grown} KiB over the last 12 short-lived processes: {rss:?}"
+    );
+    let err = terminate(&mut d);
+    let held = err.matches("traced from its first instruction").count();
+    assert_eq!(held, 21, "each traced from its first instruction:\n{err}");
+}
+
+#[test]
+fn a_reused_pid_is_traced_as_the_new_process() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = tempfile::tempdir_in(target_dir()).expect("tempdir");
+    let name = format!("aw-ru{}", std::process::id() % 100_000);
+    let exe = dir.path().join(&name);
+    std::fs::copy(fixture(&toolchain(GO), "allocs", Variant::Default), &exe).expect("copy");
+    let (mut d, addr) = start_daemon(&["--exe", &format!("^{name}$"), "--mode", "exact"]);
+    let (pid, _) = allocs_now(&exe, 300, "first");
+    wait_target(addr, pid, Duration::from_secs(5), |t| {
+        t.is_some_and(|t| t.state == "exited")
+    });
+    // The same PID for a new process of the same file: other processes on
+    // the machine fork too, so try until it is ours.
+    let mut reused = None;
+    for _ in 0..50 {
+        if std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).is_err() {
+            break;
+        }
+        let mut c = Command::new(&exe);
+        c.env("ALLOCWATCH_WAIT", "1")
+            .env("ALLOCWATCH_N", "700")
+            .env("GOMAXPROCS", "1")
+            .env("GOGC", "off");
+        let mut fx = Proc::spawn(c, "second", false);
+        if fx.child.id() == pid {
+            reused = Some(fx);
+            break;
+        }
+        let _ = fx.child.kill();
+        let _ = fx.finish(Duration::from_secs(10));
+    }
+    let Some(mut fx) = reused else {
+        support::skip(&format!(
+            "PID {pid} could not be reused through ns_last_pid"
+        ));
+        terminate(&mut d);
+        return;
+    };
+    assert_eq!(fx.wait_ready(), pid);
+    let list = wait_target(addr, pid, Duration::from_secs(5), |t| {
+        t.is_some_and(|t| t.state == "tracing")
+    });
+    let states: Vec<&str> = list
+        .iter()
+        .filter(|t| t.pid == pid)
+        .map(|t| t.state.as_str())
+        .collect();
+    assert_eq!(
+        states,
+        ["tracing", "exited"],
+        "both processes listed: {list:?}"
+    );
+    fx.go();
+    let (status, out) = fx.finish(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{out}");
+    let res: FixtureResult = parse_result(&out);
+    wait_target(addr, pid, Duration::from_secs(5), |t| {
+        t.is_some_and(|t| t.state == "exited")
+    });
+    // The series of the PID are the newer process's alone (no sum, no
+    // duplicate labels).
+    check_exact(&parse_metrics(&get_text(addr, "/metrics")), pid, &res);
+    terminate(&mut d);
 }
 
 #[test]
