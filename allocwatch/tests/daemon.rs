@@ -1057,6 +1057,95 @@ fn prometheus_scrapes_the_daemon() {
     terminate(&mut d);
 }
 
+/// Prometheus's HTTP service discovery, the way Parca (`http_sd_configs`)
+/// and Grafana Alloy (`discovery.http`) find their profile targets: a real
+/// Prometheus reads `/sd/pprof` and makes one target per traced process,
+/// this daemon's address with `?pid=PID`, labelled with its executable;
+/// that URL on the pprof path serves the process's gzipped profile.
+#[test]
+fn profile_scrapers_discover_the_traced_processes() {
+    if skip_unless_root()
+        || !support::skip::have_tool("prometheus", "--version", "a real service discovery")
+    {
+        return;
+    }
+    let (mut fx, pid, _) = allocs(GO, 1000);
+    let (mut d, addr) = start_daemon(&["--pid", &pid.to_string()]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: profiles\n    http_sd_configs:\n      - url: http://{addr}/sd/pprof\n        refresh_interval: 1s\n"
+        ),
+    )
+    .expect("config");
+    let prom: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut p = Command::new("prometheus");
+    p.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={prom}"));
+    let mut prometheus = Proc::spawn(p, "prometheus", true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let target = loop {
+        assert!(
+            prometheus.running(),
+            "prometheus exited: {:?}",
+            prometheus.out.seen
+        );
+        if std::net::TcpStream::connect(prom).is_ok() {
+            let v: serde_json::Value =
+                serde_json::from_str(&get_text(prom, "/api/v1/targets")).expect("JSON");
+            if let Some(t) = v["data"]["activeTargets"]
+                .as_array()
+                .and_then(|a| a.first())
+            {
+                break t.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus discovered nothing: {:?}",
+            prometheus.out.seen
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    prometheus.signal(libc::SIGTERM);
+    let _ = prometheus.finish(Duration::from_secs(20));
+    let url = target["scrapeUrl"].as_str().expect("scrapeUrl");
+    assert_eq!(
+        url,
+        format!("http://{addr}/metrics?pid={pid}"),
+        "one target: this daemon, the process's pid: {target}"
+    );
+    let labels = &target["labels"];
+    assert_eq!(labels["pid"], pid.to_string(), "{target}");
+    let exe = labels["exe"].as_str().expect("exe");
+    assert_eq!(
+        labels["service_name"].as_str(),
+        exe.rsplit('/').next(),
+        "{target}"
+    );
+    assert_eq!(labels["go_version"], "go1.27.3", "{target}");
+    // The same target on the profile path: the gzipped profile.
+    let (status, body) = support::http::get(addr, &format!("/debug/pprof/allocs?pid={pid}"));
+    assert_eq!(status, 200);
+    assert_eq!(body.get(..2), Some(&[0x1f, 0x8b][..]), "gzip");
+    fx.go();
+    let (status, out) = fx.finish(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{out}");
+    // Exited processes are no longer targets.
+    wait_target(addr, pid, Duration::from_secs(5), |t| {
+        t.is_some_and(|t| t.state == "exited")
+    });
+    let sd: serde_json::Value = serde_json::from_str(&get_text(addr, "/sd/pprof")).expect("JSON");
+    assert_eq!(sd, serde_json::json!([]), "no traced process");
+    terminate(&mut d);
+}
+
 /// A target whose `--max-overhead` switch fails is given up, not fatal:
 /// the `phases` fixture costs exact mode far more than 5 % of a core in its
 /// busy phase (300,000 allocations/s), so the daemon switches it to sampled

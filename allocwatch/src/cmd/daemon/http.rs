@@ -9,6 +9,12 @@
 //!   with `seconds` the difference over the next N seconds (as Go's
 //!   `net/http/pprof` serves it), for `go tool pprof`, Pyroscope or Parca.
 //! - `GET /targets`: JSON, one object per target (see [`TargetJson`]).
+//! - `GET /sd/pprof`: the traced processes as Prometheus HTTP service
+//!   discovery (see [`SdGroup`]), for profile scrapers that follow
+//!   Prometheus's discovery (Parca's `http_sd_configs`, Grafana Alloy's
+//!   `discovery.http`): one target per process, this address with
+//!   `__param_pid`, so that a scrape job follows the PIDs as services
+//!   restart.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +46,7 @@ pub fn router(requests: mpsc::Sender<Request>, max_sites: usize) -> Router {
         .route("/metrics", get(get_metrics))
         .route("/debug/pprof/allocs", get(get_allocs))
         .route("/targets", get(get_targets))
+        .route("/sd/pprof", get(get_pprof_sd))
         .with_state(Ctx {
             requests,
             max_sites,
@@ -237,5 +244,118 @@ async fn get_targets(State(ctx): State<Ctx>) -> Response {
             axum::Json(list).into_response()
         }
         Err(r) => r,
+    }
+}
+
+/// One target group of Prometheus HTTP service discovery.
+#[derive(Debug, Serialize)]
+pub struct SdGroup {
+    /// `host:port` of this daemon, as the client addressed it.
+    pub targets: Vec<String>,
+    /// `__param_pid` (the scrape's `pid` parameter), and `pid`, `exe`,
+    /// `service_name` (the executable's base name, what Pyroscope names a
+    /// service by), `container`, `go_version` and `mode`.
+    pub labels: std::collections::BTreeMap<&'static str, String>,
+}
+
+/// The traced targets as discovery groups, each at `address`.
+fn sd_groups(views: &[TargetView], address: &str) -> Vec<SdGroup> {
+    views
+        .iter()
+        .filter(|v| v.state == super::fleet::State::Tracing)
+        .map(|v| {
+            let m = &v.meta;
+            let name = m.exe.rsplit('/').next().unwrap_or(&m.exe);
+            let labels = [
+                ("__param_pid", m.pid.to_string()),
+                ("pid", m.pid.to_string()),
+                ("exe", m.exe.clone()),
+                ("service_name", name.to_string()),
+                ("container", m.container.clone()),
+                ("go_version", m.go_version.clone()),
+                (
+                    "mode",
+                    v.mode.map_or("", crate::plan::Mode::name).to_string(),
+                ),
+            ];
+            SdGroup {
+                targets: vec![address.to_string()],
+                labels: labels.into_iter().collect(),
+            }
+        })
+        .collect()
+}
+
+async fn get_pprof_sd(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    // The address the client reached this daemon at is the one to scrape.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.parse::<axum::http::uri::Authority>().ok());
+    let Some(host) = host else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "no Host header: the discovered targets are this daemon at the address asked",
+        );
+    };
+    match ctx.targets(false).await {
+        Ok(views) => axum::Json(sd_groups(&views, host.as_str())).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::cmd::daemon::fleet::{Meta, State as TState};
+
+    fn view(pid: u32, state: TState) -> TargetView {
+        TargetView {
+            meta: Arc::new(Meta {
+                pid,
+                exe: "/srv/bin/api".into(),
+                container: String::new(),
+                go_version: "go1.27.3".into(),
+                plan_mode: Some(crate::plan::Mode::Sampled),
+                since: SystemTime::now(),
+            }),
+            state,
+            mode: Some(crate::plan::Mode::Sampled),
+            snap: None,
+            cost_ratio: 0.0,
+            budget: None,
+        }
+    }
+
+    #[test]
+    fn discovery_lists_the_traced_processes_at_this_address() {
+        let views = [
+            view(12, TState::Tracing),
+            view(
+                13,
+                TState::Skipped {
+                    reason: "not Go".into(),
+                },
+            ),
+        ];
+        let json = serde_json::to_value(sd_groups(&views, "node1:9464")).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!([{
+                "targets": ["node1:9464"],
+                "labels": {
+                    "__param_pid": "12",
+                    "container": "",
+                    "exe": "/srv/bin/api",
+                    "go_version": "go1.27.3",
+                    "mode": "sampled",
+                    "pid": "12",
+                    "service_name": "api",
+                }
+            }])
+        );
     }
 }

@@ -114,7 +114,7 @@ pub async fn daemon(a: DaemonArgs, verbose: u8) -> Result<()> {
         }
     });
     eprintln!(
-        "allocwatch: daemon tracing {} of {} processes{}; serving http://{addr}/metrics, /debug/pprof/allocs?pid=PID and /targets",
+        "allocwatch: daemon tracing {} of {} processes{}; serving http://{addr}/metrics, /debug/pprof/allocs?pid=PID, /targets and /sd/pprof",
         fleet.tracing(),
         pids.len(),
         if a.exe.is_empty() {
