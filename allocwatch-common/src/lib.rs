@@ -47,11 +47,13 @@ const _: () = assert!(core::mem::size_of::<ExeKey>() == 16);
 pub const HOLD_MAX: u32 = 4096;
 
 /// A process name as the kernel keeps it (`task_struct.comm`: the exec'd
-/// file's base name, at most 15 bytes, NUL-padded). The key of
-/// `HOLD_COMMS`.
+/// file's base name, at most 15 bytes, NUL-padded). The data of
+/// `HOLD_COMMS`'s keys, a longest-prefix-match trie: a whole name is its
+/// bytes and the NUL after them, a prefix its bytes alone.
 pub type Comm = [u8; 16];
 
-/// Process names whose new processes are held: room in `HOLD_COMMS`.
+/// Process names and name prefixes whose new processes are held: room in
+/// `HOLD_COMMS`.
 pub const HOLD_COMMS_MAX: u32 = 256;
 
 /// Where `exec_notify` reads the exec'd file's identity, in bytes (from

@@ -235,9 +235,9 @@ pub struct DaemonArgs {
     /// Trace every process whose executable (/proc/PID/exe) matches REGEX by its full path or its
     /// base name, unanchored as in grep (e.g. '^api$' for the name api): those running now and
     /// those started later (repeat for more). A process that starts an executable already traced,
-    /// or one REGEX names whole by its absolute path ('^/srv/bin/api$') or base name ('^api$'), is
-    /// traced from its first allocation (see --no-hold); one that starts another, from a moment
-    /// after its exec. A match
+    /// or one REGEX spells out by its absolute path ('^/srv/bin/api$'), base name ('^api$') or the
+    /// start of its base name ('^api-'), is traced from its first allocation (see --no-hold); one
+    /// that starts another, from a moment after its exec. A match
     /// that allocwatch cannot trace (not a Go program, unsupported Go version) is logged once and
     /// skipped.
     #[arg(long = "exe", value_name = "REGEX", value_parser = parse_regex, required_unless_present = "pids")]

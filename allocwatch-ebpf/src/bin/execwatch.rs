@@ -8,8 +8,9 @@
 //! execs creates none of the tracing programs' maps.
 //!
 //! Holds: when the file is in `HOLD` (executables the daemon traces), or
-//! the process's new name (`comm`, the file's base name) is in
-//! `HOLD_COMMS` (names `--exe` patterns spell out), the process is sent
+//! the process's new name (`comm`, the file's base name) matches
+//! `HOLD_COMMS` (names and name prefixes `--exe` patterns spell out), the
+//! process is sent
 //! `SIGSTOP` here, before it runs its first
 //! instruction (the signal is acted on as the exec returns to user mode),
 //! and the note says so. The daemon attaches, then sends `SIGCONT`: the
@@ -32,7 +33,7 @@ use aya_ebpf::{
         generated::bpf_send_signal,
     },
     macros::{map, raw_tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::RawTracePointContext,
 };
 
@@ -61,9 +62,10 @@ static EXECS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static HOLD: HashMap<ExeKey, u8> = HashMap::with_max_entries(HOLD_MAX, 0);
 
-/// The process names whose new processes are held (filled by the daemon).
+/// The process names and name prefixes whose new processes are held
+/// (filled by the daemon).
 #[map]
-static HOLD_COMMS: HashMap<Comm, u8> = HashMap::with_max_entries(HOLD_COMMS_MAX, 0);
+static HOLD_COMMS: LpmTrie<Comm, u8> = LpmTrie::with_max_entries(HOLD_COMMS_MAX, 0);
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn exec_notify(ctx: RawTracePointContext) -> i32 {
@@ -102,7 +104,7 @@ fn held(file: &ExeKey) -> bool {
             return true;
         }
         // The name exec set: the file's base name, as comm holds it.
-        bpf_get_current_comm().is_ok_and(|comm| HOLD_COMMS.get(comm).is_some())
+        bpf_get_current_comm().is_ok_and(|comm| HOLD_COMMS.get(Key::new(128, comm)).is_some())
     }
 }
 

@@ -15,6 +15,7 @@ pub use allocwatch_common::ExeKey;
 use allocwatch_common::{
     Comm, EXEC_NOTE_EXEC, EXEC_NOTE_HELD, EXEC_NOTE_HOLD_FAILED, ExecFileOffsets, ExecNote,
 };
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
@@ -33,7 +34,7 @@ pub struct ExecWatch {
     ring: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     hold: HashMap<MapData, ExeKey, u8>,
-    hold_comms: HashMap<MapData, Comm, u8>,
+    hold_comms: LpmTrie<MapData, Comm, u8>,
     /// The program reads the exec'd file (the kernel has BTF with the
     /// fields it reads through).
     files: bool,
@@ -114,18 +115,21 @@ impl ExecWatch {
         })
     }
 
-    /// Stops every process that execs a file of base name `name` from now
-    /// on before its first instruction, until [`resume`]. The kernel keeps
-    /// 15 bytes of a name: a longer one holds every name it starts.
+    /// Stops every process that execs a file of base name `name` (with
+    /// `whole`), or of a base name that starts with `name`, from now on
+    /// before its first instruction, until [`resume`]. The kernel keeps 15
+    /// bytes of a name: a longer one holds every name it starts.
     ///
     /// # Errors
     /// The map is full (`HOLD_COMMS_MAX` names).
-    pub fn hold_name(&mut self, name: &str) -> Result<()> {
-        self.hold_comms.insert(comm(name), 1, 0).map_err(|e| {
-            AppError::env(format!(
-                "cannot hold the new processes of one more name: {e}"
-            ))
-        })
+    pub fn hold_name(&mut self, name: &str, whole: bool) -> Result<()> {
+        self.hold_comms
+            .insert(&comm_key(name, whole), 1, 0)
+            .map_err(|e| {
+                AppError::env(format!(
+                    "cannot hold the new processes of one more name: {e}"
+                ))
+            })
     }
 
     /// Waits for notes and returns every one since the last call, in
@@ -230,6 +234,15 @@ fn comm(name: &str) -> Comm {
     c
 }
 
+/// The key of `HOLD_COMMS` that matches the name `name` (`whole`: its
+/// bytes and the NUL after them; a name cut at 15 bytes has it at the
+/// end) or every name that starts with it (its bytes alone).
+fn comm_key(name: &str, whole: bool) -> Key<Comm> {
+    let bytes = name.len().min(15) as u32;
+    let bits = if whole { (bytes + 1) * 8 } else { bytes * 8 };
+    Key::new(bits, comm(name))
+}
+
 /// Lets a process [`ExecWatch::hold`] stopped run (`SIGCONT`; a stop still
 /// pending is discarded with it, so this may come first).
 pub fn resume(pid: u32) {
@@ -288,6 +301,22 @@ mod tests {
         assert_eq!(unread.file, None);
         assert_eq!(Exec::from_bytes(&[1, 2, 3]), None);
         assert_eq!(Exec::from_bytes(&bytes(9, 77, 0, 0)), None, "unknown kind");
+    }
+
+    #[test]
+    fn name_keys_for_the_longest_prefix_match() {
+        assert_eq!(comm_key("api", true).prefix_len(), 32, "api and its NUL");
+        assert_eq!(comm_key("api", false).prefix_len(), 24, "api…");
+        let long = comm_key("a-very-long-service-name", true);
+        assert_eq!(
+            long.prefix_len(),
+            128,
+            "the 15 bytes the kernel keeps, and the NUL"
+        );
+        assert_eq!(
+            comm_key("a-very-long-service-name", false).prefix_len(),
+            120
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! [`ExecWatch::hold`]); so is, at the start, a Go executable that an
 //! `--exe` pattern names literally by its absolute path
 //! ([`Patterns::literal_paths`]), and every file of a base name that a
-//! pattern spells out whole, `^api$` ([`Patterns::literal_names`]). A process that execs an armed file is
+//! pattern spells out, whole (`^api$`) or its start (`^api-`)
+//! ([`Patterns::literal_names`]). A process that execs an armed file is
 //! stopped by the exec notification before its first instruction; the
 //! loop attaches it, then lets it go ([`Discovery::resume_held`]), so it
 //! is counted from its first allocation. A held process is never kept
@@ -72,18 +73,20 @@ impl Patterns {
         paths
     }
 
-    /// The base names that a pattern names literally and whole
-    /// (`^api$`: anchored at both ends, no `/`, no operator but `.`).
+    /// The base names, and base-name prefixes, that a pattern spells out:
+    /// `^api$` (whole: true), `^api-` (whole: false); anchored at the
+    /// start, no `/`, no operator but `.`.
     #[must_use]
-    pub fn literal_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
+    pub fn literal_names(&self) -> Vec<(String, bool)> {
+        let mut names: Vec<(String, bool)> = self
             .0
             .iter()
             .filter_map(|r| {
                 let p = r.as_str();
-                let anchored = p.starts_with('^') && p.ends_with('$') && !p.ends_with("\\$");
-                let name = literal(p).filter(|n| anchored && !n.is_empty() && !n.contains('/'))?;
-                r.is_match(&name).then_some(name)
+                let whole = p.ends_with('$') && !p.ends_with("\\$");
+                let name = literal(p)
+                    .filter(|n| p.starts_with('^') && !n.is_empty() && !n.contains('/'))?;
+                r.is_match(&name).then_some((name, whole))
             })
             .collect();
         names.sort();
@@ -278,15 +281,20 @@ impl Discovery {
         if !self.hold {
             return;
         }
-        for name in self.patterns.literal_names() {
+        for (name, whole) in self.patterns.literal_names() {
             let Some(w) = &mut self.watch else {
                 return;
             };
-            match w.hold_name(&name) {
+            let shown = if whole {
+                name.clone()
+            } else {
+                format!("{name}…")
+            };
+            match w.hold_name(&name, whole) {
                 Ok(()) => {
-                    log::info!("new processes named {name} are held at their exec until traced")
+                    log::info!("new processes named {shown} are held at their exec until traced");
                 }
-                Err(e) => log::warn!("{name}: {}", e.message),
+                Err(e) => log::warn!("{shown}: {}", e.message),
             }
         }
         for path in self.patterns.literal_paths() {
@@ -466,17 +474,18 @@ mod tests {
         ])
         .literal_paths();
         assert_eq!(found, vec![PathBuf::from(me)]);
-        // Whole base names: anchored at both ends, no path.
+        // Base names, whole or their start: anchored at the start, no path.
         let names = patterns(&[
             "^api$",
             "^my\\-svc\\.v2$",
             "api",
-            "^api",
+            "^api-",
             "^/srv/api$",
             "^a.*$",
         ])
         .literal_names();
-        assert_eq!(names, vec!["api".to_string(), "my-svc.v2".to_string()]);
+        let names: Vec<(&str, bool)> = names.iter().map(|(n, w)| (n.as_str(), *w)).collect();
+        assert_eq!(names, [("api", true), ("api-", false), ("my-svc.v2", true)]);
     }
 
     fn pending(pid: u32, seen: Instant) -> Pending {
