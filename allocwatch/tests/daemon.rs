@@ -718,16 +718,25 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
+/// A copy of the Go 1.27 `allocs` fixture under a name no other process
+/// has (`prefix` and this test process's PID, within the 15 bytes the
+/// kernel keeps of a process name), in a directory of its own: the
+/// directory, the name, the path.
+fn allocs_copy(prefix: &str) -> (tempfile::TempDir, String, std::path::PathBuf) {
+    let dir = tempfile::tempdir_in(target_dir()).expect("tempdir");
+    let name = format!("{prefix}{}", std::process::id() % 100_000);
+    let exe = dir.path().join(&name);
+    std::fs::copy(fixture(&toolchain(GO), "allocs", Variant::Default), &exe).expect("copy");
+    (dir, name, exe)
+}
+
 #[test]
 fn short_lived_processes_and_another_mount_namespace_leave_nothing_behind() {
     if skip_unless_root() {
         return;
     }
-    let dir = tempfile::tempdir_in(target_dir()).expect("tempdir");
-    let name = format!("aw-lc{}", std::process::id() % 100_000);
-    let exe = dir.path().join(&name);
+    let (dir, name, exe) = allocs_copy("aw-lc");
     let bin = fixture(&toolchain(GO), "allocs", Variant::Default);
-    std::fs::copy(&bin, &exe).expect("copy");
     let (mut d, addr) = start_daemon(&[
         "--exe",
         &format!("^{name}$"),
@@ -809,10 +818,7 @@ fn a_reused_pid_is_traced_as_the_new_process() {
     if skip_unless_root() {
         return;
     }
-    let dir = tempfile::tempdir_in(target_dir()).expect("tempdir");
-    let name = format!("aw-ru{}", std::process::id() % 100_000);
-    let exe = dir.path().join(&name);
-    std::fs::copy(fixture(&toolchain(GO), "allocs", Variant::Default), &exe).expect("copy");
+    let (_dir, name, exe) = allocs_copy("aw-ru");
     let (mut d, addr) = start_daemon(&["--exe", &format!("^{name}$"), "--mode", "exact"]);
     let (pid, _) = allocs_now(&exe, 300, "first");
     wait_target(addr, pid, Duration::from_secs(5), |t| {
@@ -953,6 +959,28 @@ fn prom_query(prom: SocketAddr, query: &str) -> Vec<f64> {
 /// nothing to say about the exposition's names and types, and a real
 /// Prometheus scraping the daemon (in the format it negotiates) answers
 /// PromQL with the exact counts of an `allocs` fixture.
+/// Debian's Prometheus, with its own configuration (`scrape_configs`, the
+/// jobs' YAML; every second) and data directory (kept with the process),
+/// on a free loopback port.
+fn start_prometheus(scrape_configs: &str) -> (Proc, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n{scrape_configs}"),
+    )
+    .expect("config");
+    let prom: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut p = Command::new("prometheus");
+    p.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={prom}"));
+    (Proc::spawn(p, "prometheus", true), prom, dir)
+}
+
 #[test]
 fn prometheus_scrapes_the_daemon() {
     if skip_unless_root()
@@ -995,24 +1023,9 @@ fn prometheus_scrapes_the_daemon() {
     );
 
     // Prometheus, scraping every second.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: allocwatch\n    static_configs:\n      - targets: [\"{addr}\"]\n"
-        ),
-    )
-    .expect("config");
-    let prom: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let mut p = Command::new("prometheus");
-    p.arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={prom}"));
-    let mut prometheus = Proc::spawn(p, "prometheus", true);
+    let (mut prometheus, prom, _dir) = start_prometheus(&format!(
+        "  - job_name: allocwatch\n    static_configs:\n      - targets: [\"{addr}\"]\n"
+    ));
     let deadline = Instant::now() + Duration::from_secs(60);
     let query =
         format!("sum(allocwatch_alloc_objects_total{{pid=\"{pid}\",function=~\"main\\\\..*\"}})");
@@ -1067,24 +1080,9 @@ fn profile_scrapers_discover_the_traced_processes() {
     }
     let (mut fx, pid, _) = allocs(GO, 1000);
     let (mut d, addr) = start_daemon(&["--pid", &pid.to_string()]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: profiles\n    http_sd_configs:\n      - url: http://{addr}/sd/pprof\n        refresh_interval: 1s\n"
-        ),
-    )
-    .expect("config");
-    let prom: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let mut p = Command::new("prometheus");
-    p.arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={prom}"));
-    let mut prometheus = Proc::spawn(p, "prometheus", true);
+    let (mut prometheus, prom, _dir) = start_prometheus(&format!(
+        "  - job_name: profiles\n    http_sd_configs:\n      - url: http://{addr}/sd/pprof\n        refresh_interval: 1s\n"
+    ));
     let deadline = Instant::now() + Duration::from_secs(60);
     let target = loop {
         assert!(
