@@ -108,6 +108,8 @@ pub enum PlanError {
     NotLoadable { function: String, offset: u64 },
     #[error("cannot find runtime.MemProfileRate in runtime.profilealloc")]
     NoMemProfileRate,
+    #[error("{} executables are read but not traced yet: allocwatch traces amd64 (x86-64) Go programs", .0.name())]
+    NotTraced(crate::gobin::Arch),
 }
 
 /// Why `sync.Pool` is not traced (allocation tracing carries on).
@@ -305,6 +307,7 @@ impl Builder<'_> {
         let po = prologue::probe_offset(code, f.entry);
         let placement = match &po.kind {
             prologue::ProbeSite::PushBp => "PUSHQ BP after the stack check".to_string(),
+            prologue::ProbeSite::SaveLr => "MOVD.W R30 after the stack check".to_string(),
             prologue::ProbeSite::Entry { reason } => {
                 self.warnings.push(format!(
                     "{name}: probing its first instruction ({reason}); a stack growth may count a call twice"
@@ -328,6 +331,9 @@ struct Sampling {
 /// # Errors
 /// What in the program's code is not as expected.
 pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, PlanError> {
+    if bin.arch() != crate::gobin::Arch::Amd64 {
+        return Err(PlanError::NotTraced(bin.arch()));
+    }
     let info = bin.build_info();
     let mut b = Builder {
         bin,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use allocwatch::gobin::{Func, GoBinError, GoBinary, ProbeSite, TypeName, prologue};
+use allocwatch::gobin::{Arch, Func, GoBinError, GoBinary, ProbeSite, TypeName, prologue};
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 use support::{GoToolchain, Variant};
 
@@ -795,18 +795,18 @@ fn refuses_what_is_not_a_go_executable() {
         "{err}"
     );
 
-    // 32-bit and non-x86 ELF headers.
+    // 32-bit, and neither x86-64 nor AArch64 (RISC-V).
     let mut elf32 = vec![0u8; 64];
     elf32[..7].copy_from_slice(b"\x7fELF\x01\x01\x01");
     assert!(matches!(
         GoBinary::parse(elf32),
         Err(GoBinError::UnsupportedArch { .. })
     ));
-    let mut arm64 = vec![0u8; 64];
-    arm64[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
-    arm64[18] = 183;
+    let mut riscv = vec![0u8; 64];
+    riscv[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    riscv[18] = 243;
     assert!(matches!(
-        GoBinary::parse(arm64),
+        GoBinary::parse(riscv),
         Err(GoBinError::UnsupportedArch { .. })
     ));
 
@@ -1028,6 +1028,133 @@ fn corrupted_files_never_panic() {
             ok > 0 && err > 0,
             "go{version} {}: {ok} corrupted copies parsed, {err} refused: one outcome never happened",
             variant.name()
+        );
+    }
+}
+
+/// arm64 executables (`GOARCH=arm64`; Go 1.21 and 1.27; as built, and PIE
+/// and stripped) are read as amd64 ones are: functions, ranges and module
+/// data as `go tool nm` has them, machine code from the file, every
+/// instruction's line as `go tool objdump` prints it (pc-value tables in
+/// 4-byte units), pointers through `R_AARCH64_RELATIVE` relocations. The
+/// plan refuses them: they are not traced yet.
+#[test]
+fn arm64_executables_are_read_not_traced() {
+    let tcs = support::toolchains();
+    for tc in [
+        tcs.first().expect("a toolchain"),
+        tcs.last().expect("a toolchain"),
+    ] {
+        let path = fixture(tc, Variant::Arm64);
+        let bin = open(&path);
+        let l = format!("go{} arm64", tc.version);
+        assert_eq!(bin.arch(), Arch::Arm64, "{l}");
+        assert!(!bin.is_pie() && !bin.is_stripped(), "{l}");
+        let funcs: Vec<Func> = bin.functions().collect();
+        assert!(funcs.len() > 1000, "{l}: only {} functions", funcs.len());
+        assert!(funcs.windows(2).all(|w| w[0].end == w[1].entry), "{l}");
+        let syms = nm(tc, &path);
+        let sym = |n: &str| {
+            syms.get(n)
+                .map(|s| s.0)
+                .unwrap_or_else(|| panic!("{l}: nm has no {n}"))
+        };
+        assert_eq!(
+            bin.text_range(),
+            (sym("runtime.text"), sym("runtime.etext")),
+            "{l}"
+        );
+        assert_eq!(bin.moduledata_addr(), sym("runtime.firstmoduledata"), "{l}");
+        assert_eq!(bin.pclntab_addr(), sym("runtime.pclntab"), "{l}");
+        let file = std::fs::read(&path).expect("read");
+        for name in ["runtime.mallocgc", "main.allocThing", "sync.(*Pool).Get"] {
+            let f = bin
+                .func_by_name(name)
+                .unwrap_or_else(|| panic!("{l}: no {name}"));
+            assert_eq!(f.entry, sym(name), "{l}: {name}");
+            let code = bin.code(&f).expect("code");
+            let off = bin.file_offset(f.entry).expect("file offset") as usize;
+            assert_eq!(&file[off..off + code.len()], code, "{l}: {name}");
+        }
+        let lines = objdump(tc, &path, "^main\\.");
+        assert!(lines.len() > 100, "{l}: objdump gave {} lines", lines.len());
+        for (addr, file, line) in &lines {
+            let frames = bin.symbolize(*addr);
+            let inner = frames
+                .first()
+                .unwrap_or_else(|| panic!("{l}: no frames at {addr:#x}"));
+            let base = inner.file.rsplit('/').next().unwrap_or("");
+            assert_eq!((base, inner.line), (file.as_str(), *line), "{l}: {addr:#x}");
+        }
+        // Where probes would go: the MOVD.W R30 after the stack check.
+        let mut names = vec![
+            "runtime.mallocgc",
+            "runtime.profilealloc",
+            "sync.(*Pool).Get",
+            "sync.(*Pool).Put",
+            "main.allocThing",
+        ];
+        let specialized: Vec<String> = funcs
+            .iter()
+            .filter(|f| {
+                f.name.starts_with("runtime.mallocgcSmall")
+                    || f.name.starts_with("runtime.mallocgcTiny")
+            })
+            .map(|f| f.name.clone())
+            .collect();
+        names.extend(specialized.iter().map(String::as_str));
+        for name in names {
+            let f = bin
+                .func_by_name(name)
+                .unwrap_or_else(|| panic!("{l}: no {name}"));
+            let po = prologue::probe_offset_arm64(bin.code(&f).expect("code"));
+            assert_eq!(po.kind, ProbeSite::SaveLr, "{l}: {name}: {po:?}");
+            let text = go_tool(
+                tc,
+                &[
+                    "objdump",
+                    "-s",
+                    &format!("^{}$", regex::escape(name)),
+                    path.to_str().expect("utf-8"),
+                ],
+            );
+            let at = format!("{:#x}", f.entry + po.offset);
+            let line = text
+                .lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(at.as_str()))
+                .unwrap_or_else(|| panic!("{l}: {name}: no instruction at {at}"));
+            assert!(line.contains("MOVD.W R30, -"), "{l}: {name}: {line}");
+            // After the three instructions of the stack check, or first.
+            assert!(
+                matches!(po.offset, 0 | 12 | 16),
+                "{l}: {name}: +{}",
+                po.offset
+            );
+        }
+        let planned = allocwatch::plan::plan(
+            &bin,
+            allocwatch::plan::PlanOptions {
+                pools: true,
+                mode: allocwatch::plan::Mode::Exact,
+                switchable: false,
+            },
+        );
+        let err = planned.expect_err("arm64 is not traced").to_string();
+        assert!(
+            err.contains("arm64 executables are read but not traced yet"),
+            "{err}"
+        );
+
+        let stripped = open(&fixture(tc, Variant::Arm64PieStripped));
+        let l = format!("go{} arm64 pie-stripped", tc.version);
+        assert_eq!(stripped.arch(), Arch::Arm64, "{l}");
+        assert!(stripped.is_pie() && stripped.is_stripped(), "{l}");
+        assert!(stripped.func_by_name("runtime.mallocgc").is_some(), "{l}");
+        // moduledata.pcHeader, a pointer the dynamic linker relocates.
+        assert_eq!(
+            stripped.read_ptr(stripped.moduledata_addr()),
+            Some(stripped.pclntab_addr()),
+            "{l}"
         );
     }
 }

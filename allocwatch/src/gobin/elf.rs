@@ -1,5 +1,5 @@
 //! The ELF side of a Go executable: load segments, section headers, the
-//! static symbol table and `R_X86_64_RELATIVE` relocations, read once with
+//! static symbol table and relative relocations, read once with
 //! the `object` crate into owned tables so that the rest of `gobin` can map
 //! virtual addresses to file bytes without re-parsing.
 
@@ -7,13 +7,17 @@ use object::Endianness;
 use object::elf::{self, FileHeader64};
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, Sym};
 
-use super::GoBinError;
 use super::read;
+use super::{Arch, GoBinError};
 
 /// `e_machine` of x86-64.
 const EM_X86_64: u16 = 62;
+/// `e_machine` of AArch64.
+const EM_AARCH64: u16 = 183;
 /// `R_X86_64_RELATIVE`.
 const R_X86_64_RELATIVE: u32 = 8;
+/// `R_AARCH64_RELATIVE`.
+const R_AARCH64_RELATIVE: u32 = 1027;
 /// Size of one `Elf64_Rela` entry.
 const RELA_SIZE: u64 = 24;
 
@@ -55,6 +59,8 @@ pub(crate) struct DataSymbol {
 pub(crate) struct ElfInfo {
     /// `e_type == ET_DYN`.
     pub(crate) is_dyn: bool,
+    /// `e_machine`.
+    pub(crate) arch: Arch,
     pub(crate) segments: Vec<Segment>,
     pub(crate) sections: Vec<Section>,
     /// `.symtab` is present and has symbols.
@@ -65,7 +71,8 @@ pub(crate) struct ElfInfo {
     pub(crate) firstmoduledata: Option<u64>,
     pub(crate) pclntab_sym: Option<u64>,
     pub(crate) epclntab_sym: Option<u64>,
-    /// `(r_offset, r_addend)` of every `R_X86_64_RELATIVE`, sorted.
+    /// `(r_offset, r_addend)` of every relative relocation
+    /// (`R_X86_64_RELATIVE`, `R_AARCH64_RELATIVE`), sorted.
     pub(crate) relative_relocs: Vec<(u64, u64)>,
     /// Structural signs of an external (C toolchain) link.
     pub(crate) c_linker_traces: bool,
@@ -80,9 +87,9 @@ fn corrupt(what: &str, err: object::read::Error) -> GoBinError {
 /// The section table of an ELF64 file.
 type SectionTable<'data> = object::read::elf::SectionTable<'data, FileHeader64<Endianness>>;
 
-/// The first bytes of the header: an ELF64 little-endian x86-64 file,
-/// long enough for its header.
-fn check_ident(data: &[u8]) -> Result<(), GoBinError> {
+/// The first bytes of the header: an ELF64 little-endian x86-64 or
+/// AArch64 file, long enough for its header.
+fn check_ident(data: &[u8]) -> Result<Arch, GoBinError> {
     const SHORT: GoBinError = GoBinError::Truncated { what: "elf header" };
     if data.get(..4) != Some(&elf::ELFMAG[..]) {
         return Err(GoBinError::NotElf);
@@ -97,15 +104,19 @@ fn check_ident(data: &[u8]) -> Result<(), GoBinError> {
         });
     }
     let machine = read::u16_at(data, 18).ok_or(SHORT)?;
-    if machine != EM_X86_64 {
-        return Err(GoBinError::UnsupportedArch {
-            what: format!("e_machine {machine} (need x86-64)"),
-        });
-    }
+    let arch = match machine {
+        EM_X86_64 => Arch::Amd64,
+        EM_AARCH64 => Arch::Arm64,
+        _ => {
+            return Err(GoBinError::UnsupportedArch {
+                what: format!("e_machine {machine} (need x86-64 or AArch64)"),
+            });
+        }
+    };
     if data.len() < size_of::<FileHeader64<Endianness>>() {
         return Err(SHORT);
     }
-    Ok(())
+    Ok(arch)
 }
 
 /// True when `size` bytes at `off` do not fit in a file of `len` bytes.
@@ -114,14 +125,15 @@ fn past_end(len: usize, off: u64, size: u64) -> bool {
 }
 
 impl ElfInfo {
-    /// Reads the headers of an x86-64 little-endian ELF64 file.
+    /// Reads the headers of an x86-64 or AArch64 little-endian ELF64 file.
     pub(crate) fn parse(data: &[u8]) -> Result<Self, GoBinError> {
-        check_ident(data)?;
+        let arch = check_ident(data)?;
         let header =
             FileHeader64::<Endianness>::parse(data).map_err(|e| corrupt("elf header", e))?;
         let endian = header.endian().map_err(|e| corrupt("elf header", e))?;
         let mut info = ElfInfo {
             is_dyn: header.e_type(endian) == elf::ET_DYN,
+            arch,
             ..ElfInfo::default()
         };
         let dynamic = info.read_segments(header, endian, data)?;
@@ -281,7 +293,11 @@ impl ElfInfo {
                 continue;
             };
             // ELF64_R_TYPE is the low 32 bits of r_info.
-            if r_info & 0xffff_ffff == u64::from(R_X86_64_RELATIVE) {
+            let relative = match self.arch {
+                Arch::Amd64 => R_X86_64_RELATIVE,
+                Arch::Arm64 => R_AARCH64_RELATIVE,
+            };
+            if r_info & 0xffff_ffff == u64::from(relative) {
                 self.relative_relocs.push((r_offset, r_addend));
             }
         }

@@ -35,6 +35,38 @@ use elf::ElfInfo;
 use moduledata::ModuleData;
 use pclntab::{Header, MAGIC_GO120, Pcln, RawFunc, Tables};
 
+/// The instruction set of an executable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Arch {
+    /// x86-64 (`GOARCH=amd64`): what allocwatch traces.
+    #[default]
+    Amd64,
+    /// AArch64 (`GOARCH=arm64`): read (functions, lines, types), not yet
+    /// traced.
+    Arm64,
+}
+
+impl Arch {
+    /// Go's name, `amd64` or `arm64`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// Go's `PCQuantum` (and the pclntab header's minimum instruction
+    /// size): pc deltas in the pc-value tables count in these units.
+    #[must_use]
+    pub fn pc_quantum(self) -> u8 {
+        match self {
+            Arch::Amd64 => 1,
+            Arch::Arm64 => 4,
+        }
+    }
+}
+
 /// Why a file cannot be read as a supported Go executable.
 #[derive(Debug, thiserror::Error)]
 pub enum GoBinError {
@@ -220,6 +252,15 @@ impl GoBinary {
             .read(bytes, pclntab_addr, pclntab_size)
             .ok_or(GoBinError::Truncated { what: "pclntab" })?;
         let hdr = Header::parse(tab)?;
+        if hdr.quantum != elf.arch.pc_quantum() {
+            return Err(GoBinError::Corrupt {
+                what: format!(
+                    "pclntab header (min instruction size {} in an {} executable)",
+                    hdr.quantum,
+                    elf.arch.name()
+                ),
+            });
+        }
         let md = moduledata::locate(bytes, &elf, pclntab_addr, &hdr, build_info.version())?;
         let tables = tables(&md, &hdr, pclntab_addr, tab.len())?;
         let bin = GoBinary {
@@ -267,6 +308,11 @@ impl GoBinary {
     /// be inlined into hot callers.
     pub fn pgo(&self) -> bool {
         self.build_info.pgo()
+    }
+
+    /// The instruction set.
+    pub fn arch(&self) -> Arch {
+        self.elf.arch
     }
 
     /// Position-independent (`ET_DYN`): runtime address = load bias + vaddr.
@@ -453,6 +499,7 @@ fn tables(
         pctab: range(md.pctab, 1).ok_or_else(truncated)?,
         pcln: range(md.pclntable, 1).ok_or_else(truncated)?,
         nfunc: usize::try_from(hdr.nfunc).map_err(|_| truncated())?,
+        quantum: hdr.quantum,
     };
     // The function table (nfunc + 1 slots of 8 bytes) must fit.
     let ftab_bytes = (t.nfunc as u64)

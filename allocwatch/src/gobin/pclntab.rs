@@ -40,6 +40,9 @@ pub(crate) struct Header {
     pub(crate) pctab_offset: u64,
     /// and the function table followed by the `_func` records.
     pub(crate) pcln_offset: u64,
+    /// The minimum instruction size, Go's `PCQuantum` (1 on amd64, 4 on
+    /// arm64).
+    pub(crate) quantum: u8,
 }
 
 impl Header {
@@ -60,10 +63,10 @@ impl Header {
             read::u8_at(tab, 6).unwrap_or(0),
             read::u8_at(tab, 7).unwrap_or(0),
         );
-        if pad != 0 || min_lc != 1 || ptr_size != 8 {
+        if pad != 0 || !matches!(min_lc, 1 | 4) || ptr_size != 8 {
             return Err(GoBinError::Corrupt {
                 what: format!(
-                    "pclntab header (pad {pad:#x}, min instruction size {min_lc}, pointer size {ptr_size}; need amd64)"
+                    "pclntab header (pad {pad:#x}, min instruction size {min_lc}, pointer size {ptr_size}; need amd64 or arm64)"
                 ),
             });
         }
@@ -74,6 +77,7 @@ impl Header {
             filetab_offset: word(48)?,
             pctab_offset: word(56)?,
             pcln_offset: word(64)?,
+            quantum: min_lc,
         })
     }
 }
@@ -88,6 +92,8 @@ pub(crate) struct Tables {
     /// `pclntable`: the function table followed by the `_func` records.
     pub(crate) pcln: Range<usize>,
     pub(crate) nfunc: usize,
+    /// Go's `PCQuantum`: the unit of pc deltas.
+    pub(crate) quantum: u8,
 }
 
 /// A borrowed view of a validated pclntab.
@@ -101,6 +107,7 @@ pub(crate) struct Pcln<'a> {
     nfunc: usize,
     /// `moduledata.text`: base of the entry offsets.
     text: u64,
+    quantum: u64,
 }
 
 /// One function-table entry.
@@ -150,6 +157,7 @@ impl<'a> Pcln<'a> {
             pcln: tab.get(t.pcln.clone())?,
             nfunc: t.nfunc,
             text,
+            quantum: u64::from(t.quantum),
         })
     }
 
@@ -277,8 +285,7 @@ impl<'a> Pcln<'a> {
             p = p.get(n..)?;
             let (pcdelta, n) = read::uvarint(p)?;
             p = p.get(n..)?;
-            // PCQuantum is 1 on amd64.
-            pc = pc.checked_add(pcdelta)?;
+            pc = pc.checked_add(pcdelta.checked_mul(self.quantum)?)?;
             if target < pc {
                 return Some(val);
             }
@@ -444,6 +451,7 @@ mod tests {
             pctab: pc_range,
             pcln: pcln_range,
             nfunc: 2,
+            quantum: 1,
         };
         (tab, tables)
     }
@@ -537,6 +545,11 @@ mod tests {
         h[6] = 1;
         h[7] = 8;
         assert!(Header::parse(&h).is_ok());
+        h[6] = 4;
+        assert_eq!(Header::parse(&h).map(|h| h.quantum).ok(), Some(4), "arm64");
+        h[6] = 2;
+        assert!(matches!(Header::parse(&h), Err(GoBinError::Corrupt { .. })));
+        h[6] = 1;
         assert!(matches!(
             Header::parse(&h[..40]),
             Err(GoBinError::Truncated { .. })

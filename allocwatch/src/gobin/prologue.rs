@@ -37,6 +37,9 @@ pub struct ProbeOffset {
 pub enum ProbeSite {
     /// The `PUSHQ BP` (`55`) of the frame setup.
     PushBp,
+    /// arm64: the `MOVD.W R30, -framesize(RSP)` (`str x30, [sp, #-n]!`)
+    /// that saves the return address, first of the frame setup.
+    SaveLr,
     /// The function entry (offset 0), because no frame setup was found.
     Entry { reason: &'static str },
 }
@@ -193,6 +196,71 @@ pub fn probe_offset(code: &[u8], entry_vaddr: u64) -> ProbeOffset {
                 "no PUSHQ BP after the stack check (frameless function)"
             } else {
                 "no stack check or PUSHQ BP at entry (frameless or assembly function)"
+            });
+        }
+        seen_check = true;
+    }
+    entry("prologue longer than expected")
+}
+
+/// arm64: finds the `MOVD.W R30, -framesize(RSP)` that starts the frame
+/// setup of the Go function whose machine code starts `code`, after its
+/// stack check (`MOVD 16(R28), R16`, for large frames `SUB $n, RSP, R17`,
+/// `CMP R16, RSP|R17`, `BLS`/`BLO morestack`), or as the very first
+/// instruction (NOSPLIT functions with a frame). Decoded with yaxpeax-arm;
+/// anything else falls back to offset 0 with the reason.
+pub fn probe_offset_arm64(code: &[u8]) -> ProbeOffset {
+    use yaxpeax_arch::{Decoder as _, U8Reader};
+    use yaxpeax_arm::armv8::a64::{InstDecoder, Opcode, Operand, SizeCode};
+    let entry = |reason| ProbeOffset {
+        offset: 0,
+        kind: ProbeSite::Entry { reason },
+    };
+    /// Register 31 in a base or `RegisterOrSP` operand: SP.
+    const SP: u16 = 31;
+    const G: u16 = 28;
+    let x = |op: &Operand, n: u16| matches!(op, Operand::Register(SizeCode::X, r) if *r == n);
+    if code.len() < 4 {
+        return entry("no machine code");
+    }
+    let decoder = InstDecoder::default();
+    let mut seen_check = false;
+    for (i, word) in code
+        .chunks_exact(4)
+        .take(MAX_PROLOGUE_INSTRUCTIONS)
+        .enumerate()
+    {
+        let mut reader = U8Reader::new(word);
+        let Ok(ins) = decoder.decode(&mut reader) else {
+            return entry("undecodable instruction in the prologue");
+        };
+        let ops = &ins.operands;
+        let is_save_lr = ins.opcode == Opcode::STR
+            && x(&ops[0], 30)
+            && matches!(ops[1], Operand::RegPreIndex(SP, off, true) if off < 0);
+        if is_save_lr {
+            return ProbeOffset {
+                offset: 4 * i as u64,
+                kind: ProbeSite::SaveLr,
+            };
+        }
+        let is_check = match ins.opcode {
+            // MOVD 16(R28), R16: g.stackguard0.
+            Opcode::LDR => x(&ops[0], 16) && matches!(ops[1], Operand::RegPreIndex(G, 16, false)),
+            // SUB $n, RSP, R17 (large frames).
+            Opcode::SUB => {
+                x(&ops[0], 17) && matches!(ops[1], Operand::RegisterOrSP(SizeCode::X, SP))
+            }
+            // CMP R16, RSP|R17 (SUBS to the zero register).
+            Opcode::SUBS => x(&ops[0], 31),
+            Opcode::Bcc(_) => true,
+            _ => false,
+        };
+        if !is_check {
+            return entry(if seen_check {
+                "no MOVD.W R30 after the stack check (frameless function)"
+            } else {
+                "no stack check or MOVD.W R30 at entry (frameless or assembly function)"
             });
         }
         seen_check = true;
@@ -449,6 +517,46 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
             .collect()
+    }
+
+    /// arm64 instruction words as `go tool objdump` prints them, in memory
+    /// order (little-endian).
+    fn words(ws: &[u32]) -> Vec<u8> {
+        ws.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn arm64_probe_after_the_stack_check() {
+        // runtime.mallocgc, Go 1.27: MOVD 16(R28), R16; CMP R16, RSP;
+        // BLS; MOVD.W R30, -48(RSP); MOVD R29, -8(RSP).
+        let code = words(&[0xf9400b90, 0xeb3063ff, 0x54000d69, 0xf81d0ffe, 0xf81f83fd]);
+        assert_eq!(
+            probe_offset_arm64(&code),
+            ProbeOffset {
+                offset: 12,
+                kind: ProbeSite::SaveLr
+            }
+        );
+        // NOSPLIT with a frame: the save first.
+        assert_eq!(
+            probe_offset_arm64(&words(&[0xf81d0ffe, 0xf81f83fd])),
+            ProbeOffset {
+                offset: 0,
+                kind: ProbeSite::SaveLr
+            }
+        );
+        // Frameless (RET at once), a stack check not followed by a save,
+        // no code.
+        for code in [
+            words(&[0xd65f03c0]),
+            words(&[0xf9400b90, 0xeb3063ff, 0x54000d69, 0xd65f03c0]),
+            Vec::new(),
+        ] {
+            assert!(
+                matches!(probe_offset_arm64(&code).kind, ProbeSite::Entry { .. }),
+                "{code:02x?}"
+            );
+        }
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub enum Variant {
     External,
     /// `GOEXPERIMENT=sizespecializedmalloc` (meaningful on Go 1.26)
     SizeSpecialized,
+    /// `GOARCH=arm64 go build`
+    Arm64,
+    /// `GOARCH=arm64 go build -buildmode=pie -ldflags=-s -w`
+    Arm64PieStripped,
 }
 
 impl Variant {
@@ -130,15 +134,19 @@ impl Variant {
             Variant::PieStripped => "pie-stripped",
             Variant::External => "external",
             Variant::SizeSpecialized => "sizespecialized",
+            Variant::Arm64 => "arm64",
+            Variant::Arm64PieStripped => "arm64-pie-stripped",
         }
     }
 
     fn args(self) -> Vec<&'static str> {
         match self {
-            Variant::Default | Variant::SizeSpecialized => vec![],
+            Variant::Default | Variant::SizeSpecialized | Variant::Arm64 => vec![],
             Variant::Stripped => vec!["-ldflags=-s -w"],
             Variant::Pie => vec!["-buildmode=pie"],
-            Variant::PieStripped => vec!["-buildmode=pie", "-ldflags=-s -w"],
+            Variant::PieStripped | Variant::Arm64PieStripped => {
+                vec!["-buildmode=pie", "-ldflags=-s -w"]
+            }
             Variant::External => vec!["-ldflags=-linkmode=external"],
         }
     }
@@ -263,6 +271,11 @@ pub fn build_go(tc: &GoToolchain, package: &str, variant: Variant) -> PathBuf {
         cmd.env("GOEXPERIMENT", "sizespecializedmalloc");
     } else {
         cmd.env_remove("GOEXPERIMENT");
+    }
+    if matches!(variant, Variant::Arm64 | Variant::Arm64PieStripped) {
+        cmd.env("GOARCH", "arm64");
+    } else {
+        cmd.env_remove("GOARCH");
     }
     let output = cmd.output().expect("run go build");
     assert!(
