@@ -3,6 +3,7 @@
 //! `setup` installs everything the project needs on a Debian-like machine and
 //! is idempotent: it prints each step and skips what is already there.
 
+mod arm64;
 mod bench;
 mod setup;
 mod testrun;
@@ -21,12 +22,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install the BPF toolchain, test tools and Go toolchains; check the kernel.
-    Setup,
+    Setup {
+        /// Also what the arm64 checks need: the cross toolchain, qemu, and
+        /// Debian's arm64 kernel and busybox (under target/arm64/).
+        #[arg(long)]
+        arm64: bool,
+    },
     /// Setup, rustfmt, then every test (unit and privileged integration
     /// tests) with clippy running beside them; refuses to start without root
     /// or a prerequisite, lists skipped tests at the end and, under CI=true,
     /// fails when any test skipped or clippy warned.
     Test {
+        /// Only the arm64 checks: allocwatch cross-built for aarch64, run in a
+        /// qemu-system-aarch64 VM on Debian's arm64 kernel (the whole suite
+        /// runs them too, at its end).
+        #[arg(long)]
+        arm64: bool,
         /// Arguments passed to the integration test binaries (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -49,14 +60,29 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Setup => setup::setup(),
-        Cmd::Test { args } => {
+        Cmd::Setup { arm64 } => {
+            setup::setup()?;
+            if arm64 {
+                arm64::setup()?;
+            }
+            Ok(())
+        }
+        Cmd::Test { arm64: true, .. } => {
+            if !setup::is_root() {
+                testrun::require_prerequisites()?;
+            }
+            setup::setup()?;
+            arm64::setup()?;
+            arm64::test(None)
+        }
+        Cmd::Test { arm64: false, args } => {
             // Root first: setup installs as root, and without root every
             // privileged test would only skip.
             if !setup::is_root() {
                 testrun::require_prerequisites()?;
             }
             let go = setup::setup_go_beside()?;
+            arm64::setup()?;
             fmt_check()?;
             testrun::test(&args, go)
         }

@@ -165,6 +165,8 @@ pub fn test(args: &[String], go: std::thread::JoinHandle<Result<()>>) -> Result<
     // warm-up, and clippy at the lowest priority.
     let warm = std::thread::spawn(warm_go_cache);
     let lint = std::thread::spawn(crate::clippy_beside);
+    // The aarch64 build for the arm64 checks at the end, niced as clippy.
+    let arm = std::thread::spawn(|| crate::arm64::cross_build(true));
     util::step("unit tests");
     let mut unit = util::cargo();
     unit.args(["test", "--workspace", "--lib", "--bins"])
@@ -183,11 +185,22 @@ pub fn test(args: &[String], go: std::thread::JoinHandle<Result<()>>) -> Result<
     let linted = lint
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the clippy thread panicked")));
+    let arm64 = arm
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the aarch64 build panicked")))
+        .and_then(|bin| {
+            if result.is_ok() {
+                crate::arm64::test(Some(bin))
+            } else {
+                Ok(())
+            }
+        });
     let skips = read_skips(&dir)?;
     std::fs::remove_dir_all(&dir)?;
     report(&skips);
     result?;
     linted?;
+    arm64?;
     if !skips.is_empty() && std::env::var("CI").as_deref() == Ok("true") {
         bail!(
             "{} skipped under CI=true, where a skip fails the run (listed above)",

@@ -1,0 +1,383 @@
+//! arm64 (issue 17): allocwatch cross-built for `aarch64-unknown-linux-gnu`
+//! and run in a `qemu-system-aarch64` VM (TCG: no arm64 machine here) on
+//! Debian's arm64 kernel, with an initramfs of `busybox-static:arm64`.
+//!
+//! allocwatch does not trace arm64 programs yet; what runs in the VM is a
+//! smoke check of what exists: the aarch64 build runs, reads arm64 Go
+//! executables of Go 1.21 and 1.27 (`inspect` refuses to plan them, exit 3,
+//! with its message), and the daemon loads its exec notification on the
+//! arm64 kernel (the BTF offsets read there), holds a new process of a name
+//! `--exe` spells out and lets it go, and exits 0 on SIGTERM. Each check
+//! prints `ARM64 CHECK <name> ok|FAIL <detail>`; the host asserts on them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{self, output, root, run, step};
+
+/// Packages of the host (amd64): the VM, the cross linker, the initramfs.
+const HOST_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-arm", "qemu-system-aarch64: the arm64 VM (TCG)"),
+    (
+        "gcc-aarch64-linux-gnu",
+        "links allocwatch for aarch64 (and its glibc)",
+    ),
+    ("cpio", "packs the VM's initramfs"),
+];
+
+/// arm64 packages installed on the host (multiarch).
+const ARM64_PACKAGES: &[(&str, &str)] = &[(
+    "libstd-rust-web-dev:arm64",
+    "Rust's std for aarch64-unknown-linux-gnu, matching rustc-web",
+)];
+
+const TARGET: &str = "aarch64-unknown-linux-gnu";
+
+/// The Go versions whose arm64 builds the VM reads.
+const GO_VERSIONS: &[&str] = &["1.21.13", "1.27.3"];
+
+/// How long the VM may run (it takes ~15 s under TCG on 2 cores).
+const VM_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn dir() -> PathBuf {
+    root().join("target/arm64")
+}
+
+fn deb_installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.contains("install ok installed"))
+}
+
+/// Installs (idempotent, saying what) the host packages, the arm64 Rust
+/// std, and downloads Debian's arm64 kernel and busybox into
+/// `target/arm64/`.
+pub fn setup() -> Result<()> {
+    step("setup: arm64 (cross-build, VM)");
+    let foreign =
+        output(Command::new("dpkg").arg("--print-foreign-architectures")).unwrap_or_default();
+    let mut updated = false;
+    if !foreign.lines().any(|a| a.trim() == "arm64") {
+        println!("xtask: adding the arm64 architecture to dpkg (for arm64 packages)");
+        run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        updated = true;
+    }
+    let missing: Vec<&str> = HOST_PACKAGES
+        .iter()
+        .chain(ARM64_PACKAGES)
+        .map(|(p, _)| *p)
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "xtask: present: {}",
+            HOST_PACKAGES
+                .iter()
+                .chain(ARM64_PACKAGES)
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    } else {
+        println!("xtask: installing: {}", missing.join(", "));
+        if !updated {
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+        }
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    let kernel_pkg = kernel_package()?;
+    unpack(&kernel_pkg, "kernel")?;
+    unpack("busybox-static:arm64", "busybox")?;
+    Ok(())
+}
+
+/// The versioned kernel package `linux-image-arm64:arm64` depends on.
+fn kernel_package() -> Result<String> {
+    let deps = output(Command::new("apt-cache").args(["depends", "linux-image-arm64:arm64"]))
+        .context("apt-cache depends linux-image-arm64:arm64")?;
+    deps.lines()
+        .find_map(|l| {
+            let p = l.trim().strip_prefix("Depends: ")?;
+            p.starts_with("linux-image-").then(|| p.to_string())
+        })
+        .context("no linux-image-*-arm64 package behind linux-image-arm64:arm64")
+}
+
+/// Downloads `pkg` (`apt-get download`) and unpacks it into
+/// `target/arm64/<into>`, unless it is there.
+fn unpack(pkg: &str, into: &str) -> Result<()> {
+    let dest = dir().join(into);
+    let stamp = dest.join(".package");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == pkg) {
+        println!("xtask: present: {pkg} in {}", dest.display());
+        return Ok(());
+    }
+    let debs = dir().join("debs");
+    std::fs::create_dir_all(&debs)?;
+    println!(
+        "xtask: downloading {pkg} (apt-get download) into {}",
+        dest.display()
+    );
+    run(Command::new("apt-get")
+        .args(["download", "-qq", pkg])
+        .current_dir(&debs))?;
+    let name = pkg.split(':').next().unwrap_or(pkg);
+    let deb = std::fs::read_dir(&debs)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{name}_")) && n.ends_with("_arm64.deb"))
+        })
+        .with_context(|| format!("{pkg}: no .deb downloaded"))?;
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest)?;
+    }
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dest))?;
+    std::fs::write(&stamp, pkg)?;
+    Ok(())
+}
+
+/// The kernel image unpacked by [`setup`].
+fn vmlinuz() -> Result<PathBuf> {
+    let boot = dir().join("kernel/boot");
+    std::fs::read_dir(&boot)
+        .with_context(|| format!("{}: run `cargo xtask setup --arm64`", boot.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .context("no vmlinuz-* in the arm64 kernel package")
+}
+
+/// allocwatch built for aarch64 (release) with Debian's rustc-web and its
+/// arm64 std, linked by `aarch64-linux-gnu-gcc`.
+pub fn cross_build(niced: bool) -> Result<PathBuf> {
+    let target_dir = root().join("target/arm64-build");
+    let mut c = util::cargo();
+    c.args([
+        "build",
+        "--release",
+        "-p",
+        "allocwatch",
+        "--bin",
+        "allocwatch",
+    ])
+    .args(["--target", TARGET])
+    .arg("--target-dir")
+    .arg(&target_dir)
+    .env("RUSTC", "/usr/bin/rustc")
+    .env_remove("RUSTC_WRAPPER")
+    .env_remove("RUSTC_WORKSPACE_WRAPPER")
+    .env_remove("RUSTFLAGS")
+    .env(
+        "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+        "aarch64-linux-gnu-gcc",
+    );
+    if niced {
+        util::run_quiet(&mut util::niced(&c, 19))?;
+    } else {
+        run(&mut c)?;
+    }
+    Ok(target_dir.join(TARGET).join("release/allocwatch"))
+}
+
+/// The `allocs` fixture built by Go `version` for arm64.
+fn go_fixture(version: &str) -> Result<PathBuf> {
+    let out = dir().join(format!("allocs-go{version}"));
+    let mut c = util::go_cmd(&util::go_root(version));
+    c.current_dir(root().join("testdata"))
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg("./fixtures/allocs")
+        .env("GOARCH", "arm64");
+    util::run_quiet(&mut c).with_context(|| format!("go{version} build (GOARCH=arm64)"))?;
+    Ok(out)
+}
+
+/// What the VM's `/init` runs.
+fn init_script() -> String {
+    let mut s = String::from(
+        r#"#!/bin/sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+ip link set lo up
+check() { if [ "$2" = ok ]; then echo "ARM64 CHECK $1 ok"; else echo "ARM64 CHECK $1 FAIL $3"; fi; }
+[ "$(uname -m)" = aarch64 ] && r=ok || r=no; check machine $r "$(uname -m)"
+[ -r /sys/kernel/btf/vmlinux ] && r=ok || r=no; check btf $r "no /sys/kernel/btf/vmlinux"
+"#,
+    );
+    for v in GO_VERSIONS {
+        s.push_str(&format!(
+            r#"/allocwatch inspect /allocs-go{v} > /tmp/inspect 2>&1; e=$?
+grep -q "arm64 executables are read but not traced yet" /tmp/inspect && [ $e = 3 ] && r=ok || r=no
+check inspect-go{v} $r "exit $e: $(cat /tmp/inspect)"
+"#
+        ));
+    }
+    let newest = GO_VERSIONS.last().copied().unwrap_or_default();
+    s.push_str(&format!(
+        r#"/allocwatch daemon --exe '^allocs-go{newest}$' --mode exact --listen 127.0.0.1:9464 -v > /tmp/daemon 2>&1 &
+d=$!
+i=0; while ! grep -q serving /tmp/daemon && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
+grep -q "new processes named allocs-go{newest} are held" /tmp/daemon && r=ok || r=no
+check daemon-arms-the-name $r "$(cat /tmp/daemon)"
+ALLOCWATCH_N=100 GOMAXPROCS=1 /allocs-go{newest} > /tmp/out 2>&1; e=$?
+grep -q '^result ' /tmp/out && [ $e = 0 ] && r=ok || r=no
+check held-process-runs-to-its-end $r "exit $e: $(tail -c 300 /tmp/out)"
+i=0; while ! grep -q "not traced: PID" /tmp/daemon && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
+grep -q "not traced: PID .*arm64 executables are read but not traced yet" /tmp/daemon && r=ok || r=no
+check daemon-reads-the-new-process $r "$(cat /tmp/daemon)"
+kill -TERM $d; wait $d; e=$?
+[ $e = 0 ] && r=ok || r=no
+check daemon-exits-0-on-sigterm $r "exit $e: $(cat /tmp/daemon)"
+echo "ARM64 DONE"
+poweroff -f
+"#
+    ));
+    s
+}
+
+/// The shared libraries `bin` needs, from the cross toolchain's glibc.
+fn libraries(bin: &Path) -> Result<Vec<PathBuf>> {
+    let dynamic = output(Command::new("aarch64-linux-gnu-readelf").arg("-d").arg(bin))
+        .context("aarch64-linux-gnu-readelf")?;
+    let mut libs: Vec<PathBuf> = dynamic
+        .lines()
+        .filter_map(|l| l.split("Shared library: [").nth(1)?.strip_suffix(']'))
+        .map(|n| Path::new("/usr/aarch64-linux-gnu/lib").join(n))
+        .collect();
+    libs.push(PathBuf::from(
+        "/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1",
+    ));
+    libs.dedup();
+    Ok(libs)
+}
+
+/// Packs the initramfs: busybox, allocwatch (stripped) and its libraries,
+/// the fixtures, `/init`.
+fn initramfs(allocwatch: &Path, fixtures: &[PathBuf]) -> Result<PathBuf> {
+    let tree = dir().join("initramfs");
+    if tree.exists() {
+        std::fs::remove_dir_all(&tree)?;
+    }
+    for d in ["bin", "lib", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(tree.join(d))?;
+    }
+    std::fs::copy(dir().join("busybox/bin/busybox"), tree.join("bin/busybox"))
+        .context("busybox: run `cargo xtask setup --arm64`")?;
+    std::os::unix::fs::symlink("busybox", tree.join("bin/sh"))?;
+    run(Command::new("aarch64-linux-gnu-strip")
+        .arg("-o")
+        .arg(tree.join("allocwatch"))
+        .arg(allocwatch))?;
+    for lib in libraries(allocwatch)? {
+        let name = lib.file_name().context("library name")?;
+        std::fs::copy(&lib, tree.join("lib").join(name))
+            .with_context(|| format!("{}", lib.display()))?;
+    }
+    for f in fixtures {
+        std::fs::copy(f, tree.join(f.file_name().context("fixture name")?))?;
+    }
+    let init = tree.join("init");
+    std::fs::write(&init, init_script())?;
+    run(Command::new("chmod").arg("755").arg(&init))?;
+    let out = dir().join("initramfs.cpio.gz");
+    run(Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && find . | cpio -o -H newc --quiet | gzip -1 > \"$2\"")
+        .arg("sh")
+        .arg(&tree)
+        .arg(&out))?;
+    Ok(out)
+}
+
+/// Boots the VM and returns what it printed.
+fn boot(initramfs: &Path) -> Result<String> {
+    let log = dir().join("vm.log");
+    let file = std::fs::File::create(&log)?;
+    let mut vm = Command::new("qemu-system-aarch64")
+        .args(["-M", "virt", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-kernel"])
+        .arg(vmlinuz()?)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", "console=ttyAMA0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .context("qemu-system-aarch64: run `cargo xtask setup --arm64`")?;
+    let start = Instant::now();
+    loop {
+        if let Some(status) = vm.try_wait()? {
+            println!(
+                "xtask: the VM ran {:.0} s ({status})",
+                start.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        if start.elapsed() > VM_TIMEOUT {
+            let _ = vm.kill();
+            let _ = vm.wait();
+            bail!(
+                "the arm64 VM did not power off within {} s; its console is in {}",
+                VM_TIMEOUT.as_secs(),
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(String::from_utf8_lossy(&std::fs::read(&log)?).into_owned())
+}
+
+/// Builds, boots and checks (see the module documentation); `allocwatch`
+/// is the aarch64 build when already made.
+pub fn test(allocwatch: Option<PathBuf>) -> Result<()> {
+    let allocwatch = match allocwatch {
+        Some(a) => a,
+        None => {
+            step("arm64: allocwatch for aarch64 (release, rustc-web)");
+            cross_build(false)?
+        }
+    };
+    step("arm64: the allocs fixture for arm64 (Go 1.21, 1.27), the initramfs, the VM");
+    let fixtures = GO_VERSIONS
+        .iter()
+        .map(|v| go_fixture(v))
+        .collect::<Result<Vec<_>>>()?;
+    let image = initramfs(&allocwatch, &fixtures)?;
+    let console = boot(&image)?;
+    let checks: Vec<&str> = console
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').split("ARM64 CHECK ").nth(1))
+        .collect();
+    for c in &checks {
+        println!("xtask: arm64: {c}");
+    }
+    let failed: Vec<&&str> = checks.iter().filter(|c| !c.ends_with(" ok")).collect();
+    let done = console.contains("ARM64 DONE");
+    let expected = 4 + GO_VERSIONS.len() + 2;
+    if !failed.is_empty() || !done || checks.len() != expected {
+        bail!(
+            "arm64 VM: {} of {expected} checks passed{}; its console is in {}",
+            checks.len() - failed.len(),
+            if done { "" } else { ", and it did not finish" },
+            dir().join("vm.log").display()
+        );
+    }
+    println!("xtask: arm64: all {expected} checks passed");
+    Ok(())
+}
