@@ -88,6 +88,24 @@ fn profile_by_site(path: &Path, by_line: bool) -> HashMap<String, Totals> {
     by
 }
 
+/// What the runtime allocates for a thread it starts (`newm` → `allocm`,
+/// on the system stack): its `m` (`runtime.m`, `runtime.mPadded` from Go
+/// 1.24), the two profiling stack buffers (`[]uintptr`, `mProfStackInit`,
+/// Go ≥ 1.23) and its `g0` and signal goroutine (`runtime.g`). When the
+/// workload wakes a thread, allocwatch walks the frame pointers from there
+/// to the user's line and counts them there; the runtime's profile does not
+/// (its stack of these ends in the runtime). Left out of allocwatch's side
+/// of the comparison. Seen once in CI and reproduced under load: Go 1.23,
+/// `main.all-range1:103`, 5 objects more than the runtime's profile, 4,768
+/// bytes: 2 `[]uintptr` (2,144 B), 1 `runtime.m` (1,760 B), 2 `runtime.g`
+/// (864 B).
+fn thread_start_type(t: &str) -> bool {
+    matches!(
+        t,
+        "runtime.mPadded" | "runtime.m" | "runtime.g" | "[]uintptr"
+    )
+}
+
 /// The runtime's account of the window between the two profiles.
 fn profile_diff(dir: &Path, by_line: bool) -> HashMap<String, Totals> {
     let before = profile_by_site(&dir.join("before.pb.gz"), by_line);
@@ -135,7 +153,7 @@ fn run(
     );
     let rows = read_site_rows(&csv);
     let mut mine = HashMap::<String, Totals>::new();
-    for r in &rows {
+    for r in rows.iter().filter(|r| !thread_start_type(&r.type_name)) {
         let key = if by_line {
             format!("{}:{}", r.function, r.line)
         } else {
@@ -219,6 +237,9 @@ fn sampled_mode_agrees_with_the_runtime_profile() {
 /// site (function and line) counts the same number of objects. Tiny allocations (pointer-
 /// free, < 16 B) are the documented exception: the runtime's profiler never
 /// sees one that fits the current tiny block, allocwatch counts each.
+/// What a thread started during a loop allocates is left out of
+/// allocwatch's side ([`thread_start_type`]): the runtime's profile does
+/// not count it at the user's line.
 #[test]
 fn exact_mode_agrees_with_the_rate_1_profile_on_iterators() {
     if skip_unless_root() {
@@ -230,7 +251,7 @@ fn exact_mode_agrees_with_the_rate_1_profile_on_iterators() {
         ("1.27.3", Variant::Stripped),
     ] {
         let bin = fixture(&toolchain(version), "iters", variant);
-        let (mine, runtime, _) = run(&bin, &[], &[("GODEBUG", "memprofilerate=1")], true);
+        let (mine, runtime, rows) = run(&bin, &[], &[("GODEBUG", "memprofilerate=1")], true);
         let mut report = String::new();
         let mut bad = 0;
         let mut compared = 0;
@@ -268,6 +289,18 @@ fn exact_mode_agrees_with_the_rate_1_profile_on_iterators() {
                 m.bytes,
                 if tiny { " (tiny)" } else { "" }
             );
+            if !ok {
+                // allocwatch's rows there, by type (runtime types too).
+                for row in rows
+                    .iter()
+                    .filter(|row| format!("{}:{}", row.function, row.line) == *f)
+                {
+                    report += &format!(
+                        "    {}: {} objects {} B\n",
+                        row.type_name, row.allocs, row.bytes
+                    );
+                }
+            }
         }
         eprintln!("go{version}:\n{report}");
         assert!(
