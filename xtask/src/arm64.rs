@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::setup::{self, deb_installed};
 use crate::util::{self, output, root, run, step};
 
 /// Packages of the host (amd64): the VM, the cross linker, the initramfs.
@@ -50,11 +51,6 @@ fn dir() -> PathBuf {
     root().join("target/arm64")
 }
 
-fn deb_installed(pkg: &str) -> bool {
-    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-        .is_some_and(|s| s.contains("install ok installed"))
-}
-
 /// Installs (idempotent, saying what) the host packages, the arm64 Rust
 /// std, and downloads Debian's arm64 kernel and busybox into
 /// `target/arm64/`.
@@ -86,14 +82,7 @@ pub fn setup() -> Result<()> {
                 .join(", ")
         );
     } else {
-        println!("xtask: installing: {}", missing.join(", "));
-        if !updated {
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-        }
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        setup::apt_install(&missing, !updated)?;
     }
     let kernel_pkg = kernel_package()?;
     unpack(&kernel_pkg, "kernel")?;

@@ -48,7 +48,7 @@ pub fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
 }
 
-fn deb_installed(pkg: &str) -> bool {
+pub fn deb_installed(pkg: &str) -> bool {
     output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
         .is_some_and(|s| s.contains("install ok installed"))
 }
@@ -114,11 +114,19 @@ fn deb_packages() -> Result<()> {
             missing.join(", ")
         );
     }
-    println!("xtask: installing: {}", missing.join(", "));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    apt_install(&missing, true)
+}
+
+/// Installs `pkgs` with apt (after `apt-get update` when `update`),
+/// saying which.
+pub fn apt_install(pkgs: &[&str], update: bool) -> Result<()> {
+    println!("xtask: installing: {}", pkgs.join(", "));
+    if update {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+    }
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
+        .args(pkgs)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
