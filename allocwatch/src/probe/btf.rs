@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 
+use allocwatch_common::ExecFileOffsets;
+
 /// `BTF_KIND_STRUCT` and `BTF_KIND_UNION`.
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
@@ -147,35 +149,26 @@ impl<'a> Btf<'a> {
     }
 }
 
-/// The offsets the exec notification reads through, in bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExecFileOffsets {
-    pub bprm_file: u32,
-    pub file_inode: u32,
-    pub inode_ino: u32,
-    pub inode_sb: u32,
-    pub sb_dev: u32,
+/// Where the exec notification reads the exec'd file's identity, from a
+/// BTF blob (the kernel's: `/sys/kernel/btf/vmlinux`), as the program's
+/// global takes it (`valid` set).
+#[must_use]
+pub fn exec_file_offsets(data: &[u8]) -> Option<ExecFileOffsets> {
+    let btf = Btf::parse(data)?;
+    Some(ExecFileOffsets {
+        valid: 1,
+        bprm_file: btf.offset("linux_binprm", "file")?,
+        file_inode: btf.offset("file", "f_inode")?,
+        inode_ino: btf.offset("inode", "i_ino")?,
+        inode_sb: btf.offset("inode", "i_sb")?,
+        sb_dev: btf.offset("super_block", "s_dev")?,
+    })
 }
 
-impl ExecFileOffsets {
-    /// From a BTF blob (the kernel's: `/sys/kernel/btf/vmlinux`).
-    #[must_use]
-    pub fn from_btf(data: &[u8]) -> Option<ExecFileOffsets> {
-        let btf = Btf::parse(data)?;
-        Some(ExecFileOffsets {
-            bprm_file: btf.offset("linux_binprm", "file")?,
-            file_inode: btf.offset("file", "f_inode")?,
-            inode_ino: btf.offset("inode", "i_ino")?,
-            inode_sb: btf.offset("inode", "i_sb")?,
-            sb_dev: btf.offset("super_block", "s_dev")?,
-        })
-    }
-
-    /// The running kernel's; `None` without BTF.
-    #[must_use]
-    pub fn of_this_kernel() -> Option<ExecFileOffsets> {
-        Self::from_btf(&std::fs::read("/sys/kernel/btf/vmlinux").ok()?)
-    }
+/// [`exec_file_offsets`] of the running kernel; `None` without BTF.
+#[must_use]
+pub fn exec_file_offsets_of_this_kernel() -> Option<ExecFileOffsets> {
+    exec_file_offsets(&std::fs::read("/sys/kernel/btf/vmlinux").ok()?)
 }
 
 /// The kernel's encoding of a device number (`MKDEV`: major in the upper
@@ -250,7 +243,7 @@ mod tests {
     #[test]
     fn this_kernel_has_the_fields() {
         // Every kernel allocwatch runs on has BTF (envcheck requires it).
-        let Some(o) = ExecFileOffsets::of_this_kernel() else {
+        let Some(o) = exec_file_offsets_of_this_kernel() else {
             panic!(
                 "no BTF offsets for linux_binprm.file, file.f_inode, inode.i_ino/i_sb, super_block.s_dev"
             );

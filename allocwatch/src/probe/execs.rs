@@ -12,9 +12,7 @@
 //! whose layout comes from the kernel's BTF ([`super::btf`]).
 
 pub use allocwatch_common::ExeKey;
-use allocwatch_common::{
-    Comm, EXEC_NOTE_EXEC, EXEC_NOTE_HELD, EXEC_NOTE_HOLD_FAILED, ExecFileOffsets, ExecNote,
-};
+use allocwatch_common::{Comm, EXEC_NOTE_EXEC, EXEC_NOTE_HELD, EXEC_NOTE_HOLD_FAILED, ExecNote};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
@@ -49,20 +47,14 @@ impl ExecWatch {
     /// The kernel refuses the program or the tracepoint (privileges, no
     /// BPF ring buffer).
     pub fn start() -> Result<ExecWatch> {
-        let offsets = btf::ExecFileOffsets::of_this_kernel();
+        let offsets = btf::exec_file_offsets_of_this_kernel();
         if offsets.is_none() {
             log::warn!(
                 "the kernel's BTF does not say where an exec'd file is (linux_binprm.file, file.f_inode, inode.i_ino, inode.i_sb, super_block.s_dev): new processes are not held"
             );
         }
-        let globals = offsets.map_or_else(ExecFileOffsets::default, |o| ExecFileOffsets {
-            valid: 1,
-            bprm_file: o.bprm_file,
-            file_inode: o.file_inode,
-            inode_ino: o.inode_ino,
-            inode_sb: o.inode_sb,
-            sb_dev: o.sb_dev,
-        });
+        // Unread (`valid` 0) without them.
+        let globals = offsets.unwrap_or_default();
         let mut ebpf = EbpfLoader::new()
             .override_global("EXEC_FILE_OFFSETS", &globals, true)
             .load(EXECWATCH_OBJECT)
@@ -141,11 +133,7 @@ impl ExecWatch {
                 // The ring buffer cannot be polled: never ready again.
                 return std::future::pending().await;
             };
-            let ring = guard.get_inner_mut();
-            let mut notes = Vec::new();
-            while let Some(item) = ring.next() {
-                notes.extend(Exec::from_bytes(&item));
-            }
+            let notes = drain(guard.get_inner_mut());
             guard.clear_ready();
             if !notes.is_empty() {
                 return notes;
@@ -168,12 +156,7 @@ impl ExecWatch {
         } = self;
         drop(_ebpf);
         drop((lost, hold, hold_comms));
-        let mut ring = ring.into_inner();
-        let mut notes = Vec::new();
-        while let Some(item) = ring.next() {
-            notes.extend(Exec::from_bytes(&item));
-        }
-        notes
+        drain(&mut ring.into_inner())
     }
 
     /// Notes the ring buffer could not hold, since the start.
@@ -184,6 +167,15 @@ impl ExecWatch {
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
     }
+}
+
+/// Every note the ring buffer holds now, in order.
+fn drain(ring: &mut RingBuf<MapData>) -> Vec<Exec> {
+    let mut notes = Vec::new();
+    while let Some(item) = ring.next() {
+        notes.extend(Exec::from_bytes(&item));
+    }
+    notes
 }
 
 /// One exec, as the notification saw it.
