@@ -64,7 +64,7 @@ impl Patterns {
             .0
             .iter()
             .filter_map(|r| {
-                let p = literal(r.as_str())?;
+                let p = literal(r.as_str())?.text;
                 (p.starts_with('/') && r.is_match(&p) && Path::new(&p).is_file())
                     .then(|| PathBuf::from(p))
             })
@@ -82,11 +82,9 @@ impl Patterns {
             .0
             .iter()
             .filter_map(|r| {
-                let p = r.as_str();
-                let whole = p.ends_with('$') && !p.ends_with("\\$");
-                let name = literal(p)
-                    .filter(|n| p.starts_with('^') && !n.is_empty() && !n.contains('/'))?;
-                r.is_match(&name).then_some((name, whole))
+                let l = literal(r.as_str())
+                    .filter(|l| l.start && !l.text.is_empty() && !l.text.contains('/'))?;
+                r.is_match(&l.text).then_some((l.text, l.end))
             })
             .collect();
         names.sort();
@@ -105,14 +103,22 @@ impl Patterns {
     }
 }
 
-/// The text a pattern matches when it has no operator but `.` (which
-/// matches itself too), anchors at its ends, and escaped characters.
-fn literal(pattern: &str) -> Option<String> {
-    let p = pattern.strip_prefix('^').unwrap_or(pattern);
-    let p = match p.strip_suffix('$') {
-        Some(q) if !q.ends_with('\\') => q,
-        _ => p,
-    };
+/// A pattern with no operator but `.` (which matches itself too), anchors
+/// at its ends, and escaped characters.
+#[derive(Debug, PartialEq, Eq)]
+struct Literal {
+    /// The text it matches.
+    text: String,
+    /// Anchored at the start (`^`), at the end (`$`).
+    start: bool,
+    end: bool,
+}
+
+fn literal(pattern: &str) -> Option<Literal> {
+    let start = pattern.strip_prefix('^');
+    let p = start.unwrap_or(pattern);
+    let end = p.strip_suffix('$').filter(|q| !q.ends_with('\\'));
+    let p = end.unwrap_or(p);
     let mut out = String::with_capacity(p.len());
     let mut chars = p.chars();
     while let Some(c) = chars.next() {
@@ -131,7 +137,11 @@ fn literal(pattern: &str) -> Option<String> {
             c => out.push(c),
         }
     }
-    Some(out)
+    Some(Literal {
+        text: out,
+        start: start.is_some(),
+        end: end.is_some(),
+    })
 }
 
 /// The executable of `pid` as it sees it (`None` for kernel threads and
@@ -441,18 +451,26 @@ mod tests {
         assert!(found.contains(&child.id()), "{found:?}");
     }
 
+    fn text(pattern: &str) -> Option<String> {
+        literal(pattern).map(|l| l.text)
+    }
+
     #[test]
     fn literal_patterns_name_paths() {
-        assert_eq!(literal("^/srv/bin/api$").as_deref(), Some("/srv/bin/api"));
-        assert_eq!(literal("/srv/bin/api").as_deref(), Some("/srv/bin/api"));
+        assert_eq!(text("^/srv/bin/api$").as_deref(), Some("/srv/bin/api"));
+        assert_eq!(text("/srv/bin/api").as_deref(), Some("/srv/bin/api"));
+        let anchors = |p| literal(p).map(|l| (l.start, l.end));
+        assert_eq!(anchors("^api$"), Some((true, true)));
+        assert_eq!(anchors("api-"), Some((false, false)));
+        assert_eq!(anchors("^x\\$"), Some((true, false)), "an escaped $");
         // As regex::escape writes it.
         let escaped = regex::escape("/opt/my-app/api.v2");
         assert_eq!(
-            literal(&format!("^{escaped}$")).as_deref(),
+            text(&format!("^{escaped}$")).as_deref(),
             Some("/opt/my-app/api.v2")
         );
         // An escaped `$` at the end is part of the name.
-        assert_eq!(literal("^/x\\$").as_deref(), Some("/x$"));
+        assert_eq!(text("^/x\\$").as_deref(), Some("/x$"));
         for operator in [
             "^/srv/.*$",
             "/srv/(a|b)",
@@ -461,7 +479,7 @@ mod tests {
             "[a]",
             "a{2}",
         ] {
-            assert_eq!(literal(operator), None, "{operator}");
+            assert_eq!(text(operator), None, "{operator}");
         }
         // A file that exists, matched by its pattern; not a base name, not
         // a path that is not there.
