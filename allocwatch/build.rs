@@ -67,8 +67,21 @@ fn main() {
     // clippy, in a target directory of its own) finds the eBPF build of the
     // main one, instead of building it again.
     println!("cargo::rerun-if-env-changed=ALLOCWATCH_BPF_TARGET_DIR");
+    // The programs read the registers of the architecture allocwatch is
+    // built for: one eBPF build (and target directory) per architecture.
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    if !matches!(arch.as_str(), "x86_64" | "aarch64") {
+        fail(&format!(
+            "allocwatch traces Go programs on x86_64 and aarch64, not {arch}"
+        ));
+    }
     let target_dir = std::env::var_os("ALLOCWATCH_BPF_TARGET_DIR")
         .map_or_else(|| target_root(&out_dir).join("bpf"), PathBuf::from);
+    let target_dir = if arch == "x86_64" {
+        target_dir
+    } else {
+        target_dir.join(&arch)
+    };
     let mut path = vec![
         linker.parent().expect("linker dir").to_path_buf(),
         PathBuf::from("/usr/lib/llvm-22/bin"),
@@ -95,6 +108,10 @@ fn main() {
         }
     }
     cmd.env("RUSTC", BPF_RUSTC)
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{arch}\""),
+        )
         .env("RUSTC_BOOTSTRAP", "1")
         .env("PATH", std::env::join_paths(path).expect("PATH"));
     let status = match cmd.status() {

@@ -116,6 +116,8 @@ pub mod names {
     pub const PROG_FLOOR_READ2: &str = "floor_read2";
     pub const TARGET_TGID: &str = "TARGET_TGID";
     pub const POOL_NEW_RETURN: &str = "POOL_NEW_RETURN";
+    /// arm64 only: the register of the pool at `Get`'s miss sites.
+    pub const POOL_REG: &str = "POOL_REG";
 }
 
 /// What a probe's cookie asks the program to do (upper 32 bits of the cookie;

@@ -2,12 +2,13 @@
 //!
 //! - `alloc_entry` (at `runtime.mallocgc`), `alloc_specialized` (at Go
 //!   1.27's size-specialized entries) and `alloc_sample` (at
-//!   `runtime.profilealloc`, sampled mode) run at the `PUSHQ BP` after the
-//!   stack check. They are one function compiled three times with the kind of
+//!   `runtime.profilealloc`, sampled mode) run at the frame setup after the
+//!   stack check (`PUSHQ BP` on x86-64, `MOVD.W R30` on arm64; what differs
+//!   between the two is in `mod arch`). They are one function compiled three times with the kind of
 //!   entry as a constant, so a hit pays for neither the attach cookie nor a
 //!   PID check (the kernel runs a uprobe attached for one process only in
 //!   that process; tests/attach.rs checks it). They read the Go register ABI
-//!   arguments (RAX = size, RBX = `*_type`), skip nested hits (a specialized
+//!   arguments (size, `*_type`), skip nested hits (a specialized
 //!   entry called by `runtime.mallocgc*`), and walk the frame pointers from
 //!   the return address through the runtime's own frames to the first frame
 //!   outside the runtime (the allocation site).
@@ -24,7 +25,7 @@
 //!   inside `Get`, and counts each operation in `POOL_AGG` under (pool, the
 //!   caller's and its callers' return addresses, operation). At the
 //!   `p.New()` call it also pushes (pool, stack depth) on the goroutine's
-//!   entry in `POOL_MISSES` (keyed by `g`, R14). While any goroutine has
+//!   entry in `POOL_MISSES` (keyed by `g`). While any goroutine has
 //!   such an entry (`MISSES_IN_FLIGHT` ≠ 0), the exact allocation programs
 //!   look their goroutine up and charge the allocation, per pool in
 //!   `POOL_MISS_AGG`, to the innermost miss whose `New` frame is still on
@@ -53,7 +54,7 @@ use allocwatch_common::{
 };
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::{bpf_get_attach_cookie, bpf_get_stack},
@@ -229,34 +230,182 @@ fn in_runtime(addr: u64) -> bool {
     in_set(&RUNTIME_SET, &RUNTIME_BITS, addr)
 }
 
-/// The registers a program needs, each loaded once with a fixed offset from
-/// the context (the verifier rejects loads through a modified context pointer).
-#[derive(Clone, Copy)]
-struct Regs {
-    rax: u64,
-    rbx: u64,
-    rcx: u64,
-    rdx: u64,
-    rsp: u64,
-    rbp: u64,
-}
+/// What differs between the architectures: which registers hold the Go
+/// register ABI's arguments, the return address, the frame pointer and
+/// `g` at a probe on a function's frame setup, and where the frame record
+/// of a pool's `New` lies. The frame records themselves are the same two
+/// words on both ([saved frame pointer, return address]).
+#[cfg(bpf_target_arch = "x86_64")]
+mod arch {
+    use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_user, programs::ProbeContext};
 
-#[inline(always)]
-fn regs(ctx: &ProbeContext) -> Regs {
-    let r: *const pt_regs = ctx.regs;
-    // SAFETY: `r` is the probe's register frame, valid for the whole run;
-    // volatile keeps each load a direct context access.
-    unsafe {
-        Regs {
-            rax: core::ptr::read_volatile(&raw const (*r).rax),
-            rbx: core::ptr::read_volatile(&raw const (*r).rbx),
-            rcx: core::ptr::read_volatile(&raw const (*r).rcx),
-            rdx: core::ptr::read_volatile(&raw const (*r).rdx),
-            rsp: core::ptr::read_volatile(&raw const (*r).rsp),
-            rbp: core::ptr::read_volatile(&raw const (*r).rbp),
+    /// The registers a program needs, each loaded once with a fixed offset
+    /// from the context (the verifier rejects loads through a modified
+    /// context pointer).
+    #[derive(Clone, Copy)]
+    pub struct Regs {
+        /// The first three integer arguments: RAX, RBX, RCX.
+        pub args: [u64; 3],
+        pub sp: u64,
+        /// RBP: at a function's `PUSHQ BP`, still its caller's frame pointer.
+        pub fp: u64,
+        /// RDX: the closure context (`p.New` at its call).
+        pub ctxt: u64,
+    }
+
+    #[inline(always)]
+    pub fn regs(ctx: &ProbeContext) -> Regs {
+        let r: *const pt_regs = ctx.regs;
+        // SAFETY: `r` is the probe's register frame, valid for the whole run;
+        // volatile keeps each load a direct context access.
+        unsafe {
+            Regs {
+                args: [
+                    core::ptr::read_volatile(&raw const (*r).rax),
+                    core::ptr::read_volatile(&raw const (*r).rbx),
+                    core::ptr::read_volatile(&raw const (*r).rcx),
+                ],
+                sp: core::ptr::read_volatile(&raw const (*r).rsp),
+                fp: core::ptr::read_volatile(&raw const (*r).rbp),
+                ctxt: core::ptr::read_volatile(&raw const (*r).rdx),
+            }
         }
     }
+
+    /// At the `PUSHQ BP`, `[RSP]` is still the return address.
+    #[inline(always)]
+    pub fn return_address(regs: &Regs) -> Option<u64> {
+        // SAFETY: reads user memory through the checked helper.
+        unsafe { bpf_probe_read_user(regs.sp as *const u64) }.ok()
+    }
+
+    /// R14: the current goroutine's `g` in Go code.
+    #[inline(always)]
+    pub fn g(ctx: &ProbeContext) -> u64 {
+        let r: *const pt_regs = ctx.regs;
+        // SAFETY: the probe's register frame; a direct context load.
+        unsafe { core::ptr::read_volatile(&raw const (*r).r14) }
+    }
+
+    /// The pool pointer `p` at the miss sites inside `Get` (RCX there in
+    /// Go 1.21–1.27; tests/gobin.rs checks it).
+    #[inline(always)]
+    pub fn pool_at_miss(_ctx: &ProbeContext, regs: &Regs) -> u64 {
+        regs.args[2]
+    }
+
+    /// Where the frame record of the `New` that `Get` called with its SP
+    /// at `get_sp` is (see `new_is_live`): its address, exactly (`PUSHQ
+    /// BP` puts it 16 bytes below `Get`'s SP, below the return address its
+    /// `CALL` pushed); no saved frame pointer is needed to tell it.
+    #[inline(always)]
+    pub fn new_record(get_sp: u64) -> (u64, Option<u64>) {
+        (get_sp.wrapping_sub(16), None)
+    }
+
+    /// `bpf_get_stack` from a probe at the frame setup already holds the
+    /// caller (the kernel reads `[RSP]` there).
+    pub const STACK_MISSES_CALLER: bool = false;
 }
+
+#[cfg(bpf_target_arch = "aarch64")]
+mod arch {
+    use aya_ebpf::{bindings::user_pt_regs, programs::ProbeContext};
+
+    /// See the x86-64 module.
+    #[derive(Clone, Copy)]
+    pub struct Regs {
+        /// The first three integer arguments: R0, R1, R2.
+        pub args: [u64; 3],
+        pub sp: u64,
+        /// R29: at a function's `MOVD.W R30`, still its caller's frame pointer.
+        pub fp: u64,
+        /// R26: the closure context (`p.New` at its call).
+        pub ctxt: u64,
+        /// R30 (LR): the return address, not yet saved.
+        pub lr: u64,
+    }
+
+    #[inline(always)]
+    pub fn regs(ctx: &ProbeContext) -> Regs {
+        let r = ctx.regs.cast::<user_pt_regs>().cast_const();
+        // SAFETY: on arm64 a uprobe's context is the user register frame
+        // (`bpf_user_pt_regs_t`), valid for the whole run; volatile keeps
+        // each load a direct context access.
+        unsafe {
+            Regs {
+                args: [
+                    core::ptr::read_volatile(&raw const (*r).regs[0]),
+                    core::ptr::read_volatile(&raw const (*r).regs[1]),
+                    core::ptr::read_volatile(&raw const (*r).regs[2]),
+                ],
+                sp: core::ptr::read_volatile(&raw const (*r).sp),
+                fp: core::ptr::read_volatile(&raw const (*r).regs[29]),
+                ctxt: core::ptr::read_volatile(&raw const (*r).regs[26]),
+                lr: core::ptr::read_volatile(&raw const (*r).regs[30]),
+            }
+        }
+    }
+
+    /// At the `MOVD.W R30`, the return address is still in LR.
+    #[inline(always)]
+    pub fn return_address(regs: &Regs) -> Option<u64> {
+        Some(regs.lr)
+    }
+
+    /// R28: the current goroutine's `g` in Go code.
+    #[inline(always)]
+    pub fn g(ctx: &ProbeContext) -> u64 {
+        let r = ctx.regs.cast::<user_pt_regs>().cast_const();
+        // SAFETY: the probe's register frame; a direct context load.
+        unsafe { core::ptr::read_volatile(&raw const (*r).regs[28]) }
+    }
+
+    /// The register that holds `p` at the miss sites inside `Get`, chosen
+    /// by Go's register allocator (R2 in Go 1.21–1.27), found by the loader
+    /// from the load of `p.New`.
+    #[unsafe(no_mangle)]
+    static POOL_REG: u32 = 2;
+
+    /// The pool pointer `p` at the miss sites inside `Get` (register
+    /// `POOL_REG`; a branch per register, since a context load needs a
+    /// fixed offset: the verifier keeps only the loader's).
+    #[inline(always)]
+    pub fn pool_at_miss(ctx: &ProbeContext, _regs: &Regs) -> u64 {
+        let r = ctx.regs.cast::<user_pt_regs>().cast_const();
+        // SAFETY: a read of a loader-set constant.
+        let n = unsafe { core::ptr::read_volatile(&POOL_REG) };
+        macro_rules! reg {
+            ($($i:literal)*) => {
+                match n {
+                    // SAFETY: the probe's register frame; direct context loads.
+                    $($i => unsafe { core::ptr::read_volatile(&raw const (*r).regs[$i]) },)*
+                    _ => 0,
+                }
+            };
+        }
+        reg!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 19 20 21 22 23 24 25)
+    }
+
+    /// See the x86-64 module. `New`'s frame record is below `Get`'s SP by
+    /// `New`'s frame size, which differs per `New`: it lies below `Get`'s
+    /// own record (at `Get`'s SP − 8, where its `SUB $8, RSP, R29` put it),
+    /// and it is the record whose saved frame pointer is that one.
+    #[inline(always)]
+    pub fn new_record(get_sp: u64) -> (u64, Option<u64>) {
+        let get_fp = get_sp.wrapping_sub(8);
+        (get_fp.wrapping_sub(16), Some(get_fp))
+    }
+
+    /// The kernel's arm64 user stack walk starts at the probed instruction
+    /// and goes on from R29's frame record: the caller, in LR, is missing.
+    pub const STACK_MISSES_CALLER: bool = true;
+}
+
+#[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+compile_error!("build with --cfg bpf_target_arch=\"x86_64\" or \"aarch64\" (allocwatch/build.rs does)");
+
+use arch::Regs;
 
 #[uprobe]
 pub fn alloc_entry(ctx: ProbeContext) -> u32 {
@@ -286,10 +435,8 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
     if sampled != (kind == cookie::ALLOC_SAMPLE) {
         return;
     }
-    let regs = regs(ctx);
-    // At the PUSHQ BP, [RSP] is still the return address.
-    // SAFETY: reads user memory through the checked helper.
-    let Ok(ret0) = (unsafe { bpf_probe_read_user(regs.rsp as *const u64) }) else {
+    let regs = arch::regs(ctx);
+    let Some(ret0) = arch::return_address(&regs) else {
         return;
     };
     if kind == cookie::ALLOC_SPECIALIZED && in_set(&MALLOC_SET, &MALLOC_BITS, ret0) {
@@ -299,14 +446,14 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
     // Exact mode only: a sample is not one allocation (userspace shows the
     // miss cost as unknown for a window in sampled mode).
     if kind != cookie::ALLOC_SAMPLE && misses_in_flight() {
-        charge_miss(ctx, regs.rsp, regs.rbp, regs.rax);
+        charge_miss(ctx, regs.sp, regs.fp, regs.args[0]);
     }
     let (size, typ, bucket) = size_type_bucket(kind, regs);
     // The common cases: the site is the caller (Go 1.27's size-specialized
     // calls) or the caller's caller (newobject, makeslice, ...).
     let mut f1 = 0;
     let mut nframes = 1;
-    let mut bp = regs.rbp;
+    let mut bp = regs.fp;
     // SAFETY (the read): checked user read of a frame record [saved BP,
     // return address]; when it fails, the key ends at `ret0`.
     if in_runtime(ret0)
@@ -333,14 +480,15 @@ fn alloc(ctx: &ProbeContext, kind: u32) {
 #[inline(always)]
 fn size_type_bucket(kind: u32, regs: Regs) -> (u64, u64, u32) {
     if kind == cookie::ALLOC_SAMPLE {
-        let s = if regs.rcx > SAMPLE_SIZE_MASK as u64 {
+        let size = regs.args[2];
+        let s = if size > SAMPLE_SIZE_MASK as u64 {
             SAMPLE_SIZE_MASK
         } else {
-            regs.rcx as u32
+            size as u32
         };
-        (regs.rcx, 0, SAMPLED_BIT | s)
+        (size, 0, SAMPLED_BIT | s)
     } else {
-        (regs.rax, regs.rbx, size_bucket(regs.rax))
+        (regs.args[0], regs.args[1], size_bucket(regs.args[0]))
     }
 }
 
@@ -394,21 +542,13 @@ fn misses_in_flight() -> bool {
     MISSES_IN_FLIGHT.get(0).is_some_and(|n| *n != 0)
 }
 
-/// R14: the current goroutine's `g` in Go code (register ABI).
-#[inline(always)]
-fn g_reg(ctx: &ProbeContext) -> u64 {
-    let r: *const pt_regs = ctx.regs;
-    // SAFETY: the probe's register frame; a direct context load.
-    unsafe { core::ptr::read_volatile(&raw const (*r).r14) }
-}
-
-/// The goroutine's stack depth at `rsp`: `g.stack.hi − RSP` (`g.stack.hi`
+/// The goroutine's stack depth at `sp`: `g.stack.hi − SP` (`g.stack.hi`
 /// is the second word of `g`). It does not change when Go copies the stack.
 #[inline(always)]
-fn stack_depth(g: u64, rsp: u64) -> Option<u64> {
+fn stack_depth(g: u64, sp: u64) -> Option<u64> {
     // SAFETY: checked user read.
     let hi: u64 = unsafe { bpf_probe_read_user((g + 8) as *const u64) }.ok()?;
-    hi.checked_sub(rsp)
+    hi.checked_sub(sp)
 }
 
 /// Frame records an allocation walks up to find the `New` call it is in.
@@ -417,16 +557,18 @@ const MISS_WALK: u32 = 16;
 /// Whether the `New` call of a miss at stack depth `d` is still on the
 /// stack above frame pointer `*bp`, walking (and advancing `*bp`) at most
 /// `*steps` < [`MISS_WALK`] frame records: `Some(true)` when the frame
-/// record of `New` is found (at `g.stack.hi − d − 16`, its return address
-/// the one into `Get`), `Some(false)` when the walk passes above it,
-/// `None` when the walk ends first.
+/// record of `New` is found (`arch::new_record`: below `Get`'s SP at
+/// `g.stack.hi − d`, its return address the one into `Get`), `Some(false)`
+/// when the walk passes above it, `None` when the walk ends first.
 #[inline(always)]
 fn new_is_live(bp: &mut u64, steps: &mut u32, hi: u64, d: u64) -> Option<bool> {
-    let target = hi.wrapping_sub(d).wrapping_sub(16);
+    // The highest address the record can have (on x86-64, its address),
+    // and its saved frame pointer where that tells it (`arch::new_record`).
+    let (highest, fp) = arch::new_record(hi.wrapping_sub(d));
     // SAFETY: a read of a loader-set constant.
     let ret_new = unsafe { core::ptr::read_volatile(&POOL_NEW_RETURN) };
     while *steps < MISS_WALK {
-        if *bp == 0 || *bp > target {
+        if *bp == 0 || *bp > highest {
             return Some(false);
         }
         // SAFETY: checked user read of a frame record.
@@ -434,7 +576,7 @@ fn new_is_live(bp: &mut u64, steps: &mut u32, hi: u64, d: u64) -> Option<bool> {
             return None;
         };
         *steps += 1;
-        if *bp == target {
+        if fp.map_or(*bp == highest, |fp| rec[0] == fp) {
             return Some(rec[1] == ret_new);
         }
         *bp = rec[0];
@@ -444,12 +586,12 @@ fn new_is_live(bp: &mut u64, steps: &mut u32, hi: u64, d: u64) -> Option<bool> {
 
 /// Charges one allocation of `size` bytes to the pool whose `p.New()` call
 /// it is made in: the innermost miss of this goroutine whose `New` is still
-/// on the stack between the allocation (frame pointer `rbp`) and `Get`.
+/// on the stack between the allocation (frame pointer `fp`) and `Get`.
 /// Misses whose `New` is no longer there (it returned, or panicked) are
 /// dropped on the way.
 #[inline(always)]
-fn charge_miss(ctx: &ProbeContext, rsp: u64, rbp: u64, size: u64) {
-    let g = g_reg(ctx);
+fn charge_miss(ctx: &ProbeContext, sp: u64, fp: u64, size: u64) {
+    let g = arch::g(ctx);
     let Some(st) = POOL_MISSES.get_ptr_mut(g) else {
         return;
     };
@@ -457,12 +599,12 @@ fn charge_miss(ctx: &ProbeContext, rsp: u64, rbp: u64, size: u64) {
     let Ok(hi) = (unsafe { bpf_probe_read_user((g + 8) as *const u64) }) else {
         return;
     };
-    let depth = hi.wrapping_sub(rsp);
+    let depth = hi.wrapping_sub(sp);
     // SAFETY: the entry of this goroutine, which runs here; only its own
     // probes write it.
     let st = unsafe { &mut *st };
     let mut pool = 0;
-    let (mut bp, mut steps) = (rbp, 0);
+    let (mut bp, mut steps) = (fp, 0);
     // Read once, written once: each read of map memory is a new unknown
     // to the verifier, and would multiply the states it explores.
     let n = st.n;
@@ -563,9 +705,9 @@ fn pop_from(st: &mut MissStack, depth: u64) {
 /// At the `CALL reg` of `p.New()`: this goroutine's allocations until that
 /// call returns are the miss's.
 #[inline(always)]
-fn miss_begins(ctx: &ProbeContext, pool: u64, rsp: u64) {
-    let g = g_reg(ctx);
-    let Some(depth) = stack_depth(g, rsp) else {
+fn miss_begins(ctx: &ProbeContext, pool: u64, sp: u64) {
+    let g = arch::g(ctx);
+    let Some(depth) = stack_depth(g, sp) else {
         return;
     };
     if let Some(st) = POOL_MISSES.get_ptr_mut(g) {
@@ -593,17 +735,17 @@ fn miss_begins(ctx: &ProbeContext, pool: u64, rsp: u64) {
     }
 }
 
-/// At `Get` or `Put` (RSP at their frame setup): the misses of this
+/// At `Get` or `Put` (SP at their frame setup): the misses of this
 /// goroutine at this depth or deeper are over (their `New` returned or
 /// panicked). Allocations drop such misses too; this keeps a goroutine that
 /// stops allocating from leaving one behind.
 #[inline(always)]
-fn miss_prune(ctx: &ProbeContext, rsp: u64) {
-    let g = g_reg(ctx);
+fn miss_prune(ctx: &ProbeContext, sp: u64) {
+    let g = arch::g(ctx);
     let Some(st) = POOL_MISSES.get_ptr_mut(g) else {
         return;
     };
-    let Some(depth) = stack_depth(g, rsp) else {
+    let Some(depth) = stack_depth(g, sp) else {
         return;
     };
     // SAFETY: this goroutine's entry (see `charge_miss`).
@@ -692,15 +834,23 @@ fn send_alloc(ctx: &ProbeContext, size: u64, key: &AggKey, flags: u32) {
         (*ev).size = size;
         (*ev).key = *key;
         (*ev).flags = flags;
+        // Where the caller is missing from the kernel's walk, the stack
+        // goes one word further in, and the caller (`key.frames[0]`) is
+        // put after the probed instruction.
+        let skip = usize::from(arch::STACK_MISSES_CALLER);
         let got = bpf_get_stack(
             ctx.as_ptr(),
-            (&raw mut (*ev).frames).cast(),
-            (MAX_FRAMES * 8) as u32,
+            (&raw mut (*ev).frames[skip]).cast(),
+            ((MAX_FRAMES - skip) * 8) as u32,
             u64::from(BPF_F_USER_STACK),
         );
         if got < 0 {
             bump(counter::STACK_ERRORS);
             (*ev).nframes = 0;
+        } else if arch::STACK_MISSES_CALLER && got >= 8 {
+            (*ev).frames[0] = (*ev).frames[1];
+            (*ev).frames[1] = key.frames[0];
+            (*ev).nframes = (got as u32) / 8 + 1;
         } else {
             (*ev).nframes = (got as u32) / 8;
         }
@@ -766,31 +916,35 @@ fn try_pool_probe(ctx: &ProbeContext) -> Result<u32, u32> {
 /// goroutine's misses in flight up to date.
 #[inline(always)]
 fn pool_operation(ctx: &ProbeContext, op: u32) -> Option<(u64, u64, u64, u64)> {
-    let regs = regs(ctx);
-    // At Get's and Put's PUSHQ BP, [RSP] is the return address into the
-    // caller and RBP the caller's frame; inside Get (the miss probes), RBP
-    // is Get's frame and [RBP+8] the return address into the caller.
+    let regs = arch::regs(ctx);
+    // At Get's and Put's frame setup, the return address is the one into
+    // the caller and the frame pointer the caller's; inside Get (the miss
+    // probes), the frame pointer is Get's and its record holds the return
+    // address into the caller.
     match op {
         cookie::POOL_GET | cookie::POOL_PUT => {
-            if op == cookie::POOL_PUT && regs.rbx == 0 {
+            // Put(x any): the type word of x.
+            if op == cookie::POOL_PUT && regs.args[1] == 0 {
                 // Put(nil) returns early and does not count.
                 return None;
             }
             if misses_in_flight() {
-                miss_prune(ctx, regs.rsp);
+                miss_prune(ctx, regs.sp);
             }
-            Some((regs.rax, 0, read_u64(regs.rsp), regs.rbp))
+            let ret = arch::return_address(&regs).unwrap_or(0);
+            Some((regs.args[0], 0, ret, regs.fp))
         }
         cookie::POOL_NEW | cookie::POOL_NIL => {
-            let rec = read_frame(regs.rbp);
+            let rec = read_frame(regs.fp);
+            let pool = arch::pool_at_miss(ctx, &regs);
             let newfn = if op == cookie::POOL_NEW {
-                miss_begins(ctx, regs.rcx, regs.rsp);
+                miss_begins(ctx, pool, regs.sp);
                 // The funcval's code pointer.
-                read_u64(regs.rdx)
+                read_u64(regs.ctxt)
             } else {
                 0
             };
-            Some((regs.rcx, newfn, rec[1], rec[0]))
+            Some((pool, newfn, rec[1], rec[0]))
         }
         _ => None,
     }
@@ -837,13 +991,12 @@ fn pool_callers(first: u64, mut bp: u64) -> [u64; POOL_CALLERS] {
 static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Benchmarks only: the least a program must do to attribute an allocation
-/// made directly by its site (Go 1.27's size-specialized calls): one user
-/// read, of the return address at `[RSP]`.
+/// made directly by its site (Go 1.27's size-specialized calls): the
+/// return address (one user read on x86-64, at `[RSP]`).
 #[uprobe]
 pub fn floor_read1(ctx: ProbeContext) -> u32 {
-    let regs = regs(&ctx);
-    // SAFETY: checked user read.
-    let ret: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
+    let regs = arch::regs(&ctx);
+    let ret = arch::return_address(&regs).unwrap_or(0);
     if let Some(p) = SCRATCH.get_ptr_mut(0) {
         // SAFETY: per-CPU slot.
         unsafe { *p = ret };
@@ -852,16 +1005,13 @@ pub fn floor_read1(ctx: ProbeContext) -> u32 {
 }
 
 /// Benchmarks only: the same for an allocation that passes one runtime
-/// frame (`newobject` → `mallocgc`): two user reads, the return address and
-/// the caller's frame record.
+/// frame (`newobject` → `mallocgc`): the return address and the caller's
+/// frame record.
 #[uprobe]
 pub fn floor_read2(ctx: ProbeContext) -> u32 {
-    let regs = regs(&ctx);
-    // SAFETY: checked user reads.
-    let ret: u64 = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
-    // SAFETY: as above.
-    let rec: [u64; 2] =
-        unsafe { bpf_probe_read_user(regs.rbp as *const [u64; 2]) }.unwrap_or([0; 2]);
+    let regs = arch::regs(&ctx);
+    let ret = arch::return_address(&regs).unwrap_or(0);
+    let rec = read_frame(regs.fp);
     if let Some(p) = SCRATCH.get_ptr_mut(0) {
         // SAFETY: per-CPU slot.
         unsafe { *p = ret ^ rec[1] };

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use allocwatch_common::cookie;
 
-use crate::gobin::{GoBinary, prologue};
+use crate::gobin::{Arch, GoBinary, arm64, prologue};
 
 /// Which eBPF program serves a probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -62,6 +62,8 @@ pub enum PoolTracing {
 #[derive(Clone, Debug, Serialize)]
 pub struct ProbePlan {
     pub go_version: String,
+    /// `amd64` or `arm64` (Go's names).
+    pub arch: &'static str,
     pub stripped: bool,
     pub pie: bool,
     pub external_link: bool,
@@ -82,6 +84,10 @@ pub struct ProbePlan {
     /// The vaddr `p.New()` returns to in `sync.(*Pool).Get` (pool tracing).
     #[serde(skip)]
     pub pool_new_return: Option<u64>,
+    /// arm64: the register (R0–R25) that holds the pool at the miss sites
+    /// inside `sync.(*Pool).Get` (pool tracing); on amd64 it is always RCX.
+    #[serde(skip)]
+    pub pool_register: Option<u16>,
     /// Sampled mode: the vaddr of `runtime.MemProfileRate`.
     pub mem_profile_rate_addr: Option<u64>,
     /// Sampled mode: whether the linker switched memory profiling off (the
@@ -108,8 +114,6 @@ pub enum PlanError {
     NotLoadable { function: String, offset: u64 },
     #[error("cannot find runtime.MemProfileRate in runtime.profilealloc")]
     NoMemProfileRate,
-    #[error("{} executables are read but not traced yet: allocwatch traces amd64 (x86-64) Go programs", .0.name())]
-    NotTraced(crate::gobin::Arch),
 }
 
 /// Why `sync.Pool` is not traced (allocation tracing carries on).
@@ -119,6 +123,8 @@ enum PoolPlanError {
     NotUsed,
     #[error("{GET} does not have the expected shape ({0})")]
     UnexpectedShape(prologue::ShapeError),
+    #[error("{GET}: the register that holds the pool at its miss sites is not known")]
+    PoolRegister,
     #[error(transparent)]
     Plan(#[from] PlanError),
 }
@@ -175,6 +181,9 @@ impl Mode {
 #[must_use]
 pub fn memory_profiling_flag(bin: &GoBinary, rate_addr: u64) -> Option<(u64, bool)> {
     use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
+    if bin.arch() == Arch::Arm64 {
+        return arm64::memory_profiling_flag(bin, rate_addr);
+    }
     let f = bin.func_by_name("runtime.schedinit")?;
     let code = bin.code(&f)?;
     let mut dec = Decoder::with_ip(64, code, f.entry, DecoderOptions::NONE);
@@ -203,6 +212,9 @@ pub fn memory_profiling_flag(bin: &GoBinary, rate_addr: u64) -> Option<(u64, boo
 #[must_use]
 pub fn find_mem_profile_rate(bin: &GoBinary) -> Option<u64> {
     use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
+    if bin.arch() == Arch::Arm64 {
+        return arm64::find_mem_profile_rate(bin);
+    }
     let f = bin.func_by_name("runtime.profilealloc")?;
     let code = bin.code(&f)?;
     let mut dec = Decoder::with_ip(64, code, f.entry, DecoderOptions::NONE);
@@ -304,7 +316,10 @@ impl Builder<'_> {
             .bin
             .code(&f)
             .ok_or_else(|| PlanError::CodeMissing(name.to_string()))?;
-        let po = prologue::probe_offset(code, f.entry);
+        let po = match self.bin.arch() {
+            Arch::Amd64 => prologue::probe_offset(code, f.entry),
+            Arch::Arm64 => prologue::probe_offset_arm64(code),
+        };
         let placement = match &po.kind {
             prologue::ProbeSite::PushBp => "PUSHQ BP after the stack check".to_string(),
             prologue::ProbeSite::SaveLr => "MOVD.W R30 after the stack check".to_string(),
@@ -331,9 +346,6 @@ struct Sampling {
 /// # Errors
 /// What in the program's code is not as expected.
 pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, PlanError> {
-    if bin.arch() != crate::gobin::Arch::Amd64 {
-        return Err(PlanError::NotTraced(bin.arch()));
-    }
     let info = bin.build_info();
     let mut b = Builder {
         bin,
@@ -371,7 +383,7 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, PlanError> {
         .collect();
     malloc_ranges.sort_unstable();
     let runtime_ranges = runtime_ranges(bin);
-    let (pools, pool_new_return) = b.pool_tracing(opts.pools);
+    let (pools, pool_sites) = b.pool_tracing(opts.pools);
     if info.pgo() && pools == PoolTracing::Enabled {
         b.warnings.push(
             "built with PGO: sync.Pool Get/Put may be inlined into hot callers; pool counts are incomplete for this binary"
@@ -381,6 +393,7 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, PlanError> {
     let flag = sampling.as_ref().and_then(|s| s.flag);
     Ok(ProbePlan {
         go_version: info.go_version.clone(),
+        arch: bin.arch().name(),
         stripped: bin.is_stripped(),
         pie: bin.is_pie(),
         external_link: bin.externally_linked(),
@@ -394,7 +407,8 @@ pub fn plan(bin: &GoBinary, opts: PlanOptions) -> Result<ProbePlan, PlanError> {
         mem_profile_rate_addr: sampling.map(|s| s.rate_addr),
         memory_profiling_disabled: flag.map(|(_, set)| set),
         disable_flag_addr: flag.map(|(a, _)| a),
-        pool_new_return,
+        pool_new_return: pool_sites.map(|s| s.new_return),
+        pool_register: pool_sites.and_then(|s| s.pool_register),
         pools,
         warnings: b.warnings,
     })
@@ -428,10 +442,10 @@ impl Builder<'_> {
         Ok(Sampling { rate_addr, flag })
     }
 
-    /// Whether `sync.Pool` is traced, and the vaddr `p.New()` returns to.
-    /// A pool that cannot be traced takes its probes away and leaves a
-    /// warning: allocation tracing carries on.
-    fn pool_tracing(&mut self, wanted: bool) -> (PoolTracing, Option<u64>) {
+    /// Whether `sync.Pool` is traced, and where the miss sites are. A pool
+    /// that cannot be traced takes its probes away and leaves a warning:
+    /// allocation tracing carries on.
+    fn pool_tracing(&mut self, wanted: bool) -> (PoolTracing, Option<MissSites>) {
         if !wanted {
             return (
                 PoolTracing::Disabled("turned off (--no-pools)".into()),
@@ -451,34 +465,58 @@ impl Builder<'_> {
         }
     }
 
-    fn pools(&mut self) -> Result<u64, PoolPlanError> {
+    fn pools(&mut self) -> Result<MissSites, PoolPlanError> {
         let get = self.bin.func_by_name(GET).ok_or(PoolPlanError::NotUsed)?;
         self.entry(GET, cookie::POOL_GET)?;
         let code = self
             .bin
             .code(&get)
             .ok_or_else(|| PlanError::CodeMissing(GET.to_string()))?;
-        let sites = prologue::pool_get_miss_sites(code, get.entry)
-            .map_err(PoolPlanError::UnexpectedShape)?;
+        let (sites, pool_register) = match self.bin.arch() {
+            Arch::Amd64 => {
+                let s = prologue::pool_get_miss_sites(code, get.entry)
+                    .map_err(PoolPlanError::UnexpectedShape)?;
+                ((s.new_call, s.new_return, s.nil_return), None)
+            }
+            Arch::Arm64 => {
+                let s = arm64::pool_get_miss_sites(code, get.entry)
+                    .map_err(PoolPlanError::UnexpectedShape)?;
+                let reg = s.pool_reg.ok_or(PoolPlanError::PoolRegister)?;
+                ((s.new_call, s.new_return, s.nil_return), Some(reg))
+            }
+        };
+        let (new_call, new_return, nil_return) = sites;
         self.push(
             GET,
             get.entry,
-            sites.new_call,
+            new_call,
             "indirect CALL of p.New()".into(),
             cookie::POOL_NEW,
         )?;
         self.push(
             GET,
             get.entry,
-            sites.nil_return,
+            nil_return,
             "nil return when p.New is nil".into(),
             cookie::POOL_NIL,
         )?;
         if self.bin.func_by_name(PUT).is_some() {
             self.entry(PUT, cookie::POOL_PUT)?;
         }
-        Ok(get.entry + sites.new_return)
+        Ok(MissSites {
+            new_return: get.entry + new_return,
+            pool_register,
+        })
     }
+}
+
+/// What the programs need to know of `Get`'s miss sites.
+#[derive(Clone, Copy)]
+struct MissSites {
+    /// The vaddr `p.New()` returns to.
+    new_return: u64,
+    /// arm64: the register of `p` there.
+    pool_register: Option<u16>,
 }
 
 const GET: &str = "sync.(*Pool).Get";

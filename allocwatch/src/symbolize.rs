@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
-use crate::gobin::{GoBinary, TypeName, wrappers::Wrappers};
+use crate::gobin::{Arch, GoBinary, TypeName, wrappers::Wrappers};
 use crate::stats::{Callers, Frame, Resolved, Resolver, SiteKey};
 use crate::weak_cache::WeakCache;
 
@@ -56,10 +56,11 @@ const RUNES_MAKERS: [&str; 2] = ["runtime.rawruneslice", "runtime.stringtoslicer
 const POOL_GET: &str = "sync.(*Pool).Get";
 
 /// Runtime functions that allocate pointer-free slices with a nil type, and
-/// the register in which their caller passes the element type.
-const NIL_TYPED_SLICE_MAKERS: [(&str, Register); 2] = [
-    ("runtime.growslice", Register::RSI),
-    ("runtime.makeslicecopy", Register::RAX),
+/// the register in which their caller passes the element type (amd64,
+/// arm64: `growslice`'s fifth argument, `makeslicecopy`'s first).
+const NIL_TYPED_SLICE_MAKERS: [(&str, Register, u16); 2] = [
+    ("runtime.growslice", Register::RSI, 4),
+    ("runtime.makeslicecopy", Register::RAX, 0),
 ];
 
 /// True when `r` is `full` or one of its lower parts (RSI, ESI, SI, SIL).
@@ -77,6 +78,7 @@ fn same_gpr(r: Register, full: Register) -> bool {
 /// code (the Go compiler materializes the type right before the call).
 fn elem_type_at_call(bin: &GoBinary, ret_va: u64, reg: Register) -> Option<u64> {
     let f = bin.func_at(ret_va.checked_sub(1)?)?;
+    debug_assert_eq!(bin.arch(), Arch::Amd64);
     let code = bin.code(&f)?;
     let mut dec = Decoder::with_ip(64, code, f.entry, DecoderOptions::NONE);
     let mut candidate = None;
@@ -325,10 +327,18 @@ impl GoResolver {
         // A pointer-free slice grown or copied: the caller passed the element type.
         let maker = runtime
             .last()
-            .and_then(|r| NIL_TYPED_SLICE_MAKERS.iter().find(|(n, _)| **n == **r));
-        let elem = maker.zip(w.site_ret).and_then(|((_, reg), ret)| {
-            elem_type_at_call(&self.bin, ret.wrapping_sub(self.bias), *reg)
-        });
+            .and_then(|r| NIL_TYPED_SLICE_MAKERS.iter().find(|(n, ..)| **n == **r));
+        let elem = maker
+            .zip(w.site_ret)
+            .and_then(|(&(_, reg, reg_arm64), ret)| {
+                let ret = ret.wrapping_sub(self.bias);
+                match self.bin.arch() {
+                    Arch::Amd64 => elem_type_at_call(&self.bin, ret, reg),
+                    Arch::Arm64 => {
+                        crate::gobin::arm64::elem_type_at_call(&self.bin, ret, reg_arm64)
+                    }
+                }
+            });
         match elem {
             Some(va) => {
                 let e = self.type_name_va(va);

@@ -1036,10 +1036,10 @@ fn corrupted_files_never_panic() {
 /// and stripped) are read as amd64 ones are: functions, ranges and module
 /// data as `go tool nm` has them, machine code from the file, every
 /// instruction's line as `go tool objdump` prints it (pc-value tables in
-/// 4-byte units), pointers through `R_AARCH64_RELATIVE` relocations. The
-/// plan refuses them: they are not traced yet.
+/// 4-byte units), pointers through `R_AARCH64_RELATIVE` relocations; and
+/// planned (the VM traces them: tests/arm64.rs).
 #[test]
-fn arm64_executables_are_read_not_traced() {
+fn arm64_executables_are_read_and_planned() {
     let tcs = support::toolchains();
     for tc in [
         tcs.first().expect("a toolchain"),
@@ -1131,19 +1131,63 @@ fn arm64_executables_are_read_not_traced() {
                 po.offset
             );
         }
-        let planned = allocwatch::plan::plan(
+        // The plan: every probe at its MOVD.W R30, the pool's miss sites
+        // and register, MemProfileRate and the linker's flag, as nm has them.
+        let plan = allocwatch::plan::plan(
             &bin,
             allocwatch::plan::PlanOptions {
                 pools: true,
-                mode: allocwatch::plan::Mode::Exact,
-                switchable: false,
+                mode: allocwatch::plan::Mode::Sampled,
+                switchable: true,
             },
+        )
+        .unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert_eq!(plan.arch, "arm64", "{l}");
+        assert!(plan.pools_enabled(), "{l}: {:?}", plan.pools);
+        assert_eq!(plan.pool_register, Some(2), "{l}");
+        assert!(plan.warnings.is_empty(), "{l}: {:?}", plan.warnings);
+        for p in &plan.probes {
+            let inside = p.role.starts_with("pool miss");
+            assert!(
+                inside || p.placement == "MOVD.W R30 after the stack check",
+                "{l}: {p:?}"
+            );
+        }
+        assert_eq!(
+            plan.mem_profile_rate_addr,
+            Some(sym("runtime.MemProfileRate")),
+            "{l}"
         );
-        let err = planned.expect_err("arm64 is not traced").to_string();
+        assert_eq!(
+            plan.disable_flag_addr,
+            Some(sym("runtime.disableMemoryProfiling")),
+            "{l}"
+        );
+        let get = sym("sync.(*Pool).Get");
+        let get_text = go_tool(
+            tc,
+            &[
+                "objdump",
+                "-s",
+                "^sync\\.\\(\\*Pool\\)\\.Get$",
+                path.to_str().expect("utf-8"),
+            ],
+        );
+        let at = |a: u64| {
+            let a = format!("{a:#x}");
+            get_text
+                .lines()
+                .find(|x| x.split_whitespace().nth(1) == Some(a.as_str()))
+                .unwrap_or_else(|| panic!("{l}: Get has no instruction at {a}"))
+                .to_string()
+        };
+        let new_return = plan.pool_new_return.expect("pools");
         assert!(
-            err.contains("arm64 executables are read but not traced yet"),
-            "{err}"
+            at(new_return - 4).contains("CALL (R"),
+            "{l}: {}",
+            at(new_return - 4)
         );
+        assert!(new_return > get, "{l}");
 
         let stripped = open(&fixture(tc, Variant::Arm64PieStripped));
         let l = format!("go{} arm64 pie-stripped", tc.version);

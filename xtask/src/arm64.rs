@@ -2,13 +2,20 @@
 //! and run in a `qemu-system-aarch64` VM (TCG: no arm64 machine here) on
 //! Debian's arm64 kernel, with an initramfs of `busybox-static:arm64`.
 //!
-//! allocwatch does not trace arm64 programs yet; what runs in the VM is a
-//! smoke check of what exists: the aarch64 build runs, reads arm64 Go
-//! executables of Go 1.21 and 1.27 (`inspect` refuses to plan them, exit 3,
-//! with its message), and the daemon loads its exec notification on the
-//! arm64 kernel (the BTF offsets read there), holds a new process of a name
-//! `--exe` spells out and lets it go, and exits 0 on SIGTERM. Each check
-//! prints `ARM64 CHECK <name> ok|FAIL <detail>`; the host asserts on them.
+//! In the VM, for Go 1.21 and 1.27 arm64 builds of the fixtures,
+//! `allocwatch record` traces:
+//! - `allocs` (exact mode), default and PIE + stripped builds;
+//! - `pools`, default and PIE + stripped builds;
+//! - `noprofile` in sampled mode (stripped; memory profiling off);
+//!
+//! and the daemon holds a new process of a name `--exe` spells out, traces
+//! it from its first instruction and exits 0 on SIGTERM. The VM prints
+//! each run's files (CSV, JSON summary, the fixture's output) to its
+//! console between `ARM64 FILE` markers; the host writes them to
+//! `target/arm64/results/` and checks them with the same checks as the
+//! amd64 tests (`allocwatch/tests/arm64.rs`, run with
+//! `ALLOCWATCH_ARM64_RESULTS` set). What the VM checks itself it prints as
+//! `ARM64 CHECK <name> ok|FAIL <detail>`; the host asserts on those too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,8 +48,30 @@ const ARM64_PACKAGES: &[(&str, &str)] = &[(
 
 const TARGET: &str = "aarch64-unknown-linux-gnu";
 
-/// The Go versions whose arm64 builds the VM reads.
+/// The Go versions whose arm64 builds the VM traces.
 const GO_VERSIONS: &[&str] = &["1.21.13", "1.27.3"];
+
+/// The fixtures built for arm64 (name, build variant, `go build` flags),
+/// named `<name>-<variant>-go<version>` in the VM.
+const FIXTURES: &[(&str, &str, &[&str])] = &[
+    ("allocs", "default", &[]),
+    (
+        "allocs",
+        "pie-stripped",
+        &["-buildmode=pie", "-ldflags=-s -w"],
+    ),
+    ("pools", "default", &[]),
+    (
+        "pools",
+        "pie-stripped",
+        &["-buildmode=pie", "-ldflags=-s -w"],
+    ),
+    ("noprofile", "stripped", &["-ldflags=-s -w"]),
+    ("spin", "default", &[]),
+];
+
+/// Allocations of the cost measurement (`spin`, one `main.T` each).
+const COST_ALLOCS: u32 = 20_000;
 
 /// How long the VM may run (it takes ~15 s under TCG on 2 cores).
 const VM_TIMEOUT: Duration = Duration::from_secs(600);
@@ -185,16 +214,21 @@ pub fn cross_build(niced: bool) -> Result<PathBuf> {
     Ok(target_dir.join(TARGET).join("debug/allocwatch"))
 }
 
-/// The `allocs` fixture built by Go `version` for arm64.
-fn go_fixture(version: &str) -> Result<PathBuf> {
-    let out = dir().join(format!("allocs-go{version}"));
+/// Fixture `name` built by Go `version` for arm64 with `flags`.
+fn go_fixture(version: &str, name: &str, variant: &str, flags: &[&str]) -> Result<PathBuf> {
+    let out = dir().join("fixtures");
+    std::fs::create_dir_all(&out)?;
+    let out = out.join(format!("{name}-{variant}-go{version}"));
     let mut c = util::go_cmd(&util::go_root(version));
     c.current_dir(root().join("testdata"))
-        .args(["build", "-o"])
+        .arg("build")
+        .args(flags)
+        .arg("-o")
         .arg(&out)
-        .arg("./fixtures/allocs")
+        .arg(format!("./fixtures/{name}"))
         .env("GOARCH", "arm64");
-    util::run_quiet(&mut c).with_context(|| format!("go{version} build (GOARCH=arm64)"))?;
+    util::run_quiet(&mut c)
+        .with_context(|| format!("go{version} build {name} {variant} (GOARCH=arm64)"))?;
     Ok(out)
 }
 
@@ -207,40 +241,121 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 ip link set lo up
+mkdir -p /out
 check() { if [ "$2" = ok ]; then echo "ARM64 CHECK $1 ok"; else echo "ARM64 CHECK $1 FAIL $3"; fi; }
 [ "$(uname -m)" = aarch64 ] && r=ok || r=no; check machine $r "$(uname -m)"
 [ -r /sys/kernel/btf/vmlinux ] && r=ok || r=no; check btf $r "no /sys/kernel/btf/vmlinux"
+# record NAME ARGS... -- FIXTURE: runs allocwatch record (GOMAXPROCS=1, as
+# the amd64 tests), keeps its files in /out
+record() {
+    n=$1; shift
+    GOMAXPROCS=1 /allocwatch record --json /out/$n.json "$@" > /out/$n.out 2> /out/$n.err
+    e=$?
+    [ $e = 0 ] && r=ok || r=no
+    check record-$n $r "exit $e: $(tail -c 600 /out/$n.err)"
+}
 "#,
     );
     for v in GO_VERSIONS {
         s.push_str(&format!(
-            r#"/allocwatch inspect /allocs-go{v} > /tmp/inspect 2>&1; e=$?
-grep -q "arm64 executables are read but not traced yet" /tmp/inspect && [ $e = 3 ] && r=ok || r=no
-check inspect-go{v} $r "exit $e: $(cat /tmp/inspect)"
+            r#"for b in default pie-stripped; do
+    GOGC=off ALLOCWATCH_N=1000 record allocs-$b-go{v} --csv /out/allocs-$b-go{v}.csv -- /allocs-$b-go{v}
+    GOGC=off ALLOCWATCH_N=500 record pools-$b-go{v} --csv /out/pools-$b-go{v}.sites.csv --pools-csv /out/pools-$b-go{v}.csv -- /pools-$b-go{v}
+done
+record noprofile-stripped-go{v} --mode sampled --csv /out/noprofile-stripped-go{v}.csv -- /noprofile-stripped-go{v}
+# The cost per allocation: spin untraced, then traced in exact mode.
+export ALLOCWATCH_N={COST_ALLOCS} ALLOCWATCH_BENCH=1
+GOMAXPROCS=1 /spin-default-go{v} | grep '^bench ' > /out/cost-untraced-go{v}.txt
+record cost-exact-go{v} -- /spin-default-go{v}
+unset ALLOCWATCH_N ALLOCWATCH_BENCH
 "#
         ));
     }
     let newest = GO_VERSIONS.last().copied().unwrap_or_default();
     s.push_str(&format!(
-        r#"/allocwatch daemon --exe '^allocs-go{newest}$' --mode exact --listen 127.0.0.1:9464 -v > /tmp/daemon 2>&1 &
+        r#"/allocwatch daemon --exe '^allocs-default-go{newest}$' --mode exact --listen 127.0.0.1:9464 -v > /tmp/daemon 2>&1 &
 d=$!
 i=0; while ! grep -q serving /tmp/daemon && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
-grep -q "new processes named allocs-go{newest} are held" /tmp/daemon && r=ok || r=no
+grep -q "new processes named allocs-default-go{newest} are held" /tmp/daemon && r=ok || r=no
 check daemon-arms-the-name $r "$(cat /tmp/daemon)"
-ALLOCWATCH_N=100 GOMAXPROCS=1 /allocs-go{newest} > /tmp/out 2>&1; e=$?
+ALLOCWATCH_N=100 GOMAXPROCS=1 /allocs-default-go{newest} > /tmp/out 2>&1; e=$?
 grep -q '^result ' /tmp/out && [ $e = 0 ] && r=ok || r=no
 check held-process-runs-to-its-end $r "exit $e: $(tail -c 300 /tmp/out)"
-i=0; while ! grep -q "not traced: PID" /tmp/daemon && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
-grep -q "not traced: PID .*arm64 executables are read but not traced yet" /tmp/daemon && r=ok || r=no
-check daemon-reads-the-new-process $r "$(cat /tmp/daemon)"
+i=0; while ! grep -q "traced from its first instruction" /tmp/daemon && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
+grep -q "PID .* traced from its first instruction" /tmp/daemon && r=ok || r=no
+check daemon-traces-the-new-process $r "$(cat /tmp/daemon)"
 kill -TERM $d; wait $d; e=$?
 [ $e = 0 ] && r=ok || r=no
 check daemon-exits-0-on-sigterm $r "exit $e: $(cat /tmp/daemon)"
+for f in /out/*; do echo "ARM64 FILE ${{f#/out/}}"; cat $f; echo; echo "ARM64 FILE END"; done
 echo "ARM64 DONE"
 poweroff -f
 "#
     ));
     s
+}
+
+/// `ns_per_alloc=` of a `bench` line of `spin`.
+fn ns_per_alloc(text: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("bench "))?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ns_per_alloc="))?
+        .parse()
+        .ok()
+}
+
+/// Prints what an allocation costs in the VM untraced and traced in exact
+/// mode, and the ratio (TCG emulates the CPU: only the ratio means
+/// anything, and it is no figure for real arm64 hardware).
+fn print_cost(results: &Path, version: &str) {
+    let read = |f: String| std::fs::read_to_string(results.join(f)).unwrap_or_default();
+    let untraced = ns_per_alloc(&read(format!("cost-untraced-go{version}.txt")));
+    let exact = ns_per_alloc(&read(format!("cost-exact-go{version}.out")));
+    match (untraced, exact) {
+        (Some(u), Some(e)) if u > 0.0 => println!(
+            "xtask: arm64 (TCG), go{version}: an allocation of spin takes {u:.0} ns untraced, {e:.0} ns traced in exact mode: x{:.1}",
+            e / u
+        ),
+        _ => println!("xtask: arm64 (TCG), go{version}: no cost measurement in the VM's output"),
+    }
+}
+
+/// How many `ARM64 CHECK` lines the VM prints.
+fn expected_checks() -> usize {
+    // machine, btf; a record per fixture run; four of the daemon.
+    2 + GO_VERSIONS.len() * 6 + 4
+}
+
+/// The files the VM printed between `ARM64 FILE` markers, written to
+/// `target/arm64/results/` (emptied first).
+fn save_files(console: &str) -> Result<PathBuf> {
+    let out = dir().join("results");
+    if out.exists() {
+        std::fs::remove_dir_all(&out)?;
+    }
+    std::fs::create_dir_all(&out)?;
+    let mut current: Option<(String, String)> = None;
+    for line in console.lines().map(|l| l.trim_end_matches('\r')) {
+        match (&mut current, line.strip_prefix("ARM64 FILE ")) {
+            (None, Some(name)) if name != "END" => {
+                current = Some((name.to_string(), String::new()))
+            }
+            (Some((name, text)), Some("END")) => {
+                if name.contains('/') || name.starts_with('.') {
+                    bail!("arm64 VM: odd file name {name:?}");
+                }
+                std::fs::write(out.join(&*name), text.as_bytes())?;
+                current = None;
+            }
+            (Some((_, text)), _) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    Ok(out)
 }
 
 /// The shared libraries `bin` needs, from the cross toolchain's glibc.
@@ -348,11 +463,13 @@ pub fn test(allocwatch: Option<PathBuf>) -> Result<()> {
             cross_build(false)?
         }
     };
-    step("arm64: the allocs fixture for arm64 (Go 1.21, 1.27), the initramfs, the VM");
-    let fixtures = GO_VERSIONS
-        .iter()
-        .map(|v| go_fixture(v))
-        .collect::<Result<Vec<_>>>()?;
+    step("arm64: the fixtures for arm64 (Go 1.21, 1.27), the initramfs, the VM");
+    let mut fixtures = Vec::new();
+    for v in GO_VERSIONS {
+        for (name, variant, flags) in FIXTURES {
+            fixtures.push(go_fixture(v, name, variant, flags)?);
+        }
+    }
     let image = initramfs(&allocwatch, &fixtures)?;
     let console = boot(&image)?;
     let checks: Vec<&str> = console
@@ -364,7 +481,7 @@ pub fn test(allocwatch: Option<PathBuf>) -> Result<()> {
     }
     let failed: Vec<&&str> = checks.iter().filter(|c| !c.ends_with(" ok")).collect();
     let done = console.contains("ARM64 DONE");
-    let expected = 4 + GO_VERSIONS.len() + 2;
+    let expected = expected_checks();
     if !failed.is_empty() || !done || checks.len() != expected {
         bail!(
             "arm64 VM: {} of {expected} checks passed{}; its console is in {}",
@@ -373,6 +490,24 @@ pub fn test(allocwatch: Option<PathBuf>) -> Result<()> {
             dir().join("vm.log").display()
         );
     }
-    println!("xtask: arm64: all {expected} checks passed");
+    println!("xtask: arm64: all {expected} checks in the VM passed");
+    let results = save_files(&console)?;
+    for v in GO_VERSIONS {
+        print_cost(&results, v);
+    }
+    step("arm64: the VM's counts against the fixtures' (allocwatch/tests/arm64.rs)");
+    let mut c = util::cargo();
+    c.args([
+        "test",
+        "-p",
+        "allocwatch",
+        "--test",
+        "arm64",
+        "--",
+        "--ignored",
+    ])
+    .args(["--test-threads", "1"])
+    .env("ALLOCWATCH_ARM64_RESULTS", &results);
+    run(&mut c).context("the arm64 results do not agree with the fixtures")?;
     Ok(())
 }

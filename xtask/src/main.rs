@@ -121,20 +121,29 @@ fn clippy(
         .args(["--", "-D", "warnings"])
         // The eBPF object of the main build (cargo finds it up to date).
         .env("ALLOCWATCH_BPF_TARGET_DIR", util::root().join("target/bpf")))?;
-    util::step("clippy (eBPF crate, Debian's clippy for the BPF target)");
     let root = util::root();
-    run(util::ebpf_cargo()
-        .current_dir(root.join("allocwatch-ebpf"))
-        .args([
-            "check",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "--target-dir",
-        ])
-        .arg(root.join("target/bpf-clippy"))
-        .env("RUSTC_WORKSPACE_WRAPPER", "/usr/bin/clippy-driver")
-        .env("RUSTFLAGS", "-D warnings"))
+    // The programs read the registers of one architecture: checked for each.
+    for arch in ["x86_64", "aarch64"] {
+        util::step(&format!(
+            "clippy (eBPF crate for {arch}, Debian's clippy for the BPF target)"
+        ));
+        run(util::ebpf_cargo()
+            .current_dir(root.join("allocwatch-ebpf"))
+            .args([
+                "check",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "--target-dir",
+            ])
+            .arg(root.join("target/bpf-clippy").join(arch))
+            .env("RUSTC_WORKSPACE_WRAPPER", "/usr/bin/clippy-driver")
+            .env(
+                "RUSTFLAGS",
+                format!("-D warnings --cfg bpf_target_arch=\"{arch}\""),
+            ))?;
+    }
+    Ok(())
 }
 
 /// clippy while the tests run: at the lowest CPU priority, in a target

@@ -13,6 +13,7 @@
 //! bounded by the file size, and malformed input yields an error or an
 //! empty answer, never a panic.
 
+pub mod arm64;
 mod buildinfo;
 mod elf;
 mod moduledata;

@@ -324,6 +324,10 @@ pub enum ShapeError {
     NoCodePointerLoad { reg: Gpr, call: u64 },
     #[error("no TESTQ {reg}, {reg} with JNE/JE guarding the p.New() call at +{call:#x}")]
     NoNilTest { reg: Gpr, call: u64 },
+    #[error("no MOVD (R26), R{reg} loading the code pointer before CALL (R{reg}) at +{call:#x}")]
+    NoCodePointerLoadArm64 { reg: u16, call: u64 },
+    #[error("no CBZ/CBNZ R26 guarding the p.New() call at +{call:#x}")]
+    NoNilTestArm64 { call: u64 },
     #[error("nil path target +{0:#x} is not an instruction boundary")]
     NilPathNotInstruction(u64),
 }

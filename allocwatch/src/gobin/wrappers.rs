@@ -1,5 +1,5 @@
 //! Which functions only forward to `sync.Pool`: decided statically by
-//! decoding their machine code with iced-x86.
+//! decoding their machine code (iced-x86; on arm64 yaxpeax-arm).
 //!
 //! A *forwarding wrapper* is a function (or an inlined call of one) whose
 //! direct calls all go to
@@ -123,6 +123,14 @@ impl Wrappers {
 fn calls_of(bin: &GoBinary, entry: u64) -> Option<Vec<Call>> {
     let f = bin.func_at(entry)?;
     let code = bin.code(&f)?;
+    if bin.arch() == super::Arch::Arm64 {
+        let code = super::arm64::Code::decode(code, f.entry);
+        return Some(
+            code.calls()
+                .map(|(ip, target)| Call { ip, target })
+                .collect(),
+        );
+    }
     let mut dec = Decoder::with_ip(64, code, f.entry, DecoderOptions::NONE);
     let mut ins = Instruction::default();
     let mut calls = Vec::new();

@@ -222,6 +222,18 @@ fn decode(buf: &[u8]) -> Option<Event<'_>> {
 /// its `runtime.mallocgc*` functions and of its runtime (as bitmaps), and
 /// the `p.New()` return.
 fn load(plan: &ProbePlan, tgid: u32, bias: u64, opts: LoadOptions) -> Result<Ebpf> {
+    // The programs read the registers of the machine allocwatch was built for.
+    let host = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    if plan.arch != host {
+        return Err(AppError::target(format!(
+            "the program is built for {} and this allocwatch traces {host} programs: use allocwatch built for {}",
+            plan.arch, plan.arch
+        )));
+    }
     let bitmap = |ranges: &[(u64, u64)]| addrset::build(ranges, bias).map_err(AppError::target);
     let malloc = bitmap(&plan.merged_malloc_ranges())?;
     let runtime = bitmap(&plan.runtime_ranges)?;
@@ -239,6 +251,12 @@ fn load(plan: &ProbePlan, tgid: u32, bias: u64, opts: LoadOptions) -> Result<Ebp
         // with its data pages twice): the programs log one line per CPU at
         // most (the first lost event).
         .map_max_entries(AYA_LOGS, AYA_LOGS_BYTES);
+    // arm64: which register holds the pool at Get's miss sites (the
+    // allocator's choice, read from the code); only that build has it.
+    let pool_reg = plan.pool_register.map_or(u32::MAX, u32::from);
+    if cfg!(target_arch = "aarch64") {
+        loader.override_global(names::POOL_REG, &pool_reg, true);
+    }
     if let Some(bytes) = opts.ringbuf_bytes {
         // The kernel refuses other sizes with EINVAL.
         if !bytes.is_power_of_two() || u64::from(bytes) % page_size() != 0 {
