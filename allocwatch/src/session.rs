@@ -66,7 +66,7 @@ pub fn open_binary(path: &Path, what: &str) -> Result<GoBinary> {
                 "allocwatch supports Go ≥ 1.17 (register ABI); rebuild the program with a newer Go",
             ),
             crate::gobin::GoBinError::NotGo | crate::gobin::GoBinError::NotElf => err.hint(
-                "allocwatch traces programs built by the Go toolchain (Linux amd64 executables)",
+                "allocwatch traces programs built by the Go toolchain (Linux amd64 and arm64 executables)",
             ),
             _ => err,
         }
@@ -219,6 +219,9 @@ impl Session {
             },
         )
         .map_err(|e| AppError::target(format!("{what}: cannot plan probes: {e}")))?;
+        // Before anything is written into the target (the sample rate).
+        plan.check_traceable_here()
+            .map_err(|e| AppError::target(format!("{what}: {e}")))?;
         let bias = if bin.is_pie() {
             target.load_bias(bin.first_load_vaddr())?
         } else {

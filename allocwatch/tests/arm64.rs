@@ -1,6 +1,6 @@
 //! arm64: what allocwatch recorded in the arm64 VM, checked against the
 //! fixtures' own counts with the same checks as on amd64 (`trace.rs`,
-//! `pools.rs`, `sampled.rs`).
+//! `pools.rs`, `pool_wrappers.rs`, `sampled.rs`, `runtime_profile.rs`).
 //!
 //! There is no arm64 machine here: `cargo xtask test --arm64` (and the
 //! full `cargo xtask test`) cross-builds allocwatch and the fixtures, runs
@@ -12,10 +12,15 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use support::pools::{PoolsResult, check_pools};
-use support::{FixtureResult, check_exact, parse_result, read_csv, read_site_rows, read_summary};
+use support::poolwrap::{PoolwrapResult, check_poolwrap};
+use support::profile::{Totals, by_site, check_exact_rate_1, check_sampled, profile_diff_of};
+use support::{
+    FixtureResult, SiteRow, check_exact, parse_result, read_csv, read_site_rows, read_summary,
+};
 
 const GO_VERSIONS: &[&str] = &["1.21.13", "1.27.3"];
 
@@ -75,6 +80,65 @@ fn pool_counts_on_arm64() {
                 b == "default",
             );
         }
+    }
+}
+
+/// Pools as real services build them, on arm64: each pool charged its own
+/// misses' allocations, symbol-less pools named after their user, the
+/// functions that asked (past the forwarding wrappers, found in arm64
+/// code) listed as callers.
+#[test]
+#[ignore = "checks the arm64 VM's output: run by `cargo xtask test --arm64`"]
+fn pool_wrappers_on_arm64() {
+    for v in GO_VERSIONS {
+        for b in ["default", "stripped"] {
+            let name = format!("poolwrap-{b}-go{v}");
+            let (out, summary) = run(&name);
+            let rows = read_csv(&results().join(format!("{name}.csv")));
+            let res: PoolwrapResult = parse_result(&out);
+            check_poolwrap(&format!("arm64 {name}"), &rows, &res, &summary);
+        }
+    }
+}
+
+/// The runtime's own profile of the window (the fixture wrote it in the
+/// VM), and allocwatch's rows of run `name`.
+fn against_the_profile(
+    name: &str,
+    by_line: bool,
+) -> (
+    HashMap<String, Totals>,
+    HashMap<String, Totals>,
+    Vec<SiteRow>,
+) {
+    let dir = results();
+    let rows = read_site_rows(&dir.join(format!("{name}.csv")));
+    let runtime = profile_diff_of(
+        &dir.join(format!("{name}.before.pb.gz")),
+        &dir.join(format!("{name}.after.pb.gz")),
+        by_line,
+    );
+    (by_site(&rows, by_line), runtime, rows)
+}
+
+/// On arm64, against the Go runtime's own `allocs` profile (as
+/// tests/runtime_profile.rs): sampled mode on `profcmp` (maps that grow,
+/// text/template, generics; Go 1.21 and 1.27), and exact mode on `iters`
+/// at `GODEBUG=memprofilerate=1` (range-over-func iterators; Go 1.27,
+/// default and stripped), site by site.
+#[test]
+#[ignore = "checks the arm64 VM's output: run by `cargo xtask test --arm64`"]
+fn runtime_profile_agrees_on_arm64() {
+    for v in GO_VERSIONS {
+        let name = format!("profcmp-default-go{v}");
+        let (mine, runtime, rows) = against_the_profile(&name, false);
+        check_sampled(&format!("arm64 {name}"), &mine, &runtime, &rows);
+    }
+    let newest = GO_VERSIONS[GO_VERSIONS.len() - 1];
+    for b in ["default", "stripped"] {
+        let name = format!("iters-{b}-go{newest}");
+        let (mine, runtime, rows) = against_the_profile(&name, true);
+        check_exact_rate_1(&format!("arm64 {name}"), &mine, &runtime, &rows);
     }
 }
 

@@ -233,6 +233,43 @@ fn non_go_process_is_a_target_error() {
     expect_error("record -- /bin/true", &r, 3, &["not a Go"], true);
 }
 
+/// A Go program of the other architecture (an arm64 build here): `inspect`
+/// plans it (it reads either), `record -- PROGRAM` names its architecture
+/// when the machine cannot run it (exit 3), and leaves no file.
+#[test]
+fn a_program_of_another_architecture_is_named_so() {
+    let foreign = if cfg!(target_arch = "aarch64") {
+        return support::skip("this check builds an arm64 program and needs an amd64 machine");
+    } else {
+        fixture(
+            &toolchain(support::GO_VERSIONS[support::GO_VERSIONS.len() - 1]),
+            "allocs",
+            Variant::Arm64,
+        )
+    };
+    let r = run(&["inspect", "--json", foreign.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains(r#""arch": "arm64""#), "{}", r.stdout);
+    if skip_unless_root("record checks privileges before starting the program") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("sites.csv");
+    let r = record_launch(&["--csv", csv.to_str().unwrap()], &foreign);
+    expect_error(
+        "record -- arm64 program",
+        &r,
+        3,
+        &["it is a linux/arm64 program and this machine runs linux/amd64 ones"],
+        true,
+    );
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
+}
+
 #[test]
 fn files_that_are_not_go_executables() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -688,6 +688,58 @@ fn a_process_started_later_is_counted_from_its_first_allocation() {
     assert!(err.contains(&armed), "{armed}:\n{err}");
 }
 
+/// On a kernel whose BTF does not say where an exec'd file is
+/// (`ALLOCWATCH_EXEC_FILES=off` makes the daemon behave so), the
+/// executable of a traced process is not armed, but a name `--exe` spells
+/// out is still held: its new process is counted from its first
+/// instruction.
+#[test]
+fn without_the_exec_d_file_a_name_is_still_held() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = tempfile::tempdir_in(target_dir()).expect("tempdir");
+    let name = format!("aw-nofile-{}", std::process::id() % 100_000);
+    let exe = dir.path().join(&name);
+    std::fs::copy(fixture(&toolchain(GO), "allocs", Variant::Default), &exe).expect("copy");
+    let (mut running, running_pid) = allocs_from(&exe, 100, "running");
+    let mut c = Command::new(allocwatch());
+    c.arg("daemon")
+        .args(["--listen", "127.0.0.1:0", "--mode", "exact", "-v"])
+        .args(["--exe", &format!("^{name}$")])
+        .env("ALLOCWATCH_EXEC_FILES", "off");
+    let (mut d, addr) = start_daemon_cmd(c);
+    wait_target(addr, running_pid, Duration::from_secs(5), |t| {
+        t.is_some_and(|t| t.state == "tracing")
+    });
+    let (pid, res) = allocs_now(&exe, 2000, "new");
+    wait_target(addr, pid, Duration::from_secs(5), |t| {
+        t.is_some_and(|t| t.state == "exited")
+    });
+    check_exact(&parse_metrics(&get_text(addr, "/metrics")), pid, &res);
+    running.go();
+    let (status, out) = running.finish(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{out}");
+    let err = terminate(&mut d);
+    assert!(
+        err.contains("held by the names --exe spells out only"),
+        "the daemon says what it cannot hold:\n{err}"
+    );
+    assert!(
+        err.contains(&format!("new processes named {name} are held")),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&format!("new processes of {} are held", exe.display())),
+        "no executable is armed without the file in the notes:\n{err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains(&format!("PID {pid} traced from")))
+        .unwrap_or_else(|| panic!("no line on when PID {pid} was traced:\n{err}"));
+    assert!(line.contains("from its first instruction"), "{line}");
+}
+
 /// The daemon's file descriptors for BPF objects and perf events, by
 /// kind (`anon_inode:bpf-map`, `anon_inode:bpf-prog`, …): what tracing a
 /// process holds.

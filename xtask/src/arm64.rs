@@ -6,7 +6,12 @@
 //! `allocwatch record` traces:
 //! - `allocs` (exact mode), default and PIE + stripped builds;
 //! - `pools`, default and PIE + stripped builds;
+//! - `poolwrap` (shared `New`, generic and forwarding wrappers), default
+//!   and stripped builds;
 //! - `noprofile` in sampled mode (stripped; memory profiling off);
+//! - `profcmp` in sampled mode and `iters` in exact mode (Go 1.27 only:
+//!   range-over-func), against the runtime's own `allocs` profile, which
+//!   the fixtures write;
 //!
 //! and the daemon holds a new process of a name `--exe` spells out, traces
 //! it from its first instruction and exits 0 on SIGTERM. The VM prints
@@ -51,23 +56,32 @@ const TARGET: &str = "aarch64-unknown-linux-gnu";
 /// The Go versions whose arm64 builds the VM traces.
 const GO_VERSIONS: &[&str] = &["1.21.13", "1.27.3"];
 
-/// The fixtures built for arm64 (name, build variant, `go build` flags),
+/// The fixtures built for arm64 (name, build variant, `go build` flags,
+/// whether by every version of [`GO_VERSIONS`] or the newest only),
 /// named `<name>-<variant>-go<version>` in the VM.
-const FIXTURES: &[(&str, &str, &[&str])] = &[
-    ("allocs", "default", &[]),
+const FIXTURES: &[(&str, &str, &[&str], bool)] = &[
+    ("allocs", "default", &[], true),
     (
         "allocs",
         "pie-stripped",
         &["-buildmode=pie", "-ldflags=-s -w"],
+        true,
     ),
-    ("pools", "default", &[]),
+    ("pools", "default", &[], true),
     (
         "pools",
         "pie-stripped",
         &["-buildmode=pie", "-ldflags=-s -w"],
+        true,
     ),
-    ("noprofile", "stripped", &["-ldflags=-s -w"]),
-    ("spin", "default", &[]),
+    ("poolwrap", "default", &[], true),
+    ("poolwrap", "stripped", &["-ldflags=-s -w"], true),
+    ("noprofile", "stripped", &["-ldflags=-s -w"], true),
+    ("profcmp", "default", &[], true),
+    // Range-over-func iterators: Go ≥ 1.23.
+    ("iters", "default", &[], false),
+    ("iters", "stripped", &["-ldflags=-s -w"], false),
+    ("spin", "default", &[], true),
 ];
 
 /// Allocations of the cost measurement (`spin`, one `main.T` each).
@@ -254,6 +268,14 @@ record() {
     [ $e = 0 ] && r=ok || r=no
     check record-$n $r "exit $e: $(tail -c 600 /out/$n.err)"
 }
+# profiled NAME ARGS... -- FIXTURE: record, the fixture writing the
+# runtime's allocs profile before and after its workload (base64 in /out)
+profiled() {
+    n=$1
+    mkdir -p /tmp/p-$n
+    ALLOCWATCH_PROFILE_DIR=/tmp/p-$n record "$@"
+    for f in before after; do base64 /tmp/p-$n/$f.pb.gz > /out/$n.$f.pb.gz.b64; done
+}
 "#,
     );
     for v in GO_VERSIONS {
@@ -262,7 +284,11 @@ record() {
     GOGC=off ALLOCWATCH_N=1000 record allocs-$b-go{v} --csv /out/allocs-$b-go{v}.csv -- /allocs-$b-go{v}
     GOGC=off ALLOCWATCH_N=500 record pools-$b-go{v} --csv /out/pools-$b-go{v}.sites.csv --pools-csv /out/pools-$b-go{v}.csv -- /pools-$b-go{v}
 done
+for b in default stripped; do
+    GOGC=off record poolwrap-$b-go{v} --pools-csv /out/poolwrap-$b-go{v}.csv -- /poolwrap-$b-go{v}
+done
 record noprofile-stripped-go{v} --mode sampled --csv /out/noprofile-stripped-go{v}.csv -- /noprofile-stripped-go{v}
+ALLOCWATCH_ROUNDS=2 profiled profcmp-default-go{v} --mode sampled --csv /out/profcmp-default-go{v}.csv -- /profcmp-default-go{v}
 # The cost per allocation: spin untraced, then traced in exact mode.
 export ALLOCWATCH_N={COST_ALLOCS} ALLOCWATCH_BENCH=1
 GOMAXPROCS=1 /spin-default-go{v} | grep '^bench ' > /out/cost-untraced-go{v}.txt
@@ -273,7 +299,10 @@ unset ALLOCWATCH_N ALLOCWATCH_BENCH
     }
     let newest = GO_VERSIONS.last().copied().unwrap_or_default();
     s.push_str(&format!(
-        r#"/allocwatch daemon --exe '^allocs-default-go{newest}$' --mode exact --listen 127.0.0.1:9464 -v > /tmp/daemon 2>&1 &
+        r#"for b in default stripped; do
+    GODEBUG=memprofilerate=1 profiled iters-$b-go{newest} --csv /out/iters-$b-go{newest}.csv -- /iters-$b-go{newest}
+done
+/allocwatch daemon --exe '^allocs-default-go{newest}$' --mode exact --listen 127.0.0.1:9464 -v > /tmp/daemon 2>&1 &
 d=$!
 i=0; while ! grep -q serving /tmp/daemon && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
 grep -q "new processes named allocs-default-go{newest} are held" /tmp/daemon && r=ok || r=no
@@ -321,10 +350,32 @@ fn print_cost(results: &Path, version: &str) {
     }
 }
 
+/// Writes the bytes of base64 `text` to `to` (coreutils' `base64 -d`).
+fn decode_base64(text: &str, to: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(to)?)
+        .spawn()
+        .context("base64 -d")?;
+    child
+        .stdin
+        .take()
+        .context("base64's stdin")?
+        .write_all(text.as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("base64 -d of {}: {status}", to.display());
+    }
+    Ok(())
+}
+
 /// How many `ARM64 CHECK` lines the VM prints.
 fn expected_checks() -> usize {
-    // machine, btf; a record per fixture run; four of the daemon.
-    2 + GO_VERSIONS.len() * 6 + 4
+    // machine, btf; a record per fixture run; two of iters; four of the
+    // daemon.
+    2 + GO_VERSIONS.len() * 9 + 2 + 4
 }
 
 /// The files the VM printed between `ARM64 FILE` markers, written to
@@ -345,7 +396,11 @@ fn save_files(console: &str) -> Result<PathBuf> {
                 if name.contains('/') || name.starts_with('.') {
                     bail!("arm64 VM: odd file name {name:?}");
                 }
-                std::fs::write(out.join(&*name), text.as_bytes())?;
+                match name.strip_suffix(".b64") {
+                    // A binary file (a profile): base64 in the console.
+                    Some(binary) => decode_base64(text, &out.join(binary))?,
+                    None => std::fs::write(out.join(&*name), text.as_bytes())?,
+                }
                 current = None;
             }
             (Some((_, text)), _) => {
@@ -465,9 +520,12 @@ pub fn test(allocwatch: Option<PathBuf>) -> Result<()> {
     };
     step("arm64: the fixtures for arm64 (Go 1.21, 1.27), the initramfs, the VM");
     let mut fixtures = Vec::new();
+    let newest = GO_VERSIONS.last().copied().unwrap_or_default();
     for v in GO_VERSIONS {
-        for (name, variant, flags) in FIXTURES {
-            fixtures.push(go_fixture(v, name, variant, flags)?);
+        for (name, variant, flags, every) in FIXTURES {
+            if *every || *v == newest {
+                fixtures.push(go_fixture(v, name, variant, flags)?);
+            }
         }
     }
     let image = initramfs(&allocwatch, &fixtures)?;

@@ -222,18 +222,7 @@ fn decode(buf: &[u8]) -> Option<Event<'_>> {
 /// its `runtime.mallocgc*` functions and of its runtime (as bitmaps), and
 /// the `p.New()` return.
 fn load(plan: &ProbePlan, tgid: u32, bias: u64, opts: LoadOptions) -> Result<Ebpf> {
-    // The programs read the registers of the machine allocwatch was built for.
-    let host = if cfg!(target_arch = "aarch64") {
-        "arm64"
-    } else {
-        "amd64"
-    };
-    if plan.arch != host {
-        return Err(AppError::target(format!(
-            "the program is built for {} and this allocwatch traces {host} programs: use allocwatch built for {}",
-            plan.arch, plan.arch
-        )));
-    }
+    plan.check_traceable_here().map_err(AppError::target)?;
     let bitmap = |ranges: &[(u64, u64)]| addrset::build(ranges, bias).map_err(AppError::target);
     let malloc = bitmap(&plan.merged_malloc_ranges())?;
     let runtime = bitmap(&plan.runtime_ranges)?;

@@ -6,7 +6,9 @@
 
 pub mod http;
 pub mod pools;
+pub mod poolwrap;
 pub mod proc;
+pub mod profile;
 pub mod record;
 pub mod sites;
 pub mod skip;

@@ -201,7 +201,9 @@ pub struct Discovery {
     pending: Vec<Pending>,
     /// Processes stopped at their exec, not yet let go.
     held: Vec<u32>,
-    /// Arm executables (`--no-hold` turns it off).
+    /// Hold new processes: by name (`--exe` spelling one out), and by
+    /// executable where the exec notification sees files (`--no-hold`
+    /// turns both off).
     hold: bool,
     /// The executables armed.
     armed: HashSet<ExeKey>,
@@ -212,7 +214,7 @@ pub struct Discovery {
 impl Discovery {
     #[must_use]
     pub fn new(patterns: Patterns, pids: &[u32], watch: Option<ExecWatch>) -> Discovery {
-        let hold = watch.as_ref().is_some_and(ExecWatch::sees_files);
+        let hold = watch.is_some();
         Discovery {
             patterns,
             pids: pids.iter().map(|&p| (p, start_time(p))).collect(),
@@ -326,7 +328,9 @@ impl Discovery {
         if !self.hold || self.armed.contains(&file) {
             return;
         }
-        let Some(w) = &mut self.watch else {
+        // Without the kernel's BTF offsets the notes name no file: only
+        // names are held.
+        let Some(w) = self.watch.as_mut().filter(|w| w.sees_files()) else {
             return;
         };
         match w.hold(file) {
