@@ -1032,6 +1032,82 @@ fn corrupted_files_never_panic() {
     }
 }
 
+/// The arm64 plan on every Go version 1.21–1.27 (the VM traces builds of
+/// the first and last; tests/arm64.rs): every probe on the `MOVD.W R30`
+/// after the stack check, pools traced with `p` in R2 at `Get`'s miss
+/// sites and `p.New()` returning right after its `CALL (R0)`,
+/// `runtime.MemProfileRate` and `runtime.disableMemoryProfiling` where
+/// `go tool nm` has them, no warning.
+#[test]
+fn arm64_plans_on_every_go_version() {
+    for tc in support::toolchains() {
+        let path = fixture(&tc, Variant::Arm64);
+        let bin = open(&path);
+        let l = format!("go{} arm64", tc.version);
+        let syms = nm(&tc, &path);
+        let sym = |n: &str| {
+            syms.get(n)
+                .map(|s| s.0)
+                .unwrap_or_else(|| panic!("{l}: nm has no {n}"))
+        };
+        let plan = allocwatch::plan::plan(
+            &bin,
+            allocwatch::plan::PlanOptions {
+                pools: true,
+                mode: allocwatch::plan::Mode::Exact,
+                switchable: true,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert!(plan.warnings.is_empty(), "{l}: {:?}", plan.warnings);
+        assert!(plan.pools_enabled(), "{l}: {:?}", plan.pools);
+        assert_eq!(plan.pool_register, Some(2), "{l}");
+        let get = sym("sync.(*Pool).Get");
+        let get_end = bin.func_by_name("sync.(*Pool).Get").expect("Get").end;
+        let ret = plan.pool_new_return.expect("pools");
+        assert!((get..get_end).contains(&ret), "{l}: {ret:#x}");
+        let call = bin
+            .code(&bin.func_by_name("sync.(*Pool).Get").expect("Get"))
+            .expect("code");
+        let at = usize::try_from(ret - 4 - get).expect("offset");
+        // BLR Rn: 1101011 0 0 01 11111 000000 n 00000.
+        let word = u32::from_le_bytes(call[at..at + 4].try_into().expect("4 bytes"));
+        assert_eq!(
+            word & 0xffff_fc1f,
+            0xd63f_0000,
+            "{l}: {word:#010x} is no BLR"
+        );
+        for p in &plan.probes {
+            assert!(
+                p.role.starts_with("pool miss")
+                    || p.placement == "MOVD.W R30 after the stack check",
+                "{l}: {p:?}"
+            );
+        }
+        assert!(
+            plan.probes
+                .iter()
+                .any(|p| p.function == "runtime.profilealloc"),
+            "{l}"
+        );
+        assert_eq!(
+            plan.mem_profile_rate_addr,
+            Some(sym("runtime.MemProfileRate")),
+            "{l}"
+        );
+        assert_eq!(
+            plan.disable_flag_addr,
+            Some(sym("runtime.disableMemoryProfiling")),
+            "{l}"
+        );
+        assert_eq!(
+            plan.size_specialized_malloc,
+            tc.minor() >= 27,
+            "{l}: the size-specialized entries"
+        );
+    }
+}
+
 /// arm64 executables (`GOARCH=arm64`; Go 1.21 and 1.27; as built, and PIE
 /// and stripped) are read as amd64 ones are: functions, ranges and module
 /// data as `go tool nm` has them, machine code from the file, every

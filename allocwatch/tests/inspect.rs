@@ -71,8 +71,9 @@ fn file_offset(elf: &[u8], vaddr: u64) -> Option<u64> {
     })
 }
 
-const PLAN_FIELDS: [&str; 13] = [
+const PLAN_FIELDS: [&str; 14] = [
     "go_version",
+    "arch",
     "stripped",
     "pie",
     "external_link",
@@ -123,6 +124,7 @@ fn check_binary(tc: &GoToolchain, variant: Variant) {
     let mut want = PLAN_FIELDS.to_vec();
     want.sort_unstable();
     assert_eq!(keys, want, "{what}: JSON fields");
+    assert_eq!(plan["arch"], "amd64", "{what}: arch");
 
     // The binary's facts.
     let minor = tc.minor();

@@ -247,9 +247,11 @@ pub fn probe_offset_arm64(code: &[u8]) -> ProbeOffset {
         let is_check = match ins.opcode {
             // MOVD 16(R28), R16: g.stackguard0.
             Opcode::LDR => x(&ops[0], 16) && matches!(ops[1], Operand::RegPreIndex(G, 16, false)),
-            // SUB $n, RSP, R17 (large frames).
+            // SUB $n, RSP, R17 (large frames; the immediate form names
+            // its destination as a register-or-SP operand).
             Opcode::SUB => {
-                x(&ops[0], 17) && matches!(ops[1], Operand::RegisterOrSP(SizeCode::X, SP))
+                matches!(ops[0], Operand::RegisterOrSP(SizeCode::X, 17))
+                    && matches!(ops[1], Operand::RegisterOrSP(SizeCode::X, SP))
             }
             // CMP R16, RSP|R17 (SUBS to the zero register).
             Opcode::SUBS => x(&ops[0], 31),
@@ -561,6 +563,22 @@ mod tests {
                 "{code:02x?}"
             );
         }
+    }
+
+    /// Go 1.22.10 `runtime.mallocgc` (arm64): the stack check of a frame
+    /// larger than the guard (`SUB $16, RSP, R17; CMP R16, R17`).
+    #[test]
+    fn arm64_probe_after_a_large_frame_check() {
+        let code = words(&[
+            0xf9400b90, 0xd10043f1, 0xeb10023f, 0x54004669, 0xf8170ffe, 0xf81f83fd, 0xd10023fd,
+        ]);
+        assert_eq!(
+            probe_offset_arm64(&code),
+            ProbeOffset {
+                offset: 16,
+                kind: ProbeSite::SaveLr
+            }
+        );
     }
 
     #[test]
