@@ -128,7 +128,7 @@ fn against_the_profile(
 /// default and stripped), site by site.
 #[test]
 #[ignore = "checks the arm64 VM's output: run by `cargo xtask test --arm64`"]
-fn runtime_profile_agrees_on_arm64() {
+fn runtime_profile_agreement_on_arm64() {
     for v in GO_VERSIONS {
         let name = format!("profcmp-default-go{v}");
         let (mine, runtime, rows) = against_the_profile(&name, false);

@@ -236,14 +236,20 @@ fn report(skips: &[String]) {
         println!("xtask: (the list of #[ignore]d tests is not available)");
         return;
     };
-    let (helpers, benches): (Vec<String>, Vec<String>) =
+    let (helpers, rest): (Vec<String>, Vec<String>) =
         ignored.into_iter().partition(|t| t.ends_with("_child"));
+    // tests/arm64.rs: they check what the arm64 VM recorded, and run at
+    // the end (see above), where the VM's files are.
+    let (arm64, benches): (Vec<String>, Vec<String>) =
+        rest.into_iter().partition(|t| t.ends_with("_on_arm64"));
     println!(
         "xtask: not skips: {} #[ignore]d tests, which libtest counts as `ignored` above: \
-         {} benchmarks of tests/bench.rs (`cargo xtask bench` runs them) and {} helpers \
-         that tests start in a child process ({})",
-        benches.len() + helpers.len(),
+         {} benchmarks of tests/bench.rs (`cargo xtask bench` runs them), {} checks of \
+         the arm64 VM's files (tests/arm64.rs, run after the VM: see its step) and {} \
+         helpers that tests start in a child process ({})",
+        benches.len() + arm64.len() + helpers.len(),
         benches.len(),
+        arm64.len(),
         helpers.len(),
         helpers.join(", ")
     );
