@@ -2,7 +2,7 @@
 //! trace: privileges and the kernel features allocwatch relies on. Each
 //! failure says exactly what is missing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{AppError, Result};
 
@@ -135,6 +135,22 @@ pub fn check() -> Result<()> {
         .hint(format!("{name}: {hint}")));
     }
     Ok(())
+}
+
+/// True for a file anyone may execute.
+#[must_use]
+pub fn executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The first executable file named `name` in a directory of `PATH`, as
+/// exec looks for a program.
+#[must_use]
+pub fn on_path(name: impl AsRef<Path>) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name.as_ref()))
+        .find(|p| executable(p))
 }
 
 #[cfg(test)]

@@ -536,14 +536,6 @@ fn merge_ranges(ranges: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
-/// Go's name of the architecture this allocwatch is built for: the eBPF
-/// programs read its registers.
-pub const HOST_ARCH: &str = if cfg!(target_arch = "aarch64") {
-    "arm64"
-} else {
-    "amd64"
-};
-
 impl ProbePlan {
     /// Whether this allocwatch can attach the plan: its programs read the
     /// registers of their own architecture only (`inspect` plans either).
@@ -551,11 +543,12 @@ impl ProbePlan {
     /// # Errors
     /// The message to show, naming both architectures.
     pub fn check_traceable_here(&self) -> Result<(), String> {
-        if self.arch == HOST_ARCH {
+        let host = Arch::HOST.name();
+        if self.arch == host {
             return Ok(());
         }
         Err(format!(
-            "the program is built for {} and this allocwatch traces {HOST_ARCH} programs: use allocwatch built for {}",
+            "the program is built for {} and this allocwatch traces {host} programs: use allocwatch built for {}",
             self.arch, self.arch
         ))
     }

@@ -10,6 +10,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::error::{AppError, Result};
+use crate::gobin::{Arch, GoBinary};
 
 /// Identity of a process at one moment: start time and executable inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,14 +353,24 @@ impl Target {
         };
         // A program of another architecture: exec would refuse it, and
         // the C library then runs it as a shell script.
-        if let Some(arch) = which(program).and_then(|p| foreign_elf_arch(&p)) {
+        let file = if program.as_encoded_bytes().contains(&b'/') {
+            Some(PathBuf::from(program))
+        } else {
+            crate::envcheck::on_path(program)
+        };
+        if let Some(arch) = file
+            .and_then(|f| GoBinary::arch_of_file(&f))
+            .filter(|&a| a != Arch::HOST)
+        {
             return Err(AppError::target(format!(
-                "cannot start {}: it is a linux/{arch} program and this machine runs linux/{} ones",
+                "cannot start {}: it is a linux/{} program and this machine runs linux/{} ones",
                 program.to_string_lossy(),
-                crate::plan::HOST_ARCH
+                arch.name(),
+                Arch::HOST.name()
             ))
             .hint(format!(
-                "trace it on a linux/{arch} machine, with allocwatch built for it (README: arm64)"
+                "trace it on a linux/{} machine, with allocwatch built for it (README: arm64)",
+                arch.name()
             )));
         }
         let mut cmd = Command::new(program);
@@ -572,40 +583,6 @@ fn describe_status(status: std::process::ExitStatus) -> String {
         (None, Some(s)) => format!("killed by signal {s}"),
         _ => "exited".into(),
     }
-}
-
-/// The file exec would run for `program`: itself when it names a path,
-/// else the first executable of that name on `PATH`.
-fn which(program: &std::ffi::OsStr) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let p = Path::new(program);
-    if program.as_bytes().contains(&b'/') {
-        return Some(p.to_path_buf());
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(p))
-        .find(|c| {
-            c.metadata()
-                .is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-        })
-}
-
-/// The architecture (Go's name) an ELF file is built for, when it is
-/// another than this machine's.
-fn foreign_elf_arch(file: &Path) -> Option<&'static str> {
-    use std::io::Read;
-    let mut head = [0u8; 20];
-    std::fs::File::open(file).ok()?.read_exact(&mut head).ok()?;
-    if &head[..4] != b"\x7fELF" {
-        return None;
-    }
-    // e_machine, little-endian (both architectures are).
-    let arch = match u16::from_le_bytes([head[18], head[19]]) {
-        62 => "amd64",
-        183 => "arm64",
-        _ => return None,
-    };
-    (arch != crate::plan::HOST_ARCH).then_some(arch)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::envcheck::{executable, on_path};
 use crate::gobin::{BuildInfo, parse_go_version};
 
 /// Why the escape analysis cannot run (or `--source`/`--go` are wrong).
@@ -166,17 +167,6 @@ fn cannot_run(go: &Path, source: std::io::Error) -> EscapeError {
         go: go.to_path_buf(),
         source,
     }
-}
-
-fn executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| executable(p))
 }
 
 /// Where to look for a toolchain of version `want` (`go1.27.3`), best first.

@@ -89,7 +89,7 @@ type SectionTable<'data> = object::read::elf::SectionTable<'data, FileHeader64<E
 
 /// The first bytes of the header: an ELF64 little-endian x86-64 or
 /// AArch64 file, long enough for its header.
-fn check_ident(data: &[u8]) -> Result<Arch, GoBinError> {
+pub(super) fn check_ident(data: &[u8]) -> Result<Arch, GoBinError> {
     const SHORT: GoBinError = GoBinError::Truncated { what: "elf header" };
     if data.get(..4) != Some(&elf::ELFMAG[..]) {
         return Err(GoBinError::NotElf);

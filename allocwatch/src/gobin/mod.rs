@@ -48,6 +48,14 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// The architecture this allocwatch is built for: its eBPF programs
+    /// read that one's registers.
+    pub const HOST: Arch = if cfg!(target_arch = "aarch64") {
+        Arch::Arm64
+    } else {
+        Arch::Amd64
+    };
+
     /// Go's name, `amd64` or `arm64`.
     #[must_use]
     pub fn name(self) -> &'static str {
@@ -218,6 +226,20 @@ impl fmt::Debug for GoBinary {
 }
 
 impl GoBinary {
+    /// The architecture an ELF file at `path` is built for, from its header
+    /// alone (as [`GoBinary::open`] checks it); `None` for another file.
+    #[must_use]
+    pub fn arch_of_file(path: &Path) -> Option<Arch> {
+        use std::io::Read;
+        let mut head = Vec::with_capacity(64);
+        std::fs::File::open(path)
+            .ok()?
+            .take(64)
+            .read_to_end(&mut head)
+            .ok()?;
+        elf::check_ident(&head).ok()
+    }
+
     /// Reads and parses the executable at `path`.
     pub fn open(path: &Path) -> Result<Self, GoBinError> {
         let data = std::fs::read(path).map_err(|source| GoBinError::Io {

@@ -222,7 +222,6 @@ fn decode(buf: &[u8]) -> Option<Event<'_>> {
 /// its `runtime.mallocgc*` functions and of its runtime (as bitmaps), and
 /// the `p.New()` return.
 fn load(plan: &ProbePlan, tgid: u32, bias: u64, opts: LoadOptions) -> Result<Ebpf> {
-    plan.check_traceable_here().map_err(AppError::target)?;
     let bitmap = |ranges: &[(u64, u64)]| addrset::build(ranges, bias).map_err(AppError::target);
     let malloc = bitmap(&plan.merged_malloc_ranges())?;
     let runtime = bitmap(&plan.runtime_ranges)?;
@@ -303,7 +302,9 @@ impl Tracer {
     /// Loads the programs for process `tgid`, with the runtime addresses of
     /// the `runtime.mallocgc*` functions, and attaches every probe of `plan`
     /// (vaddrs already in the plan; `bias` is the target's load bias) to
-    /// `exe` for that process only.
+    /// `exe` for that process only. The plan must be of this machine's
+    /// architecture (`ProbePlan::check_traceable_here`: the session checks
+    /// it, before it writes anything into the target).
     pub fn attach(plan: &ProbePlan, exe: &Path, tgid: u32, bias: u64) -> Result<Tracer> {
         Self::attach_programs(plan, exe, tgid, bias, LoadOptions::default())
     }
