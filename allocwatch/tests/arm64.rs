@@ -15,6 +15,7 @@ mod support;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use support::noprofile::{NoProfileResult, check_launched_estimates};
 use support::pools::{PoolsResult, check_pools};
 use support::poolwrap::{PoolwrapResult, check_poolwrap};
 use support::profile::{Totals, by_site, check_exact_rate_1, check_sampled, profile_diff_of};
@@ -142,18 +143,6 @@ fn runtime_profile_agreement_on_arm64() {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct NoProfileSite {
-    func: String,
-    count: u64,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct NoProfileResult {
-    rate_before: u64,
-    sites: Vec<NoProfileSite>,
-}
-
 /// Sampled mode on arm64: a stripped program with memory profiling off,
 /// launched by `record --mode sampled`, runs at 512 KiB from its start and
 /// the estimates are within 10 % of its own counts.
@@ -164,23 +153,8 @@ fn sampled_estimates_on_arm64() {
         let name = format!("noprofile-stripped-go{v}");
         let (out, summary) = run(&name);
         let res: NoProfileResult = parse_result(&out);
-        assert_eq!(res.rate_before, 524_288, "{name}: the rate at start");
         assert_eq!(summary.mode.initial, "sampled", "{name}");
         let rows = read_site_rows(&results().join(format!("{name}.csv")));
-        for s in &res.sites {
-            let allocs: u64 = rows
-                .iter()
-                .filter(|r| r.function == s.func)
-                .map(|r| r.allocs)
-                .sum();
-            #[allow(clippy::cast_precision_loss)]
-            let off = (allocs as f64 - s.count as f64).abs() / s.count as f64;
-            assert!(
-                off <= 0.10,
-                "{name}: {}: estimated {allocs}, true {}",
-                s.func,
-                s.count
-            );
-        }
+        check_launched_estimates(&name, &res, &rows);
     }
 }

@@ -1032,6 +1032,44 @@ fn corrupted_files_never_panic() {
     }
 }
 
+/// The plan of an arm64 executable (exact mode that may switch to sampled,
+/// pools), checked: no warning; every probe at its `MOVD.W R30` after the
+/// stack check but the two miss sites inside `Get`; pools traced with `p`
+/// in R2; `MemProfileRate` and the linker's flag where `sym` (`go tool
+/// nm`) has them.
+fn arm64_plan(bin: &GoBinary, l: &str, sym: &dyn Fn(&str) -> u64) -> allocwatch::plan::ProbePlan {
+    let plan = allocwatch::plan::plan(
+        bin,
+        allocwatch::plan::PlanOptions {
+            pools: true,
+            mode: allocwatch::plan::Mode::Exact,
+            switchable: true,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{l}: {e}"));
+    assert_eq!(plan.arch, "arm64", "{l}");
+    assert!(plan.warnings.is_empty(), "{l}: {:?}", plan.warnings);
+    assert!(plan.pools_enabled(), "{l}: {:?}", plan.pools);
+    assert_eq!(plan.pool_register, Some(2), "{l}");
+    for p in &plan.probes {
+        assert!(
+            p.role.starts_with("pool miss") || p.placement == "MOVD.W R30 after the stack check",
+            "{l}: {p:?}"
+        );
+    }
+    assert_eq!(
+        plan.mem_profile_rate_addr,
+        Some(sym("runtime.MemProfileRate")),
+        "{l}"
+    );
+    assert_eq!(
+        plan.disable_flag_addr,
+        Some(sym("runtime.disableMemoryProfiling")),
+        "{l}"
+    );
+    plan
+}
+
 /// The arm64 plan on every Go version 1.21–1.27 (the VM traces builds of
 /// the first and last; tests/arm64.rs): every probe on the `MOVD.W R30`
 /// after the stack check, pools traced with `p` in R2 at `Get`'s miss
@@ -1050,25 +1088,12 @@ fn arm64_plans_on_every_go_version() {
                 .map(|s| s.0)
                 .unwrap_or_else(|| panic!("{l}: nm has no {n}"))
         };
-        let plan = allocwatch::plan::plan(
-            &bin,
-            allocwatch::plan::PlanOptions {
-                pools: true,
-                mode: allocwatch::plan::Mode::Exact,
-                switchable: true,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{l}: {e}"));
-        assert!(plan.warnings.is_empty(), "{l}: {:?}", plan.warnings);
-        assert!(plan.pools_enabled(), "{l}: {:?}", plan.pools);
-        assert_eq!(plan.pool_register, Some(2), "{l}");
+        let plan = arm64_plan(&bin, &l, &sym);
         let get = sym("sync.(*Pool).Get");
-        let get_end = bin.func_by_name("sync.(*Pool).Get").expect("Get").end;
+        let get_fn = bin.func_by_name("sync.(*Pool).Get").expect("Get");
         let ret = plan.pool_new_return.expect("pools");
-        assert!((get..get_end).contains(&ret), "{l}: {ret:#x}");
-        let call = bin
-            .code(&bin.func_by_name("sync.(*Pool).Get").expect("Get"))
-            .expect("code");
+        assert!((get..get_fn.end).contains(&ret), "{l}: {ret:#x}");
+        let call = bin.code(&get_fn).expect("code");
         let at = usize::try_from(ret - 4 - get).expect("offset");
         // BLR Rn: 1101011 0 0 01 11111 000000 n 00000.
         let word = u32::from_le_bytes(call[at..at + 4].try_into().expect("4 bytes"));
@@ -1077,27 +1102,10 @@ fn arm64_plans_on_every_go_version() {
             0xd63f_0000,
             "{l}: {word:#010x} is no BLR"
         );
-        for p in &plan.probes {
-            assert!(
-                p.role.starts_with("pool miss")
-                    || p.placement == "MOVD.W R30 after the stack check",
-                "{l}: {p:?}"
-            );
-        }
         assert!(
             plan.probes
                 .iter()
                 .any(|p| p.function == "runtime.profilealloc"),
-            "{l}"
-        );
-        assert_eq!(
-            plan.mem_profile_rate_addr,
-            Some(sym("runtime.MemProfileRate")),
-            "{l}"
-        );
-        assert_eq!(
-            plan.disable_flag_addr,
-            Some(sym("runtime.disableMemoryProfiling")),
             "{l}"
         );
         assert_eq!(
@@ -1207,38 +1215,7 @@ fn arm64_executables_are_read_and_planned() {
                 po.offset
             );
         }
-        // The plan: every probe at its MOVD.W R30, the pool's miss sites
-        // and register, MemProfileRate and the linker's flag, as nm has them.
-        let plan = allocwatch::plan::plan(
-            &bin,
-            allocwatch::plan::PlanOptions {
-                pools: true,
-                mode: allocwatch::plan::Mode::Sampled,
-                switchable: true,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{l}: {e}"));
-        assert_eq!(plan.arch, "arm64", "{l}");
-        assert!(plan.pools_enabled(), "{l}: {:?}", plan.pools);
-        assert_eq!(plan.pool_register, Some(2), "{l}");
-        assert!(plan.warnings.is_empty(), "{l}: {:?}", plan.warnings);
-        for p in &plan.probes {
-            let inside = p.role.starts_with("pool miss");
-            assert!(
-                inside || p.placement == "MOVD.W R30 after the stack check",
-                "{l}: {p:?}"
-            );
-        }
-        assert_eq!(
-            plan.mem_profile_rate_addr,
-            Some(sym("runtime.MemProfileRate")),
-            "{l}"
-        );
-        assert_eq!(
-            plan.disable_flag_addr,
-            Some(sym("runtime.disableMemoryProfiling")),
-            "{l}"
-        );
+        let plan = arm64_plan(&bin, &l, &sym);
         let get = sym("sync.(*Pool).Get");
         let get_text = go_tool(
             tc,

@@ -19,6 +19,7 @@
 
 mod support;
 
+use support::noprofile::{NoProfileResult, check_launched_estimates};
 use support::proc::Proc;
 use support::{allocwatch, parse_result, read_site_rows, read_word};
 
@@ -133,21 +134,6 @@ enum Stop {
     Duration,
     Sigint,
     Sigterm,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct NoProfileSite {
-    func: String,
-    count: u64,
-    bytes: u64,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct NoProfileResult {
-    go: String,
-    rate_before: u64,
-    rate_after: u64,
-    sites: Vec<NoProfileSite>,
 }
 
 /// The `.symtab` address of `name`, and the first byte the file holds
@@ -488,22 +474,6 @@ fn launched_program_with_profiling_off_is_sampled_from_the_start() {
             "go{version}:\n{stderr}"
         );
         let res: NoProfileResult = parse_result(&String::from_utf8_lossy(&out.stdout));
-        assert_eq!(res.rate_before, 524_288, "go{version}: the rate at start");
-        let rows = read_site_rows(&csv);
-        for s in &res.sites {
-            let allocs: u64 = rows
-                .iter()
-                .filter(|r| r.function == s.func)
-                .map(|r| r.allocs)
-                .sum();
-            #[allow(clippy::cast_precision_loss)]
-            let off = (allocs as f64 - s.count as f64).abs() / s.count as f64;
-            assert!(
-                off <= 0.10,
-                "go{version}: {}: estimated {allocs}, true {}",
-                s.func,
-                s.count
-            );
-        }
+        check_launched_estimates(&format!("go{version}"), &res, &read_site_rows(&csv));
     }
 }

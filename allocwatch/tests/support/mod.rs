@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod noprofile;
 pub mod pools;
 pub mod poolwrap;
 pub mod proc;
